@@ -1,0 +1,5 @@
+import sys
+
+from cd4ml.cli import main
+
+sys.exit(main())

@@ -1,0 +1,86 @@
+"""Rendering for the terminal: tables, colour only on a TTY (and never with NO_COLOR), and the
+progress listener that turns stage events into one line per stage."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, is_dataclass
+from typing import Any, Iterable, Sequence, TextIO
+
+from cd4ml.events import Event
+
+_CODES = {"red": "31", "green": "32", "yellow": "33", "bold": "1", "dim": "2"}
+
+
+def use_colour(stream: TextIO = sys.stdout) -> bool:
+    return "NO_COLOR" not in os.environ and hasattr(stream, "isatty") and stream.isatty()
+
+
+def paint(text: str, colour: str, stream: TextIO = sys.stdout) -> str:
+    return f"\033[{_CODES[colour]}m{text}\033[0m" if use_colour(stream) else text
+
+
+def fmt(v: Any) -> str:
+    """A value for a table: numbers to 4 significant digits, NaN and None spelt out."""
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return "NaN" if math.isnan(v) else f"{v:.4g}"
+    return str(v)
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A plain-text table with aligned columns."""
+    cells = [[fmt(c) for c in r] for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(list(headers)), line(["-" * w for w in widths])] + [line(r) for r in cells])
+
+
+def to_jsonable(obj: Any) -> Any:
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return to_jsonable(asdict(obj))
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if hasattr(obj, "__fspath__"):
+        return os.fspath(obj)
+    return obj
+
+
+def print_json(obj: Any, stream: TextIO = sys.stdout) -> None:
+    stream.write(json.dumps(to_jsonable(obj), indent=2, sort_keys=True, default=str) + "\n")
+
+
+class Progress:
+    """Listener: one line per stage on stderr, so stdout stays clean for --json."""
+
+    def __init__(self, stream: TextIO = sys.stderr):
+        self.stream = stream
+        self.started: dict[str, float] = {}
+
+    def __call__(self, e: Event) -> None:
+        if e.kind == "stage_started" and e.stage:
+            self.started[e.stage] = time.perf_counter()
+            if use_colour(self.stream):
+                self.stream.write(paint(f"… {e.stage}", "dim", self.stream) + "\r")
+        elif e.kind in ("stage_finished", "stage_failed", "stage_skipped") and e.stage:
+            took = time.perf_counter() - self.started.pop(e.stage, time.perf_counter())
+            mark = {"stage_finished": ("✓", "green"), "stage_failed": ("✗", "red"),
+                    "stage_skipped": ("↷", "yellow")}[e.kind]
+            self.stream.write(f"{paint(mark[0], mark[1], self.stream)} {e.stage:<9} "
+                              f"{e.message}  ({took:.2f}s)\n")
+        elif e.kind == "warning":
+            self.stream.write(paint(f"warning: {e.message}", "yellow", self.stream) + "\n")
+        elif e.kind == "progress" and e.message:
+            self.stream.write(f"  {e.message}\n")
+        self.stream.flush()

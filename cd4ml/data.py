@@ -1,0 +1,85 @@
+"""Reading a pipeline's data, hashing it, and choosing the held-out rows.
+
+The held-out split depends only on the data, the spec's split settings and the seed, so the
+candidate and the production model are always scored on the same rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cd4ml.errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from cd4ml.spec import DataSpec, Spec
+
+
+def file_hash(path: str | Path) -> str:
+    """sha256 of a file's bytes: the identity of a data set."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the data: {e.strerror or e}") from None
+    return h.hexdigest()
+
+
+def load_frame(data: DataSpec) -> pd.DataFrame:
+    """Load the data set and check that the columns the spec names are there."""
+    import pandas as pd
+
+    try:
+        if data.format == "parquet":
+            frame = pd.read_parquet(data.path)
+        else:
+            frame = pd.read_csv(data.path)
+    except FileNotFoundError:
+        raise DataError(f"{data.path}: no such data file; fix data.path in the spec") from None
+    except Exception as e:  # pandas raises many types for a malformed file
+        raise DataError(f"{data.path}: cannot parse as {data.format}: {str(e).splitlines()[0]}") from None
+    if frame.empty:
+        raise DataError(f"{data.path}: the data set has no rows")
+    missing = [c for c in (data.target, *(data.features or ()), *data.slices) if c not in frame.columns]
+    if missing:
+        raise DataError(f"{data.path}: column {missing[0]!r} named in the spec is missing "
+                        f"(columns: {', '.join(map(str, frame.columns[:12]))})")
+    return frame
+
+
+def feature_columns(data: DataSpec, frame: pd.DataFrame) -> list[str]:
+    """The spec's features, or every column but the target and the slice columns."""
+    if data.features is not None:
+        return list(data.features)
+    return [c for c in frame.columns if c != data.target and c not in data.slices]
+
+
+@dataclass(frozen=True)
+class Split:
+    train_index: list[int]
+    test_index: list[int]
+
+
+def split(spec: Spec, frame: pd.DataFrame) -> Split:
+    """Deterministic train/held-out split by the spec's test_size, seed and stratification."""
+    from sklearn.model_selection import train_test_split
+
+    idx = list(range(len(frame)))
+    stratify = None
+    if spec.model.task == "classification" and spec.split.stratify:
+        counts = frame[spec.data.target].value_counts()
+        # stratifying needs two rows of every class; fall back to a plain split otherwise
+        if len(counts) > 1 and counts.min() >= 2:
+            stratify = frame[spec.data.target]
+    try:
+        train_idx, test_idx = train_test_split(
+            idx, test_size=spec.split.test_size, random_state=spec.split.seed, stratify=stratify)
+    except ValueError as e:
+        raise DataError(f"{spec.data.path}: cannot split {len(frame)} rows: {e}") from None
+    return Split(sorted(train_idx), sorted(test_idx))

@@ -1,0 +1,92 @@
+"""The cd4ml exception tree.
+
+    Cd4mlError                 every error a user can act on; exit code 2 unless said otherwise
+    ├── SpecError              the pipeline spec is wrong (file:line: what is wrong)
+    ├── DataError              the data cannot be read or lacks what the spec names
+    ├── StoreError             the metadata store cannot be reached or is inconsistent
+    ├── ArtifactError          a model artifact is missing or its sha256 does not match
+    ├── StageFailed            a stage ran and said no (validation, gate): exit code 1
+    │   ├── ValidationFailed
+    │   └── GateFailed
+    ├── BuildError             the image could not be built, validated or pushed
+    ├── DeployError            a deploy, promotion or rollback was refused or failed
+    ├── TrackerError           the tracker (GitHub) refused or could not be reached
+    └── CommandError           an external command exited non-zero
+
+Messages name the file, field or value and end with what to do about it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Cd4mlError(Exception):
+    """Root of every error cd4ml raises on purpose."""
+
+    exit_code = 2
+
+
+class SpecError(Cd4mlError):
+    """The pipeline spec is malformed or names something that does not exist."""
+
+
+class DataError(Cd4mlError):
+    """The data cannot be read, or does not have the columns or types the spec names."""
+
+
+class StoreError(Cd4mlError):
+    """The metadata store cannot be reached, or a record is missing."""
+
+
+class ArtifactError(Cd4mlError):
+    """A model artifact is missing, unreadable or does not match its recorded sha256."""
+
+
+class StageFailed(Cd4mlError):
+    """A stage ran to the end and its verdict is no; carries the structured failures."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, failures: list[Any] | None = None, result: Any = None):
+        super().__init__(message)
+        self.failures = list(failures or [])
+        self.result = result
+
+
+class ValidationFailed(StageFailed):
+    """Data validation (expectations or drift) failed."""
+
+
+class GateFailed(StageFailed):
+    """The promotion gate failed."""
+
+
+class BuildError(Cd4mlError):
+    """The model image could not be built, validated or pushed."""
+
+
+class DeployError(Cd4mlError):
+    """A deploy, promotion or rollback was refused or did not become healthy."""
+
+    exit_code = 1
+
+
+class TrackerError(Cd4mlError):
+    """The tracker (GitHub) refused a request or could not be reached."""
+
+
+class CommandError(Cd4mlError):
+    """An external command exited non-zero."""
+
+    def __init__(self, argv: list[str], returncode: int, stderr: str):
+        import shlex
+
+        tail = stderr.strip().splitlines()[-5:]
+        super().__init__(
+            f"command failed (exit {returncode}): {shlex.join(argv)}"
+            + (f": {' | '.join(tail)}" if tail else "")
+        )
+        self.argv = argv
+        self.returncode = returncode
+        self.stderr = stderr

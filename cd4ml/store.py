@@ -1,0 +1,808 @@
+"""The metadata and lineage store: data sets, runs, validations, metrics, gates, model versions,
+images, deployments, approvals and locks.
+
+Embedded SQLite by default (``.cd4ml/cd4ml.db`` in the working repository), any SQLAlchemy URL
+otherwise (``CD4ML_STORE_URL``, e.g. ``postgresql+psycopg://...``). Several CI jobs may write at
+once: SQLite runs in WAL mode and every write transaction starts with ``BEGIN IMMEDIATE`` (so two
+writers queue on the busy timeout instead of failing with "database is locked"); model version
+numbers come from ``max + 1`` under a unique constraint and are retried on a clash, which is what
+keeps them unique on PostgreSQL too. The schema is versioned: migrations are numbered and each is
+applied in its own transaction together with its bookkeeping row.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
+
+import sqlalchemy as sa
+
+from cd4ml.errors import StoreError
+
+T = TypeVar("T")
+metadata = sa.MetaData()
+
+
+def now() -> str:
+    """UTC time as ISO 8601 text: sorts correctly as a string on every database."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _json_safe(o: Any) -> Any:
+    # NaN and infinities are not JSON, and PostgreSQL refuses them: keep them as text.
+    if isinstance(o, float) and not math.isfinite(o):
+        return str(o)
+    if isinstance(o, dict):
+        return {str(k): _json_safe(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_json_safe(v) for v in o]
+    return o
+
+
+def _dumps(o: Any) -> str:
+    return json.dumps(_json_safe(o), default=str, sort_keys=True)
+
+
+# ----------------------------------------------------------------------------------- the schema
+
+schema_version = sa.Table(
+    "schema_version", metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("applied_at", sa.String(32), nullable=False),
+)
+datasets = sa.Table(
+    "datasets", metadata,
+    sa.Column("hash", sa.String(64), primary_key=True),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("format", sa.String(16), nullable=False),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("columns", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.String(32), nullable=False),
+)
+runs = sa.Table(
+    "runs", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("pipeline", sa.String(64), nullable=False, index=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # pipeline | tracked
+    # running | succeeded | validation_failed | gate_failed | failed
+    sa.Column("status", sa.String(24), nullable=False),
+    sa.Column("git_commit", sa.String(64)),
+    sa.Column("branch", sa.String(255)),
+    sa.Column("actor", sa.String(255)),
+    sa.Column("spec_hash", sa.String(64)),
+    sa.Column("code_hash", sa.String(64)),
+    sa.Column("data_hash", sa.String(64)),
+    sa.Column("cache_key", sa.String(64), index=True),
+    sa.Column("params", sa.JSON, nullable=False),
+    sa.Column("tags", sa.JSON, nullable=False),
+    sa.Column("started_at", sa.String(32), nullable=False),
+    sa.Column("ended_at", sa.String(32)),
+    sa.Column("error", sa.Text),
+    sa.Column("reused_from", sa.String(32)),
+)
+validations = sa.Table(
+    "validations", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id"), nullable=False, index=True),
+    sa.Column("suite", sa.String(255)),
+    sa.Column("success", sa.Boolean, nullable=False),
+    sa.Column("expectations", sa.JSON, nullable=False),
+    sa.Column("drift", sa.JSON, nullable=False),
+    sa.Column("baseline_version", sa.Integer),
+    sa.Column("created_at", sa.String(32), nullable=False),
+)
+metrics = sa.Table(
+    "metrics", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id"), nullable=False, index=True),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("value", sa.Float),  # NULL: not a number (NaN, or could not be computed)
+    sa.Column("scope", sa.String(16), nullable=False),  # candidate | production
+    sa.Column("slice", sa.String(255), nullable=False, server_default=""),
+    sa.Column("slice_value", sa.String(255), nullable=False, server_default=""),
+    sa.Column("step", sa.Integer),
+    sa.Column("model_version", sa.Integer),  # which version was scored, for production rows
+    sa.Column("created_at", sa.String(32), nullable=False),
+)
+model_versions = sa.Table(
+    "model_versions", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("pipeline", sa.String(64), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id"), nullable=False, index=True),
+    sa.Column("task", sa.String(16), nullable=False),
+    sa.Column("artifact_uri", sa.Text, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("signature", sa.JSON, nullable=False),
+    sa.Column("stats", sa.JSON, nullable=False),
+    sa.Column("blessed", sa.Boolean, nullable=False, default=False),
+    sa.Column("bad", sa.Boolean, nullable=False, default=False),
+    sa.Column("created_at", sa.String(32), nullable=False),
+    sa.UniqueConstraint("pipeline", "version", name="uq_model_version"),
+)
+gate_decisions = sa.Table(
+    "gate_decisions", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id"), nullable=False, index=True),
+    sa.Column("model_version_id", sa.Integer, sa.ForeignKey("model_versions.id")),
+    sa.Column("passed", sa.Boolean, nullable=False),
+    sa.Column("rules", sa.JSON, nullable=False),
+    sa.Column("baseline_version", sa.Integer),
+    sa.Column("overridden", sa.Boolean, nullable=False, default=False),
+    sa.Column("override_by", sa.String(255)),
+    sa.Column("override_reason", sa.Text),
+    sa.Column("created_at", sa.String(32), nullable=False),
+)
+images = sa.Table(
+    "images", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model_version_id", sa.Integer, sa.ForeignKey("model_versions.id"), nullable=False, index=True),
+    sa.Column("image_id", sa.String(128), nullable=False),
+    sa.Column("reference", sa.Text, nullable=False),  # repository:tag
+    sa.Column("digest", sa.Text),  # registry digest, after a push
+    sa.Column("size_bytes", sa.BigInteger),
+    sa.Column("infra_status", sa.String(16), nullable=False),  # pending | passed | failed
+    sa.Column("infra_report", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.String(32), nullable=False),
+    sa.Column("pushed_at", sa.String(32)),
+)
+deployments = sa.Table(
+    "deployments", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("pipeline", sa.String(64), nullable=False),
+    sa.Column("environment", sa.String(64), nullable=False),
+    sa.Column("model_version_id", sa.Integer, sa.ForeignKey("model_versions.id"), nullable=False),
+    sa.Column("image_ref", sa.Text, nullable=False),
+    sa.Column("target", sa.String(16), nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),  # deploy | promote | rollback
+    # in_progress | healthy | failed | replaced | rolled_back
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("current", sa.Boolean, nullable=False, default=False),
+    sa.Column("actor", sa.String(255)),
+    sa.Column("reason", sa.Text),
+    sa.Column("url", sa.Text),
+    sa.Column("details", sa.JSON, nullable=False),
+    sa.Column("started_at", sa.String(32), nullable=False),
+    sa.Column("ended_at", sa.String(32)),
+    # the store can never show two current versions for one environment
+    sa.Index(
+        "uq_current_deployment", "pipeline", "environment", unique=True,
+        sqlite_where=sa.text("current = 1"), postgresql_where=sa.text("current"),
+    ),
+)
+approvals = sa.Table(
+    "approvals", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model_version_id", sa.Integer, sa.ForeignKey("model_versions.id"), nullable=False),
+    sa.Column("environment", sa.String(64), nullable=False),
+    sa.Column("approver", sa.String(255), nullable=False),
+    sa.Column("source", sa.String(32), nullable=False),  # cli | github
+    sa.Column("details", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.String(32), nullable=False),
+)
+locks = sa.Table(
+    "locks", metadata,
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("holder", sa.String(255), nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+
+#: numbered migrations; each runs in its own transaction with its bookkeeping row
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [
+    lambda conn: metadata.create_all(conn, tables=[
+        datasets, runs, validations, metrics, model_versions, gate_decisions,
+        images, deployments, approvals, locks,
+    ]),
+]
+
+# ----------------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class Run:
+    id: str
+    pipeline: str
+    kind: str
+    status: str
+    git_commit: str | None
+    branch: str | None
+    actor: str | None
+    spec_hash: str | None
+    code_hash: str | None
+    data_hash: str | None
+    cache_key: str | None
+    params: dict
+    tags: dict
+    started_at: str
+    ended_at: str | None
+    error: str | None
+    reused_from: str | None
+
+
+@dataclass(frozen=True)
+class Dataset:
+    hash: str
+    path: str
+    format: str
+    rows: int
+    columns: list
+    created_at: str
+
+
+@dataclass(frozen=True)
+class Metric:
+    id: int
+    run_id: str
+    name: str
+    value: float | None
+    scope: str
+    slice: str
+    slice_value: str
+    step: int | None
+    model_version: int | None
+    created_at: str
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    id: int
+    pipeline: str
+    version: int
+    run_id: str
+    task: str
+    artifact_uri: str
+    sha256: str
+    signature: dict
+    stats: dict
+    blessed: bool
+    bad: bool
+    created_at: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.pipeline}:{self.version}"
+
+
+@dataclass(frozen=True)
+class Validation:
+    id: int
+    run_id: str
+    suite: str | None
+    success: bool
+    expectations: list
+    drift: list
+    baseline_version: int | None
+    created_at: str
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    id: int
+    run_id: str
+    model_version_id: int | None
+    passed: bool
+    rules: list
+    baseline_version: int | None
+    overridden: bool
+    override_by: str | None
+    override_reason: str | None
+    created_at: str
+
+    @property
+    def blessed(self) -> bool:
+        return self.passed or self.overridden
+
+
+@dataclass(frozen=True)
+class Image:
+    id: int
+    model_version_id: int
+    image_id: str
+    reference: str
+    digest: str | None
+    size_bytes: int | None
+    infra_status: str
+    infra_report: dict
+    created_at: str
+    pushed_at: str | None
+
+
+@dataclass(frozen=True)
+class Deployment:
+    id: int
+    pipeline: str
+    environment: str
+    model_version_id: int
+    image_ref: str
+    target: str
+    action: str
+    status: str
+    current: bool
+    actor: str | None
+    reason: str | None
+    url: str | None
+    details: dict
+    started_at: str
+    ended_at: str | None
+
+
+@dataclass(frozen=True)
+class Approval:
+    id: int
+    model_version_id: int
+    environment: str
+    approver: str
+    source: str
+    details: dict
+    created_at: str
+
+
+def _to(cls: type[T], row: Any) -> T:
+    m = row._mapping
+    return cls(**{f.name: m[f.name] for f in fields(cls)})  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------------- the store
+
+
+def default_url(root: Path | None = None) -> str:
+    """``CD4ML_STORE_URL``, or a SQLite file under ``.cd4ml/`` of the working directory."""
+    url = os.environ.get("CD4ML_STORE_URL")
+    if url:
+        return url
+    base = Path(os.environ.get("CD4ML_HOME") or (root or Path.cwd()) / ".cd4ml")
+    return f"sqlite:///{base / 'cd4ml.db'}"
+
+
+def redact(url: str) -> str:
+    """A store URL fit to print: the password replaced."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable store URL>"
+
+
+class Store:
+    """A connection to the metadata store. ``Store("sqlite://")`` is an in-memory store."""
+
+    def __init__(self, url: str | None = None):
+        self.url = url or default_url()
+        try:
+            parsed = sa.engine.make_url(self.url)
+        except sa.exc.ArgumentError:
+            raise StoreError(f"CD4ML_STORE_URL: not a database URL: {redact(self.url)!r}; "
+                             "use e.g. sqlite:///path.db or postgresql+psycopg://user@host/db") from None
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        kwargs: dict[str, Any] = {"json_serializer": _dumps}
+        if self.is_sqlite:
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            else:
+                kwargs["poolclass"] = sa.pool.StaticPool  # one shared in-memory database
+            kwargs["connect_args"] = {"timeout": 60, "check_same_thread": False}
+        else:
+            kwargs["pool_pre_ping"] = True
+        try:
+            self.engine = sa.create_engine(parsed, **kwargs)
+        except (ImportError, sa.exc.NoSuchModuleError) as e:
+            raise StoreError(f"no driver for {redact(self.url)}: {e}; pip install 'cd4ml[postgres]'") from None
+        if self.is_sqlite:
+            sa.event.listen(self.engine, "connect", _sqlite_connect)
+            sa.event.listen(self.engine, "begin", _sqlite_begin)
+        self.migrate()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @contextmanager
+    def tx(self) -> Iterator[sa.Connection]:
+        """A short write transaction (``BEGIN IMMEDIATE`` on SQLite)."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except sa.exc.OperationalError as e:
+            raise StoreError(f"store {redact(self.url)}: {_first_line(e)}; check that it is reachable") from None
+
+    @contextmanager
+    def read(self) -> Iterator[sa.Connection]:
+        """A read-only transaction: it does not queue behind writers."""
+        try:
+            with self.engine.connect() as conn:
+                conn = conn.execution_options(cd4ml_read=True)
+                with conn.begin():
+                    yield conn
+        except sa.exc.OperationalError as e:
+            raise StoreError(f"store {redact(self.url)}: {_first_line(e)}; check that it is reachable") from None
+
+    # ---- migrations
+
+    def migrate(self) -> int:
+        """Apply the migrations this store has not seen; return the schema version."""
+        with self.tx() as conn:
+            schema_version.create(conn, checkfirst=True)
+        for number, migration in enumerate(MIGRATIONS, start=1):
+            for attempt in range(20):
+                try:
+                    with self.tx() as conn:
+                        if not self.is_sqlite:
+                            # one migrator at a time across processes
+                            conn.execute(sa.text("SELECT pg_advisory_xact_lock(4242)"))
+                        done = conn.execute(sa.select(schema_version.c.version).where(
+                            schema_version.c.version == number)).first()
+                        if done is None:
+                            migration(conn)
+                            conn.execute(schema_version.insert().values(version=number, applied_at=now()))
+                    break
+                except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
+                    # another process created the bookkeeping table or applied it first
+                    time.sleep(0.05 * (attempt + 1))
+            else:
+                raise StoreError(f"store {redact(self.url)}: migration {number} could not be applied")
+        return len(MIGRATIONS)
+
+    def schema_version(self) -> int:
+        with self.read() as conn:
+            return conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
+
+    # ---- data sets and runs
+
+    def record_dataset(self, hash: str, path: str, format: str, rows: int, columns: list) -> Dataset:
+        with self.tx() as conn:
+            row = conn.execute(sa.select(datasets).where(datasets.c.hash == hash)).first()
+            if row is None:
+                conn.execute(datasets.insert().values(
+                    hash=hash, path=path, format=format, rows=rows, columns=columns, created_at=now()))
+                row = conn.execute(sa.select(datasets).where(datasets.c.hash == hash)).first()
+        return _to(Dataset, row)
+
+    def dataset(self, hash: str) -> Dataset | None:
+        with self.read() as conn:
+            row = conn.execute(sa.select(datasets).where(datasets.c.hash == hash)).first()
+        return _to(Dataset, row) if row else None
+
+    def start_run(self, pipeline: str, *, kind: str = "pipeline", git_commit: str | None = None,
+                  branch: str | None = None, actor: str | None = None, spec_hash: str | None = None,
+                  code_hash: str | None = None, data_hash: str | None = None,
+                  cache_key: str | None = None, params: dict | None = None,
+                  tags: dict | None = None) -> Run:
+        run_id = uuid.uuid4().hex[:12]
+        with self.tx() as conn:
+            conn.execute(runs.insert().values(
+                id=run_id, pipeline=pipeline, kind=kind, status="running", git_commit=git_commit,
+                branch=branch, actor=actor, spec_hash=spec_hash, code_hash=code_hash,
+                data_hash=data_hash, cache_key=cache_key, params=params or {}, tags=tags or {},
+                started_at=now()))
+        return self.run(run_id)
+
+    def update_run(self, run_id: str, **values: Any) -> Run:
+        with self.tx() as conn:
+            conn.execute(runs.update().where(runs.c.id == run_id).values(**values))
+        return self.run(run_id)
+
+    def finish_run(self, run_id: str, status: str, error: str | None = None,
+                   reused_from: str | None = None) -> Run:
+        return self.update_run(run_id, status=status, error=error, reused_from=reused_from,
+                               ended_at=now())
+
+    def run(self, run_id: str) -> Run:
+        with self.read() as conn:
+            row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).first()
+            if row is None:  # allow a unique prefix, as git does for commits
+                rows = conn.execute(sa.select(runs).where(runs.c.id.like(f"{run_id}%")).limit(2)).all()
+                row = rows[0] if len(rows) == 1 else None
+        if row is None:
+            raise StoreError(f"no run {run_id!r}; see 'cd4ml runs' for run ids")
+        return _to(Run, row)
+
+    def runs(self, pipeline: str | None = None, limit: int = 50) -> list[Run]:
+        q = sa.select(runs).order_by(runs.c.started_at.desc()).limit(limit)
+        if pipeline:
+            q = q.where(runs.c.pipeline == pipeline)
+        with self.read() as conn:
+            return [_to(Run, r) for r in conn.execute(q)]
+
+    def find_cached_run(self, pipeline: str, cache_key: str) -> Run | None:
+        """The newest completed run with these inputs that produced a model."""
+        q = (sa.select(runs).join(model_versions, model_versions.c.run_id == runs.c.id)
+             .where(runs.c.pipeline == pipeline, runs.c.cache_key == cache_key,
+                    runs.c.status.in_(("succeeded", "gate_failed")), runs.c.reused_from.is_(None))
+             .order_by(runs.c.started_at.desc()).limit(1))
+        with self.read() as conn:
+            row = conn.execute(q).first()
+        return _to(Run, row) if row else None
+
+    # ---- validation, metrics, gates
+
+    def record_validation(self, run_id: str, suite: str | None, success: bool, expectations: list,
+                          drift: list, baseline_version: int | None) -> Validation:
+        with self.tx() as conn:
+            vid = conn.execute(validations.insert().values(
+                run_id=run_id, suite=suite, success=success, expectations=expectations,
+                drift=drift, baseline_version=baseline_version, created_at=now())).inserted_primary_key[0]
+            row = conn.execute(sa.select(validations).where(validations.c.id == vid)).first()
+        return _to(Validation, row)
+
+    def validation(self, run_id: str) -> Validation | None:
+        q = sa.select(validations).where(validations.c.run_id == run_id).order_by(validations.c.id.desc())
+        with self.read() as conn:
+            row = conn.execute(q).first()
+        return _to(Validation, row) if row else None
+
+    def record_metrics(self, run_id: str, rows: list[dict]) -> None:
+        """Each row: name, value, and optionally scope, slice, slice_value, step, model_version."""
+        if not rows:
+            return
+        stamp = now()
+        values = []
+        for r in rows:
+            v = r.get("value")
+            v = None if v is None or not math.isfinite(float(v)) else float(v)
+            values.append({"run_id": run_id, "name": r["name"], "value": v,
+                           "scope": r.get("scope", "candidate"), "slice": r.get("slice") or "",
+                           "slice_value": str(r.get("slice_value") or ""), "step": r.get("step"),
+                           "model_version": r.get("model_version"), "created_at": stamp})
+        with self.tx() as conn:
+            conn.execute(metrics.insert(), values)
+
+    def metrics(self, run_id: str) -> list[Metric]:
+        q = sa.select(metrics).where(metrics.c.run_id == run_id).order_by(metrics.c.id)
+        with self.read() as conn:
+            return [_to(Metric, r) for r in conn.execute(q)]
+
+    def record_gate(self, run_id: str, model_version_id: int | None, passed: bool, rules: list,
+                    baseline_version: int | None, override_by: str | None = None,
+                    override_reason: str | None = None) -> GateDecision:
+        overridden = bool(override_by) and not passed
+        with self.tx() as conn:
+            gid = conn.execute(gate_decisions.insert().values(
+                run_id=run_id, model_version_id=model_version_id, passed=passed, rules=rules,
+                baseline_version=baseline_version, overridden=overridden,
+                override_by=override_by if overridden else None,
+                override_reason=override_reason if overridden else None,
+                created_at=now())).inserted_primary_key[0]
+            if model_version_id is not None:
+                conn.execute(model_versions.update().where(model_versions.c.id == model_version_id)
+                             .values(blessed=passed or overridden))
+            row = conn.execute(sa.select(gate_decisions).where(gate_decisions.c.id == gid)).first()
+        return _to(GateDecision, row)
+
+    def gate(self, run_id: str) -> GateDecision | None:
+        q = (sa.select(gate_decisions).where(gate_decisions.c.run_id == run_id)
+             .order_by(gate_decisions.c.id.desc()))
+        with self.read() as conn:
+            row = conn.execute(q).first()
+        return _to(GateDecision, row) if row else None
+
+    # ---- model versions
+
+    def register_model(self, pipeline: str, run_id: str, task: str, artifact_uri: str, sha256: str,
+                       signature: dict, stats: dict) -> ModelVersion:
+        """Give the model the next integer version of its pipeline; unique under concurrency."""
+        for attempt in range(50):
+            try:
+                with self.tx() as conn:
+                    top = conn.execute(sa.select(sa.func.max(model_versions.c.version))
+                                       .where(model_versions.c.pipeline == pipeline)).scalar() or 0
+                    mid = conn.execute(model_versions.insert().values(
+                        pipeline=pipeline, version=top + 1, run_id=run_id, task=task,
+                        artifact_uri=artifact_uri, sha256=sha256, signature=signature,
+                        stats=stats, blessed=False, bad=False, created_at=now()
+                    )).inserted_primary_key[0]
+                return self.model_by_id(mid)
+            except sa.exc.IntegrityError:
+                time.sleep(0.01 * (attempt + 1))
+        raise StoreError(f"could not allocate a model version for {pipeline!r}: too many concurrent writers")
+
+    def model_by_id(self, model_id: int) -> ModelVersion:
+        with self.read() as conn:
+            row = conn.execute(sa.select(model_versions).where(model_versions.c.id == model_id)).first()
+        if row is None:
+            raise StoreError(f"no model version with id {model_id}")
+        return _to(ModelVersion, row)
+
+    def model(self, pipeline: str, version: int) -> ModelVersion:
+        with self.read() as conn:
+            row = conn.execute(sa.select(model_versions).where(
+                model_versions.c.pipeline == pipeline, model_versions.c.version == version)).first()
+        if row is None:
+            raise StoreError(f"no model version {pipeline}:{version}; see 'cd4ml models'")
+        return _to(ModelVersion, row)
+
+    def model_for_run(self, run_id: str) -> ModelVersion | None:
+        with self.read() as conn:
+            row = conn.execute(sa.select(model_versions).where(model_versions.c.run_id == run_id)
+                               .order_by(model_versions.c.id.desc())).first()
+        return _to(ModelVersion, row) if row else None
+
+    def models(self, pipeline: str | None = None, limit: int = 50) -> list[ModelVersion]:
+        q = sa.select(model_versions).order_by(model_versions.c.id.desc()).limit(limit)
+        if pipeline:
+            q = q.where(model_versions.c.pipeline == pipeline)
+        with self.read() as conn:
+            return [_to(ModelVersion, r) for r in conn.execute(q)]
+
+    def latest_model(self, pipeline: str, blessed: bool | None = None) -> ModelVersion | None:
+        q = (sa.select(model_versions).where(model_versions.c.pipeline == pipeline)
+             .order_by(model_versions.c.version.desc()).limit(1))
+        if blessed is not None:
+            q = q.where(model_versions.c.blessed == blessed, model_versions.c.bad.is_(False))
+        with self.read() as conn:
+            row = conn.execute(q).first()
+        return _to(ModelVersion, row) if row else None
+
+    def set_model_flags(self, model_id: int, **flags: bool) -> ModelVersion:
+        with self.tx() as conn:
+            conn.execute(model_versions.update().where(model_versions.c.id == model_id).values(**flags))
+        return self.model_by_id(model_id)
+
+    def production_model(self, pipeline: str, environment: str | None) -> ModelVersion | None:
+        """The baseline a candidate is compared with: the version serving in ``environment``
+        now, or, before anything was deployed there, the newest blessed version."""
+        if environment:
+            dep = self.current_deployment(pipeline, environment)
+            if dep is not None:
+                return self.model_by_id(dep.model_version_id)
+        return self.latest_model(pipeline, blessed=True)
+
+    # ---- images, deployments, approvals
+
+    def record_image(self, model_version_id: int, image_id: str, reference: str,
+                     size_bytes: int | None, infra_status: str = "pending",
+                     infra_report: dict | None = None) -> Image:
+        with self.tx() as conn:
+            iid = conn.execute(images.insert().values(
+                model_version_id=model_version_id, image_id=image_id, reference=reference,
+                size_bytes=size_bytes, infra_status=infra_status, infra_report=infra_report or {},
+                created_at=now())).inserted_primary_key[0]
+        return self.image(iid)
+
+    def update_image(self, image_pk: int, **values: Any) -> Image:
+        with self.tx() as conn:
+            conn.execute(images.update().where(images.c.id == image_pk).values(**values))
+        return self.image(image_pk)
+
+    def image(self, image_pk: int) -> Image:
+        with self.read() as conn:
+            row = conn.execute(sa.select(images).where(images.c.id == image_pk)).first()
+        if row is None:
+            raise StoreError(f"no image record {image_pk}")
+        return _to(Image, row)
+
+    def images_for(self, model_version_id: int) -> list[Image]:
+        q = sa.select(images).where(images.c.model_version_id == model_version_id).order_by(images.c.id.desc())
+        with self.read() as conn:
+            return [_to(Image, r) for r in conn.execute(q)]
+
+    def start_deployment(self, pipeline: str, environment: str, model_version_id: int,
+                         image_ref: str, target: str, action: str, actor: str | None,
+                         reason: str | None = None, details: dict | None = None) -> Deployment:
+        with self.tx() as conn:
+            did = conn.execute(deployments.insert().values(
+                pipeline=pipeline, environment=environment, model_version_id=model_version_id,
+                image_ref=image_ref, target=target, action=action, status="in_progress",
+                current=False, actor=actor, reason=reason, details=details or {},
+                started_at=now())).inserted_primary_key[0]
+        return self.deployment(did)
+
+    def finish_deployment(self, deployment_id: int, status: str, url: str | None = None,
+                          details: dict | None = None) -> Deployment:
+        """Close a deployment; a healthy one becomes the environment's only current one."""
+        with self.tx() as conn:
+            dep = _to(Deployment, conn.execute(
+                sa.select(deployments).where(deployments.c.id == deployment_id)).first())
+            values: dict[str, Any] = {"status": status, "ended_at": now()}
+            if url is not None:
+                values["url"] = url
+            if details is not None:
+                values["details"] = {**dep.details, **details}
+            if status == "healthy":
+                conn.execute(deployments.update().where(
+                    deployments.c.pipeline == dep.pipeline,
+                    deployments.c.environment == dep.environment,
+                    deployments.c.current.is_(True)).values(current=False, status="replaced"))
+                values["current"] = True
+            conn.execute(deployments.update().where(deployments.c.id == deployment_id).values(**values))
+        return self.deployment(deployment_id)
+
+    def deployment(self, deployment_id: int) -> Deployment:
+        with self.read() as conn:
+            row = conn.execute(sa.select(deployments).where(deployments.c.id == deployment_id)).first()
+        if row is None:
+            raise StoreError(f"no deployment {deployment_id}")
+        return _to(Deployment, row)
+
+    def current_deployment(self, pipeline: str, environment: str) -> Deployment | None:
+        q = sa.select(deployments).where(
+            deployments.c.pipeline == pipeline, deployments.c.environment == environment,
+            deployments.c.current.is_(True))
+        with self.read() as conn:
+            row = conn.execute(q).first()
+        return _to(Deployment, row) if row else None
+
+    def deployments(self, pipeline: str | None = None, environment: str | None = None,
+                    model_version_id: int | None = None, limit: int = 100) -> list[Deployment]:
+        q = sa.select(deployments).order_by(deployments.c.id.desc()).limit(limit)
+        if pipeline:
+            q = q.where(deployments.c.pipeline == pipeline)
+        if environment:
+            q = q.where(deployments.c.environment == environment)
+        if model_version_id is not None:
+            q = q.where(deployments.c.model_version_id == model_version_id)
+        with self.read() as conn:
+            return [_to(Deployment, r) for r in conn.execute(q)]
+
+    def record_approval(self, model_version_id: int, environment: str, approver: str,
+                        source: str, details: dict | None = None) -> Approval:
+        with self.tx() as conn:
+            aid = conn.execute(approvals.insert().values(
+                model_version_id=model_version_id, environment=environment, approver=approver,
+                source=source, details=details or {}, created_at=now())).inserted_primary_key[0]
+            row = conn.execute(sa.select(approvals).where(approvals.c.id == aid)).first()
+        return _to(Approval, row)
+
+    def approvals(self, model_version_id: int, environment: str | None = None) -> list[Approval]:
+        q = sa.select(approvals).where(approvals.c.model_version_id == model_version_id)
+        if environment:
+            q = q.where(approvals.c.environment == environment)
+        with self.read() as conn:
+            return [_to(Approval, r) for r in conn.execute(q.order_by(approvals.c.id))]
+
+    # ---- locks
+
+    @contextmanager
+    def lock(self, name: str, holder: str, timeout: float = 600.0, ttl: float = 900.0) -> Iterator[None]:
+        """A lock held in the store, so that jobs on different machines queue on it. A holder
+        that died is taken over once its ``ttl`` has passed."""
+        deadline = time.monotonic() + timeout
+        token = f"{holder}#{uuid.uuid4().hex[:8]}"
+        while True:
+            try:
+                with self.tx() as conn:
+                    conn.execute(locks.delete().where(locks.c.name == name, locks.c.expires_at < time.time()))
+                    conn.execute(locks.insert().values(name=name, holder=token, expires_at=time.time() + ttl))
+                break
+            except sa.exc.IntegrityError:
+                if time.monotonic() > deadline:
+                    with self.read() as conn:
+                        who = conn.execute(sa.select(locks.c.holder).where(locks.c.name == name)).scalar()
+                    raise StoreError(f"lock {name!r} is held by {who}; wait for it or, if that job "
+                                     "died, retry after it expires") from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            with self.tx() as conn:
+                conn.execute(locks.delete().where(locks.c.name == name, locks.c.holder == token))
+
+
+def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+    # let SQLAlchemy's "begin" event issue BEGIN itself, so that it can be IMMEDIATE
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout = 60000")
+    cur.execute("PRAGMA journal_mode = WAL")
+    cur.execute("PRAGMA synchronous = NORMAL")
+    cur.execute("PRAGMA foreign_keys = ON")
+    cur.close()
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("cd4ml_read") else "BEGIN IMMEDIATE")
+
+
+def _first_line(e: Exception) -> str:
+    return str(getattr(e, "orig", e)).strip().splitlines()[0] if str(e).strip() else type(e).__name__

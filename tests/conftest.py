@@ -1,0 +1,46 @@
+"""Every test runs isolated: its own HOME, store and artifacts, no GitHub token, no colour.
+
+Tests under tests/integration and tests/e2e are marked so that each tier runs alone:
+``pytest -m "not integration and not e2e"`` is the fast unit tier.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        if "integration" in parts:
+            item.add_marker(pytest.mark.integration)
+        if "e2e" in parts:
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("CD4ML_HOME", str(tmp_path / ".cd4ml"))
+    monkeypatch.setenv("NO_COLOR", "1")
+    for var in ("CD4ML_STORE_URL", "CD4ML_ARTIFACTS", "GITHUB_TOKEN", "GITHUB_ACTIONS",
+                "GITHUB_EVENT_PATH", "GITHUB_STEP_SUMMARY", "GITHUB_SHA", "GITHUB_REF_NAME",
+                "GITHUB_HEAD_REF", "GITHUB_ACTOR", "GITHUB_REPOSITORY", "GITHUB_API_URL"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return ROOT
+
+
+@pytest.fixture
+def pipelines_dir() -> Path:
+    return ROOT / "pipelines"
