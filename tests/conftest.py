@@ -12,6 +12,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Fixtures for real services (PostgreSQL, registry, Docker, the local GitHub server) live one
+# module per service in tests/fixtures/; every module there is loaded as a plugin.
+pytest_plugins = sorted(
+    f"tests.fixtures.{p.stem}" for p in (ROOT / "tests" / "fixtures").glob("*.py")
+    if not p.name.startswith("_")
+)
+
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
