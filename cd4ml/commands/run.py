@@ -1,0 +1,53 @@
+"""``cd4ml run``: the whole pipeline through the gate, with progress and a summary."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cd4ml.commands.common import add_json, add_pipeline, add_store, load_pipeline, open_store
+
+
+def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
+    add_pipeline(p)
+    add_store(p)
+    add_json(p)
+    p.add_argument("--force", action="store_true", help="retrain even if nothing changed")
+    p.add_argument("--override", action="store_true", help="bless despite a failed gate (needs --reason)")
+    p.add_argument("--reason", help="why the gate is overridden (recorded and shown with the result)")
+    p.add_argument("--by", help="who overrides (default: $GITHUB_ACTOR or git user.name)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from cd4ml import pipeline
+    from cd4ml.console import Progress, print_json
+    from cd4ml.errors import SpecError
+    from cd4ml.events import listening
+
+    by = None
+    if args.override:
+        from cd4ml.gitinfo import git_info
+
+        if not (args.reason or "").strip():
+            raise SpecError("--override needs --reason TEXT: the reason is recorded with the decision")
+        by = args.by or git_info().actor
+        if not by:
+            raise SpecError("--override needs a named person: pass --by USER")
+    spec = load_pipeline(args)
+    with open_store(args) as store, listening(Progress(sys.stderr)):
+        result = pipeline.run(spec, store, force=args.force, override_by=by, reason=args.reason)
+        from cd4ml.summary import summarize
+
+        summary = summarize(store, result.run.id)
+    if args.json:
+        print_json({"run": result.run, "cached": result.cached, "status": result.status,
+                    "model": result.model, "seconds": result.seconds, "summary": summary})
+    else:
+        from cd4ml.commands.views import summary_text
+        from cd4ml.console import table
+
+        if result.stages:
+            print(table(["stage", "result", "seconds"], [(s, o, f"{t:.2f}") for s, o, t in result.stages]))
+            print()
+        print(summary_text(summary))
+    return 0 if result.passed else 1

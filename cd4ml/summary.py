@@ -1,0 +1,81 @@
+"""A run's results gathered from the store, for every view of them: the console summary,
+``cd4ml show``, the PR comment, the check run and the step summary all read this one shape,
+so they never disagree."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from cd4ml.store import GateDecision, Metric, ModelVersion, Run, Store, Validation
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """One metric, candidate next to production on the same held-out rows."""
+
+    name: str
+    slice: str  # "" for the whole held-out set
+    slice_value: str
+    candidate: float | None
+    production: float | None
+    production_version: int | None
+    step: int | None = None
+
+    @property
+    def delta(self) -> float | None:
+        if self.candidate is None or self.production is None:
+            return None
+        return self.candidate - self.production
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run: Run  # the run asked about
+    source: Run  # the run whose results stand (differs when the first was served from cache)
+    model: ModelVersion | None
+    validation: Validation | None
+    metrics: tuple[MetricRow, ...]
+    gate: GateDecision | None
+
+    @property
+    def cached(self) -> bool:
+        return self.source.id != self.run.id
+
+
+def metric_rows(metrics: list[Metric]) -> tuple[MetricRow, ...]:
+    """Pair candidate and production values by (name, slice, value); last logged step wins."""
+    cand: dict[tuple[str, str, str], Metric] = {}
+    prod: dict[tuple[str, str, str], Metric] = {}
+    for m in metrics:
+        key = (m.name, m.slice, m.slice_value)
+        (prod if m.scope == "production" else cand)[key] = m
+    rows = []
+    for key in list(dict.fromkeys([*cand, *prod])):
+        c, p = cand.get(key), prod.get(key)
+        rows.append(MetricRow(
+            name=key[0], slice=key[1], slice_value=key[2],
+            candidate=_finite(c.value) if c else None,
+            production=_finite(p.value) if p else None,
+            production_version=p.model_version if p else None,
+            step=c.step if c else None,
+        ))
+    return tuple(rows)
+
+
+def _finite(v: float | None) -> float | None:
+    return v if v is not None and math.isfinite(v) else None
+
+
+def summarize(store: Store, run_id: str) -> RunSummary:
+    """Everything recorded for ``run_id``; a cached run shows the results it reused."""
+    run = store.run(run_id)
+    source = store.run(run.reused_from) if run.reused_from else run
+    return RunSummary(
+        run=run,
+        source=source,
+        model=store.model_for_run(source.id),
+        validation=store.validation(source.id),
+        metrics=metric_rows(store.metrics(source.id)),
+        gate=store.gate(source.id),
+    )
