@@ -359,7 +359,7 @@ def load_spec(path: str | Path) -> Spec:
     if estimator is not None:
         if not _MODULE_ATTR.match(estimator):
             m.fail(f"expected 'module:attr', e.g. sklearn.ensemble:RandomForestClassifier; got {estimator!r}", "estimator")
-        if _find_module(estimator.split(":")[0]) is None:
+        if _find_module(estimator.split(":")[0], extra=[root]) is None:
             m.fail(f"cannot find module {estimator.split(':')[0]!r}; install it or fix the name", "estimator")
     if entry_point is not None:
         if entry_point.endswith(".py"):
