@@ -432,15 +432,23 @@ class Store:
 
     def migrate(self) -> int:
         """Apply the migrations this store has not seen; return the schema version."""
-        with self.tx() as conn:
-            schema_version.create(conn, checkfirst=True)
+        for attempt in range(20):
+            try:
+                with self.tx() as conn:
+                    # on PostgreSQL two processes could both find the table missing and both
+                    # create it; under the lock the second one sees the first one's table
+                    self._migration_lock(conn)
+                    schema_version.create(conn, checkfirst=True)
+                break
+            except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
+                time.sleep(0.05 * (attempt + 1))
+        else:
+            raise StoreError(f"store {redact(self.url)}: could not create the schema_version table")
         for number, migration in enumerate(MIGRATIONS, start=1):
             for attempt in range(20):
                 try:
                     with self.tx() as conn:
-                        if not self.is_sqlite:
-                            # one migrator at a time across processes
-                            conn.execute(sa.text("SELECT pg_advisory_xact_lock(4242)"))
+                        self._migration_lock(conn)
                         done = conn.execute(sa.select(schema_version.c.version).where(
                             schema_version.c.version == number)).first()
                         if done is None:
@@ -454,6 +462,11 @@ class Store:
                 raise StoreError(f"store {redact(self.url)}: migration {number} could not be applied")
         return len(MIGRATIONS)
 
+    def _migration_lock(self, conn: sa.Connection) -> None:
+        # one migrator at a time across processes (SQLite: BEGIN IMMEDIATE already is one)
+        if not self.is_sqlite:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(4242)"))
+
     def schema_version(self) -> int:
         with self.read() as conn:
             return conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
@@ -461,11 +474,16 @@ class Store:
     # ---- data sets and runs
 
     def record_dataset(self, hash: str, path: str, format: str, rows: int, columns: list) -> Dataset:
-        with self.tx() as conn:
-            row = conn.execute(sa.select(datasets).where(datasets.c.hash == hash)).first()
-            if row is None:
-                conn.execute(datasets.insert().values(
-                    hash=hash, path=path, format=format, rows=rows, columns=columns, created_at=now()))
+        try:
+            with self.tx() as conn:
+                row = conn.execute(sa.select(datasets).where(datasets.c.hash == hash)).first()
+                if row is None:
+                    conn.execute(datasets.insert().values(
+                        hash=hash, path=path, format=format, rows=rows, columns=columns, created_at=now()))
+                    row = conn.execute(sa.select(datasets).where(datasets.c.hash == hash)).first()
+        except sa.exc.IntegrityError:
+            # another job recorded the same data at the same moment (PostgreSQL): theirs is ours
+            with self.read() as conn:
                 row = conn.execute(sa.select(datasets).where(datasets.c.hash == hash)).first()
         return _to(Dataset, row)
 
@@ -794,10 +812,27 @@ def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA busy_timeout = 60000")
-    cur.execute("PRAGMA journal_mode = WAL")
+    _set_wal(dbapi_conn, cur)
     cur.execute("PRAGMA synchronous = NORMAL")
     cur.execute("PRAGMA foreign_keys = ON")
     cur.close()
+
+
+def _set_wal(dbapi_conn: Any, cur: Any) -> None:
+    # Turning a new database into WAL takes a lock SQLite does not wait for (busy_timeout does
+    # not apply), so jobs opening a fresh store at the same moment retry here instead of failing
+    # with "database is locked".
+    deadline = time.monotonic() + 60
+    delay = 0.005
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode = WAL")
+            return
+        except dbapi_conn.OperationalError as e:
+            if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
 
 def _sqlite_begin(conn: sa.Connection) -> None:
