@@ -11,6 +11,7 @@
     ├── BuildError             the image could not be built, validated or pushed
     ├── DeployError            a deploy, promotion or rollback was refused or failed
     ├── TrackerError           the tracker (GitHub) refused or could not be reached
+    ├── TrackedRunError        the tracking API was misused (cd4ml.start_run, entry points)
     └── CommandError           an external command exited non-zero
 
 Messages name the file, field or value and end with what to do about it.
@@ -74,6 +75,10 @@ class DeployError(Cd4mlError):
 
 class TrackerError(Cd4mlError):
     """The tracker (GitHub) refused a request or could not be reached."""
+
+
+class TrackedRunError(Cd4mlError):
+    """A tracked run was misused: a bad name or value, no model logged, logging after the end."""
 
 
 class CommandError(Cd4mlError):
