@@ -151,10 +151,16 @@ def _type_error(e: Exception) -> str:
 def run_suite(suite: ExpectationSuite, frame: pd.DataFrame) -> tuple[ExpectationOutcome, ...]:
     """Run ``suite`` on ``frame`` with great-expectations; one outcome per expectation, in the
     suite's order."""
+    import logging
+
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
     from great_expectations.validator.v1_validator import Validator
 
+    # GE pins this logger at INFO, so every ephemeral context logs a line past a WARNING setup
+    noisy = logging.getLogger("great_expectations.data_context.types.base")
+    if noisy.level == logging.INFO:
+        noisy.setLevel(logging.WARNING)
     present = set(map(str, frame.columns))
     missing: dict[int, str] = {}
     runnable = []
