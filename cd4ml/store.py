@@ -384,7 +384,11 @@ class Store:
         kwargs: dict[str, Any] = {"json_serializer": _dumps}
         if self.is_sqlite:
             if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                except OSError as e:
+                    raise StoreError(f"cannot create the store's directory for {redact(self.url)}: "
+                                     f"{e.strerror}; set CD4ML_HOME or CD4ML_STORE_URL elsewhere") from None
             else:
                 kwargs["poolclass"] = sa.pool.StaticPool  # one shared in-memory database
             kwargs["connect_args"] = {"timeout": 60, "check_same_thread": False}
