@@ -47,7 +47,7 @@ _COLUMN_LIST_KEYS = ("column_list",)
 @dataclass(frozen=True)
 class ExpectationOutcome:
     """One expectation's result. ``observed`` is GE's observed value, or for per-row expectations
-    "n/N rows unexpected (p%)"; ``unexpected_examples`` holds at most five values."""
+    "n/N unexpected (p%)" (N: the values checked); ``unexpected_examples`` holds at most five values."""
 
     expectation: str
     column: str | None
@@ -102,6 +102,9 @@ def load_suite(path: str | Path) -> ExpectationSuite:
         where = f"{path}: expectations[{i}]"
         if not isinstance(entry, dict):
             raise SpecError(f"{where}: expected an object with 'type' and 'kwargs'")
+        if "expectation_type" in entry and "type" not in entry:
+            raise SpecError(f"{where}: 'expectation_type' is great-expectations 0.x's key; 1.x "
+                            "suites call it 'type' (rename it, or re-save the suite with GE 1.x)")
         kind = entry.get("type")
         where += f" ({kind})" if isinstance(kind, str) else ""
         try:
@@ -246,9 +249,10 @@ def _outcome(config: Any, result: Any) -> ExpectationOutcome:
     elif "observed_value" in res:
         observed = _jsonable(res["observed_value"])
     elif unexpected is not None and res.get("element_count") is not None:
-        total = res["element_count"]
-        pct = res.get("unexpected_percent") or 0.0
-        observed = f"{unexpected}/{total} rows unexpected ({pct:.3g}%)"
+        # GE leaves missing values out of most per-row expectations (not of not_be_null)
+        checked = res["element_count"] - (res.get("missing_count") or 0)
+        pct = 100.0 * unexpected / checked if checked else 0.0
+        observed = f"{unexpected}/{checked} unexpected ({pct:.3g}%)"
     else:
         observed = None
     examples = res.get("partial_unexpected_list") or []
