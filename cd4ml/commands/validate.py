@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"success": result.success, "suite": result.suite, "rows": result.rows,
                     "data_hash": result.data_hash, "baseline_version": result.baseline_version,
-                    "expectations": result.expectations, "drift": result.drift})
+                    "expectations": result.expectations, "drift": result.drift}, sys.stdout)
     else:
         print(render(result))
     return 0 if result.success else 1
