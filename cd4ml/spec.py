@@ -203,8 +203,13 @@ def _compose(text: str, file: Path) -> tuple[Any, dict[str, int]]:
                 if not isinstance(k, str):
                     raise SpecError(f"{file}:{knode.start_mark.line + 1}: keys must be strings, got {k!r}")
                 if k in out:
-                    raise SpecError(f"{file}:{knode.start_mark.line + 1}: duplicate key {_key(path + (k,))!r}")
+                    first = lines.get(_key(path + (k,)))
+                    raise SpecError(f"{file}:{knode.start_mark.line + 1}: duplicate key {_key(path + (k,))!r}"
+                                    f" (first on line {first}); keep one of them")
                 out[k] = walk(vnode, path + (k,))
+                # a block mapping or list starts on the line after its key: point at the key,
+                # which is where a reader looks for "model:" or "environments.staging:"
+                lines[_key(path + (k,))] = knode.start_mark.line + 1
             return out
         if isinstance(node, yaml.SequenceNode):
             return [walk(v, path + (i,)) for i, v in enumerate(node.value)]
@@ -218,7 +223,11 @@ def _compose(text: str, file: Path) -> tuple[Any, dict[str, int]]:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else 1
-        raise SpecError(f"{file}:{line}: malformed YAML: {e.problem or e}") from None
+        # the problem is often found lines after its cause (an unclosed bracket): name both
+        started = ""
+        if e.context and e.context_mark and e.problem_mark and e.context_mark.line != e.problem_mark.line:
+            started = f" ({e.context} on line {e.context_mark.line + 1})"
+        raise SpecError(f"{file}:{line}: malformed YAML: {e.problem or e}{started}") from None
     except yaml.YAMLError as e:
         raise SpecError(f"{file}:1: malformed YAML: {e}") from None
     finally:
@@ -481,7 +490,8 @@ def _environments(top: _Section) -> tuple[EnvironmentSpec, ...]:
     envs = []
     ports: dict[tuple[str, int], str] = {}
     for i, (ename, _) in enumerate(list(envs_sec.value.items())):
-        e = envs_sec.section(ename)
+        # "staging:" with nothing under it is an environment with every default
+        e = envs_sec.section(ename, {})
         assert e is not None
         if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,30}", ename):
             envs_sec.fail("environment names are lower-case letters, digits and '-'", ename)
