@@ -114,7 +114,8 @@ def check_target(spec: Spec, frame: pd.DataFrame) -> None:
     if missing.any():
         where = ", ".join(str(i) for i in frame.index[missing][:5])
         raise DataError(f"{spec.data.path}: target column {spec.data.target!r} has "
-                        f"{int(missing.sum())} missing value(s) (rows {where}); drop or fill them")
+                        f"{int(missing.sum())} missing value(s) (row index {where}); "
+                        "drop or fill them")
 
 
 def categorical_columns(X: pd.DataFrame) -> list[str]:
