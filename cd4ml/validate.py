@@ -165,14 +165,14 @@ def run_suite(suite: ExpectationSuite, frame: pd.DataFrame) -> tuple[Expectation
     if noisy.level == logging.INFO:
         noisy.setLevel(logging.WARNING)
     present = set(map(str, frame.columns))
+    # ``.configuration`` is rebuilt on every access: take it once
+    configs = [e.configuration for e in suite.expectations]
     missing: dict[int, str] = {}
-    runnable = []
-    for i, exp in enumerate(suite.expectations):
-        gone = [c for c in _columns(exp.configuration.kwargs) if c not in present]
+    for i, config in enumerate(configs):
+        gone = [c for c in _columns(config.kwargs) if c not in present]
         if gone:
             missing[i] = gone[0]
-        else:
-            runnable.append(exp)
+    runnable = [e for i, e in enumerate(suite.expectations) if i not in missing]
 
     results: list[Any] = []
     if runnable:
@@ -187,12 +187,10 @@ def run_suite(suite: ExpectationSuite, frame: pd.DataFrame) -> tuple[Expectation
                               batch_parameters={"dataframe": frame})
         results = list(validator.validate_expectation_suite(to_run).results)
 
-    ordered = _in_suite_order([e for i, e in enumerate(suite.expectations) if i not in missing],
-                              results)
+    ordered = _in_suite_order([c for i, c in enumerate(configs) if i not in missing], results)
     out: list[ExpectationOutcome] = []
     it = iter(ordered)
-    for i, exp in enumerate(suite.expectations):
-        config = exp.configuration
+    for i, config in enumerate(configs):
         if i in missing:
             out.append(ExpectationOutcome(
                 expectation=config.type, column=_column_label(config.kwargs),
@@ -225,15 +223,15 @@ def _signature(config: Any) -> str:
     return config.type + json.dumps(_jsonable(_clean_kwargs(config.kwargs)), sort_keys=True)
 
 
-def _in_suite_order(expectations: list[Any], results: list[Any]) -> list[Any]:
+def _in_suite_order(configs: list[Any], results: list[Any]) -> list[Any]:
     """GE returns results grouped by the metrics they share: put them back in suite order."""
-    if len(results) != len(expectations):
+    if len(results) != len(configs):
         raise DataError(f"great-expectations returned {len(results)} results for "
-                        f"{len(expectations)} expectations; cannot tell which is which")
+                        f"{len(configs)} expectations; cannot tell which is which")
     by_sig: dict[str, list[Any]] = {}
     for r in results:
         by_sig.setdefault(_signature(r.expectation_config), []).append(r)
-    ordered = [(by_sig.get(_signature(e.configuration)) or [None]).pop(0) for e in expectations]
+    ordered = [(by_sig.get(_signature(c)) or [None]).pop(0) for c in configs]
     # suite parameters ($name) are substituted in the results: those keep GE's order
     rest = iter([r for bucket in by_sig.values() for r in bucket])
     return [r if r is not None else next(rest) for r in ordered]
