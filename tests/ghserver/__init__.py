@@ -16,17 +16,27 @@ The state is plain dictionaries, open to assertions: ``statuses[sha]``, ``check_
 from __future__ import annotations
 
 import hashlib
-import re
 import itertools
+import re
 import threading
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Self
 
 from tests.ghserver import openapi
 from tests.ghserver.server import HttpSide, Recorded, Reply
 
-__all__ = ["GitHubServer", "Recorded", "Reply", "STATUSES", "CHECK_RUNS", "CHECK_RUN", "COMMENTS",
-           "COMMENT", "DEPLOYMENTS", "DEPLOYMENT_STATUSES"]
+__all__ = [
+    "CHECK_RUN",
+    "CHECK_RUNS",
+    "COMMENT",
+    "COMMENTS",
+    "DEPLOYMENTS",
+    "DEPLOYMENT_STATUSES",
+    "STATUSES",
+    "GitHubServer",
+    "Recorded",
+    "Reply",
+]
 
 REPO = "/repos/{owner}/{repo}"
 STATUSES = REPO + "/statuses/{sha}"
@@ -49,7 +59,7 @@ _PERMISSION_OF_ROLE = {"admin": "admin", "maintain": "write", "write": "write", 
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _sha(text: str) -> str:
@@ -116,10 +126,10 @@ class GitHubServer(HttpSide):
             self._server.server_close()
             self._server = None
 
-    def __enter__(self) -> GitHubServer:
+    def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     @property

@@ -42,7 +42,7 @@ def spec_path() -> Path:
             out = subprocess.run(
                 [npm, "install", "--prefix", str(HERE), "--no-save", "--no-package-lock",
                  "--no-audit", "--no-fund", "--loglevel=error", PACKAGE],
-                capture_output=True, text=True, timeout=600)
+                check=False, capture_output=True, text=True, timeout=600)
             if out.returncode != 0 or not target.is_file():
                 raise RuntimeError(f"npm install {PACKAGE} failed: {out.stderr.strip()[-500:]}")
     return target

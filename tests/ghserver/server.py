@@ -11,8 +11,9 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from tests.ghserver import openapi
 
@@ -208,23 +209,25 @@ class HttpSide:
 
     def _check_request(self, request: Any) -> None:
         from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest
+        from openapi_core.exceptions import OpenAPIError
 
         try:
             self._api.validate_request(WerkzeugOpenAPIRequest(request))
-        except Exception as e:  # openapi-core's errors have no common public base
+        except OpenAPIError as e:
             cause = e.__cause__ or e
             details = [str(x).split("\n")[0] for x in getattr(cause, "schema_errors", ())]
             raise Reply(422, "Invalid request.\n\n" + ("\n".join(details) or str(e))) from None
 
     def _check_response(self, request: Any, response: Any, template: str, status: int) -> str | None:
         from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAPIResponse
+        from openapi_core.exceptions import OpenAPIError
 
         method = request.method.lower()
         if status not in openapi.declared_statuses(method, template):
             return f"{method.upper()} {template}: status {status} is not in GitHub's description"
         try:
             self._api.validate_response(WerkzeugOpenAPIRequest(request), WerkzeugOpenAPIResponse(response))
-        except Exception as e:
+        except OpenAPIError as e:
             cause = e.__cause__ or e
             details = [str(x).split("\n")[0] for x in getattr(cause, "schema_errors", ())][:8]
             return f"{method.upper()} {template} -> {status}: response does not match: {details or e}"
