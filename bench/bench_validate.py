@@ -1,7 +1,8 @@
 """What running an expectation suite costs in cd4ml, next to great-expectations alone and plain pandas.
 
 On a 1,000,000-row frame (numeric and categorical columns, a few bad values) with a suite of
-8 expectations, times the median of REPEAT runs, each from a fresh ephemeral context:
+8 expectations, times the median of REPEAT runs (the paths taking turns), each from a fresh
+ephemeral context:
 
   (a) cd4ml: ``cd4ml.validate.run_suite`` (context, data source, GE's validator, the outcomes);
   (b) great-expectations' own ``ValidationDefinition.run`` of the same suite on the same frame
@@ -25,7 +26,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 ROWS = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
-REPEAT = 5
+REPEAT = 7
 
 
 def make_frame(rows: int) -> Any:
@@ -109,15 +110,16 @@ def pandas_path(frame: Any) -> dict[str, Any]:
     return out
 
 
-def median_time(fn: Callable[[], Any]) -> tuple[float, Any]:
-    fn()  # warm-up: GE loads and registers lazily on first use
-    times = []
-    out = None
+def interleaved(paths: dict[str, Callable[[], Any]]) -> tuple[dict[str, float], dict[str, Any]]:
+    """Median time of each path, the paths taking turns, so that a busy machine slows them alike."""
+    outs = {name: fn() for name, fn in paths.items()}  # warm-up: GE registers lazily on first use
+    times: dict[str, list[float]] = {name: [] for name in paths}
     for _ in range(REPEAT):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), out
+        for name, fn in paths.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    return {name: statistics.median(ts) for name, ts in times.items()}, outs
 
 
 def main() -> None:
@@ -130,11 +132,15 @@ def main() -> None:
     print(f"{ROWS:,} rows x {frame.shape[1]} columns, {len(raw['expectations'])} expectations, "
           f"median of {REPEAT}\n")
 
-    a, outcomes = median_time(lambda: cd4ml_path(raw, frame))
-    b, ge_result = median_time(lambda: ge_path(raw, frame))
-    b_basic, _ = median_time(lambda: ge_path(raw, frame, {"result_format": "BASIC",
-                                                          "partial_unexpected_count": 5}))
-    c, floor = median_time(lambda: pandas_path(frame))
+    basic = {"result_format": "BASIC", "partial_unexpected_count": 5}
+    times, outs = interleaved({
+        "cd4ml": lambda: cd4ml_path(raw, frame),
+        "ge": lambda: ge_path(raw, frame),
+        "ge_basic": lambda: ge_path(raw, frame, basic),
+        "pandas": lambda: pandas_path(frame),
+    })
+    a, b, b_basic, c = times["cd4ml"], times["ge"], times["ge_basic"], times["pandas"]
+    outcomes, ge_result, floor = outs["cd4ml"], outs["ge"], outs["pandas"]
 
     # the three agree on what failed
     failed_cd4ml = sorted(o.expectation + ":" + str(o.column) for o in outcomes if not o.success)
