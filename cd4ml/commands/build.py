@@ -1,0 +1,86 @@
+"""``cd4ml build``: build, infra-validate (and push) a blessed model version's server image;
+exit 1 when infra validation fails."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from cd4ml.commands.common import add_json, add_pipeline, add_store, load_pipeline, open_store
+from cd4ml.errors import BuildError, SpecError
+
+
+def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
+    p.add_argument("model_version", nargs="?", metavar="MODEL_VERSION",
+                   help="version to build, e.g. 3 or wine:3 (default: the latest blessed one)")
+    add_pipeline(p)
+    add_store(p)
+    add_json(p)
+    p.add_argument("--push", action="store_true",
+                   help="push to image.registry once validated (login from "
+                        "CD4ML_REGISTRY_USER / CD4ML_REGISTRY_PASSWORD)")
+    p.add_argument("--no-cache", dest="nocache", action="store_true",
+                   help="rebuild every layer, dependencies included")
+
+
+def version_arg(text: str, pipeline: str) -> int:
+    """``3`` or ``wine:3`` (whose pipeline must be the spec's)."""
+    name, _, tail = text.rpartition(":")
+    if not tail.isdigit():
+        raise SpecError(f"MODEL_VERSION {text!r}: expected a version number, e.g. 3 or {pipeline}:3")
+    if name and name != pipeline:
+        raise SpecError(f"MODEL_VERSION {text!r} is of pipeline {name!r}, but the spec is "
+                        f"{pipeline!r}; pass --pipeline {name}")
+    return int(tail)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cd4ml.build import build
+    from cd4ml.console import Progress, print_json
+    from cd4ml.events import listening
+
+    spec = load_pipeline(args)
+    with open_store(args) as store, listening(Progress(sys.stderr)):
+        if args.model_version:
+            model = store.model(spec.name, version_arg(args.model_version, spec.name))
+        else:
+            model = store.latest_model(spec.name, blessed=True)
+            if model is None:
+                raise BuildError(f"pipeline {spec.name!r} has no blessed model version; run "
+                                 "'cd4ml run' until its gate passes")
+        result = build(spec, store, model, push=args.push, nocache=args.nocache)
+    if args.json:
+        print_json({**_jsonable(result), "passed": result.passed})
+    else:
+        print(render(result))
+    return 0 if result.passed else 1
+
+
+def _jsonable(result: Any) -> dict:
+    from cd4ml.console import to_jsonable
+
+    return to_jsonable(result)
+
+
+def render(result: Any) -> str:
+    """The image, its size, the infra validation checks, and the digest when pushed."""
+    from cd4ml.console import fmt, paint, table
+
+    mb = 1e6
+    out = [
+        f"image   {result.reference}  ({result.image_id[:19]})",
+        (f"size    {result.size_bytes / mb:.0f} MB, {result.added_bytes / mb:.0f} MB over "
+        f"{result.base_image}"),
+        (f"layers  {result.steps} steps, {result.cached_steps} from cache  "
+        f"({result.seconds:.1f} s in all)"),
+    ]
+    rows = [(paint("pass", "green") if c.passed else paint("FAIL", "red"), c.name, fmt(c.observed),
+             fmt(c.limit), c.detail) for c in result.infra.checks]
+    out += ["", "infra validation:", table(["status", "check", "observed", "limit", "detail"], rows)]
+    if result.digest:
+        out += ["", f"pushed  {result.reference}@{result.digest}"]
+    verdict = ("infra validation passed" if result.passed else
+               "infra validation FAILED: this image will not be pushed or deployed")
+    out += ["", paint(verdict, "green" if result.passed else "red")]
+    return "\n".join(out)
