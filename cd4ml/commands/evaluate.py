@@ -18,11 +18,14 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
                    help="model version to score (default: the pipeline's latest)")
 
 
-def model_version(text: str) -> int:
-    """``3`` or ``wine:3``."""
-    tail = text.rsplit(":", 1)[-1]
+def model_version(text: str, pipeline: str) -> int:
+    """``3`` or ``<pipeline>:3``."""
+    head, _, tail = text.rpartition(":")
     if not tail.isdigit():
-        raise SpecError(f"--model {text!r}: expected a version number, e.g. 3 or wine:3")
+        raise SpecError(f"--model {text!r}: expected a version number, e.g. 3 or {pipeline}:3")
+    if head and head != pipeline:
+        raise SpecError(f"--model {text!r} is of pipeline {head!r}, but the spec is {pipeline!r}; "
+                        "choose the spec with --pipeline")
     return int(tail)
 
 
@@ -34,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     spec = load_pipeline(args)
     with open_store(args) as store, listening(Progress(sys.stderr)):
         if args.model:
-            model = store.model(spec.name, model_version(args.model))
+            model = store.model(spec.name, model_version(args.model, spec.name))
         else:
             model = store.latest_model(spec.name)
             if model is None:
@@ -54,7 +57,7 @@ def render(result: Any, pipeline: str) -> str:
 
     prod = result.production_metrics
     head = f"production ({pipeline}:{result.production_version})" if prod is not None else "production"
-    rows = [(name, value, None if prod is None else prod.get(name),
+    rows: list[Any] = [(name, value, None if prod is None else prod.get(name),
              _delta(value, None if prod is None else prod.get(name)))
             for name, value in result.metrics.items()]
     out = [f"{pipeline}:{result.model_version} on {result.test_rows} held-out rows",
@@ -69,7 +72,7 @@ def render(result: Any, pipeline: str) -> str:
         out += ["", table(["slice", "metric", "candidate", head, "delta"], rows)]
     if result.confusion_matrix:
         labels = [str(x) for x in result.labels]
-        rows = [[f"true {label}", *row] for label, row in zip(labels, result.confusion_matrix)]
+        rows = [(f"true {label}", *row) for label, row in zip(labels, result.confusion_matrix)]
         out += ["", "confusion matrix (rows: true class, columns: predicted)",
                 table(["", *labels], rows)]
     return "\n".join(out)
