@@ -16,11 +16,14 @@ from cd4ml.events import Event
 _CODES = {"red": "31", "green": "32", "yellow": "33", "bold": "1", "dim": "2"}
 
 
-def use_colour(stream: TextIO = sys.stdout) -> bool:
+# Streams default to None and are looked up at call time: a default of sys.stdout would be the
+# stream at import, which pytest's capture (or any redirect) has replaced and maybe closed since.
+def use_colour(stream: TextIO | None = None) -> bool:
+    stream = sys.stdout if stream is None else stream
     return "NO_COLOR" not in os.environ and hasattr(stream, "isatty") and stream.isatty()
 
 
-def paint(text: str, colour: str, stream: TextIO = sys.stdout) -> str:
+def paint(text: str, colour: str, stream: TextIO | None = None) -> str:
     return f"\033[{_CODES[colour]}m{text}\033[0m" if use_colour(stream) else text
 
 
@@ -57,15 +60,16 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
-def print_json(obj: Any, stream: TextIO = sys.stdout) -> None:
+def print_json(obj: Any, stream: TextIO | None = None) -> None:
+    stream = sys.stdout if stream is None else stream
     stream.write(json.dumps(to_jsonable(obj), indent=2, sort_keys=True, default=str) + "\n")
 
 
 class Progress:
     """Listener: one line per stage on stderr, so stdout stays clean for --json."""
 
-    def __init__(self, stream: TextIO = sys.stderr):
-        self.stream = stream
+    def __init__(self, stream: TextIO | None = None):
+        self.stream = sys.stderr if stream is None else stream
         self.started: dict[str, float] = {}
 
     def __call__(self, e: Event) -> None:
