@@ -1,0 +1,53 @@
+"""``python -m cd4ml.serve --model-dir DIR --host H --port P``: the image's entry point.
+
+Options default to environment variables so that an orchestrator can configure the server
+without changing the command: ``CD4ML_MODEL_DIR``, ``CD4ML_HOST``, ``CD4ML_PORT``,
+``CD4ML_WORKERS``. Exit codes: 0 after a clean stop, 2 when the model cannot be served
+(sha256 mismatch, missing or inconsistent artifact, port taken).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    p = argparse.ArgumentParser(prog="python -m cd4ml.serve",
+                                description="Serve a cd4ml model artifact over HTTP.")
+    p.add_argument("--model-dir", default=env("CD4ML_MODEL_DIR"), metavar="DIR",
+                   help="the artifact directory (model.pkl + model.json); default $CD4ML_MODEL_DIR")
+    p.add_argument("--host", default=env("CD4ML_HOST", "127.0.0.1"),
+                   help="address to listen on (default $CD4ML_HOST or 127.0.0.1; 0.0.0.0 in a "
+                        "container)")
+    p.add_argument("--port", type=int, default=int(env("CD4ML_PORT", "8080")),
+                   help="port (default $CD4ML_PORT or 8080; 0 picks a free one)")
+    p.add_argument("--workers", type=int, default=int(env("CD4ML_WORKERS", "1")),
+                   help="server processes sharing the port (default $CD4ML_WORKERS or 1)")
+    p.add_argument("--max-rows", type=int, default=10_000,
+                   help="most rows in one request (default 10000)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if not args.model_dir:
+        print("cd4ml.serve: error: no model directory; pass --model-dir DIR or set "
+              "CD4ML_MODEL_DIR", file=sys.stderr)
+        return 2
+    from cd4ml.serve.server import StartError, serve
+
+    try:
+        return serve(args.model_dir, host=args.host, port=args.port, workers=args.workers,
+                     expected_sha256=os.environ.get("CD4ML_MODEL_SHA256") or None,
+                     log_path=os.environ.get("CD4ML_PREDICTION_LOG") or None,
+                     max_rows=args.max_rows)
+    except StartError as e:
+        print(f"cd4ml.serve: error: {e}", file=sys.stderr, flush=True)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

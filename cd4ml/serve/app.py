@@ -1,0 +1,143 @@
+"""The endpoints of the model server, as plain methods from a request to (status, type, body).
+
+Nothing here touches sockets (that is :mod:`cd4ml.serve.handler`); a request that cannot be
+served raises :class:`cd4ml.serve.schema.RequestError` with the status to answer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from cd4ml.artifacts import ArtifactMeta
+from cd4ml.serve import schema
+from cd4ml.serve.metrics import Metrics
+from cd4ml.serve.predlog import PredictionLog
+
+JSON = "application/json"
+#: every path the server answers (metrics keep one series per path, plus "other")
+ENDPOINTS = ("/predict", "/health", "/ready", "/metadata", "/metrics", "/openapi.json")
+
+
+class App:
+    """What the handlers share: the model (once loaded), metrics, the log, canned bodies."""
+
+    def __init__(self, meta: ArtifactMeta, fields: tuple[schema.Field, ...], log: PredictionLog,
+                 metrics: Metrics, max_rows: int = 10_000, max_body: int = 16 << 20):
+        self.meta = meta
+        self.fields = fields
+        self.names = [f.name for f in fields]
+        self.log = log
+        self.metrics = metrics
+        self.max_rows = max_rows
+        self.max_body = max_body
+        self.predictor: Any = None
+        self.started = time.time()
+        self.ready_at: float | None = None
+        self._cv = threading.Condition()
+        self._inflight = 0
+        self.closing = False
+        self.metadata = {
+            "pipeline": meta.pipeline, "model_version": meta.version, "task": meta.task,
+            "run_id": meta.run_id, "data_hash": meta.data_hash, "git_commit": meta.git_commit,
+            "spec_hash": meta.spec_hash, "sha256": meta.sha256, "created_at": meta.created_at,
+            "build_time": os.environ.get("CD4ML_BUILD_TIME") or None,
+            "image": os.environ.get("CD4ML_IMAGE") or None,
+            "signature": meta.signature, "format": meta.format}
+        self.routes: dict[str, dict[str, Callable[[Request], tuple[int, str, bytes]]]] = {
+            "/predict": {"POST": self.predict}, "/health": {"GET": self.health},
+            "/ready": {"GET": self.ready}, "/metadata": {"GET": self.get_metadata},
+            "/metrics": {"GET": self.get_metrics}, "/openapi.json": {"GET": self.openapi}}
+        self._openapi: bytes | None = None
+
+    # ------------------------------------------------------------------- in-flight bookkeeping
+
+    def enter(self) -> bool:
+        with self._cv:
+            if self.closing:
+                return False
+            self._inflight += 1
+            return True
+
+    def leave(self) -> None:
+        with self._cv:
+            self._inflight -= 1
+            if not self._inflight:
+                self._cv.notify_all()
+
+    def drain(self, grace: float) -> bool:
+        """Refuse new requests, wait up to ``grace`` s for those in flight; True if all ended."""
+        with self._cv:
+            self.closing = True
+            return self._cv.wait_for(lambda: self._inflight == 0, grace)
+
+    # ------------------------------------------------------------------------------ endpoints
+
+    def health(self, request: Request) -> tuple[int, str, bytes]:
+        return 200, JSON, b'{"status":"ok"}'
+
+    def ready(self, request: Request) -> tuple[int, str, bytes]:
+        if self.predictor is None:
+            return 503, JSON, b'{"status":"loading"}'
+        return 200, JSON, b'{"status":"ready"}'
+
+    def get_metadata(self, request: Request) -> tuple[int, str, bytes]:
+        body = {**self.metadata, "ready": self.predictor is not None,
+                "server": {"started_at": _iso(self.started),
+                           "ready_at": _iso(self.ready_at) if self.ready_at else None,
+                           "pid": os.getpid(),
+                           "forest_shortcut": bool(self.predictor and self.predictor.shortcut),
+                           "prediction_log": self.log.target}}
+        return 200, JSON, json.dumps(body, default=str).encode()
+
+    def get_metrics(self, request: Request) -> tuple[int, str, bytes]:
+        return 200, "text/plain; version=0.0.4; charset=utf-8", self.metrics.render().encode()
+
+    def openapi(self, request: Request) -> tuple[int, str, bytes]:
+        if self._openapi is None:
+            from cd4ml.serve.openapi import document
+
+            classes = self.meta.signature.get("classes")
+            self._openapi = json.dumps(document(self.fields, self.meta.pipeline,
+                                                self.meta.version, self.meta.task,
+                                                classes)).encode()
+        return 200, JSON, self._openapi
+
+    def predict(self, request: Request) -> tuple[int, str, bytes]:
+        predictor = self.predictor
+        if predictor is None:
+            raise schema.RequestError(503, "the model is still loading; retry when GET /ready "
+                                      "answers 200")
+        batch = schema.parse(schema.decode(request.body), self.fields, self.max_rows)
+        try:
+            result = predictor.predict(batch.rows)
+        except (ValueError, TypeError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise schema.RequestError(422, f"the model refused the input: {first}") from None
+        self.log.record(request.when, request.id, self.names, batch.rows, result.predictions,
+                        result.probabilities)
+        self.metrics.predicted(result.predictions if predictor.classifier
+                               else [None] * len(result.predictions))
+        body = {"predictions": result.predictions, "probabilities": result.probabilities,
+                "pipeline": self.meta.pipeline, "model_version": self.meta.version,
+                "request_id": request.id}
+        return 200, JSON, json.dumps(body, separators=(",", ":")).encode()
+
+
+class Request:
+    """What an endpoint gets: the request id, the raw body, and when it arrived (Unix time)."""
+
+    __slots__ = ("body", "id", "when")
+
+    def __init__(self, request_id: str, body: bytes, when: float):
+        self.id = request_id
+        self.body = body
+        self.when = when
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))

@@ -1,0 +1,238 @@
+"""Start-up, worker processes and shutdown of the model server.
+
+Order of events: verify the artifact's sha256 (refuse to start on a mismatch, before anything
+listens), listen, then in each worker: answer ``/health`` at once (``/ready`` and ``/predict``
+say 503), load the model, become ready. SIGTERM or SIGINT: stop taking requests, finish those
+in flight, write out the prediction log, exit 0.
+
+``workers > 1`` forks that many processes over the one listening socket (before any thread or
+scikit-learn exists), so predictions use every core; they share the metrics (a memory map)
+and a lock around prediction-log writes. The parent only supervises: it forwards SIGTERM, and
+if a worker dies it stops the others and exits non-zero, for the orchestrator to restart.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from cd4ml import artifacts
+from cd4ml.serve import schema
+from cd4ml.serve.app import ENDPOINTS, App
+from cd4ml.serve.handler import Server, listen
+from cd4ml.serve.metrics import Layout, Metrics, shared
+from cd4ml.serve.predlog import PredictionLog
+
+
+class StartError(Exception):
+    """The server cannot start: a one-line reason (the process exits non-zero with it)."""
+
+
+def verify(model_dir: Path, expected_sha256: str | None) -> artifacts.ArtifactMeta:
+    """Read model.json and check model.pkl's sha256 against it and against ``expected_sha256``.
+
+    Done before listening, so a tampered or substituted model never serves, not even /health.
+    (:func:`cd4ml.artifacts.load` checks again right before unpickling.)
+    """
+    try:
+        meta = artifacts.read_meta(model_dir)
+    except artifacts.ArtifactMismatch as e:
+        raise StartError(str(e)) from None
+    if expected_sha256 and expected_sha256.strip().lower() != meta.sha256:
+        raise StartError(f"{model_dir / artifacts.META_FILE}: records sha256 {meta.sha256[:12]}..., "
+                         f"but CD4ML_MODEL_SHA256 is {expected_sha256.strip()[:12]}...; this is "
+                         "not the model that was built or deployed")
+    path = model_dir / artifacts.MODEL_FILE
+    try:
+        actual = artifacts.sha256_file(path)
+    except FileNotFoundError:
+        raise StartError(f"{path}: missing; the model directory is incomplete") from None
+    if actual != meta.sha256:
+        raise StartError(f"{path}: sha256 {actual[:12]}... does not match the recorded "
+                         f"{meta.sha256[:12]}...; refusing to load a model that is not the one "
+                         "recorded")
+    return meta
+
+
+def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8080, workers: int = 1,
+          expected_sha256: str | None = None, log_path: str | None = None,
+          max_rows: int = 10_000, max_body: int = 16 << 20, grace: float = 8.0) -> int:
+    """Serve the model in ``model_dir`` until SIGTERM/SIGINT; returns the exit code.
+
+    Raises :class:`StartError` when the artifact fails verification, cannot be loaded, or the
+    port cannot be had. ``grace`` bounds the wait for requests in flight at shutdown (under
+    Docker's 10 s between SIGTERM and SIGKILL).
+    """
+    started = time.perf_counter()
+    model_dir = Path(model_dir)
+    meta = verify(model_dir, expected_sha256)
+    try:
+        fields = schema.fields_of(meta.signature)
+    except ValueError as e:
+        raise StartError(f"{model_dir / artifacts.META_FILE}: {e}") from None
+    classes = [schema.label_key(c) for c in meta.signature.get("classes") or []]
+    layout = Layout(ENDPOINTS, classes)
+    try:
+        sock = listen(host, port)
+    except OSError as e:
+        raise StartError(f"cannot listen on {host}:{port}: {e.strerror}; choose another "
+                         "--port") from None
+    bound_host, bound_port = sock.getsockname()[:2]
+    url = f"http://{'[' + bound_host + ']' if ':' in bound_host else bound_host}:{bound_port}"
+    _say(f"{meta.pipeline}:{meta.version} (sha256 {meta.sha256[:12]}) listening on {url}"
+         + (f" with {workers} workers" if workers > 1 else ""))
+    job = _Job(model_dir, meta, fields, layout, expected_sha256, log_path, max_rows, max_body,
+               grace, started)
+    if workers <= 1:
+        try:
+            return job.run(sock, None, 0, 1, None)
+        finally:
+            sock.close()
+    return _supervise(job, sock, workers)
+
+
+class _Job:
+    """What one worker needs to serve; :meth:`run` is the whole life of a worker."""
+
+    def __init__(self, model_dir: Path, meta: artifacts.ArtifactMeta,
+                 fields: tuple[schema.Field, ...], layout: Layout, expected_sha256: str | None,
+                 log_path: str | None, max_rows: int, max_body: int, grace: float,
+                 started: float):
+        self.model_dir, self.meta, self.fields, self.layout = model_dir, meta, fields, layout
+        self.expected_sha256, self.log_path = expected_sha256, log_path
+        self.max_rows, self.max_body, self.grace, self.started = max_rows, max_body, grace, started
+
+    def run(self, sock: socket.socket, memory: Any, worker: int, workers: int,
+            log_lock: Any) -> int:
+        meta = self.meta
+        who = f"worker {worker}: " if workers > 1 else ""
+        stop = threading.Event()
+        previous = {s: signal.signal(s, lambda *_: stop.set())
+                    for s in (signal.SIGTERM, signal.SIGINT)}
+        log = PredictionLog(self.log_path, {"pipeline": meta.pipeline,
+                                            "model_version": meta.version,
+                                            "model_sha256": meta.sha256}, lock=log_lock)
+        metrics = Metrics(self.layout, {"pipeline": meta.pipeline, "version": str(meta.version),
+                                        "sha256": meta.sha256}, memory, worker, workers)
+        app = App(meta, self.fields, log, metrics, self.max_rows, self.max_body)
+        server = Server(sock, app)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
+                                  name="cd4ml-http", daemon=True)
+        thread.start()
+        try:
+            self._load(app)
+            shortcut = " (forest shortcut)" if app.predictor.shortcut else ""
+            _say(f"{who}ready in {time.perf_counter() - self.started:.2f} s{shortcut}; "
+                 f"predictions log to {log.target}")
+            stop.wait()
+            _say(f"{who}stopping: finishing requests in flight")
+            if not app.drain(self.grace):
+                _say(f"{who}requests still running after {self.grace:g} s; stopping anyway")
+        finally:
+            server.shutdown()
+            log.close()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        _say(f"{who}stopped; {log.written} prediction(s) logged"
+             + (f", {log.failed} could not be written" if log.failed else ""))
+        return 0
+
+    def _load(self, app: App) -> None:
+        from cd4ml.serve.predictor import ModelMismatch, Predictor, quiet_positional
+
+        try:
+            model, meta = artifacts.load(self.model_dir,
+                                         expected_sha256=self.expected_sha256 or self.meta.sha256)
+            predictor = Predictor(model, self.fields, meta.task, meta.stats)
+        except artifacts.ArtifactMismatch as e:
+            raise StartError(str(e)) from None
+        except ModelMismatch as e:
+            raise StartError(f"{self.model_dir}: {e}") from None
+        except Exception as e:  # noqa: BLE001 - unpickling can raise anything; it is fatal
+            raise StartError(f"{self.model_dir / artifacts.MODEL_FILE}: cannot load the model: "
+                             f"{type(e).__name__}: {e}") from None
+        if predictor.positional:
+            quiet_positional()
+        # scikit-learn, scipy and the model are a few hundred thousand long-lived objects; a
+        # full collection walking them all takes milliseconds, and showed in the p99 latency
+        gc.collect()
+        gc.freeze()
+        app.predictor = predictor
+        app.ready_at = time.time()
+
+
+def _supervise(job: _Job, sock: socket.socket, workers: int) -> int:
+    import multiprocessing
+
+    # non-blocking: every worker wakes for a new connection, the losers must not hang in accept
+    sock.setblocking(False)
+    memory = shared(job.layout, workers)
+    log_lock = multiprocessing.Lock()
+    children: dict[int, int] = {}
+    stopping = []
+
+    def stop(*_: Any) -> None:
+        stopping.append(True)
+        for pid in children:
+            _kill(pid)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    for worker in range(workers):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                for s in previous:
+                    signal.signal(s, signal.SIG_DFL)
+                code = job.run(sock, memory, worker, workers, log_lock)
+            except StartError as e:
+                print(f"cd4ml.serve: error: worker {worker}: {e}", file=sys.stderr, flush=True)
+                code = 2
+            except BaseException:  # noqa: BLE001 - a worker's crash must still reach os._exit
+                import traceback
+
+                traceback.print_exc()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+        children[pid] = worker
+    sock.close()
+    code = 0
+    try:
+        while children:
+            pid, status = os.wait()
+            if pid not in children:
+                continue
+            worker = children.pop(pid)
+            exit_code = os.waitstatus_to_exitcode(status)
+            if not stopping:
+                # a worker ended on its own: the server is no longer whole, stop it all
+                _say(f"worker {worker} exited with {exit_code}; stopping the server")
+                code = exit_code if exit_code > 0 else 1
+                stop()
+            elif exit_code and not code:
+                code = exit_code if exit_code > 0 else 1
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return code
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+
+
+def _say(message: str) -> None:
+    print(f"cd4ml.serve: {message}", file=sys.stderr, flush=True)
