@@ -755,6 +755,14 @@ class Store:
             row = conn.execute(q).first()
         return _to(Deployment, row) if row else None
 
+    def current_deployments(self, pipeline: str | None = None) -> list[Deployment]:
+        """What serves where now: the current deployment of every environment (of a pipeline)."""
+        q = sa.select(deployments).where(deployments.c.current.is_(True)).order_by(deployments.c.id)
+        if pipeline:
+            q = q.where(deployments.c.pipeline == pipeline)
+        with self.read() as conn:
+            return [_to(Deployment, r) for r in conn.execute(q)]
+
     def deployments(self, pipeline: str | None = None, environment: str | None = None,
                     model_version_id: int | None = None, limit: int = 100) -> list[Deployment]:
         q = sa.select(deployments).order_by(deployments.c.id.desc()).limit(limit)
