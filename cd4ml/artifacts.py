@@ -99,6 +99,26 @@ def save(root: str | Path, pipeline: str, estimator: Any) -> tuple[Path, str]:
     return directory, digest
 
 
+def publish(blob_dir: str | Path, meta: ArtifactMeta) -> Path:
+    """Give a registered model version its own directory (``<pipeline>/v<version>/``): the
+    model bytes hard-linked from the content-addressed blob, and a ``model.json`` that names this
+    version, so that two versions with identical bytes never share (and overwrite) one
+    description."""
+    blob_dir = Path(blob_dir)
+    if meta.version is None:
+        raise ValueError("publish needs meta.version")
+    target = blob_dir.parent / f"v{meta.version}"
+    target.mkdir(parents=True, exist_ok=True)
+    model = target / MODEL_FILE
+    if not model.exists():
+        try:
+            os.link(blob_dir / MODEL_FILE, model)
+        except OSError:  # another file system, or links not allowed
+            _atomic_write(model, (blob_dir / MODEL_FILE).read_bytes())
+    write_meta(target, meta)
+    return target
+
+
 def write_meta(directory: str | Path, meta: ArtifactMeta) -> Path:
     path = Path(directory) / META_FILE
     _atomic_write(path, meta.to_json().encode())

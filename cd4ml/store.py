@@ -666,6 +666,12 @@ class Store:
             row = conn.execute(q).first()
         return _to(ModelVersion, row) if row else None
 
+    def set_artifact_uri(self, model_id: int, uri: str) -> ModelVersion:
+        with self.tx() as conn:
+            conn.execute(model_versions.update().where(model_versions.c.id == model_id)
+                         .values(artifact_uri=uri))
+        return self.model_by_id(model_id)
+
     def set_model_flags(self, model_id: int, **flags: bool) -> ModelVersion:
         with self.tx() as conn:
             conn.execute(model_versions.update().where(model_versions.c.id == model_id).values(**flags))

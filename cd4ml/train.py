@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cd4ml import artifacts
 from cd4ml.errors import DataError, SpecError
 from cd4ml.events import emit
 
@@ -68,7 +69,6 @@ def train(spec: Spec, store: Store, run_id: str, frame: pd.DataFrame | None = No
 
 
 def _train(spec: Spec, store: Store, run_id: str, frame: pd.DataFrame | None) -> TrainResult:
-    from cd4ml import artifacts
     from cd4ml.data import feature_columns, file_hash, load_frame, split
     from cd4ml.drift import feature_stats
     from cd4ml.gitinfo import git_info
@@ -95,16 +95,26 @@ def _train(spec: Spec, store: Store, run_id: str, frame: pd.DataFrame | None) ->
     store.record_dataset(data_hash, str(spec.data.path), spec.data.format, len(frame),
                          [str(c) for c in frame.columns])
 
-    directory, digest = artifacts.save(artifacts_root(), spec.name, estimator)
-    model = store.register_model(spec.name, run_id, spec.model.task, str(directory), digest,
-                                 signature, stats)
-    artifacts.write_meta(directory, artifacts.ArtifactMeta(
-        pipeline=spec.name, task=spec.model.task, sha256=digest, signature=signature,
-        stats=stats, version=model.version, run_id=run_id, data_hash=data_hash,
-        git_commit=git_info(spec.root).commit, spec_hash=spec.spec_hash,
-        created_at=model.created_at))
-    return TrainResult(model=model, artifact_dir=directory, sha256=digest, train_rows=len(rows),
+    model, directory = register_artifact(
+        store, pipeline=spec.name, run_id=run_id, task=spec.model.task, estimator=estimator,
+        signature=signature, stats=stats, data_hash=data_hash,
+        git_commit=git_info(spec.root).commit, spec_hash=spec.spec_hash)
+    return TrainResult(model=model, artifact_dir=directory, sha256=model.sha256, train_rows=len(rows),
                        seconds=time.perf_counter() - started)
+
+
+def register_artifact(store: Store, *, pipeline: str, run_id: str, task: str, estimator: Any,
+                      signature: dict, stats: dict, data_hash: str | None,
+                      git_commit: str | None, spec_hash: str | None) -> tuple[ModelVersion, Path]:
+    """Save the fitted estimator, give it the pipeline's next version, and publish the artifact
+    directory of that version; returns the version (with its final artifact_uri) and the dir."""
+    blob, digest = artifacts.save(artifacts_root(), pipeline, estimator)
+    model = store.register_model(pipeline, run_id, task, str(blob), digest, signature, stats)
+    directory = artifacts.publish(blob, artifacts.ArtifactMeta(
+        pipeline=pipeline, task=task, sha256=digest, signature=signature, stats=stats,
+        version=model.version, run_id=run_id, data_hash=data_hash, git_commit=git_commit,
+        spec_hash=spec_hash, created_at=model.created_at))
+    return store.set_artifact_uri(model.id, str(directory)), directory
 
 
 def check_target(spec: Spec, frame: pd.DataFrame) -> None:

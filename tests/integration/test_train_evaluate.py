@@ -71,13 +71,17 @@ def test_retraining_gives_the_same_artifact_and_the_next_version(pipelines, stor
 
     assert (first.model.version, second.model.version) == (1, 2)
     assert first.sha256 == second.sha256 == first.model.sha256
-    assert first.artifact_dir == second.artifact_dir
+    # each version has its own directory and description; the bytes are one hard-linked blob
+    assert first.artifact_dir != second.artifact_dir
+    assert (first.artifact_dir / "model.pkl").stat().st_ino == (second.artifact_dir / "model.pkl").stat().st_ino
+    assert first.model.artifact_uri == str(first.artifact_dir)
     assert first.artifact_dir.is_relative_to(artifacts_root())
     assert artifacts_root() == tmp_path / ".cd4ml" / "artifacts"  # CD4ML_HOME of the test
     assert first.train_rows == 124 and first.seconds > 0  # 70% of 178 rows
 
     model, meta = artifacts.load(first.artifact_dir, first.sha256)
-    assert meta.version == 2 and meta.run_id == second.model.run_id  # the last writer's lineage
+    assert meta.version == 1 and meta.run_id == first.model.run_id  # not overwritten by v2
+    assert artifacts.read_meta(second.artifact_dir).version == 2
     assert meta.data_hash == file_hash(spec.data.path) and meta.spec_hash == spec.spec_hash
     assert model.get_params()["random_state"] == 42 and model.n_estimators == 8
 
