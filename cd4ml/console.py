@@ -78,11 +78,12 @@ class Progress:
             if use_colour(self.stream):
                 self.stream.write(paint(f"… {e.stage}", "dim", self.stream) + "\r")
         elif e.kind in ("stage_finished", "stage_failed", "stage_skipped") and e.stage:
-            took = time.perf_counter() - self.started.pop(e.stage, time.perf_counter())
+            began = self.started.pop(e.stage, None)
+            took = f"  ({time.perf_counter() - began:.2f}s)" if began is not None else ""
             mark = {"stage_finished": ("✓", "green"), "stage_failed": ("✗", "red"),
                     "stage_skipped": ("↷", "yellow")}[e.kind]
             self.stream.write(f"{paint(mark[0], mark[1], self.stream)} {e.stage:<9} "
-                              f"{e.message}  ({took:.2f}s)\n")
+                              f"{e.message}{took}\n")
         elif e.kind == "warning":
             self.stream.write(paint(f"warning: {e.message}", "yellow", self.stream) + "\n")
         elif e.kind == "progress" and e.message:
