@@ -352,6 +352,9 @@ def test_one_current_deployment_per_environment(store):
     currents = [d for d in store.deployments("wine", "staging") if d.current]
     assert [d.id for d in currents] == [d3.id]
     assert [d.id for d in store.deployments(model_version_id=m1.id)] == [prod.id, d1.id]
+    assert [(d.environment, d.id) for d in store.current_deployments()] == [
+        ("production", prod.id), ("staging", d3.id)]
+    assert store.current_deployments("diabetes") == []
     # and the database itself refuses a second current row
     with pytest.raises(sa.exc.IntegrityError), store.tx() as conn:
         conn.execute(store_mod.deployments.insert().values(

@@ -1,0 +1,266 @@
+"""Walking the store backwards and sideways: where a model version came from and where it went
+(data set -> run -> model -> images -> deployments), which model answered a logged prediction,
+and how two runs or model versions differ.
+
+A reference is either a run id (or a unique prefix of one) or ``PIPELINE:VERSION``
+(``PIPELINE:latest`` for the newest version).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cd4ml.errors import DataError, StoreError
+from cd4ml.store import Dataset, Deployment, GateDecision, Image, ModelVersion, Run, Store
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """One model version and everything recorded up- and downstream of it, oldest first."""
+
+    model: ModelVersion
+    run: Run  # the run that trained it
+    dataset: Dataset | None  # the data it was trained on, if the run recorded it
+    gate: GateDecision | None
+    images: tuple[Image, ...]
+    deployments: tuple[Deployment, ...]
+
+    @property
+    def environments(self) -> tuple[str, ...]:
+        """Where this version serves now."""
+        return tuple(d.environment for d in self.deployments if d.current)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What a reference names: the run asked about, the run whose results stand (they differ
+    when the first was served from the cache), and its model version if it has one."""
+
+    run: Run
+    source: Run
+    model: ModelVersion | None
+
+    @property
+    def label(self) -> str:
+        return self.model.ref if self.model else f"run {self.run.id}"
+
+
+def parse_model_ref(text: str) -> tuple[str, int | None] | None:
+    """``wine:3`` -> ("wine", 3); ``wine:latest`` -> ("wine", None); a run id -> None."""
+    pipeline, sep, version = text.partition(":")
+    if not sep:
+        return None
+    if version == "latest":
+        return pipeline, None
+    try:
+        number = int(version)
+    except ValueError:
+        raise StoreError(f"{text!r}: expected PIPELINE:VERSION with an integer version (e.g. "
+                         f"{pipeline or 'wine'}:3) or a run id; see 'cd4ml models'") from None
+    return pipeline, number
+
+
+def model_for(store: Store, pipeline: str, version: int | None) -> ModelVersion:
+    """A model version, ``None`` meaning the pipeline's newest."""
+    if version is None:
+        model = store.latest_model(pipeline)
+        if model is None:
+            raise StoreError(f"pipeline {pipeline!r} has no model versions; see 'cd4ml models'")
+        return model
+    return store.model(pipeline, version)
+
+
+def resolve(store: Store, ref: str) -> Resolved:
+    """A run id (or unique prefix) or ``PIPELINE:VERSION``; unknown ones raise StoreError."""
+    parsed = parse_model_ref(ref)
+    if parsed is not None:
+        model = model_for(store, *parsed)
+        run = store.run(model.run_id)
+        return Resolved(run=run, source=run, model=model)
+    run = store.run(ref)
+    source = store.run(run.reused_from) if run.reused_from else run
+    return Resolved(run=run, source=source, model=store.model_for_run(source.id))
+
+
+def lineage(store: Store, pipeline: str, version: int | None) -> Lineage:
+    """Data set -> run -> model -> images -> deployments of ``pipeline:version``."""
+    model = model_for(store, pipeline, version)
+    run = store.run(model.run_id)
+    return Lineage(
+        model=model,
+        run=run,
+        dataset=store.dataset(run.data_hash) if run.data_hash else None,
+        gate=store.gate(run.id),
+        images=tuple(sorted(store.images_for(model.id), key=lambda i: i.id)),
+        deployments=tuple(sorted(store.deployments(model_version_id=model.id, limit=10_000),
+                                 key=lambda d: d.id)),
+    )
+
+
+# ----------------------------------------------------------------------------- predictions
+
+
+def find_prediction(request_id: str, log_paths: Iterable[str | Path]) -> dict:
+    """The prediction-log line (JSON) with this request id, from the newest occurrence across
+    ``log_paths`` (``-`` reads standard input). Lines that are not JSON (a container's other
+    output) are skipped. The record gains ``log_location``: ``file:line``."""
+    paths = [str(p) for p in log_paths]
+    if not paths:
+        raise DataError("no prediction log to search: pass --log FILE (the server's "
+                        "CD4ML_PREDICTION_LOG, or saved 'docker logs' output)")
+    found: dict | None = None
+    for path in paths:
+        for number, line in _lines(path):
+            # cheap test first: logs are long and almost every line is someone else's request
+            if request_id not in line:
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and str(record.get("request_id")) == request_id:
+                found = {**record, "log_location": f"{path}:{number}"}
+    if found is None:
+        raise StoreError(f"no prediction with request id {request_id!r} in {', '.join(paths)}; "
+                         "check the id (the X-Request-ID response header) and the log file")
+    return found
+
+
+def _lines(path: str) -> Iterable[tuple[int, str]]:
+    if path == "-":
+        yield from enumerate(sys.stdin, start=1)
+        return
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            yield from enumerate(f, start=1)
+    except OSError as e:
+        raise DataError(f"cannot read prediction log {path}: {e.strerror}; pass an existing "
+                        "file with --log") from None
+
+
+def prediction_model(record: dict, pipeline: str | None = None) -> tuple[str | None, int]:
+    """The (pipeline, version) that answered a logged prediction. The server writes
+    ``pipeline`` and an integer ``model_version``; ``model`` (``3`` or ``"wine:3"``) is read too."""
+    raw = record.get("model_version", record.get("model"))
+    name = record.get("pipeline") or pipeline
+    if isinstance(raw, str) and ":" in raw:
+        name, _, raw = raw.rpartition(":")
+    try:
+        version = int(raw)  # type: ignore[arg-type]
+        if isinstance(raw, float) and not raw.is_integer():
+            raise ValueError
+    except (TypeError, ValueError):
+        raise StoreError(f"prediction {record.get('request_id')!r} names no model version "
+                         f"(model_version={raw!r}); is this a cd4ml prediction log?") from None
+    return name, version
+
+
+@dataclass(frozen=True)
+class PredictionLineage:
+    prediction: dict
+    lineage: Lineage
+
+    @property
+    def sha256_matches(self) -> bool | None:
+        """Whether the serving artifact is the recorded one (None: the log does not say)."""
+        logged = self.prediction.get("model_sha256")
+        return None if not logged else logged == self.lineage.model.sha256
+
+
+def prediction_lineage(store: Store, request_id: str, log_paths: Iterable[str | Path],
+                       pipeline: str | None = None) -> PredictionLineage:
+    """Find a prediction by request id and walk the lineage of the model that made it."""
+    record = find_prediction(request_id, log_paths)
+    name, version = prediction_model(record, pipeline)
+    if name is None:
+        owners = sorted({m.pipeline for m in store.models(limit=100_000) if m.version == version})
+        if len(owners) != 1:
+            raise StoreError(f"prediction {request_id!r} names version {version} but no pipeline"
+                             f"{' and several have it: ' + ', '.join(owners) if owners else ''}; "
+                             "pass --pipeline NAME")
+        name = owners[0]
+    return PredictionLineage(prediction=record, lineage=lineage(store, name, version))
+
+
+# ----------------------------------------------------------------------------- comparing
+
+
+@dataclass(frozen=True)
+class MetricDiff:
+    name: str
+    slice: str  # "" for the whole held-out set
+    slice_value: str
+    a: float | None
+    b: float | None
+
+    @property
+    def delta(self) -> float | None:
+        return None if self.a is None or self.b is None else self.b - self.a
+
+
+@dataclass(frozen=True)
+class ParamDiff:
+    name: str
+    a: Any
+    b: Any
+    same: bool
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Two runs or model versions side by side; every delta is B minus A."""
+
+    a: Resolved
+    b: Resolved
+    metrics: tuple[MetricDiff, ...]
+    params: tuple[ParamDiff, ...]  # every parameter of either, ``same`` telling which differ
+    facts: tuple[tuple[str, Any, Any], ...]  # commit, data, spec... where they differ
+
+    @property
+    def changed_params(self) -> tuple[ParamDiff, ...]:
+        return tuple(p for p in self.params if not p.same)
+
+
+_MISSING = object()
+
+
+def compare(store: Store, a: str, b: str) -> Comparison:
+    """Candidate metrics (overall and per slice) and parameters of two references."""
+    ra, rb = resolve(store, a), resolve(store, b)
+    ma, mb = _candidate(store, ra.source), _candidate(store, rb.source)
+    keys = list(dict.fromkeys([*ma, *mb]))
+    metrics = tuple(MetricDiff(name=k[0], slice=k[1], slice_value=k[2],
+                               a=ma.get(k), b=mb.get(k)) for k in keys)
+    pa, pb = ra.source.params or {}, rb.source.params or {}
+    params = []
+    for name in sorted(set(pa) | set(pb)):
+        va, vb = pa.get(name, _MISSING), pb.get(name, _MISSING)
+        params.append(ParamDiff(name=name, a=None if va is _MISSING else va,
+                                b=None if vb is _MISSING else vb, same=_same(va, vb)))
+    facts = []
+    for label, get in (("commit", lambda r: r.source.git_commit), ("branch", lambda r: r.source.branch),
+                       ("data", lambda r: r.source.data_hash), ("spec", lambda r: r.source.spec_hash),
+                       ("code", lambda r: r.source.code_hash),
+                       ("artifact sha256", lambda r: r.model.sha256 if r.model else None)):
+        va, vb = get(ra), get(rb)
+        if va != vb:
+            facts.append((label, va, vb))
+    return Comparison(a=ra, b=rb, metrics=metrics, params=tuple(params), facts=tuple(facts))
+
+
+def _candidate(store: Store, run: Run) -> dict[tuple[str, str, str], float | None]:
+    # the candidate's own values; the last logged step of a metric wins
+    return {(m.name, m.slice, m.slice_value): m.value for m in store.metrics(run.id)
+            if m.scope == "candidate"}
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
