@@ -4,7 +4,8 @@ deployments and their statuses, and the approver checks of a promotion.
 Everything comes from GitHub Actions' own variables (``GITHUB_TOKEN``, ``GITHUB_API_URL``,
 ``GITHUB_SERVER_URL``, ``GITHUB_REPOSITORY``, ``GITHUB_SHA``, ``GITHUB_EVENT_PATH``,
 ``GITHUB_RUN_ID``, ``GITHUB_ACTOR``), so GitHub Enterprise Server works with no extra option;
-:meth:`GitHubConfig.from_env` takes command-line overrides.
+:meth:`GitHubConfig.from_env` takes command-line overrides. ``CD4ML_GITHUB_RETRIES`` and
+``CD4ML_GITHUB_BACKOFF`` (seconds) tune the retries.
 
 Failures: 5xx answers and rate limits are retried with bounded backoff inside the session (so
 github3's own helpers are retried too); what still fails becomes a :class:`TrackerError` whose
@@ -74,6 +75,13 @@ class GitHubConfig:
             "run_id": env.get("GITHUB_RUN_ID") or None,
             "actor": env.get("GITHUB_ACTOR") or None,
         }
+        for name, key, kind in (("retries", "CD4ML_GITHUB_RETRIES", int),
+                                ("backoff", "CD4ML_GITHUB_BACKOFF", float)):
+            if env.get(key):
+                try:
+                    values[name] = kind(env[key])
+                except ValueError:
+                    raise TrackerError(f"{key}={env[key]!r} is not a number; fix or unset it") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         config = cls(**values)
         if config.repository is not None and config.repository.count("/") != 1:

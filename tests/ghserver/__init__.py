@@ -116,7 +116,7 @@ class GitHubServer(HttpSide):
 
         self._server = make_server("127.0.0.1", 0, self, threaded=True, request_handler=Quiet)
         self.bind(f"http://127.0.0.1:{self._server.server_port}")
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
         return self
 

@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import subprocess
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -58,16 +58,21 @@ def load() -> dict[str, Any]:
 
 
 def _allow_null_in_enums(node: Any) -> None:
-    """GitHub's description marks enums ``nullable`` without listing null among their values
-    (``check-run.conclusion`` while a run is in progress); OpenAPI 3.0.3 validators read that as
-    "null not allowed", while GitHub answers null. Say what GitHub means."""
+    """GitHub's description marks schemas ``nullable`` where OpenAPI 3.0.3 validators do not let
+    null through: an enum that does not list null (``check-run.conclusion`` while a run is in
+    progress), and a ``oneOf``/``anyOf`` without a type of its own (``commit.author`` when the
+    author has no linked account). GitHub answers null in both: say what it means."""
     if isinstance(node, dict):
-        if node.get("nullable") is True and isinstance(node.get("enum"), list) and None not in node["enum"]:
-            node["enum"].append(None)
-        for v in node.values():
+        if node.get("nullable") is True:
+            if isinstance(node.get("enum"), list) and None not in node["enum"]:
+                node["enum"].append(None)
+            for key in ("oneOf", "anyOf"):
+                if isinstance(node.get(key), list) and "type" not in node:
+                    node[key].append({"type": "object", "nullable": True, "enum": [None]})
+        for v in list(node.values()):
             _allow_null_in_enums(v)
     elif isinstance(node, list):
-        for v in node:
+        for v in list(node):
             _allow_null_in_enums(v)
 
 
@@ -92,16 +97,22 @@ def operation(method: str, template: str) -> dict[str, Any]:
 
 def example(method: str, template: str, status: int, name: str | None = None) -> Any:
     """A deep copy of the spec's example response for an operation: GitHub's full shape."""
-    response = resolve(operation(method, template)["responses"][str(status)])
-    examples = response["content"]["application/json"]["examples"]
+    return copy.deepcopy(_example(method, template, status, name))
+
+
+@cache
+def _example(method: str, template: str, status: int, name: str | None) -> Any:
+    response = operation(method, template)["responses"][str(status)]
+    examples = resolve(resolve(response)["content"]["application/json"]["examples"])
     value = examples[name] if name else next(iter(examples.values()))
     # some examples wrap an Example object in another one
     while isinstance(value, dict) and "value" in value and all(
             k in ("summary", "description", "value") or k.startswith("x-") for k in value):
         value = value["value"]
-    return copy.deepcopy(value)
+    return value
 
 
+@cache
 def schema(name: str) -> dict[str, Any]:
     """A component schema, resolved, for validating bodies the operation does not declare."""
     return resolve(load()["components"]["schemas"][name])

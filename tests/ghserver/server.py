@@ -180,6 +180,9 @@ class HttpSide:
             if problem:
                 self.errors.append(problem)
             return e.status, e.body, e.headers, None
+        except Exception as e:  # noqa: BLE001 - a crash in a handler is this server's bug: report it
+            self.errors.append(f"{request.method} {rec.path}: handler crashed: {e!r}")
+            return 500, {"message": "Server Error", "documentation_url": DOCS, "status": "500"}, {}, None
 
     def _authenticate(self, header: str) -> None:
         scheme, _, value = header.partition(" ")
