@@ -42,6 +42,9 @@ if TYPE_CHECKING:
     from cd4ml.spec import Spec
     from cd4ml.store import Dataset, ModelVersion, Run, Store
 
+__all__ = ["ActiveRun", "TrainingData", "frame_hash", "gate_run", "logged_metrics",
+           "run_entry_point", "start_run"]
+
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _READERS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet",
             ".json": "json", ".jsonl": "jsonl"}
@@ -121,11 +124,8 @@ def _plain(v: Any) -> Any:
         return {str(k): _plain(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
         return [_plain(x) for x in v]
-    if hasattr(v, "item") and callable(v.item) and not isinstance(v, (str, bytes)):
-        try:
-            return v.item()
-        except (TypeError, ValueError):
-            return str(v)
+    if hasattr(v, "tolist") and callable(v.tolist):  # numpy scalars and arrays
+        return _plain(v.tolist())
     if isinstance(v, (str, int, float, bool)) or v is None:
         return v
     return str(v)
@@ -305,8 +305,6 @@ class ActiveRun:
         return model
 
     def _task(self, estimator: Any, task: str | None) -> str:
-        from sklearn.base import is_classifier, is_regressor
-
         from cd4ml.spec import TASKS
 
         expected = self.spec.model.task if self.spec else None
@@ -317,6 +315,8 @@ class ActiveRun:
                                 f"{expected!r} ({self.spec.path if self.spec else ''}); they must agree")
         if task or expected:
             return task or expected  # type: ignore[return-value]
+        from sklearn.base import is_classifier, is_regressor
+
         if is_classifier(estimator):
             return "classification"
         if is_regressor(estimator):

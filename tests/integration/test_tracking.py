@@ -251,3 +251,43 @@ def test_cd4ml_run_records_a_crashing_entry_point_as_failed(project):
         [run] = store.runs("tracked")
         assert run.status == "failed" and "KeyError: 'learning_rate' at " in run.error
         assert store.models("tracked") == []
+
+
+# ------------------------------------------------------------------------------ read commands
+
+
+def test_tracked_runs_appear_in_runs_show_compare_and_lineage(project, capsys):
+    import json
+
+    import pandas as pd
+    from sklearn.tree import DecisionTreeClassifier
+
+    import cd4ml
+    from cd4ml.cli import main
+
+    data = project / "pipelines" / "data" / "wine.csv"
+    frame = pd.read_csv(data)
+    X, y = frame.drop(columns=["target", "alcohol_level"]), frame["target"]
+    ids = []
+    for depth in (2, 4):
+        with cd4ml.start_run(pipeline="sweep", params={"max_depth": depth}) as run:
+            run.log_dataset("wine", data)
+            run.log_metric("accuracy", 0.8 + depth / 100)
+            run.log_model(DecisionTreeClassifier(max_depth=depth, random_state=0).fit(X, y),
+                          signature_from=X, y=y)
+        ids.append(run.id)
+
+    def cli(*argv: str) -> dict | list:
+        capsys.readouterr()
+        assert main([*argv, "--json"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    listed = {r["id"]: r for r in cli("runs")}
+    assert set(ids) <= set(listed) and listed[ids[0]]["kind"] == "tracked"
+    shown = cli("show", ids[1])
+    assert shown["run"]["kind"] == "tracked" and shown["model"]["version"] == 2
+    assert shown["dataset"]["hash"] == shown["run"]["data_hash"]
+    compared = cli("compare", "sweep:1", "sweep:2")
+    assert compared["changed_params"] and json.dumps(compared).count("accuracy") >= 1
+    lineage = cli("lineage", "sweep:2")
+    assert lineage["run"]["id"] == ids[1] and lineage["dataset"]["rows"] == 178
