@@ -1,0 +1,145 @@
+"""The GitHub workflows: valid against GitHub's workflow schema (check-jsonschema), no zizmor
+finding of medium severity or more (offline), and the shape cd4ml relies on: least privilege per
+job, actions pinned by full SHA, inputs reaching shells only through env."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKFLOWS = ROOT / ".github" / "workflows"
+NAMES = ("cd4ml.yml", "promote.yml", "rollback.yml", "ci.yml")
+SHA_PIN = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}$")
+
+BAD = """\
+name: bad
+on:
+  pull_request:
+jobs:
+  x:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - run: echo "${{ github.event.pull_request.title }}"
+"""
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    assert path, f"{name} is not installed: pip install -e '.[test]'"
+    return path
+
+
+def _load(name: str) -> dict:
+    # YAML 1.1 reads the key `on` as True
+    data = yaml.safe_load((WORKFLOWS / name).read_text())
+    data["on"] = data.pop(True, data.get("on"))
+    return data
+
+
+def _steps(workflow: dict) -> list[dict]:
+    return [s for job in workflow["jobs"].values() for s in job.get("steps", [])]
+
+
+def _zizmor(*files: Path) -> list[dict]:
+    out = subprocess.run([_tool("zizmor"), "--offline", "--format", "json", *map(str, files)],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert out.stdout.strip(), out.stderr
+    return json.loads(out.stdout)
+
+
+def test_workflows_match_githubs_schema():
+    out = subprocess.run([_tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows",
+                          *(str(WORKFLOWS / n) for n in NAMES)],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_the_schema_check_can_fail(tmp_path):
+    broken = tmp_path / "broken.yml"
+    broken.write_text("name: broken\non: push\njobs:\n  x:\n    steps: []\n")  # no runs-on
+    out = subprocess.run([_tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows",
+                          str(broken)], capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode != 0
+
+
+def test_zizmor_finds_nothing_of_medium_severity_or_more():
+    findings = _zizmor(*(WORKFLOWS / n for n in NAMES))
+    serious = [(f["ident"], f["determinations"]["severity"], f["desc"]) for f in findings
+               if f["determinations"]["severity"] in ("Medium", "High")]
+    assert serious == []
+
+
+def test_zizmor_catches_what_it_should(tmp_path):
+    workflows = tmp_path / ".github" / "workflows"
+    workflows.mkdir(parents=True)
+    (workflows / "bad.yml").write_text(BAD)
+    found = {f["ident"] for f in _zizmor(workflows / "bad.yml")}
+    assert {"template-injection", "unpinned-uses", "artipacked"} <= found
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_least_privilege_pinned_actions_no_injection(name):
+    wf = _load(name)
+    assert wf["permissions"] == {}, "top-level permissions: {} (jobs ask for what they need)"
+    for job_name, job in wf["jobs"].items():
+        assert isinstance(job.get("permissions"), dict), f"{name}: job {job_name} states its permissions"
+        assert all(v in ("read", "write") for v in job["permissions"].values())
+        assert "write-all" not in str(job["permissions"])
+    for step in _steps(wf):
+        if "uses" in step:
+            assert SHA_PIN.match(step["uses"]), f"{name}: {step['uses']} is not pinned by full SHA"
+            if step["uses"].startswith("actions/checkout@"):
+                assert step["with"]["persist-credentials"] is False
+        if "run" in step:
+            assert "${{" not in step["run"], f"{name}: an expression inside a script: pass it via env"
+
+
+def test_the_pipeline_workflow_reports_and_deploys_to_staging():
+    wf = _load("cd4ml.yml")
+    assert set(wf["on"]) == {"push", "pull_request"}
+    pipeline, deploy = wf["jobs"]["pipeline"], wf["jobs"]["deploy-staging"]
+    for p in pipeline["strategy"]["matrix"]["pipeline"]:
+        assert (ROOT / "pipelines" / f"{p}.yaml").is_file()
+    runs = [s["run"] for s in pipeline["steps"] if "run" in s]
+    assert any(r.startswith("cd4ml run ") for r in runs)
+    report = next(s for s in pipeline["steps"] if s.get("run", "").startswith("cd4ml report"))
+    assert report["if"] == "${{ !cancelled() }}"  # a failed gate is reported too
+    assert report["env"]["GITHUB_TOKEN"] == "${{ github.token }}"
+    assert pipeline["permissions"] == {"contents": "read", "statuses": "write",
+                                       "checks": "write", "pull-requests": "write"}
+    assert deploy["needs"] == "pipeline" and deploy["environment"] == "staging"
+    assert "refs/heads/main" in deploy["if"]
+    assert deploy["permissions"] == {"contents": "read", "deployments": "write"}
+    deploy_runs = " ".join(s.get("run", "") for s in deploy["steps"])
+    assert "cd4ml build" in deploy_runs and "cd4ml deploy" in deploy_runs and "--env staging" in deploy_runs
+    assert wf["env"]["CD4ML_STORE_URL"] == "${{ secrets.CD4ML_STORE_URL }}"
+
+
+def test_promotion_waits_for_the_production_environment_reviewers():
+    wf = _load("promote.yml")
+    assert set(wf["on"]) == {"workflow_dispatch"}
+    assert wf["on"]["workflow_dispatch"]["inputs"]["version"]["required"] is True
+    job = wf["jobs"]["promote"]
+    assert job["environment"] == "production"
+    assert job["permissions"] == {"contents": "read", "deployments": "write", "actions": "read"}
+    step = next(s for s in job["steps"] if "cd4ml promote" in s.get("run", ""))
+    assert step["env"]["VERSION"] == "${{ inputs.version }}"
+    assert '"$VERSION" --to production' in step["run"]
+
+
+def test_rollback_and_ci():
+    rollback = _load("rollback.yml")
+    assert set(rollback["on"]) == {"workflow_dispatch"}
+    inputs = rollback["on"]["workflow_dispatch"]["inputs"]
+    assert inputs["environment"]["options"] == ["production", "staging"]
+    assert "cd4ml \"$@\"" in _steps(rollback)[-1]["run"]
+    ci = _load("ci.yml")
+    assert [s["run"] for s in _steps(ci) if "run" in s] == ["bash .ci/run"]
