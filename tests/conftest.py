@@ -38,7 +38,9 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
     for var in ("CD4ML_STORE_URL", "CD4ML_ARTIFACTS", "GITHUB_TOKEN", "GITHUB_ACTIONS",
                 "GITHUB_EVENT_PATH", "GITHUB_STEP_SUMMARY", "GITHUB_SHA", "GITHUB_REF_NAME",
-                "GITHUB_HEAD_REF", "GITHUB_ACTOR", "GITHUB_REPOSITORY", "GITHUB_API_URL"):
+                "GITHUB_HEAD_REF", "GITHUB_ACTOR", "GITHUB_REPOSITORY", "GITHUB_API_URL",
+                "GITHUB_SERVER_URL", "GITHUB_RUN_ID", "GITHUB_WORKSPACE", "CD4ML_REPORTS",
+                "CD4ML_GITHUB_RETRIES", "CD4ML_GITHUB_BACKOFF"):
         monkeypatch.delenv(var, raising=False)
     return tmp_path
 
