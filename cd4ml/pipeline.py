@@ -163,15 +163,16 @@ def _stages(spec: Spec, store: Store, current: Run, stages: list[tuple[str, str,
     from cd4ml.gate import gate
     from cd4ml.validate import validate
 
-    def timed(name: str, fn: Any) -> Any:
+    def timed(name: str, fn: Any, verdict: str = "") -> Any:
+        # a stage that says yes or no names its verdict field; the others passed if they returned
         t = time.perf_counter()
         out = fn()
-        ok = getattr(out, "success", getattr(out, "blessed", True))
+        ok = getattr(out, verdict) if verdict else True
         stages.append((name, "passed" if ok else "failed", time.perf_counter() - t))
         return out
 
     frame = load_frame(spec.data)
-    validation = timed("validate", lambda: validate(spec, store, current.id, frame))
+    validation = timed("validate", lambda: validate(spec, store, current.id, frame), "success")
     if not validation.success:
         return "validation_failed", None
     if spec.model.entry_point:
@@ -184,5 +185,5 @@ def _stages(spec: Spec, store: Store, current: Run, stages: list[tuple[str, str,
         model = timed("train", lambda: train(spec, store, current.id, frame)).model
     evaluation = timed("evaluate", lambda: evaluate(spec, store, model, current.id, frame))
     decision = timed("gate", lambda: gate(spec, store, evaluation, current.id, model,
-                                          override_by=override_by, reason=reason))
+                                          override_by=override_by, reason=reason), "blessed")
     return ("succeeded" if decision.blessed else "gate_failed"), store.model_by_id(model.id)

@@ -262,9 +262,8 @@ class ActiveRun:
         the estimator is; ``target`` to the spec's target, else ``y``'s name. One model per run.
         """
         self._check_open()
-        from cd4ml import artifacts
         from cd4ml.drift import feature_stats
-        from cd4ml.train import artifacts_root, classes_of, input_signature
+        from cd4ml.train import classes_of, input_signature, register_artifact
 
         if self.model is not None:
             raise TrackedRunError(f"run {self.id} already logged {self.model.ref}; a run logs one "
@@ -294,13 +293,10 @@ class ActiveRun:
         signature = input_signature(signature_from, str(target), classes)
         stats = feature_stats(signature_from, [str(c) for c in signature_from.columns])
 
-        directory, digest = artifacts.save(artifacts_root(), self.pipeline, estimator)
-        model = self.store.register_model(self.pipeline, self.id, task, str(directory), digest,
-                                          signature, stats)
-        artifacts.write_meta(directory, artifacts.ArtifactMeta(
-            pipeline=self.pipeline, task=task, sha256=digest, signature=signature, stats=stats,
-            version=model.version, run_id=self.id, data_hash=self._data_hash,
-            git_commit=self._git_commit, spec_hash=self._spec_hash, created_at=model.created_at))
+        model, _ = register_artifact(
+            self.store, pipeline=self.pipeline, run_id=self.id, task=task, estimator=estimator,
+            signature=signature, stats=stats, data_hash=self._data_hash,
+            git_commit=self._git_commit, spec_hash=self._spec_hash)
         self.model = model
         return model
 

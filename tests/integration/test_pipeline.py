@@ -1,0 +1,117 @@
+"""`cd4ml run` end to end on real great-expectations, scikit-learn and SQLite: stages, the run
+cache, and the failure paths."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from cd4ml import pipeline
+from cd4ml.cli import main
+from cd4ml.spec import load_spec
+from cd4ml.store import Store
+
+
+@pytest.fixture
+def work(tmp_path, pipelines_dir, monkeypatch) -> Path:
+    shutil.copytree(pipelines_dir, tmp_path / "pipelines")
+    monkeypatch.chdir(tmp_path)
+    wine = tmp_path / "pipelines" / "wine.yaml"
+    wine.write_text(wine.read_text().replace("n_estimators: 100", "n_estimators: 10"))
+    return tmp_path / "pipelines"
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store(f"sqlite:///{tmp_path / 'store.db'}") as s:
+        yield s
+
+
+def test_run_passes_every_stage_then_is_served_from_cache(work, store):
+    spec = load_spec(work / "wine.yaml")
+    first = pipeline.run(spec, store)
+    assert first.status == "succeeded" and not first.cached and first.model.blessed
+    assert [(s, o) for s, o, _ in first.stages] == [
+        ("validate", "passed"), ("train", "passed"), ("evaluate", "passed"), ("gate", "passed")]
+
+    t = time.perf_counter()
+    second = pipeline.run(load_spec(work / "wine.yaml"), store)
+    assert time.perf_counter() - t < 1.0
+    assert second.cached and second.source_run.id == first.run.id
+    assert second.model.id == first.model.id and second.run.reused_from == first.run.id
+    assert len(store.models("wine")) == 1
+
+    forced = pipeline.run(spec, store, force=True)
+    assert not forced.cached and forced.model.version == 2
+    assert forced.model.sha256 == first.model.sha256  # deterministic
+
+
+def test_changed_data_retrains(work, store):
+    pipeline.run(load_spec(work / "wine.yaml"), store)
+    data = work / "data" / "wine.csv"
+    lines = data.read_text().splitlines()
+    data.write_text("\n".join(lines[:-3]) + "\n")  # three rows fewer
+    again = pipeline.run(load_spec(work / "wine.yaml"), store)
+    assert not again.cached and again.model.version == 2
+
+
+def test_a_new_production_model_invalidates_the_cache(work, store):
+    spec = load_spec(work / "wine.yaml")
+    first = pipeline.run(spec, store)
+    other = pipeline.run(spec, store, force=True)  # v2 blessed: now the baseline
+    assert other.model.version == 2
+    # the cached run (v1) was gated against no baseline and v2 is neither: retrain
+    third = pipeline.run(spec, store)
+    assert third.cached and third.model.version == 2  # v2's own run is reusable
+    assert first.model.version == 1
+
+
+def test_failed_gate_is_a_result_and_exit_1(work, store, capsys):
+    wine = work / "wine.yaml"
+    wine.write_text(wine.read_text().replace("min: 0.85\n  - metric: f1_macro", "min: 1.01\n  - metric: f1_macro"))
+    result = pipeline.run(load_spec(wine), store)
+    assert result.status == "gate_failed" and not result.model.blessed
+    assert main(["run", "-p", str(wine), "--store", store.url]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "not blessed" in out
+
+
+def test_override_blesses_and_is_shown(work, store, capsys):
+    wine = work / "wine.yaml"
+    wine.write_text(wine.read_text().replace("min: 0.85\n  - metric: f1_macro", "min: 1.01\n  - metric: f1_macro"))
+    assert main(["run", "-p", str(wine), "--store", store.url, "--override"]) == 2
+    assert "--reason" in capsys.readouterr().err
+    code = main(["run", "-p", str(wine), "--store", store.url, "--override",
+                 "--reason", "hotfix for outage", "--by", "alice"])
+    out = capsys.readouterr().out
+    assert code == 0 and "OVERRIDDEN by alice: hotfix for outage" in out
+
+
+def test_validation_failure_trains_nothing(work, store):
+    data = work / "data" / "wine.csv"
+    text = data.read_text().splitlines()
+    cols = text[1].split(",")
+    cols[4] = "-50"  # magnesium far below its expected range
+    data.write_text("\n".join([text[0], ",".join(cols), *text[2:]]) + "\n")
+    result = pipeline.run(load_spec(work / "wine.yaml"), store)
+    assert result.status == "validation_failed" and result.model is None
+    assert store.models("wine") == []
+    assert store.run(result.run.id).status == "validation_failed"
+
+
+def test_entry_point_pipeline_stage_table(work, store):
+    result = pipeline.run(load_spec(work / "wine_custom.yaml"), store)
+    assert result.status == "succeeded"
+    assert all(outcome == "passed" for _, outcome, _ in result.stages)
+
+
+def test_bad_import_fails_before_any_stage(work, store, capsys):
+    wine = work / "wine.yaml"
+    wine.write_text(wine.read_text().replace("RandomForestClassifier", "NoSuchForest"))
+    assert main(["run", "-p", str(wine), "--store", store.url]) == 2
+    err = capsys.readouterr().err
+    assert "NoSuchForest" in err and "Traceback" not in err
+    assert store.runs() == []
