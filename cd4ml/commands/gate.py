@@ -57,10 +57,16 @@ def run(args: argparse.Namespace) -> int:
     with open_store(args) as store, listening(Progress(sys.stderr)):
         run_record, model = _run_and_model(store, spec.name, args.run)
         evaluation = evaluation_from_store(store, run_record.id, spec, model)
-        if evaluation is None:
+        if evaluation is None and run_record.kind == "tracked":
+            # a run from the tracking API is gated on the metrics it logged
+            from cd4ml.tracking import gate_run
+
+            result = gate_run(spec, run_record.id, store, override_by=by, reason=reason)
+        elif evaluation is None:
             raise StoreError(f"run {run_record.id} has no evaluation of {model.ref}; run "
                              f"'cd4ml evaluate --model {model.version}' first")
-        result = gate(spec, store, evaluation, run_record.id, model, override_by=by, reason=reason)
+        else:
+            result = gate(spec, store, evaluation, run_record.id, model, override_by=by, reason=reason)
         if run_record.status in ("succeeded", "gate_failed"):
             store.update_run(run_record.id, status="succeeded" if result.blessed else "gate_failed")
     if args.json:

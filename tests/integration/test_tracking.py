@@ -127,6 +127,10 @@ def test_a_script_that_logs_no_metric_a_gate_needs_fails_closed_naming_it(projec
         assert not store.model_for_run(run.id).blessed
         decision = store.gate(run.id)
         assert [r["metric"] for r in decision.rules if not r["passed"]] == ["f1_macro"]
+    # the CLI gates a tracked run on what it logged, too
+    from cd4ml.cli import main
+
+    assert main(["gate", "-p", str(spec_file(project)), "--run", out.strip()]) == 1
 
 
 def test_a_script_that_crashes_is_recorded_failed_with_its_error(project):
