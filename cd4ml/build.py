@@ -47,7 +47,8 @@ class BuildResult:
     added_bytes: int  # over the base image: what this image really costs
     infra: InfraReport
     digest: str | None
-    seconds: float
+    seconds: float  # everything: context, build, validation, push
+    build_seconds: float  # the engine's build alone
     steps: int
     cached_steps: int
     requirements: tuple[str, ...]
@@ -110,7 +111,9 @@ def build(spec: Spec, store: Store, model: ModelVersion, push: bool = False, *,
             ctx = dockerfile.make_context(
                 Path(tmp), spec, model, git_commit=git_commit, data_hash=data_hash,
                 ca=dockerfile.ca_bundle(), index_url=dockerfile.pip_index_url())
+            t0 = time.perf_counter()
             image_id, steps, cached = _docker_build(c, ctx, reference, nocache, network_mode)
+            build_seconds = time.perf_counter() - t0
     except Exception as e:
         emit("stage_failed", "build", str(e).splitlines()[0] if str(e) else type(e).__name__)
         raise
@@ -129,8 +132,8 @@ def build(spec: Spec, store: Store, model: ModelVersion, push: bool = False, *,
     return BuildResult(
         pipeline=spec.name, model_version=model.version, image_id=image_id, reference=reference,
         base_image=base, size_bytes=size, added_bytes=size - base_size, infra=report,
-        digest=digest, seconds=time.perf_counter() - started, steps=steps, cached_steps=cached,
-        requirements=ctx.requirements.pins, record_id=record.id)
+        digest=digest, seconds=time.perf_counter() - started, build_seconds=build_seconds,
+        steps=steps, cached_steps=cached, requirements=ctx.requirements.pins, record_id=record.id)
 
 
 def push(spec: Spec, store: Store, model: ModelVersion,
