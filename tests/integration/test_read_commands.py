@@ -484,3 +484,11 @@ def test_compare_csv_and_json(recorded, capsys, tmp_path):
 def test_compare_csv_to_an_unwritable_place(recorded, capsys, tmp_path):
     assert_usage_error(capsys, "compare", "wine:1", "wine:2", "--csv", str(tmp_path / "no" / "x.csv"),
                        match="cannot write")
+
+
+def test_prediction_log_from_stdin(recorded, capsys, monkeypatch):
+    line = json.dumps({"request_id": "req-s", "pipeline": "wine", "model_version": 1, "inputs": [],
+                       "predictions": [1]})
+    monkeypatch.setattr("sys.stdin", io.StringIO("noise\n" + line + "\n"))
+    code, out, _ = cli(capsys, "lineage", "--request-id", "req-s", "--log", "-")
+    assert code == 0 and "found at   -:2" in out and "model      wine:1" in out
