@@ -10,6 +10,7 @@ the push. Image builds are few and shared: one module fixture builds everything 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -97,13 +98,13 @@ def world(tmp_path_factory, docker_client, registry):
         out["push3"] = _cli("push", "3", "-p", str(spec_path), "--store", url, env=env)
     out["spec"] = spec
     yield out
+    from docker.errors import ImageNotFound
+
     for tag in ("1", "2", "3"):
         # untag only: the layers stay as the build cache of the next run (and of other tests)
-        try:
+        with contextlib.suppress(ImageNotFound):
             docker_client.images.remove(f"{registry.host}/cd4ml-test/wine:{tag}", force=True,
                                         noprune=True)
-        except Exception:  # noqa: BLE001 - absent already
-            pass
 
 
 def _manifest_digest(registry, name: str, tag: str) -> str:
