@@ -65,6 +65,9 @@ class GitHubConfig:
         env = os.environ if env is None else env
         event = _event(env.get("GITHUB_EVENT_PATH"))
         pull = event.get("pull_request") or {}
+        issue = event.get("issue") or {}
+        if not pull and issue.get("pull_request"):  # a comment on a pull request
+            pull = {"number": issue.get("number")}
         values: dict[str, Any] = {
             "token": env.get("GITHUB_TOKEN") or None,
             "api_url": env.get("GITHUB_API_URL") or cls.api_url,

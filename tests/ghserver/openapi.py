@@ -1,7 +1,7 @@
 """GitHub's own REST description (npm package ``@octokit/openapi``), installed on first use.
 
 The package is ~400 MB unpacked, so it is not vendored: ``npm install --prefix`` puts it in
-``tests/ghserver/node_modules`` (ignored by git) the first time a test needs it, under a file lock
+``tests/ghserver/.npm/openapi`` (ignored by git) the first time a test needs it, under a file lock
 because several pytest processes may start at once. ``CD4ML_GITHUB_OPENAPI`` may name an
 ``api.github.com.json`` that is already on disk instead.
 """
@@ -21,7 +21,30 @@ from typing import Any
 #: pinned, so that a new GitHub release cannot change what the tests check between two runs
 PACKAGE = "@octokit/openapi@23.0.2"
 HERE = Path(__file__).resolve().parent
-SPEC_IN_PACKAGE = Path("node_modules/@octokit/openapi/generated/api.github.com.json")
+SPEC_IN_PACKAGE = "node_modules/@octokit/openapi/generated/api.github.com.json"
+
+
+def npm_package(name: str, packages: list[str], probe: str) -> Path:
+    """``npm install`` ``packages`` into their own prefix ``tests/ghserver/.npm/<name>`` (npm prunes
+    what a prefix's last install did not name, so each set has its own) unless ``probe``, a path
+    in the prefix, is there already. Returns the prefix."""
+    prefix = HERE / ".npm" / name
+    if (prefix / probe).exists():
+        return prefix
+    npm = shutil.which("npm")
+    if npm is None:
+        raise RuntimeError(f"npm is needed once to fetch {' '.join(packages)}; install Node.js")
+    prefix.mkdir(parents=True, exist_ok=True)
+    with open(prefix / ".install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (prefix / probe).exists():
+            out = subprocess.run(
+                [npm, "install", "--prefix", str(prefix), "--no-save", "--no-package-lock",
+                 "--no-audit", "--no-fund", "--loglevel=error", *packages],
+                check=False, capture_output=True, text=True, timeout=600)
+            if out.returncode != 0 or not (prefix / probe).exists():
+                raise RuntimeError(f"npm install {' '.join(packages)} failed: {out.stderr.strip()[-500:]}")
+    return prefix
 
 
 def spec_path() -> Path:
@@ -29,23 +52,7 @@ def spec_path() -> Path:
     override = os.environ.get("CD4ML_GITHUB_OPENAPI")
     if override:
         return Path(override)
-    target = HERE / SPEC_IN_PACKAGE
-    if target.is_file():
-        return target
-    npm = shutil.which("npm")
-    if npm is None:
-        raise RuntimeError("npm is needed once to fetch GitHub's OpenAPI description "
-                           f"({PACKAGE}); install Node.js or set CD4ML_GITHUB_OPENAPI")
-    with open(HERE / ".npm-install.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not target.is_file():
-            out = subprocess.run(
-                [npm, "install", "--prefix", str(HERE), "--no-save", "--no-package-lock",
-                 "--no-audit", "--no-fund", "--loglevel=error", PACKAGE],
-                check=False, capture_output=True, text=True, timeout=600)
-            if out.returncode != 0 or not target.is_file():
-                raise RuntimeError(f"npm install {PACKAGE} failed: {out.stderr.strip()[-500:]}")
-    return target
+    return npm_package("openapi", [PACKAGE], SPEC_IN_PACKAGE) / SPEC_IN_PACKAGE
 
 
 @lru_cache(maxsize=1)

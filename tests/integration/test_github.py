@@ -4,6 +4,7 @@ what was posted, in which order, and what happens when GitHub fails or refuses."
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 import requests
@@ -12,7 +13,7 @@ from cd4ml.cli import main
 from cd4ml.errors import TrackerError
 from cd4ml.events import listening
 from cd4ml.github import GitHubConfig, GitHubReporter
-from cd4ml.report import marker, report_run
+from cd4ml.report import build_report, marker, report_run
 from cd4ml.spec import load_spec
 from cd4ml.store import Store
 from tests.ghserver import (
@@ -24,6 +25,7 @@ from tests.ghserver import (
     STATUSES,
     GitHubServer,
 )
+from tests.ghserver.mermaid import parse_errors
 
 
 @pytest.fixture
@@ -344,3 +346,13 @@ def test_check_runs_go_through_the_session_with_an_installation_token(github_ser
     check = reporter.create_check_run("cd4ml/wine", external_id="run1")
     assert gh.calls("POST", CHECK_RUNS)[0].json["status"] == "in_progress"
     assert gh.check_runs[check]["status"] == "in_progress"
+
+
+def test_the_charts_are_mermaid_that_github_can_render(spec, store, record_run):
+    for accuracy in (0.86, 0.91, 0.8, 0.88):
+        last = record_run(store, spec, accuracy=accuracy)
+    charts = re.findall(r"```mermaid\n(.*?)```", build_report(spec, store, last).markdown, re.DOTALL)
+    assert len(charts) == 2
+    errors = parse_errors([*charts, "xychart-beta\n  line [1, 2\n"])
+    assert errors[:2] == [None, None]
+    assert errors[2] is not None  # the parser does say no

@@ -183,6 +183,14 @@ def test_config_on_push_has_no_pull_request(tmp_path):
     assert (c.sha, c.pr, c.enabled, c.api_url) == ("d" * 40, None, False, "https://api.github.com")
 
 
+def test_config_finds_the_pull_request_of_a_comment_event(tmp_path):
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"issue": {"number": 9, "pull_request": {"url": "x"}}}))
+    assert GitHubConfig.from_env({"GITHUB_EVENT_PATH": str(event)}).pr == 9
+    event.write_text(json.dumps({"issue": {"number": 9}}))  # a plain issue
+    assert GitHubConfig.from_env({"GITHUB_EVENT_PATH": str(event)}).pr is None
+
+
 def test_config_refuses_a_malformed_repository():
     with pytest.raises(TrackerError, match="not OWNER/NAME"):
         GitHubConfig.from_env({}, repository="just-a-name")
