@@ -53,10 +53,10 @@ def _states(server: GitHubServer) -> list[str]:
 
 
 def test_report_posts_status_check_run_and_one_comment_updated_in_place(
-        github_env, spec, store, record_run, tmp_path):
+        github_env, spec, store, record_gated_run, tmp_path):
     gh = github_env
     head = gh.pulls[12]
-    good = record_run(store, spec, accuracy=0.93)
+    good = record_gated_run(store, spec, accuracy=0.93)
     first = report_run(spec, store, good)  # everything from the workflow's variables
     assert first.posted and first.warnings == () and first.sha == head
     assert _states(gh) == ["pending", "success"]
@@ -73,7 +73,7 @@ def test_report_posts_status_check_run_and_one_comment_updated_in_place(
     assert (tmp_path / "step_summary.md").read_text() == first.markdown + "\n"
 
     # a second push: the same comment is edited, no new one
-    bad = record_run(store, spec, accuracy=0.8, low=0.7, production_version=1)
+    bad = record_gated_run(store, spec, accuracy=0.8, low=0.7, production_version=1)
     second = report_run(spec, store, bad)
     assert second.state == "failure"
     assert _states(gh) == ["pending", "success", "pending", "failure"]
@@ -87,22 +87,22 @@ def test_report_posts_status_check_run_and_one_comment_updated_in_place(
         ("pipelines/wine.yaml", spec.gates[2].line, "failure")}
 
 
-def test_comments_of_other_pipelines_and_people_are_left_alone(github_env, spec, store, record_run):
+def test_comments_of_other_pipelines_and_people_are_left_alone(github_env, spec, store, record_gated_run):
     gh = github_env
     requests.post(f"{gh.api_url}/repos/{gh.full_name}/issues/12/comments",
                   json={"body": "<!-- cd4ml:diabetes -->\nother pipeline"},
                   headers={"Authorization": f"token {gh.token}"}, timeout=10).raise_for_status()
-    report_run(spec, store, record_run(store, spec))
-    report_run(spec, store, record_run(store, spec))
+    report_run(spec, store, record_gated_run(store, spec))
+    report_run(spec, store, record_gated_run(store, spec))
     bodies = [c["body"] for c in gh.comments[12]]
     assert len(bodies) == 2 and bodies[0] == "<!-- cd4ml:diabetes -->\nother pipeline"
 
 
-def test_github_enterprise_address_is_used_as_given(github_openapi, spec, store, record_run):
+def test_github_enterprise_address_is_used_as_given(github_openapi, spec, store, record_gated_run):
     # GITHUB_API_URL on GHES already ends in /api/v3; github3.GitHubEnterprise would add another
     with GitHubServer(prefix="/api/v3") as gh:
         sha = gh.add_commit()
-        result = report_run(spec, store, record_run(store, spec), _config(gh, sha=sha))
+        result = report_run(spec, store, record_gated_run(store, spec), _config(gh, sha=sha))
         assert result.posted, result.warnings
         assert _states(gh) == ["pending", "success"]
         assert all(r.path.startswith("/repos/") for r in gh.requests)
@@ -125,10 +125,10 @@ def test_many_annotations_go_in_batches_of_fifty(github_server):
 # ----------------------------------------------------------------------------- failures
 
 
-def test_a_502_is_retried(github_server, spec, store, record_run):
+def test_a_502_is_retried(github_server, spec, store, record_gated_run):
     gh = github_server
     gh.fail_next(2, status=502)
-    result = report_run(spec, store, record_run(store, spec), _config(gh, sha=gh.add_commit()))
+    result = report_run(spec, store, record_gated_run(store, spec), _config(gh, sha=gh.add_commit()))
     assert result.posted
     assert [r.status for r in gh.requests[:3]] == [502, 502, 200]
     assert _states(gh) == ["pending", "success"]
@@ -142,12 +142,12 @@ def test_rate_limits_are_waited_out(github_server, secondary):
     assert [r.status for r in gh.requests] == [429 if secondary else 403, 200, 201]
 
 
-def test_a_failing_github_only_warns_and_the_report_is_kept(github_server, spec, store, record_run):
+def test_a_failing_github_only_warns_and_the_report_is_kept(github_server, spec, store, record_gated_run):
     gh = github_server
     gh.fail_next(100, status=503)
     events = []
     with listening(events.append):
-        result = report_run(spec, store, record_run(store, spec),
+        result = report_run(spec, store, record_gated_run(store, spec),
                             _config(gh, sha=gh.add_commit(), retries=2))
     assert not result.posted and result.file is not None and result.file.read_text() == result.markdown
     assert result.warnings and "503" in result.warnings[0]
@@ -155,18 +155,18 @@ def test_a_failing_github_only_warns_and_the_report_is_kept(github_server, spec,
     assert len(gh.requests) < 30  # bounded: every piece tried, each retried twice
 
 
-def test_strict_raises(github_server, spec, store, record_run):
+def test_strict_raises(github_server, spec, store, record_gated_run):
     gh = github_server
     gh.fail_next(100, status=502)
     with pytest.raises(TrackerError, match="502"):
-        report_run(spec, store, record_run(store, spec),
+        report_run(spec, store, record_gated_run(store, spec),
                    _config(gh, sha=gh.add_commit(), retries=1, strict=True))
 
 
-def test_a_refused_permission_does_not_silence_the_rest(github_server, spec, store, record_run):
+def test_a_refused_permission_does_not_silence_the_rest(github_server, spec, store, record_gated_run):
     gh = github_server
     # no pull request 99 here: the comment fails, the status and check run still land
-    result = report_run(spec, store, record_run(store, spec),
+    result = report_run(spec, store, record_gated_run(store, spec),
                         _config(gh, sha=gh.add_commit(), pr=99))
     assert not result.posted
     assert any("404" in w for w in result.warnings)
@@ -174,10 +174,10 @@ def test_a_refused_permission_does_not_silence_the_rest(github_server, spec, sto
     assert len(gh.check_runs) == 1
 
 
-def test_the_token_never_shows(github_env, spec, store, record_run, capsys, caplog, tmp_path):
+def test_the_token_never_shows(github_env, spec, store, record_gated_run, capsys, caplog, tmp_path):
     gh = github_env
     caplog.set_level(logging.DEBUG)
-    run_id = record_run(store, spec)
+    run_id = record_gated_run(store, spec)
     url = store.url
     texts = []
     gh.fail_next(1, status=502)
@@ -348,9 +348,9 @@ def test_check_runs_go_through_the_session_with_an_installation_token(github_ser
     assert gh.check_runs[check]["status"] == "in_progress"
 
 
-def test_the_charts_are_mermaid_that_github_can_render(spec, store, record_run):
+def test_the_charts_are_mermaid_that_github_can_render(spec, store, record_gated_run):
     for accuracy in (0.86, 0.91, 0.8, 0.88):
-        last = record_run(store, spec, accuracy=accuracy)
+        last = record_gated_run(store, spec, accuracy=accuracy)
     charts = re.findall(r"```mermaid\n(.*?)```", build_report(spec, store, last).markdown, re.DOTALL)
     assert len(charts) == 2
     errors = parse_errors([*charts, "xychart-beta\n  line [1, 2\n"])

@@ -41,8 +41,8 @@ def _rows(markdown: str, heading: str) -> list[list[str]]:
     return rows[1:]
 
 
-def test_a_blessed_run_reports_success_with_metrics_against_production(spec, store, record_run):
-    run_id = record_run(store, spec, accuracy=0.93, f1=0.92, production=(0.9, 0.94, 0.88),
+def test_a_blessed_run_reports_success_with_metrics_against_production(spec, store, record_gated_run):
+    run_id = record_gated_run(store, spec, accuracy=0.93, f1=0.92, production=(0.9, 0.94, 0.88),
                         production_version=3)
     report = build_report(spec, store, run_id)
     assert report.state == "success" and report.conclusion == "success"
@@ -56,8 +56,8 @@ def test_a_blessed_run_reports_success_with_metrics_against_production(spec, sto
     assert report.annotations == ()
 
 
-def test_a_failed_gate_reports_failure_with_reasons_and_annotations(spec, store, record_run):
-    run_id = record_run(store, spec, accuracy=0.8, low=0.7)
+def test_a_failed_gate_reports_failure_with_reasons_and_annotations(spec, store, record_gated_run):
+    run_id = record_gated_run(store, spec, accuracy=0.8, low=0.7)
     report = build_report(spec, store, run_id)
     assert report.state == "failure"
     assert "not blessed (2 of 5 gate check(s) failed)" in report.title
@@ -73,8 +73,8 @@ def test_a_failed_gate_reports_failure_with_reasons_and_annotations(spec, store,
     assert all(a.annotation_level == "failure" for a in report.annotations)
 
 
-def test_an_override_is_success_but_says_so(spec, store, record_run):
-    run_id = record_run(store, spec, accuracy=0.8, override_by="alice")
+def test_an_override_is_success_but_says_so(spec, store, record_gated_run):
+    run_id = record_gated_run(store, spec, accuracy=0.8, override_by="alice")
     report = build_report(spec, store, run_id)
     assert report.state == "success"
     assert "blessed by override" in report.title
@@ -82,8 +82,8 @@ def test_an_override_is_success_but_says_so(spec, store, record_run):
     assert report.annotations and all(a.annotation_level == "warning" for a in report.annotations)
 
 
-def test_failed_validation_lists_expectations_and_drift(spec, store, record_run):
-    run_id = record_run(store, spec, validation_ok=False)
+def test_failed_validation_lists_expectations_and_drift(spec, store, record_gated_run):
+    run_id = record_gated_run(store, spec, validation_ok=False)
     report = build_report(spec, store, run_id)
     assert report.state == "failure"
     assert report.title.startswith("data validation failed (1 expectation(s), 1 drifted")
@@ -106,9 +106,9 @@ def test_a_run_of_another_pipeline_is_refused(spec, store):
         build_report(spec, store, run.id)
 
 
-def test_the_chart_follows_gated_metrics_across_runs_oldest_first(spec, store, record_run):
+def test_the_chart_follows_gated_metrics_across_runs_oldest_first(spec, store, record_gated_run):
     for acc in (0.86, 0.88, 0.91):
-        last = record_run(store, spec, accuracy=acc)
+        last = record_gated_run(store, spec, accuracy=acc)
     cached = store.start_run(spec.name)  # served from cache: it repeats another run
     store.finish_run(cached.id, "succeeded", reused_from=last)
     md = build_report(spec, store, last).markdown
@@ -123,12 +123,12 @@ def test_the_chart_follows_gated_metrics_across_runs_oldest_first(spec, store, r
     assert low < 0.85 and 0.91 < high <= 1.0
 
 
-def test_report_without_a_token_goes_to_a_file_and_the_step_summary(spec, store, record_run,
+def test_report_without_a_token_goes_to_a_file_and_the_step_summary(spec, store, record_gated_run,
                                                                      tmp_path, monkeypatch):
     summary = tmp_path / "summary.md"
     summary.write_text("earlier step\n")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
-    run_id = record_run(store, spec)
+    run_id = record_gated_run(store, spec)
     result = report_run(spec, store, None, GitHubConfig.from_env())  # the latest run
     assert result.run_id == run_id and not result.posted
     assert result.file == tmp_path / ".cd4ml" / "reports" / f"{run_id}.md"
@@ -142,10 +142,10 @@ def test_report_run_needs_a_run(spec, store):
         report_run(spec, store, None, GitHubConfig())
 
 
-def test_cli_without_token_prints_the_report(spec, record_run, tmp_path, capsys, pipelines_dir):
+def test_cli_without_token_prints_the_report(spec, record_gated_run, tmp_path, capsys, pipelines_dir):
     url = f"sqlite:///{tmp_path / 'store.db'}"
     with Store(url) as store:
-        run_id = record_run(store, spec, accuracy=0.8)
+        run_id = record_gated_run(store, spec, accuracy=0.8)
     out_file = tmp_path / "out" / "report.md"
     code = main(["report", run_id, "-p", str(pipelines_dir / "wine.yaml"), "--store", url,
                  "--output", str(out_file)])
