@@ -193,7 +193,6 @@ def _from_split(columns: Any, data: Any, fields: tuple[Field, ...], max_rows: in
     if not isinstance(data, list):
         raise RequestError(422, f"'{where}data' must be a list of rows (lists), not "
                            f"{_json_type(data)}")
-    _check_count(len(data), max_rows)
     names = [f.name for f in fields]
     errors = [_error(None, c, f"is not a feature of this model{_known(names)}")
               for c in columns if c not in names]
@@ -201,6 +200,7 @@ def _from_split(columns: Any, data: Any, fields: tuple[Field, ...], max_rows: in
     dupes = sorted({c for c in columns if columns.count(c) > 1})
     errors += [_error(None, c, "appears twice in columns") for c in dupes]
     _raise_if(errors[:MAX_ERRORS])
+    _check_count(len(data), max_rows)
     position = [columns.index(n) for n in names]
     converters = [_converter(f) for f in fields]
     width = len(columns)

@@ -72,6 +72,28 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8080, work
     """
     started = time.perf_counter()
     model_dir = Path(model_dir)
+    if workers > 1:
+        return _supervise(model_dir, host, port, workers, expected_sha256, log_path, max_rows,
+                          max_body, grace, started)
+    stop = threading.Event()
+    # before anything can be seen to listen: a SIGTERM from then on must stop us cleanly
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        job, sock = _prepare(model_dir, host, port, 1, expected_sha256, log_path, max_rows,
+                             max_body, grace, started)
+        try:
+            return job.run(sock, stop, None, 0, 1, None)
+        finally:
+            sock.close()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _prepare(model_dir: Path, host: str, port: int, workers: int, expected_sha256: str | None,
+             log_path: str | None, max_rows: int, max_body: int, grace: float, started: float,
+             ) -> tuple[_Job, socket.socket]:
+    """Verify, read the signature, listen: everything that happens once, before any worker."""
     meta = verify(model_dir, expected_sha256)
     try:
         fields = schema.fields_of(meta.signature)
@@ -88,14 +110,8 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8080, work
     url = f"http://{'[' + bound_host + ']' if ':' in bound_host else bound_host}:{bound_port}"
     _say(f"{meta.pipeline}:{meta.version} (sha256 {meta.sha256[:12]}) listening on {url}"
          + (f" with {workers} workers" if workers > 1 else ""))
-    job = _Job(model_dir, meta, fields, layout, expected_sha256, log_path, max_rows, max_body,
-               grace, started)
-    if workers <= 1:
-        try:
-            return job.run(sock, None, 0, 1, None)
-        finally:
-            sock.close()
-    return _supervise(job, sock, workers)
+    return _Job(model_dir, meta, fields, layout, expected_sha256, log_path, max_rows, max_body,
+                grace, started), sock
 
 
 class _Job:
@@ -109,13 +125,11 @@ class _Job:
         self.expected_sha256, self.log_path = expected_sha256, log_path
         self.max_rows, self.max_body, self.grace, self.started = max_rows, max_body, grace, started
 
-    def run(self, sock: socket.socket, memory: Any, worker: int, workers: int,
-            log_lock: Any) -> int:
+    def run(self, sock: socket.socket, stop: threading.Event, memory: Any, worker: int,
+            workers: int, log_lock: Any) -> int:
+        """Serve on ``sock`` until ``stop`` is set (by the caller's signal handlers)."""
         meta = self.meta
         who = f"worker {worker}: " if workers > 1 else ""
-        stop = threading.Event()
-        previous = {s: signal.signal(s, lambda *_: stop.set())
-                    for s in (signal.SIGTERM, signal.SIGINT)}
         log = PredictionLog(self.log_path, {"pipeline": meta.pipeline,
                                             "model_version": meta.version,
                                             "model_sha256": meta.sha256}, lock=log_lock)
@@ -138,8 +152,6 @@ class _Job:
         finally:
             server.shutdown()
             log.close()
-            for s, handler in previous.items():
-                signal.signal(s, handler)
         _say(f"{who}stopped; {log.written} prediction(s) logged"
              + (f", {log.failed} could not be written" if log.failed else ""))
         return 0
@@ -168,15 +180,13 @@ class _Job:
         app.ready_at = time.time()
 
 
-def _supervise(job: _Job, sock: socket.socket, workers: int) -> int:
+def _supervise(model_dir: Path, host: str, port: int, workers: int, expected_sha256: str | None,
+               log_path: str | None, max_rows: int, max_body: int, grace: float,
+               started: float) -> int:
     import multiprocessing
 
-    # non-blocking: every worker wakes for a new connection, the losers must not hang in accept
-    sock.setblocking(False)
-    memory = shared(job.layout, workers)
-    log_lock = multiprocessing.Lock()
     children: dict[int, int] = {}
-    stopping = []
+    stopping: list[bool] = []
 
     def stop(*_: Any) -> None:
         stopping.append(True)
@@ -184,46 +194,67 @@ def _supervise(job: _Job, sock: socket.socket, workers: int) -> int:
             _kill(pid)
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
-    sys.stdout.flush()
-    sys.stderr.flush()
-    for worker in range(workers):
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                for s in previous:
-                    signal.signal(s, signal.SIG_DFL)
-                code = job.run(sock, memory, worker, workers, log_lock)
-            except StartError as e:
-                print(f"cd4ml.serve: error: worker {worker}: {e}", file=sys.stderr, flush=True)
-                code = 2
-            except BaseException:  # noqa: BLE001 - a worker's crash must still reach os._exit
-                import traceback
-
-                traceback.print_exc()
-                sys.stderr.flush()
-            finally:
-                os._exit(code)
-        children[pid] = worker
-    sock.close()
-    code = 0
     try:
-        while children:
-            pid, status = os.wait()
-            if pid not in children:
-                continue
-            worker = children.pop(pid)
-            exit_code = os.waitstatus_to_exitcode(status)
-            if not stopping:
-                # a worker ended on its own: the server is no longer whole, stop it all
-                _say(f"worker {worker} exited with {exit_code}; stopping the server")
-                code = exit_code if exit_code > 0 else 1
-                stop()
-            elif exit_code and not code:
-                code = exit_code if exit_code > 0 else 1
+        job, sock = _prepare(model_dir, host, port, workers, expected_sha256, log_path, max_rows,
+                             max_body, grace, started)
+        # non-blocking: every worker wakes for a new connection; the losers must not hang in
+        # accept, or they would never see a shutdown
+        sock.setblocking(False)
+        memory = shared(job.layout, workers)
+        log_lock = multiprocessing.get_context("fork").Lock()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for worker in range(workers):
+            if stopping:
+                break
+            pid = os.fork()
+            if pid == 0:
+                _child(job, sock, memory, worker, workers, log_lock)
+            children[pid] = worker
+        sock.close()
+        return _wait(children, stopping, stop)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def _child(job: _Job, sock: socket.socket, memory: Any, worker: int, workers: int,
+           log_lock: Any) -> None:
+    """A worker's whole life; never returns into the parent's code."""
+    code = 1
+    try:
+        halt = threading.Event()
+        for s in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(s, lambda *_: halt.set())
+        code = job.run(sock, halt, memory, worker, workers, log_lock)
+    except StartError as e:
+        print(f"cd4ml.serve: error: worker {worker}: {e}", file=sys.stderr, flush=True)
+        code = 2
+    except BaseException:  # noqa: BLE001 - a worker's crash must still reach os._exit
+        import traceback
+
+        traceback.print_exc()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
+
+
+def _wait(children: dict[int, int], stopping: list[bool], stop: Any) -> int:
+    code = 0
+    while children:
+        pid, status = os.wait()
+        if pid not in children:
+            continue
+        worker = children.pop(pid)
+        exit_code = os.waitstatus_to_exitcode(status)
+        if not stopping:
+            # a worker ended on its own: the server is no longer whole, stop it all
+            _say(f"worker {worker} exited with {exit_code}; stopping the server")
+            code = exit_code if exit_code > 0 else 1
+            stop()
+        elif exit_code not in (0, -signal.SIGTERM) and not code:
+            # (killed by SIGTERM: it was stopped before it could set its own handler)
+            code = exit_code if exit_code > 0 else 1
     return code
 
 
