@@ -16,6 +16,10 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("--override", action="store_true", help="bless despite a failed gate (needs --reason)")
     p.add_argument("--reason", help="why the gate is overridden (recorded and shown with the result)")
     p.add_argument("--by", help="who overrides (default: $GITHUB_ACTOR or git user.name)")
+    p.add_argument("--report", action="store_true",
+                   help="report to GitHub (status, check run, PR comment, step summary); without "
+                        "GITHUB_TOKEN the report goes to a file and stdout")
+    p.add_argument("--strict", action="store_true", help="with --report: a GitHub failure fails the command")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,8 +38,22 @@ def run(args: argparse.Namespace) -> int:
         if not by:
             raise SpecError("--override needs a named person: pass --by USER")
     spec = load_pipeline(args)
+    config = None
+    if args.report:
+        from cd4ml.github import GitHubConfig
+        from cd4ml.report import report_started
+
+        config = GitHubConfig.from_env(strict=args.strict)
+        report_started(spec, config=config)
     with open_store(args) as store, listening(Progress(sys.stderr)):
-        result = pipeline.run(spec, store, force=args.force, override_by=by, reason=args.reason)
+        try:
+            result = pipeline.run(spec, store, force=args.force, override_by=by, reason=args.reason)
+        finally:
+            # a run that crashed is reported too: the pull request must not stay pending
+            if config is not None:
+                from cd4ml.report import report_run
+
+                reported = report_run(spec, store, config=config)
         from cd4ml.summary import summarize
 
         summary = summarize(store, result.run.id)
@@ -50,4 +68,6 @@ def run(args: argparse.Namespace) -> int:
             print(table(["stage", "result", "seconds"], [(s, o, f"{t:.2f}") for s, o, t in result.stages]))
             print()
         print(summary_text(summary))
+        if config is not None and not reported.posted:
+            print(f"\nreport written to {reported.file} (not posted to GitHub)")
     return 0 if result.passed else 1

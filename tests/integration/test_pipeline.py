@@ -115,3 +115,15 @@ def test_bad_import_fails_before_any_stage(work, store, capsys):
     err = capsys.readouterr().err
     assert "NoSuchForest" in err and "Traceback" not in err
     assert store.runs() == []
+
+
+def test_run_with_report_posts_pending_then_the_verdict(work, store, github_env, capsys):
+    from tests.integration.test_github import STATUSES
+
+    assert main(["run", "-p", str(work / "wine.yaml"), "--store", store.url, "--report"]) == 0
+    states = [c.json["state"] for c in github_env.calls("POST", STATUSES)]
+    # pending from the start of the run, then the verdict last
+    assert states[0] == "pending" and states[-1] == "success" and set(states) == {"pending", "success"}
+    comments = github_env.calls("POST", "/repos/{owner}/{repo}/issues/{issue_number}/comments")
+    assert len(comments) == 1 and "<!-- cd4ml:wine -->" in comments[0].json["body"]
+    assert github_env.token not in capsys.readouterr().out
