@@ -13,7 +13,6 @@ import json
 import math
 import os
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +23,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 SAMPLE_ROWS = 10_000
+#: cd4ml's own workflows, shipped as the user's (ci.yml is this project's own CI)
+WORKFLOWS = ("cd4ml.yml", "promote.yml", "rollback.yml")
 MAX_CATEGORIES = 20
 
 
@@ -42,6 +43,12 @@ def _templates_root() -> Path:
     from cd4ml.render import templates_root
 
     return templates_root()
+
+
+def workflow_for(text: str, pipeline: str) -> str:
+    """cd4ml's workflow made the user's: the pipeline matrix and input defaults name theirs."""
+    text = re.sub(r"(?m)^(\s+pipeline: )\[[^\]]*\]$", rf"\g<1>[{pipeline}]", text)
+    return re.sub(r"(?m)^(\s+default: )wine$", rf"\g<1>{pipeline}", text)
 
 
 def infer_task(target: pd.Series) -> str:
@@ -141,8 +148,8 @@ def init(data: str | Path, target: str, *, directory: str | Path = ".", name: st
          task: str | None = None, slices: tuple[str, ...] = (), force: bool = False,
          port: int = 8701) -> InitResult:
     """Scaffold cd4ml in ``directory`` for ``data``; returns what was written and left alone."""
-    from cd4ml.data import DataSpec, load_frame
-    from cd4ml.spec import TASKS
+    from cd4ml.data import load_frame
+    from cd4ml.spec import TASKS, DataSpec
 
     root = Path(directory).resolve()
     data_path = Path(data).resolve()
@@ -166,7 +173,14 @@ def init(data: str | Path, target: str, *, directory: str | Path = ".", name: st
         pipelines / "expectations" / f"{name}.json": json.dumps(
             suite_from_sample(name, sample, target, task), indent=2) + "\n",
     }
-    written, skipped = [], []
+    written: list[Path] = []
+    skipped: list[Path] = []
+    templates = _templates_root()
+    for src in sorted(p for p in (templates / "infra").rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        files[root / "infra" / src.relative_to(templates / "infra")] = src.read_text()
+    for wf in WORKFLOWS:
+        files[root / ".github" / "workflows" / wf] = workflow_for(
+            (templates / "workflows" / wf).read_text(), name)
     for path, text in files.items():
         if path.exists() and not force:
             skipped.append(path)
@@ -174,20 +188,6 @@ def init(data: str | Path, target: str, *, directory: str | Path = ".", name: st
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         written.append(path)
-    templates = _templates_root()
-    copies = [(templates / "infra", root / "infra")]
-    workflows = templates / "workflows"
-    if workflows.is_dir():
-        copies.append((workflows, root / ".github" / "workflows"))
-    for src_dir, dst_dir in copies:
-        for src in sorted(p for p in src_dir.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-            dst = dst_dir / src.relative_to(src_dir)
-            if dst.exists() and not force:
-                skipped.append(dst)
-                continue
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, dst)
-            written.append(dst)
     gitignore = root / ".gitignore"
     lines = gitignore.read_text().splitlines() if gitignore.exists() else []
     if ".cd4ml/" not in lines:
