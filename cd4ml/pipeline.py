@@ -119,12 +119,12 @@ def run(spec: Spec, store: Store, *, force: bool = False, override_by: str | Non
     code = code_hash(spec)
     key = cache_key(spec, data_hash, code)
     git = git_info(spec.root)
-    identity: dict[str, Any] = dict(
-        kind="pipeline", git_commit=git.commit, branch=git.branch, actor=git.actor,
-        spec_hash=spec.spec_hash, code_hash=code, data_hash=data_hash, cache_key=key,
-        params={"model": dict(spec.model.params), "seed": spec.model.seed},
-        tags={"dirty": git.dirty} if git.dirty else {},
-    )
+    identity: dict[str, Any] = {
+        "kind": "pipeline", "git_commit": git.commit, "branch": git.branch, "actor": git.actor,
+        "spec_hash": spec.spec_hash, "code_hash": code, "data_hash": data_hash, "cache_key": key,
+        "params": {"model": dict(spec.model.params), "seed": spec.model.seed},
+        "tags": {"dirty": git.dirty} if git.dirty else {},
+    }
 
     if not force:
         cached = store.find_cached_run(spec.name, key)
