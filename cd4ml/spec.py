@@ -128,6 +128,9 @@ class EnvironmentSpec:
     context: str | None = None
     autoscale: Mapping[str, int] | None = None
     health_timeout: float = 60.0
+    # let the orchestrator (Swarm) health-check the model containers; off on engines that
+    # cannot bind a healthy Swarm task to its service ("network sandbox does not exist")
+    healthcheck: bool = True
     line: int = 0
 
 
@@ -520,6 +523,7 @@ def _environments(top: _Section) -> tuple[EnvironmentSpec, ...]:
             context=e.get("context", str, None),
             autoscale=autoscale,
             health_timeout=e.get("health_timeout", float, 60.0),
+            healthcheck=e.get("healthcheck", bool, True),
             line=e.lines.get(_key(e.path), 0),
         )
         if env.replicas < 1:
