@@ -1,0 +1,58 @@
+"""What the build stage refuses before it touches Docker, and how it names images."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from cd4ml.build import check_buildable, image_reference
+from cd4ml.errors import BuildError
+from cd4ml.spec import load_spec
+from cd4ml.store import Store
+
+
+@pytest.fixture
+def spec(pipelines_dir):
+    return load_spec(pipelines_dir / "wine.yaml")
+
+
+@pytest.fixture
+def store():
+    with Store("sqlite://") as s:
+        yield s
+
+
+def _model(store, pipeline="wine", blessed=True, bad=False):
+    run = store.start_run(pipeline)
+    mv = store.register_model(pipeline, run.id, "classification", "/nowhere", "0" * 64,
+                              {"inputs": [], "target": "t", "classes": None}, {})
+    if blessed:
+        store.record_gate(run.id, mv.id, True, [], None)
+    if bad:
+        store.set_model_flags(mv.id, bad=True)
+    return store.model_by_id(mv.id)
+
+
+def test_only_a_blessed_good_model_of_the_spec_is_built(spec, store):
+    check_buildable(spec, _model(store))
+    with pytest.raises(BuildError, match=r"wine:2 is not blessed .*only blessed models are built"):
+        check_buildable(spec, _model(store, blessed=False))
+    with pytest.raises(BuildError, match=r"wine:3 is marked bad"):
+        check_buildable(spec, _model(store, bad=True))
+    with pytest.raises(BuildError, match=r"diabetes:1 belongs to pipeline 'diabetes'.*--pipeline"):
+        check_buildable(spec, _model(store, pipeline="diabetes"))
+
+
+def test_a_failed_gate_overridden_with_a_reason_is_buildable(spec, store):
+    run = store.start_run("wine")
+    mv = store.register_model("wine", run.id, "classification", "/nowhere", "0" * 64, {}, {})
+    store.record_gate(run.id, mv.id, False, [], None, override_by="alice", override_reason="hotfix")
+    check_buildable(spec, store.model_by_id(mv.id))
+
+
+def test_the_reference_is_registry_repository_and_version(spec, store):
+    model = _model(store)
+    assert image_reference(spec, model) == "cd4ml/wine:1"
+    spec = dataclasses.replace(spec, image=dataclasses.replace(spec.image, registry="127.0.0.1:5000/"))
+    assert image_reference(spec, model) == "127.0.0.1:5000/cd4ml/wine:1"
