@@ -237,7 +237,8 @@ def _docker_build(c: docker.DockerClient, ctx: Context, reference: str, nocache:
                 if m:
                     steps = int(m.group(2))
                     current = f"step {m.group(1)}/{m.group(2)} ({m.group(3)[:60]})"
-                    emit("progress", "build", f"[{m.group(1)}/{m.group(2)}] {m.group(3)[:100]}")
+                    step = " ".join(m.group(3).split())
+                    emit("progress", "build", f"[{m.group(1)}/{m.group(2)}] {step[:100]}")
                 elif line.strip() == "---> Using cache":
                     cached += 1
                 elif line.strip() and not _NOISE.match(line):

@@ -246,16 +246,16 @@ def pip_index_url() -> str | None:
 
 
 def template_path(spec: Spec) -> Path:
-    """The spec's own Dockerfile template (image.dockerfile), else cd4ml's."""
+    """The spec's own template (image.dockerfile), else ``infra/docker/Dockerfile.j2`` beside
+    the spec or one level up (where ``cd4ml init`` copies it), else cd4ml's."""
     if spec.image.dockerfile is not None:
         return spec.image.dockerfile
-    try:
-        from cd4ml.render import templates_root
-    except ImportError:
-        root = _PACKAGE.parent
-    else:
-        root = templates_root()
-    return root / "infra" / "docker" / "Dockerfile.j2"
+    from cd4ml.render import template_dirs
+
+    for directory in reversed(template_dirs(spec, "docker")):
+        if (directory / "Dockerfile.j2").is_file():
+            return directory / "Dockerfile.j2"
+    raise BuildError("cd4ml's infra/docker/Dockerfile.j2 is missing; reinstall cd4ml")
 
 
 def base_image(spec: Spec) -> str:

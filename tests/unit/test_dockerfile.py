@@ -218,6 +218,15 @@ def test_a_users_template_overrides_and_its_errors_name_the_line(tmp_path, spec,
         dockerfile.render(mine)
 
 
+def test_an_infra_docker_template_beside_the_spec_wins_over_cd4mls(tmp_path, spec):
+    assert dockerfile.template_path(spec).read_text().startswith("{#-")  # cd4ml's own
+    mine = tmp_path / "repo" / "infra" / "docker" / "Dockerfile.j2"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("FROM {{ base_image }}\n")
+    moved = dataclasses.replace(spec, path=tmp_path / "repo" / "pipelines" / "wine.yaml")
+    assert dockerfile.template_path(moved) == mine
+
+
 def test_base_image_env_stands_in_for_the_spec(spec, monkeypatch):
     monkeypatch.delenv("CD4ML_BASE_IMAGE", raising=False)
     assert dockerfile.base_image(spec) == spec.image.base
