@@ -61,6 +61,12 @@ def get_argv(kind: str, name: str, context: str | None, namespace: str | None) -
     return base_argv(context, namespace) + ["get", f"{kind}/{name}", "-o", "json"]
 
 
+def delete_argv(name: str, context: str | None, namespace: str | None) -> list[str]:
+    """Remove what the kubernetes target created for an environment."""
+    return base_argv(context, namespace) + [
+        "delete", "deployment,service,horizontalpodautoscaler", name, "--ignore-not-found"]
+
+
 def current_context_argv() -> list[str]:
     return [kubectl_binary(), "config", "current-context"]
 

@@ -174,7 +174,7 @@ def context(spec: Spec, env: EnvironmentSpec, model: ModelVersion, image: str, *
         "namespace": env.namespace,
         "autoscale": dict(env.autoscale) if env.autoscale else None,
         "health_timeout": env.health_timeout,
-        "healthcheck": getattr(env, "healthcheck", True),
+        "healthcheck": env.healthcheck,
         "resources": resources(env),
         "labels": {
             "cd4ml.pipeline": spec.name,

@@ -168,31 +168,8 @@ class LocalTarget:
         return self.client.containers.run(m["image"], **kwargs)
 
     def _wait_ready(self, ctr: Any, conf: dict, timeout: float) -> None:
-        from cd4ml.dockerclient import logs_tail
-
         m = conf["model"]
-        path = m.get("ready_path") or "/ready"
-        deadline = time.monotonic() + timeout
-        last = "no answer"
-        while time.monotonic() < deadline:
-            ctr.reload()
-            state = ctr.attrs.get("State") or {}
-            if state.get("Status") in ("exited", "dead") or state.get("Restarting") \
-                    or int(ctr.attrs.get("RestartCount") or 0) > 0:
-                raise NotHealthy(
-                    f"{ctr.name} ({m['image']}) exited on start (code {state.get('ExitCode')}): "
-                    f"{_last_line(logs_tail(ctr))}", restored=False,
-                    details={"container": ctr.name, "logs": logs_tail(ctr)})
-            ports = (ctr.attrs.get("NetworkSettings") or {}).get("Ports") or {}
-            binding = (ports.get(f"{m['port']}/tcp") or [None])[0]
-            if binding:
-                status, _ = http_get(f"http://127.0.0.1:{binding['HostPort']}{path}", timeout=1)
-                if status == 200:
-                    return
-                last = f"{path} answered HTTP {status}" if status else f"{path} did not answer"
-            time.sleep(0.1)
-        raise NotHealthy(f"{ctr.name} ({m['image']}) was not ready within {timeout:g} s: {last}",
-                         restored=False, details={"container": ctr.name, "logs": logs_tail(ctr)})
+        wait_ready(ctr, m["image"], int(m["port"]), m.get("ready_path") or "/ready", timeout)
 
     # ------------------------------------------------------------------ the front
 
@@ -312,6 +289,34 @@ class LocalTarget:
             self.client.networks.get(name).remove()
         except NotFound:
             pass
+
+
+def wait_ready(ctr: Any, image: str, port: int, path: str, timeout: float) -> None:
+    """Wait until ``ctr`` answers 200 on ``path`` at its port published on 127.0.0.1; raise
+    NotHealthy at the timeout, or at once when the server exits (or restarts) on start."""
+    from cd4ml.dockerclient import logs_tail
+
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        ctr.reload()
+        state = ctr.attrs.get("State") or {}
+        if state.get("Status") in ("exited", "dead") or state.get("Restarting") \
+                or int(ctr.attrs.get("RestartCount") or 0) > 0:
+            logs = logs_tail(ctr)
+            raise NotHealthy(f"{ctr.name} ({image}) exited on start (code {state.get('ExitCode')}): "
+                             f"{_last_line(logs)}", restored=False,
+                             details={"container": ctr.name, "logs": logs})
+        ports = (ctr.attrs.get("NetworkSettings") or {}).get("Ports") or {}
+        binding = (ports.get(f"{port}/tcp") or [None])[0]
+        if binding:
+            status, _ = http_get(f"http://127.0.0.1:{binding['HostPort']}{path}", timeout=1)
+            if status == 200:
+                return
+            last = f"{path} answered HTTP {status}" if status else f"{path} did not answer"
+        time.sleep(0.1)
+    raise NotHealthy(f"{ctr.name} ({image}) was not ready within {timeout:g} s: {last}",
+                     restored=False, details={"container": ctr.name, "logs": logs_tail(ctr)})
 
 
 def parse_conf(rendered: Rendered) -> dict:
