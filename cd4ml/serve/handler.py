@@ -36,14 +36,15 @@ def _request_id(given: str | None) -> str:
     return uuid.uuid4().hex
 
 
-_date = [0, ""]
+_date: tuple[int, str] = (0, "")
 
 
 def _http_date() -> str:
+    global _date
     now = int(time.time())
     if now != _date[0]:
-        _date[0], _date[1] = now, formatdate(now, usegmt=True)
-    return str(_date[1])
+        _date = (now, formatdate(now, usegmt=True))  # one assignment: threads see a whole pair
+    return _date[1]
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -64,6 +65,10 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._dispatch("POST")
 
+    def do_HEAD(self) -> None:
+        # load balancers probe with HEAD: a GET whose body is not sent (see _send)
+        self._dispatch("HEAD")
+
     def do_PUT(self) -> None:
         self._dispatch("PUT")
 
@@ -75,6 +80,7 @@ class Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         body = json.dumps({"error": message or _REASONS.get(code, "error")}).encode()
         self._send(code, JSON, body, None)
+        self.server.app.metrics.observe("other", code, 0.0)
 
     def _dispatch(self, method: str) -> None:
         started = time.perf_counter()
@@ -103,7 +109,7 @@ class Handler(BaseHTTPRequestHandler):
             if allowed is None:
                 raise schema.RequestError(404, f"no endpoint {self.path.split('?', 1)[0]}; see "
                                           "GET /openapi.json")
-            handler = allowed.get(method)
+            handler = allowed.get("GET" if method == "HEAD" else method)
             if handler is None:
                 raise schema.RequestError(405, f"{method} is not allowed here; use "
                                           f"{', '.join(allowed)}")

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -246,6 +247,31 @@ def test_chunked_request_bodies_are_read(server, wine_model, http):
     payload = json.dumps({"instances": records(X.head(2))}).encode()
     r = http.post(f"{server.url}/predict", data=iter([payload[:50], payload[50:]]))
     assert r.status_code == 200 and r.json()["predictions"] == model.predict(X.head(2)).tolist()
+
+
+def raw(url: str, data: bytes) -> bytes:
+    """Send bytes as they are and read the answer until the server closes the connection."""
+    host, port = re.match(r"http://([^:]+):(\d+)", url).groups()
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_protocol_errors_are_answered_in_json_and_close_the_connection(server):
+    garbage = raw(server.url, b"NOT HTTP AT ALL\r\n\r\n")
+    assert garbage.startswith(b"HTTP/1.1 400 ") and b"Connection: close" in garbage
+    assert json.loads(garbage.split(b"\r\n\r\n", 1)[1])["error"]
+    huge = raw(server.url, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n")
+    assert huge.startswith(b"HTTP/1.1 413 ") and b"Connection: close" in huge
+    assert b"the limit is 16777216" in huge
+    head = raw(server.url, b"HEAD /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and head.endswith(b"\r\n\r\n")
+    assert b"Content-Length: 15\r\n" in head  # the GET body's length, but no body
+    patch = raw(server.url, b"PATCH /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert patch.startswith(b"HTTP/1.1 501 ")
 
 
 # ------------------------------------------------------------------------------- other endpoints
