@@ -122,8 +122,15 @@ def build(spec: Spec, store: Store, model: ModelVersion, push: bool = False, *,
     emit("stage_finished", "build",
          f"{reference} {image_id[7:19]} {size / 1e6:.0f} MB (+{(size - base_size) / 1e6:.0f} MB), "
          f"{cached}/{steps} steps cached", image_id=image_id, reference=reference, size=size)
-    report = infraval.validate_image(c, spec, model, image_id, size, ready_timeout=ready_timeout,
-                                     latency_requests=latency_requests)
+    try:
+        report = infraval.validate_image(c, spec, model, image_id, size,
+                                         ready_timeout=ready_timeout,
+                                         latency_requests=latency_requests)
+    except BaseException as e:
+        # an image whose validation could not run is not "pending" forever: it failed
+        store.update_image(record.id, infra_status="failed",
+                           infra_report={"passed": False, "error": str(e) or type(e).__name__})
+        raise
     store.update_image(record.id, infra_status="passed" if report.passed else "failed",
                        infra_report=asdict(report))
     digest = None

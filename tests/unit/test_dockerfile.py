@@ -119,6 +119,31 @@ def test_context_holds_pins_server_and_model_and_no_ca_bundle_by_default(tmp_pat
     assert ctx.buildargs == {}
 
 
+def test_a_model_that_takes_text_gets_pandas_in_its_image(tmp_path, spec):
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+    from sklearn.tree import DecisionTreeClassifier
+
+    X = pd.DataFrame({"colour": ["red", "white", "red", "rose"], "x": [1.0, 2.0, 3.0, 4.0]})
+    est = Pipeline([("enc", ColumnTransformer([("c", OneHotEncoder(handle_unknown="ignore"),
+                                                ["colour"])], remainder="passthrough")),
+                    ("m", DecisionTreeClassifier(random_state=0))]).fit(X, [0, 1, 0, 1])
+    directory, sha = artifacts.save(tmp_path / "a", spec.name, est)
+    signature = {"inputs": [{"name": "colour", "dtype": "str", "nullable": False},
+                            {"name": "x", "dtype": "float", "nullable": False}],
+                 "target": "y", "classes": [0, 1]}
+    store = Store("sqlite://")
+    run = store.start_run(spec.name)
+    mv = store.register_model(spec.name, run.id, "classification", str(directory), sha, signature, {})
+    artifacts.write_meta(directory, artifacts.ArtifactMeta(
+        pipeline=spec.name, task="classification", sha256=sha, signature=signature))
+    assert dockerfile.needs_frame(mv)
+    pins = dockerfile.requirements(spec, directory, frame=True).pins
+    assert f"pandas=={md.version('pandas')}" in pins
+
+
 def test_ca_bundle_only_in_ci_or_when_named(tmp_path, monkeypatch):
     bundle = tmp_path / "ca.pem"
     bundle.write_text("-----BEGIN CERTIFICATE-----\n")
