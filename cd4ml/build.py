@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cd4ml.build")
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+_NO_REGISTRY = ("{path}: image.registry is not set; add it (e.g. registry.example.com or "
+                "127.0.0.1:5000) to push")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _NOISE = re.compile(r"^\s*(---> |Removing intermediate container|Successfully )")
 
@@ -96,6 +98,8 @@ def build(spec: Spec, store: Store, model: ModelVersion, push: bool = False, *,
     from cd4ml.dockerclient import client, image_size
 
     check_buildable(spec, model)
+    if push and not spec.image.registry:
+        raise BuildError(_NO_REGISTRY.format(path=spec.path))
     started = time.perf_counter()
     reference = image_reference(spec, model)
     c = client()
@@ -149,8 +153,7 @@ def push(spec: Spec, store: Store, model: ModelVersion,
     from cd4ml.dockerclient import client
 
     if not spec.image.registry:
-        raise BuildError(f"{spec.path}: image.registry is not set; add it (e.g. "
-                         "registry.example.com or 127.0.0.1:5000) to push")
+        raise BuildError(_NO_REGISTRY.format(path=spec.path))
     image = validated_image(store, model)
     c = client()
     reference = image_reference(spec, model)

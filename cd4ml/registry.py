@@ -3,7 +3,8 @@
 Credentials come from the environment only: ``CD4ML_REGISTRY_USER`` and
 ``CD4ML_REGISTRY_PASSWORD`` (in CI, from the repository's secrets). They are handed to the
 Docker engine for the one push and are never logged, printed, stored or put in an error
-message. Without them the push is anonymous (a registry on 127.0.0.1, a CI-local registry).
+message. Without them the engine's own login for that registry (``docker login``) is used when
+there is one, else the push is anonymous (a registry on 127.0.0.1, a CI-local registry).
 """
 
 from __future__ import annotations

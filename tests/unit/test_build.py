@@ -56,3 +56,10 @@ def test_the_reference_is_registry_repository_and_version(spec, store):
     assert image_reference(spec, model) == "cd4ml/wine:1"
     spec = dataclasses.replace(spec, image=dataclasses.replace(spec.image, registry="127.0.0.1:5000/"))
     assert image_reference(spec, model) == "127.0.0.1:5000/cd4ml/wine:1"
+
+
+def test_a_push_without_a_registry_is_refused_before_building(spec, store):
+    from cd4ml.build import build
+
+    with pytest.raises(BuildError, match=r"image.registry is not set"):
+        build(spec, store, _model(store), push=True)
