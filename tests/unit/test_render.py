@@ -10,8 +10,14 @@ import pytest
 import yaml
 
 from cd4ml.errors import SpecError
-from cd4ml.render import (cpu_cores, memory_bytes, proxy_source, render, resource_name,
-                          templates_root)
+from cd4ml.render import (
+    cpu_cores,
+    memory_bytes,
+    proxy_source,
+    render,
+    resource_name,
+    templates_root,
+)
 from cd4ml.spec import load_spec
 from cd4ml.store import ModelVersion
 
