@@ -178,9 +178,12 @@ def wrk(url: str, body: bytes, concurrency: int, seconds: float, work: Path) -> 
     script.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
                       f"wrk.body = {json.dumps(body.decode())}\n")
     threads = min(concurrency, 2)
-    out = subprocess.run(["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{seconds:g}s",
-                          "--timeout", "10s", "--latency", "-s", str(script), url],
-                         capture_output=True, text=True, check=True).stdout
+    done = subprocess.run(["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{seconds:g}s",
+                           "--timeout", "10s", "--latency", "-s", str(script), url],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed against {url}: {(done.stderr or done.stdout).strip()}")
+    out = done.stdout
 
     def ms(label: str) -> float:
         found = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)

@@ -115,7 +115,7 @@ class App:
         batch = schema.parse(schema.decode(request.body), self.fields, self.max_rows)
         try:
             result = predictor.predict(batch.rows)
-        except (ValueError, TypeError) as e:
+        except (ValueError, TypeError, OverflowError) as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise schema.RequestError(422, f"the model refused the input: {first}") from None
         self.log.record(request.when, request.id, self.names, batch.rows, result.predictions,

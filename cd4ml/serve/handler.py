@@ -92,7 +92,9 @@ class Handler(BaseHTTPRequestHandler):
         extra = None
         if not app.enter():
             self.close_connection = True
-            status, ctype, body = 503, JSON, b'{"error":"the server is shutting down"}'
+            status, ctype = 503, JSON
+            body = json.dumps({"error": "the server is shutting down",
+                               "request_id": request_id}).encode()
         else:
             try:
                 status, ctype, body, extra = self._route(app, method, allowed, request_id)
@@ -127,20 +129,24 @@ class Handler(BaseHTTPRequestHandler):
             return 500, JSON, json.dumps(body, default=str).encode(), None
 
     def _body(self, limit: int) -> bytes:
+        # chunked wins over a Content-Length beside it (RFC 9112 6.3), as in any proxy in front
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            return self._chunked(limit)
         length = self.headers.get("Content-Length")
         if length is not None:
             try:
                 n = int(length)
+                if n < 0:
+                    raise ValueError
             except ValueError:
                 self.close_connection = True
-                raise schema.RequestError(400, f"Content-Length {length!r} is not a number") from None
+                raise schema.RequestError(400, f"Content-Length {length!r} is not a byte "
+                                          "count") from None
             if n > limit:
                 # the unread body would be taken for the next request: drop the connection
                 self.close_connection = True
                 raise schema.RequestError(413, f"request body of {n} bytes; the limit is {limit}")
             return self.rfile.read(n) if n > 0 else b""
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            return self._chunked(limit)
         return b""
 
     def _chunked(self, limit: int) -> bytes:

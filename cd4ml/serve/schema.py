@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from math import isfinite
 from typing import Any
 
 #: at most this many problems are listed in one error response
@@ -258,8 +259,12 @@ class _Bad(Exception):
 
 def _float(v: Any) -> Any:
     t = type(v)
-    if t is float or t is int:
+    if t is int:
         return v
+    if t is float:
+        if isfinite(v):  # JSON has no infinity, but 1e999 parses to one
+            return v
+        raise _Bad("must be a finite number (it overflows a double)")
     raise _Bad(f"must be a number, not {_describe(v)}")
 
 
@@ -267,7 +272,7 @@ def _int(v: Any) -> Any:
     t = type(v)
     if t is int:
         return v
-    if t is float and v.is_integer():
+    if t is float and isfinite(v) and v.is_integer():
         return int(v)
     if t is float:
         raise _Bad(f"must be an integer, not {v!r}")

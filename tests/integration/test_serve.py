@@ -56,10 +56,11 @@ class SlowToLoad:
 class Server:
     """``python -m cd4ml.serve`` (or any argv) in a subprocess; stderr is collected as it comes."""
 
-    def __init__(self, argv: list[str], env: dict[str, str] | None = None):
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None,
+                 cwd: Path = ROOT):
         self.started = time.perf_counter()
         full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-        self.proc = subprocess.Popen(argv, cwd=ROOT, env=full_env, stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen(argv, cwd=cwd, env=full_env, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         self.url: str | None = None
@@ -496,6 +497,37 @@ def test_workers_share_the_port_the_metrics_and_the_log(wine_model, tmp_path):
     assert metric(text, "cd4ml_http_requests_total", endpoint="/metadata", status="200") == 40
     assert s.stop() == 0
     assert sorted(x["request_id"] for x in read_log(log)) == sorted(f"w-{i}" for i in range(40))
+
+
+def test_the_server_needs_only_its_package_and_the_artifact_format(wine_model, tmp_path):
+    """What the image holds: cd4ml/__init__.py, cd4ml/artifacts.py, cd4ml/serve/; no pandas.
+
+    The server runs from such a copy (an editable install could still supply other cd4ml
+    modules, so the imports are also read from ``-X importtime``)."""
+    model, X, directory = wine_model
+    app = tmp_path / "app"
+    shutil.copytree(ROOT / "cd4ml" / "serve", app / "cd4ml" / "serve",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("__init__.py", "artifacts.py"):
+        shutil.copy(ROOT / "cd4ml" / name, app / "cd4ml" / name)
+    (app / "pandas").mkdir()
+    (app / "pandas" / "__init__.py").write_text("raise ImportError('no pandas in the image')\n")
+    argv = [sys.executable, "-X", "importtime", "-m", "cd4ml.serve", "--model-dir",
+            str(directory), "--port", "0"]
+    # run from the copy: `python -m` puts the working directory first on sys.path
+    s = Server(argv, env={"PYTHONPATH": str(app)}, cwd=app)
+    s.ready()
+    r = requests.post(f"{s.url}/predict", json={"instances": records(X)})
+    assert r.status_code == 200, s.stderr
+    assert r.json()["predictions"] == model.predict(X).tolist()
+    assert s.stop() == 0
+    imported = {m.group(1).strip() for line in s.lines
+                if (m := re.match(r"import time:\s+\d+ \|\s+\d+ \|(.*)$", line))}
+    assert {"cd4ml.serve.server", "cd4ml.artifacts", "sklearn.ensemble._forest"} <= imported
+    ours = {m for m in imported if m.split(".")[0] == "cd4ml"}
+    assert ours - {"cd4ml", "cd4ml.artifacts", "cd4ml.serve"} == {
+        m for m in ours if m.startswith("cd4ml.serve.")}
+    # (pandas shows up as tried, by scikit-learn's optional import: the stub refused it)
 
 
 # ------------------------------------------------------------------------------- cd4ml serve

@@ -56,6 +56,8 @@ def test_integral_numbers_are_ints_and_ints_are_floats():
     ("flag", 1, "must be true or false, not a number"),
     ("city", 3, "must be a string, not a number"),
     ("x", [1], "must be a number, not a list"),
+    ("x", float("inf"), "must be a finite number"),
+    ("n", float("-inf"), "must be an integer, not -inf"),
 ])
 def test_a_wrong_value_is_422_naming_row_and_field(field, value, words):
     e = error_of({"instances": [ROW, {**ROW, field: value}]})
@@ -124,6 +126,11 @@ def test_bodies_that_are_not_json_are_400(raw, words):
     with pytest.raises(RequestError) as e:
         decode(raw)
     assert e.value.status == 400 and words in e.value.message
+
+
+def test_numbers_too_large_for_a_double_are_refused_by_name():
+    doc = decode(b'{"instances": [{"x": 1e999, "n": 1, "flag": true, "city": null}]}')
+    assert error_of(doc).message == "row 0: field 'x' must be a finite number (it overflows a double)"
 
 
 def test_decode_reads_json():
