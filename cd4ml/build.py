@@ -140,11 +140,15 @@ def build(spec: Spec, store: Store, model: ModelVersion, push: bool = False, *,
     digest = None
     if push and report.passed:
         digest = _push(c, store, record.id, reference, credentials).digest
-    return BuildResult(
+    result = BuildResult(
         pipeline=spec.name, model_version=model.version, image_id=image_id, reference=reference,
         base_image=base, size_bytes=size, added_bytes=size - base_size, infra=report,
         digest=digest, seconds=time.perf_counter() - started, build_seconds=build_seconds,
         steps=steps, cached_steps=cached, requirements=ctx.requirements.pins, record_id=record.id)
+    # for reporters (the GitHub check run, the step summary): the whole outcome in one event
+    emit("image_built", "build", f"{reference}: infra validation "
+         f"{'passed' if report.passed else 'failed'}", **asdict(result))
+    return result
 
 
 def push(spec: Spec, store: Store, model: ModelVersion,
