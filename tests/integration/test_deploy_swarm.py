@@ -1,0 +1,104 @@
+"""The swarm target live on a single-node Swarm with real cd4ml images: a stack deploy, a release
+refused by the pre-flight start, an update Swarm itself rolls back (failure_action: rollback), and
+a rollback, under a steady stream of predictions that must all succeed."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import yaml
+
+from cd4ml.deploy import DeployFailed, deploy, history, rollback, status
+from cd4ml.render import render
+from cd4ml.targets import NotHealthy
+from cd4ml.targets.swarm import SwarmTarget
+from tests.fixtures.deploy import PORTS, Load, served_version
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def stack(deploy_world, swarm):
+    spec = deploy_world.spec()
+    env = spec.environment("swarm")
+    target = SwarmTarget()
+    target.teardown(spec, env)
+    yield spec, env, target
+    target.teardown(spec, env)
+    with deploy_world.store() as store:
+        with store.tx() as conn:
+            from cd4ml.store import deployments
+
+            conn.execute(deployments.delete().where(deployments.c.environment == "swarm"))
+        for v in deploy_world.versions.values():
+            store.set_model_flags(v.id, bad=False)
+
+
+def test_swarm_rolling_updates_and_rollbacks_under_load(deploy_world, stack):
+    spec, env, target = stack
+    port = PORTS["swarm"]
+    with deploy_world.store() as store:
+        first = deploy(spec, store, "swarm", 1)
+        assert first.status == "healthy" and served_version(port) == 1
+        service = target.client.services.get("cd4ml-wine-swarm_model").attrs["Spec"]
+        update = service["UpdateConfig"]
+        assert (update["Order"], update["FailureAction"]) == ("start-first", "rollback")
+        front_tasks = _running_tasks(target, "cd4ml-wine-swarm_front")
+
+        with Load(port, deploy_world.row) as load:
+            load.wait_for_requests()
+            second = deploy(spec, store, "swarm", 2)
+            load.wait_for_requests()
+
+            # a release whose /ready never answers is refused before Swarm sees it
+            with pytest.raises(DeployFailed, match="pre-flight.*not ready within") as never:
+                deploy(spec, store, "swarm", 3)
+            load.wait_for_requests()
+
+            # a server that exits on start, past the pre-flight: Swarm rolls the update back
+            v2, v4 = store.model(spec.name, 2), store.model(spec.name, 4)
+            img2 = store.current_deployment(spec.name, "swarm").image_ref
+            img4 = store.images_for(v4.id)[0].reference
+            proxy = target.proxy_image(spec, env, img4)
+            with pytest.raises(NotHealthy) as crash:
+                target.apply(render(spec, env, v4, img4, proxy_image=proxy), timeout=60,
+                             previous=render(spec, env, v2, img2, proxy_image=proxy),
+                             preflight=False)
+            load.wait_for_requests()
+            assert served_version(port) == 2
+
+            t0 = time.perf_counter()
+            back = rollback(spec, store, "swarm")
+            to_serving = time.perf_counter() - t0
+            load.wait_for_requests()
+        print(f"\nswarm: {load.ok} predictions, {len(load.failed)} failed, p99 {load.p99_ms:.0f} ms, "
+              f"max {load.max_ms:.0f} ms; rollback to serving {to_serving:.2f} s")
+        assert load.failed == [], load.failed[:5]
+        assert load.versions[0] == 1 and load.versions[-1] == 1 and 2 in load.versions
+
+        assert second.status == "healthy" and second.previous_version == 1
+        assert never.value.result.status == "rolled_back"
+        assert crash.value.restored is True
+        assert back.version == 1 and to_serving < 10 and served_version(port) == 1
+        assert store.model(spec.name, 2).bad and store.model(spec.name, 3).bad
+        assert [(r.action, r.version, r.status) for r in history(spec, store, "swarm")] == [
+            ("rollback", 1, "healthy"), ("deploy", 3, "rolled_back"), ("deploy", 2, "replaced"),
+            ("deploy", 1, "replaced")]
+        assert status(spec, store, "swarm")[0].healthy is True
+        # the front's task never changed: it held the port through every change
+        assert _running_tasks(target, "cd4ml-wine-swarm_front") == front_tasks
+
+
+def _running_tasks(target, service: str) -> set[str]:
+    return {t["ID"] for t in target.client.services.get(service).tasks(
+        filters={"desired-state": "running"})}
+
+
+def test_rendered_stack_is_what_runs(deploy_world, stack, tmp_path):
+    out = deploy_world.cli("render", "--env", "swarm", "1", "-o", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    doc = yaml.safe_load((tmp_path / "stack.yml").read_text())
+    assert doc["services"]["model"]["image"] == "cd4ml-test/deploy-wine:1"
+    assert doc["services"]["front"]["ports"][0]["published"] == PORTS["swarm"]
+    assert (tmp_path / "proxy.py").is_file()
