@@ -125,8 +125,9 @@ class Handler(BaseHTTPRequestHandler):
             return e.status, JSON, json.dumps(error).encode(), allow
         except Exception as e:  # noqa: BLE001 - a bug must answer 500, not drop the connection
             traceback.print_exc(file=sys.stderr)
-            body = {"error": f"internal error: {type(e).__name__}: {e}", "request_id": request_id}
-            return 500, JSON, json.dumps(body, default=str).encode(), None
+            failure = {"error": f"internal error: {type(e).__name__}: {e}",
+                       "request_id": request_id}
+            return 500, JSON, json.dumps(failure, default=str).encode(), None
 
     def _body(self, limit: int) -> bytes:
         # chunked wins over a Content-Length beside it (RFC 9112 6.3), as in any proxy in front
@@ -150,7 +151,8 @@ class Handler(BaseHTTPRequestHandler):
         return b""
 
     def _chunked(self, limit: int) -> bytes:
-        parts, size = [], 0
+        parts: list[bytes] = []
+        size = 0
         while True:
             line = self.rfile.readline(1024)
             try:

@@ -186,7 +186,7 @@ def _selects_by_name(model: Any) -> bool:
     compose = sys.modules.get("sklearn.compose._column_transformer")
     if compose is None:  # unpickling would have imported it
         return False
-    found = []
+    found: list[Any] = []
 
     def visit(obj: Any, depth: int = 0) -> None:
         if depth > 10 or found:
@@ -268,6 +268,7 @@ def probe_rows(fields: tuple[Field, ...], stats: dict, n: int = 11) -> list[list
     columns = []
     for f in fields:
         s = stats.get(f.name) or {}
+        values: list[Any]
         if f.dtype in ("float", "int") and s.get("edges"):
             values = [float(v) for v in s["edges"] if v is not None] or [0.0]
             if f.dtype == "int":
