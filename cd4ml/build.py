@@ -94,8 +94,7 @@ def build(spec: Spec, store: Store, model: ModelVersion, push: bool = False, *,
     ``network_mode`` is the build's network (``"host"`` where pip reaches its index only
     through the host's proxy settings; ``"none"`` proves that a rebuild installs nothing).
     """
-    from cd4ml import dockerfile, infraval
-    from cd4ml.dockerclient import client, image_size
+    from cd4ml.dockerclient import client
 
     check_buildable(spec, model)
     if push and not spec.image.registry:
@@ -103,6 +102,21 @@ def build(spec: Spec, store: Store, model: ModelVersion, push: bool = False, *,
     started = time.perf_counter()
     reference = image_reference(spec, model)
     c = client()
+    try:
+        return _build(c, spec, store, model, reference, push=push, nocache=nocache,
+                      network_mode=network_mode, ready_timeout=ready_timeout,
+                      latency_requests=latency_requests, credentials=credentials,
+                      started=started)
+    finally:
+        c.close()
+
+
+def _build(c: docker.DockerClient, spec: Spec, store: Store, model: ModelVersion, reference: str,
+           *, push: bool, nocache: bool, network_mode: str, ready_timeout: float,
+           latency_requests: int, credentials: Credentials | None, started: float) -> BuildResult:
+    from cd4ml import dockerfile, infraval
+    from cd4ml.dockerclient import image_size
+
     base = dockerfile.base_image(spec)
     base_size = image_size(c, base)
     if base_size is None:
@@ -154,25 +168,29 @@ def build(spec: Spec, store: Store, model: ModelVersion, push: bool = False, *,
 def push(spec: Spec, store: Store, model: ModelVersion,
          credentials: Credentials | None = None) -> PushResult:
     """Push the newest infra-validated image of ``model`` to the spec's registry."""
-    from cd4ml.dockerclient import client
+    from docker.errors import ImageNotFound
+
+    from cd4ml.dockerclient import client, translating
 
     if not spec.image.registry:
         raise BuildError(_NO_REGISTRY.format(path=spec.path))
     image = validated_image(store, model)
-    c = client()
     reference = image_reference(spec, model)
-    from docker.errors import ImageNotFound
-
+    c = client()
     try:
-        local = c.images.get(image.image_id)
-    except ImageNotFound:
-        raise BuildError(f"image {image.image_id[:19]} of {model.ref} is not in this Docker "
-                         f"engine; rebuild it with 'cd4ml build {model.version} --push'") from None
-    if reference not in local.tags:
-        repository, tag = reference.rsplit(":", 1)
-        local.tag(repository, tag)
-        store.update_image(image.id, reference=reference)
-    return _push(c, store, image.id, reference, credentials)
+        try:
+            local = c.images.get(image.image_id)
+        except ImageNotFound:
+            raise BuildError(f"image {image.image_id[:19]} of {model.ref} is not in this Docker "
+                             f"engine; rebuild it with 'cd4ml build {model.version} --push'") from None
+        if reference not in local.tags:
+            repository, tag = reference.rsplit(":", 1)
+            with translating(BuildError, f"tag {image.image_id[:19]} as {reference}"):
+                local.tag(repository, tag)
+            store.update_image(image.id, reference=reference)
+        return _push(c, store, image.id, reference, credentials)
+    finally:
+        c.close()
 
 
 def validated_image(store: Store, model: ModelVersion) -> Image:
