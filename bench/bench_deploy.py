@@ -1,0 +1,144 @@
+"""Deploys under load: a steady stream of predictions to 127.0.0.1 while an environment gets a
+new version, a version whose /ready never turns healthy, and a rollback, on the local and the
+Swarm targets. Real cd4ml images (cd4ml.build), a throwaway store and artifacts directory.
+
+Prints, per target: predictions sent and failed (target: 0 failed), latency p50/p99/max, the
+seconds each action took, and the rollback's time to serving (the old version answering again;
+target: < 10 s).
+
+Run: python bench/bench_deploy.py [--targets local,swarm] [--seconds-between 2]
+     (needs the Docker engine: scripts/docker-up.sh; for swarm, this engine becomes a single-node
+     Swarm for the run if it is not one, and leaves it afterwards)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+PORTS = {"local": 18310, "swarm": 18311}
+
+
+def world(tmp: Path):
+    """Spec, store and images: v1 and v2 built and validated, v3 never ready."""
+    import yaml
+
+    from cd4ml.build import build
+    from cd4ml.dockerclient import client
+    from cd4ml.spec import load_spec
+    from cd4ml.store import Store
+    from tests.fixtures.deploy import _derived, _train
+
+    raw = yaml.safe_load((ROOT / "pipelines" / "wine.yaml").read_text())
+    raw["data"]["path"] = str(ROOT / "pipelines" / raw["data"]["path"])
+    raw["expectations"] = str(ROOT / "pipelines" / raw["expectations"])
+    raw["image"]["repository"] = "cd4ml-bench/deploy-wine"
+    raw["environments"] = {
+        "local": {"target": "local", "port": PORTS["local"], "health_timeout": 15},
+        "swarm": {"target": "swarm", "port": PORTS["swarm"], "health_timeout": 15,
+                  "healthcheck": False},
+    }
+    spec_path = tmp / "wine.yaml"
+    spec_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    os.environ["CD4ML_ARTIFACTS"] = str(tmp / "artifacts")
+    if os.environ.get("PIP_CERT") and not os.environ.get("CD4ML_BUILD_CA_BUNDLE"):
+        os.environ["CD4ML_BUILD_CA_BUNDLE"] = os.environ["PIP_CERT"]
+    spec = load_spec(spec_path)
+    store = Store(f"sqlite:///{tmp / 'store.db'}")
+    versions = {n: _train(spec, store, seed=n) for n in (1, 2, 3)}
+    for n in (1, 2):
+        t0 = time.perf_counter()
+        result = build(spec, store, versions[n], latency_requests=20)
+        print(f"built {result.reference} in {time.perf_counter() - t0:.1f} s "
+              f"(infra validation {'passed' if result.infra.passed else 'FAILED'})")
+    never = _derived(client(), f"{spec.image.repository}:2", f"{spec.image.repository}:3-never-ready",
+                     'CMD ["python", "-m", "http.server", "8080"]')
+    store.record_image(versions[3].id, never[0], never[1], never[2], "passed")
+    frame = __import__("pandas").read_csv(spec.data.path)
+    inputs = [i["name"] for i in versions[1].signature["inputs"]]
+    row = {k: (v.item() if hasattr(v, "item") else v) for k, v in frame[inputs].iloc[0].items()}
+    return spec, store, row
+
+
+def run_target(spec, store, row, env_name: str, pause: float) -> None:
+    from cd4ml.deploy import DeployFailed, deploy, rollback
+    from cd4ml.targets import get_target
+    from tests.fixtures.deploy import Load
+
+    env = spec.environment(env_name)
+    target = get_target(env)
+    target.teardown(spec, env)
+    timings: dict[str, float] = {}
+    try:
+        t0 = time.perf_counter()
+        deploy(spec, store, env_name, 1)
+        timings["first deploy (v1)"] = time.perf_counter() - t0
+        with Load(env.port, row, limit=600) as load:
+            time.sleep(pause)
+            t0 = time.perf_counter()
+            deploy(spec, store, env_name, 2)
+            timings["deploy v2 (healthy)"] = time.perf_counter() - t0
+            time.sleep(pause)
+            t0 = time.perf_counter()
+            with contextlib.suppress(DeployFailed):
+                deploy(spec, store, env_name, 3)
+            timings["deploy v3 (never ready, refused)"] = time.perf_counter() - t0
+            time.sleep(pause)
+            t0 = time.perf_counter()
+            rollback(spec, store, env_name)
+            timings["rollback to v1"] = time.perf_counter() - t0
+            since = load.serving_since(1, t0)
+            to_serving = since - t0 if since is not None else float("nan")
+            time.sleep(pause)
+        lat = sorted(load.latencies) or [0.0]
+        print(f"\n== {env_name} ({env.target}) ==")
+        print(f"predictions: {load.ok + len(load.failed)} sent, {len(load.failed)} failed")
+        print(f"latency ms: p50 {1000 * lat[len(lat) // 2]:.1f}, p99 {load.p99_ms:.1f}, "
+              f"max {load.max_ms:.1f}")
+        for what, seconds in timings.items():
+            print(f"{what:<34} {seconds:6.2f} s")
+        print(f"rollback time to serving: {to_serving:.2f} s (target < 10 s)")
+        print(f"versions seen by the client, in order: {load.versions}")
+        for failure in load.failed[:5]:
+            print(f"  failed: {failure}")
+    finally:
+        target.teardown(spec, env)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--targets", default="local,swarm")
+    p.add_argument("--seconds-between", type=float, default=2.0,
+                   help="steady load before and after each action")
+    args = p.parse_args()
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    from cd4ml.dockerclient import client
+
+    joined = False
+    if "swarm" in targets and (client().info().get("Swarm") or {}).get("LocalNodeState") != "active":
+        subprocess.run(["docker", "swarm", "init", "--advertise-addr", "127.0.0.1"], check=True,
+                       capture_output=True)
+        joined = True
+    try:
+        with tempfile.TemporaryDirectory(prefix="cd4ml-bench-deploy-") as tmp:
+            spec, store, row = world(Path(tmp))
+            for t in targets:
+                run_target(spec, store, row, t, args.seconds_between)
+            store.close()
+    finally:
+        if joined:
+            subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True, check=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
