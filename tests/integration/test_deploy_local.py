@@ -96,6 +96,9 @@ def test_blue_green_deploys_roll_back_and_count_no_failure(deploy_world, clean):
         assert "not ready within" in rows[2].error
         now = status(spec, store, "staging")[0]
         assert (now.version, now.healthy, now.action) == (1, True, "rollback")
+        # a version marked bad still deploys when someone names it
+        assert deploy(spec, store, "staging", 2, reason="fixed upstream").status == "healthy"
+        assert served_version(port) == 2
         # containers: the front and one colour, nothing left of the failed releases
         names = sorted(c.name for c in LocalTarget().client.containers.list(
             all=True, filters={"label": ["cd4ml.environment=staging", "cd4ml.pipeline=wine"]}))
@@ -148,6 +151,12 @@ def test_promotion_needs_approval_and_a_healthy_previous_environment(deploy_worl
             promote(spec, store, 1, "production")
         with pytest.raises(DeployError, match=r"wine:2 is not running in staging \(wine:1 is\)"):
             promote(spec, store, 2, "production", approved_by="alice")
+        assert store.approvals(deploy_world.versions[1].id) == []
+        # the approver hook decides (GitHub's when GITHUB_TOKEN is set); a refusal records nothing
+        with pytest.raises(DeployError, match="mallory may not approve wine:1 for production: "
+                                              "mallory wrote the commit"):
+            promote(spec, store, 1, "production", approved_by="mallory",
+                    approver_check=lambda user, model, env: (False, f"{user} wrote the commit"))
         assert store.approvals(deploy_world.versions[1].id) == []
 
     out = deploy_world.cli("promote", "1", "--to", "production", "--approved-by", "alice",
