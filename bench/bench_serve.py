@@ -149,15 +149,33 @@ class Proc:
         raise RuntimeError(f"no prediction from {self.url} within {timeout} s; see {self.err.name}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        """Stop the whole process group and wait until none of it is left.
+
+        MLflow's uvicorn is a child that outlives its parent by a moment: a next start could
+        otherwise be answered by the old server, and then find its port taken."""
+        _signal_group(self.proc.pid, signal.SIGTERM)
+        for patience, then in ((30, signal.SIGKILL), (10, None)):
+            deadline = time.monotonic() + patience
+            while _signal_group(self.proc.pid, 0) and time.monotonic() < deadline:
+                self.proc.poll()  # reap our own child, or the group never empties
+                time.sleep(0.05)
+            if not _signal_group(self.proc.pid, 0) or then is None:
+                break
+            _signal_group(self.proc.pid, then)
+        self.proc.wait()
         self.out.close()
         self.err.close()
+
+
+def _signal_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to a process group; False once the group no longer exists."""
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # only zombies left, waiting to be reaped
+        return True
 
 
 def cd4ml_argv(m: dict, port: int, workers: int) -> list[str]:

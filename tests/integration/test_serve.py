@@ -53,11 +53,15 @@ class SlowToLoad:
 # ------------------------------------------------------------------------------- harness
 
 
+_STARTED: list[Server] = []
+
+
 class Server:
     """``python -m cd4ml.serve`` (or any argv) in a subprocess; stderr is collected as it comes."""
 
     def __init__(self, argv: list[str], env: dict[str, str] | None = None,
                  cwd: Path = ROOT):
+        _STARTED.append(self)
         self.started = time.perf_counter()
         full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
         self.proc = subprocess.Popen(argv, cwd=cwd, env=full_env, stdout=subprocess.PIPE,
@@ -122,6 +126,17 @@ def read_log(path: Path) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(autouse=True)
+def no_server_left_behind():
+    """A test that fails half-way must not leave its server running."""
+    before = len(_STARTED)
+    yield
+    for s in _STARTED[before:]:
+        if s.proc.poll() is None:
+            s.proc.kill()
+            s.proc.wait()
 
 
 @pytest.fixture(scope="module")
