@@ -29,9 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from mlflow_env import mlflow_python
+
 ROOT = Path(__file__).resolve().parent.parent
-VENV = Path(os.environ.get("CD4ML_CACHE_DIR") or Path.home() / ".cache" / "cd4ml") / "bench-mlflow"
-HOST_PINS = ("numpy", "scipy", "scikit-learn", "pandas")
 SAVE_MLFLOW_MODEL = """
 import pickle, sys
 import mlflow.sklearn
@@ -40,19 +40,6 @@ with open(sys.argv[1], "rb") as f:
 # cloudpickle: MLflow 3's default (skops) refuses scikit-learn's tree objects without review
 mlflow.sklearn.save_model(model, sys.argv[2], serialization_format="cloudpickle")
 """
-
-
-def mlflow_python() -> Path:
-    """The MLflow virtualenv's python, made once with the host's versions of the ML stack."""
-    import importlib.metadata as md
-
-    py = VENV / "bin" / "python"
-    if not py.exists():
-        print(f"making {VENV} (pip install mlflow, once) ...", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        pins = [f"{d}=={md.version(d)}" for d in HOST_PINS]
-        subprocess.run([str(py), "-m", "pip", "install", "-q", "mlflow", *pins], check=True)
-    return py
 
 
 def docker_build(c, directory: Path, tag: str, nocache: bool, network: str) -> float:

@@ -11,9 +11,9 @@ install wrk), else threads with http.client. Also printed: the in-process floor
 Targets: >= 3x MLflow's req/s and <= 1/3 of its p99 at c=1 and c=16; first prediction within
 1 s of process start.
 
-MLflow runs from the Python named by ``--mlflow-python`` (or $MLFLOW_PYTHON), e.g. a venv made
-with ``python -m venv V && V/bin/pip install mlflow scikit-learn==<this one's version>``;
-without one, this Python if it has mlflow; else the MLflow column is skipped.
+MLflow runs from the Python named by ``--mlflow-python`` (or $MLFLOW_PYTHON); without one,
+this Python if it has mlflow; else the shared benchmark virtualenv of bench/mlflow_env.py, made on first use; if MLflow cannot be installed
+the MLflow column is skipped.
 
 Run: python bench/bench_serve.py [--seconds 10] [--mlflow-python PATH]
 """
@@ -295,12 +295,17 @@ def start_only(argv: list[str], url: str, m: dict, work: Path, env: dict) -> flo
 
 
 def find_mlflow(given: str | None) -> str | None:
+    from mlflow_env import mlflow_python
+
     candidates = [given, os.environ.get("MLFLOW_PYTHON"), sys.executable]
     for python in filter(None, candidates):
         ok = subprocess.run([python, "-c", "import mlflow"], capture_output=True, check=False)
         if ok.returncode == 0:
             return python
-    return None
+    try:
+        return str(mlflow_python())
+    except subprocess.CalledProcessError:
+        return None
 
 
 def main() -> None:
