@@ -131,9 +131,14 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="cd4ml-bench-deploy-") as tmp:
             spec, store, row = world(Path(tmp))
-            for t in targets:
-                run_target(spec, store, row, t, args.seconds_between)
-            store.close()
+            try:
+                for t in targets:
+                    run_target(spec, store, row, t, args.seconds_between)
+            finally:
+                store.close()
+                for tag in ("1", "2", "3-never-ready"):  # untag; the layers stay as build cache
+                    subprocess.run(["docker", "rmi", "--no-prune", f"{spec.image.repository}:{tag}"],
+                                   capture_output=True, check=False)
     finally:
         if joined:
             subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True, check=False)
