@@ -215,6 +215,8 @@ def promote(spec: Spec, store: Store, version: int | str, to: str, *,
             if not allowed:
                 raise DeployError(f"{approved_by} may not approve {model.ref} for {to}: {why}")
         store.record_approval(model.id, env.name, approved_by, "cli", details={"check": why})
+    if env.requires_approval and not approved_by and not store.approvals(model.id, env.name):
+        _record_review_approvals(store, model, env, approver_check)
     if env.requires_approval and not store.approvals(model.id, env.name):
         raise DeployError(f"{to} requires an approval of {model.ref}: pass --approved-by USER, or "
                           f"approve the '{to}' environment review on GitHub")
@@ -390,6 +392,35 @@ def github_approver_check(store: Store) -> ApproverCheck | None:
         return reporter.approver_allowed(user, sha, forbid_author=env.approver_not_author)
 
     return check
+
+
+def _record_review_approvals(store: Store, model: ModelVersion, env: EnvironmentSpec,
+                             approver_check: ApproverCheck | None | object) -> None:
+    """In a workflow whose job runs in ``env``'s GitHub environment, the people who approved
+    its review are the approvers: each is checked like a named one and recorded (source github).
+    Outside a workflow, or with no token, there is nothing to read."""
+    if not (os.environ.get("GITHUB_TOKEN") and os.environ.get("GITHUB_RUN_ID")):
+        return
+    from cd4ml.github import GitHubReporter
+
+    reporter = GitHubReporter()
+    if not reporter.enabled:
+        return
+    check = github_approver_check(store) if approver_check is _AUTO else approver_check
+    refused = []
+    for review in reporter.run_approvals():
+        if review.state != "approved" or env.name not in review.environments:
+            continue
+        allowed, why = check(review.user, model, env) if callable(check) else (True, "as given")
+        if not allowed:
+            refused.append(f"{review.user}: {why}")
+            continue
+        store.record_approval(model.id, env.name, review.user, "github",
+                              details={"check": why, "run_id": reporter.config.run_id,
+                                       "comment": review.comment})
+    if refused and not store.approvals(model.id, env.name):
+        raise DeployError(f"the '{env.name}' review of this workflow run was approved only by "
+                          f"people who may not approve {model.ref}: {'; '.join(refused)}")
 
 
 def github_listener(reporter: Any) -> Callable[[Any], None]:

@@ -169,6 +169,10 @@ class GitHubServer(HttpSide):
         self.comments.setdefault(number, [])
         return number
 
+    def add_run(self, run_id: int) -> None:
+        """A workflow run with no review approved yet (its approvals list is empty, not 404)."""
+        self.approvals.setdefault(int(run_id), [])
+
     def add_approval(self, run_id: int, user: str, environments: tuple[str, ...] = ("production",),
                      state: str = "approved", comment: str = "") -> None:
         self.users.add(user)
