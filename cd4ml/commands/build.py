@@ -4,19 +4,15 @@ exit 1 when infra validation fails."""
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
-from cd4ml.commands.common import add_json, add_pipeline, add_store, load_pipeline, open_store
-from cd4ml.errors import BuildError, SpecError
+from cd4ml.commands.common import add_common, chosen_model, load_pipeline, store_with_progress
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("model_version", nargs="?", metavar="MODEL_VERSION",
                    help="version to build, e.g. 3 or wine:3 (default: the latest blessed one)")
-    add_pipeline(p)
-    add_store(p)
-    add_json(p)
+    add_common(p)
     p.add_argument("--push", action="store_true",
                    help="push to image.registry once validated (login from "
                         "CD4ML_REGISTRY_USER / CD4ML_REGISTRY_PASSWORD)")
@@ -24,31 +20,14 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
                    help="rebuild every layer, dependencies included")
 
 
-def version_arg(text: str, pipeline: str) -> int:
-    """``3`` or ``wine:3`` (whose pipeline must be the spec's)."""
-    name, _, tail = text.rpartition(":")
-    if not tail.isdigit():
-        raise SpecError(f"MODEL_VERSION {text!r}: expected a version number, e.g. 3 or {pipeline}:3")
-    if name and name != pipeline:
-        raise SpecError(f"MODEL_VERSION {text!r} is of pipeline {name!r}, but the spec is "
-                        f"{pipeline!r}; pass --pipeline {name}")
-    return int(tail)
-
-
 def run(args: argparse.Namespace) -> int:
     from cd4ml.build import build
-    from cd4ml.console import Progress, print_json
-    from cd4ml.events import listening
+    from cd4ml.console import print_json
 
     spec = load_pipeline(args)
-    with open_store(args) as store, listening(Progress(sys.stderr)):
-        if args.model_version:
-            model = store.model(spec.name, version_arg(args.model_version, spec.name))
-        else:
-            model = store.latest_model(spec.name, blessed=True)
-            if model is None:
-                raise BuildError(f"pipeline {spec.name!r} has no blessed model version; run "
-                                 "'cd4ml run' until its gate passes")
+    with store_with_progress(args) as store:
+        model = chosen_model(store, spec.name, args.model_version, blessed=True,
+                             missing="run 'cd4ml run' until its gate passes")
         result = build(spec, store, model, push=args.push, nocache=args.nocache)
     if args.json:
         print_json({**_jsonable(result), "passed": result.passed})

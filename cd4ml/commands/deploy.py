@@ -4,18 +4,15 @@ until it serves; exit 1 when it did not (the previous version is put back)."""
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
-from cd4ml.commands.common import add_json, add_pipeline, add_store, load_pipeline, open_store
+from cd4ml.commands.common import add_common, load_pipeline, store_with_progress
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
-    add_pipeline(p)
-    add_store(p)
-    add_json(p)
+    add_common(p)
     p.add_argument("--env", required=True, metavar="ENV", help="the environment (from the spec)")
     p.add_argument("version", nargs="?", metavar="MODEL_VERSION",
                    help="e.g. 5 or wine:5 (default: the newest blessed version not marked bad)")
@@ -38,16 +35,14 @@ def run(args: argparse.Namespace) -> int:
 def act(args: argparse.Namespace, fn: Callable[[Any, Any], Any]) -> int:
     """Run a deploy-like action with progress on stderr (and GitHub Deployments when a token
     is set), then print its result; a failed release still prints what was put back."""
-    from cd4ml.console import Progress
     from cd4ml.deploy import DeployFailed
-    from cd4ml.events import listening
 
     spec = load_pipeline(args)
-    with open_store(args) as store, ExitStack() as stack:
-        stack.enter_context(listening(Progress(sys.stderr)))
+    with store_with_progress(args) as store, ExitStack() as stack:
         reporter = _github()
         if reporter is not None:
             from cd4ml.deploy import github_listener
+            from cd4ml.events import listening
 
             stack.enter_context(listening(github_listener(reporter)))
         try:

@@ -3,46 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
-from cd4ml.commands.common import add_json, add_pipeline, add_store, load_pipeline, open_store
-from cd4ml.errors import SpecError, StoreError
+from cd4ml.commands.common import add_common, chosen_model, load_pipeline, store_with_progress
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
-    add_pipeline(p)
-    add_store(p)
-    add_json(p)
+    add_common(p)
     p.add_argument("--model", metavar="VERSION",
                    help="model version to score (default: the pipeline's latest)")
 
 
-def model_version(text: str, pipeline: str) -> int:
-    """``3`` or ``<pipeline>:3``."""
-    head, _, tail = text.rpartition(":")
-    if not tail.isdigit():
-        raise SpecError(f"--model {text!r}: expected a version number, e.g. 3 or {pipeline}:3")
-    if head and head != pipeline:
-        raise SpecError(f"--model {text!r} is of pipeline {head!r}, but the spec is {pipeline!r}; "
-                        "choose the spec with --pipeline")
-    return int(tail)
-
-
 def run(args: argparse.Namespace) -> int:
-    from cd4ml.console import Progress, print_json, to_jsonable
+    from cd4ml.console import print_json, to_jsonable
     from cd4ml.evaluate import evaluate
-    from cd4ml.events import listening
 
     spec = load_pipeline(args)
-    with open_store(args) as store, listening(Progress(sys.stderr)):
-        if args.model:
-            model = store.model(spec.name, model_version(args.model, spec.name))
-        else:
-            model = store.latest_model(spec.name)
-            if model is None:
-                raise StoreError(f"pipeline {spec.name!r} has no model version yet; run "
-                                 "'cd4ml train' first")
+    with store_with_progress(args) as store:
+        model = chosen_model(store, spec.name, args.model, what="--model",
+                             missing="run 'cd4ml train' first")
         result = evaluate(spec, store, model, model.run_id)
     if args.json:
         print_json({"run_id": model.run_id, **to_jsonable(result)})

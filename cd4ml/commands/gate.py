@@ -4,57 +4,33 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from typing import Any
 
-from cd4ml.commands.common import add_json, add_pipeline, add_store, load_pipeline, open_store
-from cd4ml.errors import SpecError, StoreError
+from cd4ml.commands.common import (
+    add_common,
+    add_override,
+    load_pipeline,
+    overrider,
+    store_with_progress,
+)
+from cd4ml.errors import StoreError
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
-    add_pipeline(p)
-    add_store(p)
-    add_json(p)
+    add_common(p)
     p.add_argument("--run", metavar="RUN_ID",
                    help="the run to gate (default: the pipeline's latest run with a model)")
-    p.add_argument("--override", action="store_true",
-                   help="bless despite a failed gate (needs --reason)")
-    p.add_argument("--reason", help="why the gate is overridden (recorded with the decision)")
-    p.add_argument("--by", metavar="USER",
-                   help="who overrides (default: $GITHUB_ACTOR or git user.name)")
-
-
-def overrider(args: argparse.Namespace) -> tuple[str | None, str | None]:
-    """Who overrides and why, or (None, None); a half-given override is a usage error."""
-    if not args.override:
-        if args.reason or args.by:
-            raise SpecError("--reason and --by only go with --override")
-        return None, None
-    reason = (args.reason or "").strip()
-    if not reason:
-        raise SpecError("--override needs --reason TEXT: the reason is recorded with the decision")
-    by = (args.by or "").strip() or _git_user()
-    if not by:
-        raise SpecError("--override needs a named person: pass --by USER (no $GITHUB_ACTOR or "
-                        "git user.name here)")
-    return by, reason
-
-
-def _git_user() -> str | None:
-    from cd4ml.gitinfo import git_info
-
-    return git_info().actor  # $GITHUB_ACTOR, else git user.name
+    add_override(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from cd4ml.console import Progress, print_json, to_jsonable
+    from cd4ml.console import print_json, to_jsonable
     from cd4ml.evaluate import evaluation_from_store
-    from cd4ml.events import listening
     from cd4ml.gate import gate
 
     by, reason = overrider(args)
     spec = load_pipeline(args)
-    with open_store(args) as store, listening(Progress(sys.stderr)):
+    with store_with_progress(args) as store:
         run_record, model = _run_and_model(store, spec.name, args.run)
         evaluation = evaluation_from_store(store, run_record.id, spec, model)
         if evaluation is None and run_record.kind == "tracked":

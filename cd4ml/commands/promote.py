@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import argparse
 
-from cd4ml.commands.common import add_json, add_pipeline, add_store
+from cd4ml.commands.common import add_common
 from cd4ml.commands.deploy import act, add_actor
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
-    add_pipeline(p)
-    add_store(p)
-    add_json(p)
+    add_common(p)
     p.add_argument("version", metavar="MODEL_VERSION", help="e.g. 5 or wine:5")
     p.add_argument("--to", required=True, metavar="ENV", help="the environment to promote into")
     p.add_argument("--approved-by", metavar="USER",

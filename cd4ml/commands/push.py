@@ -6,27 +6,22 @@ so it never lands in a shell history or a CI log)."""
 from __future__ import annotations
 
 import argparse
-import sys
 
-from cd4ml.commands.common import add_json, add_pipeline, add_store, load_pipeline, open_store
+from cd4ml.commands.common import add_common, chosen_model, load_pipeline, store_with_progress
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("model_version", metavar="MODEL_VERSION", help="version to push, e.g. 3 or wine:3")
-    add_pipeline(p)
-    add_store(p)
-    add_json(p)
+    add_common(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from cd4ml.build import push
-    from cd4ml.commands.build import version_arg
-    from cd4ml.console import Progress, print_json
-    from cd4ml.events import listening
+    from cd4ml.console import print_json
 
     spec = load_pipeline(args)
-    with open_store(args) as store, listening(Progress(sys.stderr)):
-        model = store.model(spec.name, version_arg(args.model_version, spec.name))
+    with store_with_progress(args) as store:
+        model = chosen_model(store, spec.name, args.model_version)
         result = push(spec, store, model)
     if args.json:
         print_json(result)

@@ -6,12 +6,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cd4ml.commands.common import add_pipeline, add_store, load_pipeline, open_store
+from cd4ml.commands.common import add_common, load_pipeline, open_store
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
-    add_pipeline(p)
-    add_store(p)
+    add_common(p, json=False)
     p.add_argument("--env", required=True, metavar="ENV")
     p.add_argument("version", nargs="?", metavar="MODEL_VERSION",
                    help="default: the version current in ENV, else the newest blessed one")

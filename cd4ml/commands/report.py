@@ -6,15 +6,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cd4ml.commands.common import add_json, add_pipeline, add_store, load_pipeline, open_store
+from cd4ml.commands.common import add_common, load_pipeline, store_with_progress
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("run_id", nargs="?", metavar="RUN_ID",
                    help="the run to report (default: the pipeline's latest)")
-    add_pipeline(p)
-    add_store(p)
-    add_json(p)
+    add_common(p)
     p.add_argument("--strict", action="store_true",
                    help="fail (exit 2) when GitHub cannot be told, instead of warning")
     p.add_argument("--repo", metavar="OWNER/NAME", help="repository (default: $GITHUB_REPOSITORY)")
@@ -33,8 +31,7 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cd4ml.console import Progress, print_json
-    from cd4ml.events import listening
+    from cd4ml.console import print_json
     from cd4ml.github import GitHubConfig
     from cd4ml.report import report_run
 
@@ -42,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         repository=args.repo, sha=args.sha, pr=args.pr, api_url=args.api_url,
         server_url=args.server_url, run_id=args.workflow_run, strict=args.strict or None)
     spec = load_pipeline(args)
-    with open_store(args) as store, listening(Progress(sys.stderr)):
+    with store_with_progress(args) as store:
         result = report_run(spec, store, args.run_id, config, output=args.output)
     if args.json:
         print_json(result)

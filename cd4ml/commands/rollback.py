@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import argparse
 
-from cd4ml.commands.common import add_json, add_pipeline, add_store
+from cd4ml.commands.common import add_common
 from cd4ml.commands.deploy import act, add_actor
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
-    add_pipeline(p)
-    add_store(p)
-    add_json(p)
+    add_common(p)
     p.add_argument("--env", required=True, metavar="ENV")
     p.add_argument("--to", metavar="VERSION",
                    help="the version to put back (default: the previous good one)")

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from cd4ml.commands.common import add_json, add_pipeline, add_store, load_pipeline, open_store
+from cd4ml.commands.common import (
+    add_common,
+    add_override,
+    load_pipeline,
+    overrider,
+    store_with_progress,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
-    add_pipeline(p)
-    add_store(p)
-    add_json(p)
+    add_common(p)
     p.add_argument("--force", action="store_true", help="retrain even if nothing changed")
-    p.add_argument("--override", action="store_true", help="bless despite a failed gate (needs --reason)")
-    p.add_argument("--reason", help="why the gate is overridden (recorded and shown with the result)")
-    p.add_argument("--by", help="who overrides (default: $GITHUB_ACTOR or git user.name)")
+    add_override(p)
     p.add_argument("--report", action="store_true",
                    help="report to GitHub (status, check run, PR comment, step summary); without "
                         "GITHUB_TOKEN the report goes to a file and stdout")
@@ -24,19 +25,9 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cd4ml import pipeline
-    from cd4ml.console import Progress, print_json
-    from cd4ml.errors import SpecError
-    from cd4ml.events import listening
+    from cd4ml.console import print_json
 
-    by = None
-    if args.override:
-        from cd4ml.gitinfo import git_info
-
-        if not (args.reason or "").strip():
-            raise SpecError("--override needs --reason TEXT: the reason is recorded with the decision")
-        by = args.by or git_info().actor
-        if not by:
-            raise SpecError("--override needs a named person: pass --by USER")
+    by, reason = overrider(args)
     spec = load_pipeline(args)
     config = None
     if args.report:
@@ -45,9 +36,9 @@ def run(args: argparse.Namespace) -> int:
 
         config = GitHubConfig.from_env(strict=args.strict)
         report_started(spec, config=config)
-    with open_store(args) as store, listening(Progress(sys.stderr)):
+    with store_with_progress(args) as store:
         try:
-            result = pipeline.run(spec, store, force=args.force, override_by=by, reason=args.reason)
+            result = pipeline.run(spec, store, force=args.force, override_by=by, reason=reason)
         finally:
             # a run that crashed is reported too: the pull request must not stay pending
             if config is not None:

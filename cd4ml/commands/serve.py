@@ -10,28 +10,18 @@ from __future__ import annotations
 import argparse
 import os
 
-from cd4ml.commands.common import add_pipeline, add_store, load_pipeline, open_store
+from cd4ml.commands.common import add_common, load_pipeline, model_ref, open_store
 from cd4ml.errors import ArtifactError, Cd4mlError, SpecError
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("model", metavar="MODEL_VERSION",
                    help="PIPELINE:VERSION, or a version number of the pipeline chosen with -p")
-    add_pipeline(p)
-    add_store(p)
+    add_common(p, json=False)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
     p.add_argument("--workers", type=int, default=1,
                    help="server processes sharing the port (default 1)")
-
-
-def parse_ref(text: str) -> tuple[str | None, int]:
-    """``wine:3`` -> ("wine", 3); ``3`` -> (None, 3)."""
-    head, _, tail = text.rpartition(":")
-    if not tail.isdigit():
-        raise SpecError(f"MODEL_VERSION {text!r}: expected PIPELINE:VERSION or a version number, "
-                        "e.g. wine:3 or 3")
-    return (head or None), int(tail)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
     from cd4ml.serve.server import StartError, serve
 
-    pipeline, version = parse_ref(args.model)
+    pipeline, version = model_ref(args.model)
     if pipeline is None:
         pipeline = load_pipeline(args).name
     elif args.pipeline and load_pipeline(args).name != pipeline:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from cd4ml.commands.common import add_json, add_pipeline, add_store, load_pipeline, open_store
+from cd4ml.commands.common import add_common, load_pipeline, open_store
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
-    add_pipeline(p)
-    add_store(p)
-    add_json(p)
+    add_common(p)
     p.add_argument("--env", metavar="ENV", help="only this environment")
     p.add_argument("--no-probe", action="store_true", help="do not probe /health")
 

@@ -3,27 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from cd4ml.commands.common import add_json, add_pipeline, add_store, load_pipeline, open_store
+from cd4ml.commands.common import add_common, load_pipeline, store_with_progress
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
-    add_pipeline(p)
-    add_store(p)
-    add_json(p)
+    add_common(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from cd4ml.console import Progress, print_json, to_jsonable
+    from cd4ml.console import print_json, to_jsonable
     from cd4ml.data import file_hash
-    from cd4ml.events import listening
     from cd4ml.gitinfo import git_info
     from cd4ml.train import train
 
     spec = load_pipeline(args)
     git = git_info(spec.root)
-    with open_store(args) as store, listening(Progress(sys.stderr)):
+    with store_with_progress(args) as store:
         current = store.start_run(
             spec.name, git_commit=git.commit, branch=git.branch, actor=git.actor,
             spec_hash=spec.spec_hash, data_hash=file_hash(spec.data.path),

@@ -6,25 +6,22 @@ import argparse
 import sys
 from typing import Any
 
-from cd4ml.commands.common import add_json, add_pipeline, add_store, load_pipeline, open_store
+from cd4ml.commands.common import add_common, load_pipeline, store_with_progress
 
 #: a table cell longer than this is cut (a column list can be long); --json has it all
 WIDTH = 48
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
-    add_pipeline(p)
-    add_store(p)
-    add_json(p)
+    add_common(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from cd4ml.console import Progress, print_json
-    from cd4ml.events import listening
+    from cd4ml.console import print_json
     from cd4ml.validate import validate
 
     spec = load_pipeline(args)
-    with open_store(args) as store, listening(Progress(sys.stderr)):
+    with store_with_progress(args) as store:
         result = validate(spec, store)
     if args.json:
         print_json({"success": result.success, "suite": result.suite, "rows": result.rows,
