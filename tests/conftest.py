@@ -53,3 +53,20 @@ def repo_root() -> Path:
 @pytest.fixture
 def pipelines_dir() -> Path:
     return ROOT / "pipelines"
+
+
+@pytest.fixture
+def spec(pipelines_dir):
+    """The wine example pipeline's spec."""
+    from cd4ml.spec import load_spec
+
+    return load_spec(pipelines_dir / "wine.yaml")
+
+
+@pytest.fixture
+def store():
+    """An in-memory store (tests/integration/conftest.py gives integration tests a file)."""
+    from cd4ml.store import Store
+
+    with Store("sqlite://") as s:
+        yield s

@@ -11,9 +11,7 @@ the push. Image builds are few and shared: one module fixture builds everything 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
-import os
 import subprocess
 import sys
 import urllib.request
@@ -25,6 +23,7 @@ import yaml
 from cd4ml.errors import BuildError
 from cd4ml.spec import load_spec
 from cd4ml.store import Store
+from tests.helpers import build_env, train_version
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "s3cr3t-never-printed-7f1c"
@@ -44,17 +43,6 @@ def _spec_file(tmp: Path, registry: str) -> Path:
     return path
 
 
-def _train(spec, store, seed: int, bless: bool = True):
-    from cd4ml.train import train
-
-    spec = dataclasses.replace(spec, model=dataclasses.replace(spec.model, seed=seed))
-    run = store.start_run(spec.name)
-    model = train(spec, store, run.id).model
-    if bless:
-        store.record_gate(run.id, model.id, True, [], None)
-    return store.model_by_id(model.id)
-
-
 def _cli(*args: str, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "cd4ml", *args], capture_output=True, text=True,
                           env=env, timeout=900, check=False, cwd=ROOT)
@@ -67,22 +55,14 @@ def world(tmp_path_factory, docker_client, registry):
     tmp = tmp_path_factory.mktemp("build")
     spec_path = _spec_file(tmp, registry.host)
     url = f"sqlite:///{tmp / 'store.db'}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "CD4ML_REGISTRY"))}
-    env.update(CD4ML_ARTIFACTS=str(tmp / "artifacts"), CD4ML_HOME=str(tmp / "home"), NO_COLOR="1")
-    if os.environ.get("PIP_CERT") and not os.environ.get("CD4ML_BUILD_CA_BUNDLE"):
-        # this machine's pip goes through a TLS proxy: the build's pip must trust it too
-        env["CD4ML_BUILD_CA_BUNDLE"] = os.environ["PIP_CERT"]
-    out: dict = {"spec_path": spec_path, "url": url, "env": env, "registry": registry}
-    with pytest.MonkeyPatch.context() as mp:
-        for k in ("CD4ML_ARTIFACTS", "CD4ML_BUILD_CA_BUNDLE"):
-            if k in env:
-                mp.setenv(k, env[k])
+    with build_env(tmp, drop=("GITHUB_", "CD4ML_REGISTRY")) as env:
+        out: dict = {"spec_path": spec_path, "url": url, "env": env, "registry": registry}
         spec = load_spec(spec_path)
         with Store(url) as store:
-            out["v1"] = _train(spec, store, seed=1)
-            out["v2"] = _train(spec, store, seed=2)
-            out["v3"] = _train(spec, store, seed=3)
-            out["v4"] = _train(spec, store, seed=4, bless=False)
+            out["v1"] = train_version(spec, store, seed=1)
+            out["v2"] = train_version(spec, store, seed=2)
+            out["v3"] = train_version(spec, store, seed=3)
+            out["v4"] = train_version(spec, store, seed=4, bless=False)
         out["build1"] = _cli("build", "1", "-p", str(spec_path), "--store", url, "--push",
                              "--json", env=env)
         with Store(url) as store:

@@ -14,8 +14,6 @@ from cd4ml.errors import TrackerError
 from cd4ml.events import listening
 from cd4ml.github import GitHubConfig, GitHubReporter
 from cd4ml.report import build_report, marker, report_run
-from cd4ml.spec import load_spec
-from cd4ml.store import Store
 from tests.ghserver import (
     CHECK_RUN,
     CHECK_RUNS,
@@ -26,17 +24,6 @@ from tests.ghserver import (
     GitHubServer,
 )
 from tests.ghserver.mermaid import parse_errors
-
-
-@pytest.fixture
-def spec(pipelines_dir):
-    return load_spec(pipelines_dir / "wine.yaml")
-
-
-@pytest.fixture
-def store(tmp_path):
-    with Store(f"sqlite:///{tmp_path / 'store.db'}") as s:
-        yield s
 
 
 def _config(server: GitHubServer, **kw) -> GitHubConfig:

@@ -12,7 +12,6 @@ import pytest
 from cd4ml import pipeline
 from cd4ml.cli import main
 from cd4ml.spec import load_spec
-from cd4ml.store import Store
 
 
 @pytest.fixture
@@ -22,12 +21,6 @@ def work(tmp_path, pipelines_dir, monkeypatch) -> Path:
     wine = tmp_path / "pipelines" / "wine.yaml"
     wine.write_text(wine.read_text().replace("n_estimators: 100", "n_estimators: 10"))
     return tmp_path / "pipelines"
-
-
-@pytest.fixture
-def store(tmp_path):
-    with Store(f"sqlite:///{tmp_path / 'store.db'}") as s:
-        yield s
 
 
 def test_run_passes_every_stage_then_is_served_from_cache(work, store):

@@ -14,6 +14,8 @@ import traceback
 import pytest
 import sqlalchemy as sa
 
+from tests.helpers import run_workers
+
 WRITERS = 8
 RUNS_EACH = 4
 PIPELINE = "shared"
@@ -65,12 +67,7 @@ def test_concurrent_writers_lose_nothing(store_url):
     barrier = ctx.Barrier(WRITERS)
     results = ctx.Queue()
     procs = [ctx.Process(target=_writer, args=(store_url, i, barrier, results)) for i in range(WRITERS)]
-    for p in procs:
-        p.start()
-    outcomes = [results.get(timeout=120) for _ in procs]
-    for p in procs:
-        p.join(timeout=30)
-        assert p.exitcode == 0
+    outcomes = run_workers(procs, results)
 
     errors = [err for _, _, err in outcomes if err]
     assert not errors, "a writer failed:\n" + "\n".join(errors)

@@ -18,6 +18,7 @@ from cd4ml import pipeline
 from cd4ml.errors import TrackedRunError
 from cd4ml.spec import load_spec
 from cd4ml.store import Store
+from tests.helpers import run_workers
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -182,12 +183,7 @@ def test_a_parallel_sweep_of_eight_processes_loses_no_run(project):
     barrier, results = ctx.Barrier(len(depths)), ctx.Queue()
     spec, data = str(spec_file(project)), str(project / "pipelines" / "data" / "wine.csv")
     procs = [ctx.Process(target=_sweep_worker, args=(spec, data, d, barrier, results)) for d in depths]
-    for p in procs:
-        p.start()
-    outcomes = [results.get(timeout=120) for _ in procs]
-    for p in procs:
-        p.join(timeout=30)
-        assert p.exitcode == 0
+    outcomes = run_workers(procs, results)
     assert not [err for _, _, err in outcomes if err], [err for _, _, err in outcomes if err]
     ids = [run_id for run_id, _, _ in outcomes]
     assert len(set(ids)) == 8

@@ -49,12 +49,6 @@ def edit(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new))
 
 
-@pytest.fixture
-def store(tmp_path):
-    with Store(f"sqlite:///{tmp_path / 'store.db'}") as s:
-        yield s
-
-
 def fresh_run(store, spec):
     return store.start_run(spec.name).id
 

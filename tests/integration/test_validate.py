@@ -37,12 +37,6 @@ def pipelines(tmp_path, pipelines_dir) -> Path:
 
 
 @pytest.fixture
-def store(tmp_path):
-    with Store(f"sqlite:///{tmp_path / 'store.db'}") as s:
-        yield s
-
-
-@pytest.fixture
 def events():
     seen = []
     with listening(seen.append):

@@ -8,19 +8,6 @@ import pytest
 
 from cd4ml.build import check_buildable, image_reference
 from cd4ml.errors import BuildError
-from cd4ml.spec import load_spec
-from cd4ml.store import Store
-
-
-@pytest.fixture
-def spec(pipelines_dir):
-    return load_spec(pipelines_dir / "wine.yaml")
-
-
-@pytest.fixture
-def store():
-    with Store("sqlite://") as s:
-        yield s
 
 
 def _model(store, pipeline="wine", blessed=True, bad=False):

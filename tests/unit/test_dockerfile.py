@@ -15,7 +15,6 @@ import pytest
 
 from cd4ml import artifacts, dockerfile
 from cd4ml.errors import BuildError
-from cd4ml.spec import load_spec
 from cd4ml.store import Store
 
 REQUIRED_LABELS = (
@@ -24,11 +23,6 @@ REQUIRED_LABELS = (
     "cd4ml.model.version", "cd4ml.run.id", "cd4ml.git.commit", "cd4ml.data.hash",
     "cd4ml.model.sha256",
 )
-
-
-@pytest.fixture
-def spec(pipelines_dir):
-    return load_spec(pipelines_dir / "wine.yaml")
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from cd4ml.evaluate import EvaluationResult
 from cd4ml.events import listening
 from cd4ml.gate import check_override, check_rules, gate
 from cd4ml.spec import GateRule, load_spec
-from cd4ml.store import Store
 
 NAN, INF = float("nan"), float("inf")
 
@@ -220,12 +219,6 @@ model: {{task: classification, estimator: "sklearn.linear_model:LogisticRegressi
 """)
         return load_spec(path)
     return write
-
-
-@pytest.fixture
-def store():
-    with Store("sqlite://") as s:
-        yield s
 
 
 def _model(store):

@@ -18,24 +18,12 @@ import yaml
 from cd4ml import kube
 from cd4ml.errors import DeployError
 from cd4ml.render import render
-from cd4ml.spec import load_spec
-from cd4ml.store import ModelVersion
 from cd4ml.targets import NotHealthy
 from cd4ml.targets.kubernetes import KubernetesTarget
+from tests.helpers import model_record
 
 ROOT = Path(__file__).resolve().parents[2]
 VERSIONS = ("1.29.0", "1.33.0", kubernetes_validate.latest_version())
-
-
-def model(version: int = 3) -> ModelVersion:
-    return ModelVersion(id=7, pipeline="wine", version=version, run_id="r1", task="classification",
-                        artifact_uri="/nowhere", sha256="ab" * 32, signature={}, stats={},
-                        blessed=True, bad=False, created_at="2026-01-01T00:00:00Z")
-
-
-@pytest.fixture
-def spec():
-    return load_spec(ROOT / "pipelines" / "wine.yaml")
 
 
 def k8s_env(spec, **kw):
@@ -55,7 +43,7 @@ ENVS = {
 @pytest.mark.parametrize("version", VERSIONS)
 def test_every_manifest_is_valid_against_the_official_schema(spec, case, version):
     env = k8s_env(spec, **ENVS[case])
-    files = render(spec, env, model(), "registry.example/cd4ml/wine:3",
+    files = render(spec, env, model_record(), "registry.example/cd4ml/wine:3",
                    digest="sha256:" + "cd" * 32).files
     kinds = []
     for text in files.values():
@@ -68,7 +56,7 @@ def test_every_manifest_is_valid_against_the_official_schema(spec, case, version
 
 def test_deployment_is_safe_by_default(spec):
     env = k8s_env(spec, cpu="0.5", memory="512Mi", replicas=2)
-    files = render(spec, env, model(), "cd4ml/wine:3").files
+    files = render(spec, env, model_record(), "cd4ml/wine:3").files
     dep = yaml.safe_load(files["deployment.yaml"])
     svc = yaml.safe_load(files["service.yaml"])
     assert dep["metadata"]["namespace"] == "ml" and dep["spec"]["replicas"] == 2
@@ -183,7 +171,7 @@ def _verbs(calls):
 def test_apply_waits_for_the_rollout(spec, kubectl):
     env = k8s_env(spec)
     target = KubernetesTarget(env)
-    applied = target.apply(render(spec, env, model(3), "cd4ml/wine:3"), timeout=30)
+    applied = target.apply(render(spec, env, model_record(3), "cd4ml/wine:3"), timeout=30)
     assert applied.url == "http://cd4ml-wine-production.ml.svc:80"
     calls = kubectl()
     assert _verbs(calls) == ["get", "apply", "rollout status"]
@@ -196,10 +184,10 @@ def test_apply_waits_for_the_rollout(spec, kubectl):
 def test_a_rollout_that_stalls_is_undone(spec, kubectl, monkeypatch):
     env = k8s_env(spec)
     target = KubernetesTarget(env)
-    target.apply(render(spec, env, model(3), "cd4ml/wine:3"), timeout=30)
+    target.apply(render(spec, env, model_record(3), "cd4ml/wine:3"), timeout=30)
     monkeypatch.setenv("FAKE_KUBECTL_FAIL", "wine:4")
     with pytest.raises(NotHealthy, match="exceeded its progress deadline") as e:
-        target.apply(render(spec, env, model(4), "cd4ml/wine:4"), timeout=30)
+        target.apply(render(spec, env, model_record(4), "cd4ml/wine:4"), timeout=30)
     assert e.value.restored is True
     assert _verbs(kubectl())[-4:] == ["apply", "rollout status", "rollout undo", "rollout status"]
     assert target.health(spec, env).data["image"] == "cd4ml/wine:3"
@@ -209,7 +197,7 @@ def test_a_first_rollout_that_stalls_has_nothing_to_restore(spec, kubectl, monke
     env = k8s_env(spec)
     monkeypatch.setenv("FAKE_KUBECTL_FAIL", "wine:3")
     with pytest.raises(NotHealthy) as e:
-        KubernetesTarget(env).apply(render(spec, env, model(3), "cd4ml/wine:3"), timeout=30)
+        KubernetesTarget(env).apply(render(spec, env, model_record(3), "cd4ml/wine:3"), timeout=30)
     assert e.value.restored is False
     assert "rollout undo" not in _verbs(kubectl())
 

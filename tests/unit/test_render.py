@@ -19,20 +19,9 @@ from cd4ml.render import (
     templates_root,
 )
 from cd4ml.spec import load_spec
-from cd4ml.store import ModelVersion
+from tests.helpers import model_record
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def model(version: int = 3) -> ModelVersion:
-    return ModelVersion(id=7, pipeline="wine", version=version, run_id="r1", task="classification",
-                        artifact_uri="/nowhere", sha256="ab" * 32, signature={}, stats={},
-                        blessed=True, bad=False, created_at="2026-01-01T00:00:00Z")
-
-
-@pytest.fixture
-def spec():
-    return load_spec(ROOT / "pipelines" / "wine.yaml")
 
 
 def env_of(spec, target: str, **kw):
@@ -49,7 +38,7 @@ def test_packaged_templates_are_the_repository_infra():
 
 def test_local_release_describes_model_and_front(spec):
     env = env_of(spec, "local", cpu="500m", memory="512Mi", port=18250)
-    r = render(spec, env, model(), "cd4ml/wine:3", proxy_image="python:3.11-slim")
+    r = render(spec, env, model_record(), "cd4ml/wine:3", proxy_image="python:3.11-slim")
     assert list(r.files) == ["containers.yml", "proxy.py"]
     conf = yaml.safe_load(r.files["containers.yml"])
     assert conf["network"] == r.name == "cd4ml-wine-staging"
@@ -64,7 +53,7 @@ def test_local_release_describes_model_and_front(spec):
 
 def test_swarm_stack_rolls_start_first_and_back_on_failure(spec):
     env = env_of(spec, "swarm", replicas=3, port=18251, cpu="1", memory="1Gi")
-    r = render(spec, env, model(), "reg.example:5000/cd4ml/wine:3",
+    r = render(spec, env, model_record(), "reg.example:5000/cd4ml/wine:3",
                digest="sha256:" + "cd" * 32, proxy_image="python:3.11-slim")
     stack = yaml.safe_load(r.files["stack.yml"])
     m, front = stack["services"]["model"], stack["services"]["front"]
@@ -79,10 +68,10 @@ def test_swarm_stack_rolls_start_first_and_back_on_failure(spec):
     assert front["command"][-2:] == ["--dns", "model:8080"]
     assert stack["configs"]["proxy"]["file"] == "./proxy.py"
     # the front does not depend on the model version: a deploy leaves it alone
-    other = render(spec, env, model(4), "reg.example:5000/cd4ml/wine:4", proxy_image="python:3.11-slim")
+    other = render(spec, env, model_record(4), "reg.example:5000/cd4ml/wine:4", proxy_image="python:3.11-slim")
     assert yaml.safe_load(other.files["stack.yml"])["services"]["front"] == front
 
-    off = render(spec, dataclasses.replace(env, healthcheck=False), model(), "cd4ml/wine:3")
+    off = render(spec, dataclasses.replace(env, healthcheck=False), model_record(), "cd4ml/wine:3")
     stack = yaml.safe_load(off.files["stack.yml"])
     assert stack["services"]["model"]["healthcheck"] == {"disable": True}
     assert stack["services"]["front"]["healthcheck"] == {"disable": True}
@@ -90,9 +79,9 @@ def test_swarm_stack_rolls_start_first_and_back_on_failure(spec):
 
 def test_kubernetes_renders_hpa_only_with_autoscale(spec):
     env = env_of(spec, "kubernetes", namespace="ml")
-    assert sorted(render(spec, env, model(), "cd4ml/wine:3").files) == ["deployment.yaml", "service.yaml"]
+    assert sorted(render(spec, env, model_record(), "cd4ml/wine:3").files) == ["deployment.yaml", "service.yaml"]
     auto = dataclasses.replace(env, autoscale={"min_replicas": 2, "max_replicas": 5, "cpu_percent": 70})
-    files = render(spec, auto, model(), "cd4ml/wine:3").files
+    files = render(spec, auto, model_record(), "cd4ml/wine:3").files
     hpa = yaml.safe_load(files["hpa.yaml"])
     assert hpa["spec"]["minReplicas"] == 2 and hpa["spec"]["maxReplicas"] == 5
     # with an autoscaler the Deployment leaves its replica count to it
@@ -108,7 +97,7 @@ def test_user_templates_override_and_add(spec, tmp_path):
         ours.replace("PYTHONUNBUFFERED: \"1\"", "PYTHONUNBUFFERED: \"1\"\n    TEAM: fraud"))
     (repo / "infra" / "local" / "README.md.j2").write_text("{{ pipeline }} in {{ environment }}\n")
     user_spec = load_spec(repo / "pipelines" / "wine.yaml")
-    r = render(user_spec, "staging", model(), "cd4ml/wine:3")
+    r = render(user_spec, "staging", model_record(), "cd4ml/wine:3")
     assert yaml.safe_load(r.files["containers.yml"])["model"]["environment"]["TEAM"] == "fraud"
     assert r.sources["containers.yml"] == repo / "infra" / "local" / "containers.yml.j2"
     assert r.files["README.md"] == "wine in staging\n"
@@ -124,10 +113,10 @@ def test_template_mistakes_name_the_file(spec, tmp_path):
     bad.write_text("image: {{ no_such_variable }}\n")
     user_spec = load_spec(repo / "pipelines" / "wine.yaml")
     with pytest.raises(SpecError, match=f"{bad}: 'no_such_variable' is undefined"):
-        render(user_spec, "staging", model(), "cd4ml/wine:3")
+        render(user_spec, "staging", model_record(), "cd4ml/wine:3")
     bad.write_text("line one\n{% if %}\n")
     with pytest.raises(SpecError, match=f"{bad}:2: template syntax error"):
-        render(user_spec, "staging", model(), "cd4ml/wine:3")
+        render(user_spec, "staging", model_record(), "cd4ml/wine:3")
 
 
 def test_quantities():

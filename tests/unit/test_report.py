@@ -14,19 +14,7 @@ from cd4ml.cli import main
 from cd4ml.errors import StoreError, TrackerError
 from cd4ml.github import GitHubConfig, _retry_wait
 from cd4ml.report import build_report, marker, report_run
-from cd4ml.spec import load_spec
 from cd4ml.store import Store
-
-
-@pytest.fixture
-def spec(pipelines_dir):
-    return load_spec(pipelines_dir / "wine.yaml")
-
-
-@pytest.fixture
-def store():
-    with Store("sqlite://") as s:
-        yield s
 
 
 def _rows(markdown: str, heading: str) -> list[list[str]]:

@@ -1,0 +1,65 @@
+"""Small builders several test modules share. Fixtures live in tests/conftest.py and, one module
+per real service, in tests/fixtures/; plain functions that take arguments live here."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cd4ml.store import ModelVersion
+
+
+def model_record(version: int = 3) -> ModelVersion:
+    """A wine model version record that is in no store: enough for rendering, which is pure."""
+    return ModelVersion(id=7, pipeline="wine", version=version, run_id="r1", task="classification",
+                        artifact_uri="/nowhere", sha256="ab" * 32, signature={}, stats={},
+                        blessed=True, bad=False, created_at="2026-01-01T00:00:00Z")
+
+
+def train_version(spec: Any, store: Any, seed: int, bless: bool = True) -> ModelVersion:
+    """Train and register a real model version of ``spec`` (each seed a different model), blessed
+    by a passed gate unless ``bless`` is false."""
+    from cd4ml.train import train
+
+    spec = dataclasses.replace(spec, model=dataclasses.replace(spec.model, seed=seed))
+    run = store.start_run(spec.name)
+    model = train(spec, store, run.id).model
+    if bless:
+        store.record_gate(run.id, model.id, True, [], None)
+    return store.model_by_id(model.id)
+
+
+@contextmanager
+def build_env(tmp: Path, drop: tuple[str, ...] = ("GITHUB_",)) -> Iterator[dict[str, str]]:
+    """The environment of ``cd4ml`` subprocesses that build images: this one without the
+    variables ``drop`` starts, artifacts and home under ``tmp``, no colour, and the CA bundle
+    of the TLS proxy this machine's pip goes through. The artifact and CA variables are set in
+    this process too while the block runs, for the library calls made beside the subprocesses."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    env.update(CD4ML_ARTIFACTS=str(tmp / "artifacts"), CD4ML_HOME=str(tmp / "home"), NO_COLOR="1")
+    if os.environ.get("PIP_CERT") and not os.environ.get("CD4ML_BUILD_CA_BUNDLE"):
+        # this machine's pip goes through a TLS proxy: the build's pip must trust it too
+        env["CD4ML_BUILD_CA_BUNDLE"] = os.environ["PIP_CERT"]
+    with pytest.MonkeyPatch.context() as mp:
+        for k in ("CD4ML_ARTIFACTS", "CD4ML_BUILD_CA_BUNDLE"):
+            if k in env:
+                mp.setenv(k, env[k])
+        yield env
+
+
+def run_workers(procs: list, results: Any, timeout: float = 120) -> list:
+    """Start the worker processes, take one outcome per worker off the ``results`` queue, then
+    join them and check that each exited cleanly; returns the outcomes in arrival order."""
+    for p in procs:
+        p.start()
+    outcomes = [results.get(timeout=timeout) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    return outcomes
