@@ -8,349 +8,67 @@ writers queue on the busy timeout instead of failing with "database is locked");
 numbers come from ``max + 1`` under a unique constraint and are retried on a clash, which is what
 keeps them unique on PostgreSQL too. The schema is versioned: migrations are numbered and each is
 applied in its own transaction together with its bookkeeping row.
+
+The package: ``schema.py`` holds the tables and ``MIGRATIONS``, ``records.py`` the frozen
+dataclass each query returns, ``engine.py`` how the database is opened; ``Store`` is here, and
+everything is importable from ``cd4ml.store``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Self
 
 import sqlalchemy as sa
 
 from cd4ml.errors import StoreError
+from cd4ml.store.engine import create_engine, first_line, redact
+from cd4ml.store.records import (
+    Approval,
+    Dataset,
+    Deployment,
+    GateDecision,
+    Image,
+    Metric,
+    ModelVersion,
+    Run,
+    Validation,
+    _to,
+)
+from cd4ml.store.schema import (
+    MIGRATIONS,
+    approvals,
+    datasets,
+    deployments,
+    gate_decisions,
+    images,
+    locks,
+    metadata,
+    metrics,
+    model_versions,
+    runs,
+    schema_version,
+    validations,
+)
 
-T = TypeVar("T")
-metadata = sa.MetaData()
+__all__ = [
+    "MIGRATIONS", "Approval", "Dataset", "Deployment", "GateDecision", "Image", "Metric",
+    "ModelVersion", "Run", "Store", "Validation", "approvals", "datasets", "default_url",
+    "deployments", "gate_decisions", "images", "locks", "metadata", "metrics", "model_versions",
+    "now", "redact", "runs", "schema_version", "validations",
+]
 
 
 def now() -> str:
     """UTC time as ISO 8601 text: sorts correctly as a string on every database."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _json_safe(o: Any) -> Any:
-    # NaN and infinities are not JSON, and PostgreSQL refuses them: keep them as text.
-    if isinstance(o, float) and not math.isfinite(o):
-        return str(o)
-    if isinstance(o, dict):
-        return {str(k): _json_safe(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_json_safe(v) for v in o]
-    return o
-
-
-def _dumps(o: Any) -> str:
-    return json.dumps(_json_safe(o), default=str, sort_keys=True)
-
-
-# ----------------------------------------------------------------------------------- the schema
-
-schema_version = sa.Table(
-    "schema_version", metadata,
-    sa.Column("version", sa.Integer, primary_key=True),
-    sa.Column("applied_at", sa.String(32), nullable=False),
-)
-datasets = sa.Table(
-    "datasets", metadata,
-    sa.Column("hash", sa.String(64), primary_key=True),
-    sa.Column("path", sa.Text, nullable=False),
-    sa.Column("format", sa.String(16), nullable=False),
-    sa.Column("rows", sa.Integer, nullable=False),
-    sa.Column("columns", sa.JSON, nullable=False),
-    sa.Column("created_at", sa.String(32), nullable=False),
-)
-runs = sa.Table(
-    "runs", metadata,
-    sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("pipeline", sa.String(64), nullable=False, index=True),
-    sa.Column("kind", sa.String(16), nullable=False),  # pipeline | tracked
-    # running | succeeded | validation_failed | gate_failed | failed
-    sa.Column("status", sa.String(24), nullable=False),
-    sa.Column("git_commit", sa.String(64)),
-    sa.Column("branch", sa.String(255)),
-    sa.Column("actor", sa.String(255)),
-    sa.Column("spec_hash", sa.String(64)),
-    sa.Column("code_hash", sa.String(64)),
-    sa.Column("data_hash", sa.String(64)),
-    sa.Column("cache_key", sa.String(64), index=True),
-    sa.Column("params", sa.JSON, nullable=False),
-    sa.Column("tags", sa.JSON, nullable=False),
-    sa.Column("started_at", sa.String(32), nullable=False),
-    sa.Column("ended_at", sa.String(32)),
-    sa.Column("error", sa.Text),
-    sa.Column("reused_from", sa.String(32)),
-)
-validations = sa.Table(
-    "validations", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id"), nullable=False, index=True),
-    sa.Column("suite", sa.String(255)),
-    sa.Column("success", sa.Boolean, nullable=False),
-    sa.Column("expectations", sa.JSON, nullable=False),
-    sa.Column("drift", sa.JSON, nullable=False),
-    sa.Column("baseline_version", sa.Integer),
-    sa.Column("created_at", sa.String(32), nullable=False),
-)
-metrics = sa.Table(
-    "metrics", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id"), nullable=False, index=True),
-    sa.Column("name", sa.String(64), nullable=False),
-    sa.Column("value", sa.Float),  # NULL: not a number (NaN, or could not be computed)
-    sa.Column("scope", sa.String(16), nullable=False),  # candidate | production
-    sa.Column("slice", sa.String(255), nullable=False, server_default=""),
-    sa.Column("slice_value", sa.String(255), nullable=False, server_default=""),
-    sa.Column("step", sa.Integer),
-    sa.Column("model_version", sa.Integer),  # which version was scored, for production rows
-    sa.Column("created_at", sa.String(32), nullable=False),
-)
-model_versions = sa.Table(
-    "model_versions", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("pipeline", sa.String(64), nullable=False),
-    sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id"), nullable=False, index=True),
-    sa.Column("task", sa.String(16), nullable=False),
-    sa.Column("artifact_uri", sa.Text, nullable=False),
-    sa.Column("sha256", sa.String(64), nullable=False),
-    sa.Column("signature", sa.JSON, nullable=False),
-    sa.Column("stats", sa.JSON, nullable=False),
-    sa.Column("blessed", sa.Boolean, nullable=False, default=False),
-    sa.Column("bad", sa.Boolean, nullable=False, default=False),
-    sa.Column("created_at", sa.String(32), nullable=False),
-    sa.UniqueConstraint("pipeline", "version", name="uq_model_version"),
-)
-gate_decisions = sa.Table(
-    "gate_decisions", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id"), nullable=False, index=True),
-    sa.Column("model_version_id", sa.Integer, sa.ForeignKey("model_versions.id")),
-    sa.Column("passed", sa.Boolean, nullable=False),
-    sa.Column("rules", sa.JSON, nullable=False),
-    sa.Column("baseline_version", sa.Integer),
-    sa.Column("overridden", sa.Boolean, nullable=False, default=False),
-    sa.Column("override_by", sa.String(255)),
-    sa.Column("override_reason", sa.Text),
-    sa.Column("created_at", sa.String(32), nullable=False),
-)
-images = sa.Table(
-    "images", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("model_version_id", sa.Integer, sa.ForeignKey("model_versions.id"), nullable=False, index=True),
-    sa.Column("image_id", sa.String(128), nullable=False),
-    sa.Column("reference", sa.Text, nullable=False),  # repository:tag
-    sa.Column("digest", sa.Text),  # registry digest, after a push
-    sa.Column("size_bytes", sa.BigInteger),
-    sa.Column("infra_status", sa.String(16), nullable=False),  # pending | passed | failed
-    sa.Column("infra_report", sa.JSON, nullable=False),
-    sa.Column("created_at", sa.String(32), nullable=False),
-    sa.Column("pushed_at", sa.String(32)),
-)
-deployments = sa.Table(
-    "deployments", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("pipeline", sa.String(64), nullable=False),
-    sa.Column("environment", sa.String(64), nullable=False),
-    sa.Column("model_version_id", sa.Integer, sa.ForeignKey("model_versions.id"), nullable=False),
-    sa.Column("image_ref", sa.Text, nullable=False),
-    sa.Column("target", sa.String(16), nullable=False),
-    sa.Column("action", sa.String(16), nullable=False),  # deploy | promote | rollback
-    # in_progress | healthy | failed | replaced | rolled_back
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("current", sa.Boolean, nullable=False, default=False),
-    sa.Column("actor", sa.String(255)),
-    sa.Column("reason", sa.Text),
-    sa.Column("url", sa.Text),
-    sa.Column("details", sa.JSON, nullable=False),
-    sa.Column("started_at", sa.String(32), nullable=False),
-    sa.Column("ended_at", sa.String(32)),
-    # the store can never show two current versions for one environment
-    sa.Index(
-        "uq_current_deployment", "pipeline", "environment", unique=True,
-        sqlite_where=sa.text("current = 1"), postgresql_where=sa.text("current"),
-    ),
-)
-approvals = sa.Table(
-    "approvals", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("model_version_id", sa.Integer, sa.ForeignKey("model_versions.id"), nullable=False),
-    sa.Column("environment", sa.String(64), nullable=False),
-    sa.Column("approver", sa.String(255), nullable=False),
-    sa.Column("source", sa.String(32), nullable=False),  # cli | github
-    sa.Column("details", sa.JSON, nullable=False),
-    sa.Column("created_at", sa.String(32), nullable=False),
-)
-locks = sa.Table(
-    "locks", metadata,
-    sa.Column("name", sa.String(255), primary_key=True),
-    sa.Column("holder", sa.String(255), nullable=False),
-    sa.Column("expires_at", sa.Float, nullable=False),
-)
-
-#: numbered migrations; each runs in its own transaction with its bookkeeping row
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [
-    lambda conn: metadata.create_all(conn, tables=[
-        datasets, runs, validations, metrics, model_versions, gate_decisions,
-        images, deployments, approvals, locks,
-    ]),
-]
-
-# ----------------------------------------------------------------------------------- records
-
-
-@dataclass(frozen=True)
-class Run:
-    id: str
-    pipeline: str
-    kind: str
-    status: str
-    git_commit: str | None
-    branch: str | None
-    actor: str | None
-    spec_hash: str | None
-    code_hash: str | None
-    data_hash: str | None
-    cache_key: str | None
-    params: dict
-    tags: dict
-    started_at: str
-    ended_at: str | None
-    error: str | None
-    reused_from: str | None
-
-
-@dataclass(frozen=True)
-class Dataset:
-    hash: str
-    path: str
-    format: str
-    rows: int
-    columns: list
-    created_at: str
-
-
-@dataclass(frozen=True)
-class Metric:
-    id: int
-    run_id: str
-    name: str
-    value: float | None
-    scope: str
-    slice: str
-    slice_value: str
-    step: int | None
-    model_version: int | None
-    created_at: str
-
-
-@dataclass(frozen=True)
-class ModelVersion:
-    id: int
-    pipeline: str
-    version: int
-    run_id: str
-    task: str
-    artifact_uri: str
-    sha256: str
-    signature: dict
-    stats: dict
-    blessed: bool
-    bad: bool
-    created_at: str
-
-    @property
-    def ref(self) -> str:
-        return f"{self.pipeline}:{self.version}"
-
-
-@dataclass(frozen=True)
-class Validation:
-    id: int
-    run_id: str
-    suite: str | None
-    success: bool
-    expectations: list
-    drift: list
-    baseline_version: int | None
-    created_at: str
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    id: int
-    run_id: str
-    model_version_id: int | None
-    passed: bool
-    rules: list
-    baseline_version: int | None
-    overridden: bool
-    override_by: str | None
-    override_reason: str | None
-    created_at: str
-
-    @property
-    def blessed(self) -> bool:
-        return self.passed or self.overridden
-
-
-@dataclass(frozen=True)
-class Image:
-    id: int
-    model_version_id: int
-    image_id: str
-    reference: str
-    digest: str | None
-    size_bytes: int | None
-    infra_status: str
-    infra_report: dict
-    created_at: str
-    pushed_at: str | None
-
-
-@dataclass(frozen=True)
-class Deployment:
-    id: int
-    pipeline: str
-    environment: str
-    model_version_id: int
-    image_ref: str
-    target: str
-    action: str
-    status: str
-    current: bool
-    actor: str | None
-    reason: str | None
-    url: str | None
-    details: dict
-    started_at: str
-    ended_at: str | None
-
-
-@dataclass(frozen=True)
-class Approval:
-    id: int
-    model_version_id: int
-    environment: str
-    approver: str
-    source: str
-    details: dict
-    created_at: str
-
-
-def _to(cls: type[T], row: Any) -> T:
-    m = row._mapping
-    return cls(**{f.name: m[f.name] for f in fields(cls)})  # type: ignore[arg-type]
-
-
-# ----------------------------------------------------------------------------------- the store
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def default_url(root: Path | None = None) -> str:
@@ -362,54 +80,21 @@ def default_url(root: Path | None = None) -> str:
     return f"sqlite:///{base / 'cd4ml.db'}"
 
 
-def redact(url: str) -> str:
-    """A store URL fit to print: the password replaced."""
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<unparseable store URL>"
-
-
 class Store:
     """A connection to the metadata store. ``Store("sqlite://")`` is an in-memory store."""
 
     def __init__(self, url: str | None = None):
         self.url = url or default_url()
-        try:
-            parsed = sa.engine.make_url(self.url)
-        except sa.exc.ArgumentError:
-            raise StoreError(f"CD4ML_STORE_URL: not a database URL: {redact(self.url)!r}; "
-                             "use e.g. sqlite:///path.db or postgresql+psycopg://user@host/db") from None
-        self.is_sqlite = parsed.get_backend_name() == "sqlite"
-        kwargs: dict[str, Any] = {"json_serializer": _dumps}
-        if self.is_sqlite:
-            if parsed.database and parsed.database != ":memory:":
-                try:
-                    Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-                except OSError as e:
-                    raise StoreError(f"cannot create the store's directory for {redact(self.url)}: "
-                                     f"{e.strerror}; set CD4ML_HOME or CD4ML_STORE_URL elsewhere") from None
-            else:
-                kwargs["poolclass"] = sa.pool.StaticPool  # one shared in-memory database
-            kwargs["connect_args"] = {"timeout": 60, "check_same_thread": False}
-        else:
-            kwargs["pool_pre_ping"] = True
-        try:
-            self.engine = sa.create_engine(parsed, **kwargs)
-        except (ImportError, sa.exc.NoSuchModuleError) as e:
-            raise StoreError(f"no driver for {redact(self.url)}: {e}; pip install 'cd4ml[postgres]'") from None
-        if self.is_sqlite:
-            sa.event.listen(self.engine, "connect", _sqlite_connect)
-            sa.event.listen(self.engine, "begin", _sqlite_begin)
+        self.engine, self.is_sqlite = create_engine(self.url)
         self.migrate()
 
     def close(self) -> None:
         self.engine.dispose()
 
-    def __enter__(self) -> Store:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     @contextmanager
@@ -419,7 +104,7 @@ class Store:
             with self.engine.begin() as conn:
                 yield conn
         except sa.exc.OperationalError as e:
-            raise StoreError(f"store {redact(self.url)}: {_first_line(e)}; check that it is reachable") from None
+            raise StoreError(f"store {redact(self.url)}: {first_line(e)}; check that it is reachable") from None
 
     @contextmanager
     def read(self) -> Iterator[sa.Connection]:
@@ -430,7 +115,7 @@ class Store:
                 with conn.begin():
                     yield conn
         except sa.exc.OperationalError as e:
-            raise StoreError(f"store {redact(self.url)}: {_first_line(e)}; check that it is reachable") from None
+            raise StoreError(f"store {redact(self.url)}: {first_line(e)}; check that it is reachable") from None
 
     # ---- migrations
 
@@ -823,39 +508,3 @@ class Store:
         finally:
             with self.tx() as conn:
                 conn.execute(locks.delete().where(locks.c.name == name, locks.c.holder == token))
-
-
-def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
-    # let SQLAlchemy's "begin" event issue BEGIN itself, so that it can be IMMEDIATE
-    dbapi_conn.isolation_level = None
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA busy_timeout = 60000")
-    _set_wal(dbapi_conn, cur)
-    cur.execute("PRAGMA synchronous = NORMAL")
-    cur.execute("PRAGMA foreign_keys = ON")
-    cur.close()
-
-
-def _set_wal(dbapi_conn: Any, cur: Any) -> None:
-    # Turning a new database into WAL takes a lock SQLite does not wait for (busy_timeout does
-    # not apply), so jobs opening a fresh store at the same moment retry here instead of failing
-    # with "database is locked".
-    deadline = time.monotonic() + 60
-    delay = 0.005
-    while True:
-        try:
-            cur.execute("PRAGMA journal_mode = WAL")
-            return
-        except dbapi_conn.OperationalError as e:
-            if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.2)
-
-
-def _sqlite_begin(conn: sa.Connection) -> None:
-    conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("cd4ml_read") else "BEGIN IMMEDIATE")
-
-
-def _first_line(e: Exception) -> str:
-    return str(getattr(e, "orig", e)).strip().splitlines()[0] if str(e).strip() else type(e).__name__

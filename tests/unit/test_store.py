@@ -127,6 +127,10 @@ def test_bad_url_and_missing_driver_are_store_errors():
         Store("not a url")
     with pytest.raises(StoreError, match="no driver"):
         Store("postgresql+nosuchdriver://u@h/db")
+    # a port that is not a number is refused the same way, and the password is never shown
+    with pytest.raises(StoreError, match="not a database URL") as bad_port:
+        Store("postgresql+psycopg://u:secret@h:notaport/db")
+    assert "secret" not in str(bad_port.value)
 
 
 def test_default_url_and_redaction(monkeypatch, tmp_path):

@@ -1,0 +1,109 @@
+"""Opening the database behind a store: the URL, the driver, and what SQLite needs so that
+several CI jobs can write at once (WAL, a busy timeout, ``BEGIN IMMEDIATE`` for writes).
+
+JSON columns are written with NaN and infinities as text, which PostgreSQL would refuse.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from cd4ml.errors import StoreError
+
+
+def create_engine(url: str) -> tuple[sa.Engine, bool]:
+    """An engine for ``url`` and whether it is SQLite; a bad URL or a missing driver is a
+    StoreError that says what to do."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):  # ValueError: e.g. a port that is not a number
+        raise StoreError(f"CD4ML_STORE_URL: not a database URL: {redact(url)!r}; "
+                         "use e.g. sqlite:///path.db or postgresql+psycopg://user@host/db") from None
+    is_sqlite = parsed.get_backend_name() == "sqlite"
+    kwargs: dict[str, Any] = {"json_serializer": _dumps}
+    if is_sqlite:
+        if parsed.database and parsed.database != ":memory:":
+            try:
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StoreError(f"cannot create the store's directory for {redact(url)}: "
+                                 f"{e.strerror}; set CD4ML_HOME or CD4ML_STORE_URL elsewhere") from None
+        else:
+            kwargs["poolclass"] = sa.pool.StaticPool  # one shared in-memory database
+        kwargs["connect_args"] = {"timeout": 60, "check_same_thread": False}
+    else:
+        kwargs["pool_pre_ping"] = True
+    try:
+        engine = sa.create_engine(parsed, **kwargs)
+    except (ImportError, sa.exc.NoSuchModuleError) as e:
+        raise StoreError(f"no driver for {redact(url)}: {e}; pip install 'cd4ml[postgres]'") from None
+    if is_sqlite:
+        sa.event.listen(engine, "connect", _sqlite_connect)
+        sa.event.listen(engine, "begin", _sqlite_begin)
+    return engine, is_sqlite
+
+
+def redact(url: str) -> str:
+    """A store URL fit to print: the password replaced."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 -- whatever could not be parsed is never printed raw
+        return "<unparseable store URL>"
+
+
+def first_line(e: Exception) -> str:
+    """The first line of a database error, without SQLAlchemy's wrapping."""
+    return str(getattr(e, "orig", e)).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def _json_safe(o: Any) -> Any:
+    # NaN and infinities are not JSON, and PostgreSQL refuses them: keep them as text.
+    if isinstance(o, float) and not math.isfinite(o):
+        return str(o)
+    if isinstance(o, dict):
+        return {str(k): _json_safe(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_json_safe(v) for v in o]
+    return o
+
+
+def _dumps(o: Any) -> str:
+    return json.dumps(_json_safe(o), default=str, sort_keys=True)
+
+
+def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+    # let SQLAlchemy's "begin" event issue BEGIN itself, so that it can be IMMEDIATE
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout = 60000")
+    _set_wal(dbapi_conn, cur)
+    cur.execute("PRAGMA synchronous = NORMAL")
+    cur.execute("PRAGMA foreign_keys = ON")
+    cur.close()
+
+
+def _set_wal(dbapi_conn: Any, cur: Any) -> None:
+    # Turning a new database into WAL takes a lock SQLite does not wait for (busy_timeout does
+    # not apply), so jobs opening a fresh store at the same moment retry here instead of failing
+    # with "database is locked".
+    deadline = time.monotonic() + 60
+    delay = 0.005
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode = WAL")
+            return
+        except dbapi_conn.OperationalError as e:
+            if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("cd4ml_read") else "BEGIN IMMEDIATE")

@@ -1,0 +1,163 @@
+"""The store's schema: its tables and the numbered migrations that create and change them.
+
+A schema change is a new function appended to ``MIGRATIONS``; ``Store.migrate`` applies each one
+the store has not seen in its own transaction, together with its row in ``schema_version``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+schema_version = sa.Table(
+    "schema_version", metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("applied_at", sa.String(32), nullable=False),
+)
+datasets = sa.Table(
+    "datasets", metadata,
+    sa.Column("hash", sa.String(64), primary_key=True),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("format", sa.String(16), nullable=False),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("columns", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.String(32), nullable=False),
+)
+runs = sa.Table(
+    "runs", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("pipeline", sa.String(64), nullable=False, index=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # pipeline | tracked
+    # running | succeeded | validation_failed | gate_failed | failed
+    sa.Column("status", sa.String(24), nullable=False),
+    sa.Column("git_commit", sa.String(64)),
+    sa.Column("branch", sa.String(255)),
+    sa.Column("actor", sa.String(255)),
+    sa.Column("spec_hash", sa.String(64)),
+    sa.Column("code_hash", sa.String(64)),
+    sa.Column("data_hash", sa.String(64)),
+    sa.Column("cache_key", sa.String(64), index=True),
+    sa.Column("params", sa.JSON, nullable=False),
+    sa.Column("tags", sa.JSON, nullable=False),
+    sa.Column("started_at", sa.String(32), nullable=False),
+    sa.Column("ended_at", sa.String(32)),
+    sa.Column("error", sa.Text),
+    sa.Column("reused_from", sa.String(32)),
+)
+validations = sa.Table(
+    "validations", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id"), nullable=False, index=True),
+    sa.Column("suite", sa.String(255)),
+    sa.Column("success", sa.Boolean, nullable=False),
+    sa.Column("expectations", sa.JSON, nullable=False),
+    sa.Column("drift", sa.JSON, nullable=False),
+    sa.Column("baseline_version", sa.Integer),
+    sa.Column("created_at", sa.String(32), nullable=False),
+)
+metrics = sa.Table(
+    "metrics", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id"), nullable=False, index=True),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("value", sa.Float),  # NULL: not a number (NaN, or could not be computed)
+    sa.Column("scope", sa.String(16), nullable=False),  # candidate | production
+    sa.Column("slice", sa.String(255), nullable=False, server_default=""),
+    sa.Column("slice_value", sa.String(255), nullable=False, server_default=""),
+    sa.Column("step", sa.Integer),
+    sa.Column("model_version", sa.Integer),  # which version was scored, for production rows
+    sa.Column("created_at", sa.String(32), nullable=False),
+)
+model_versions = sa.Table(
+    "model_versions", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("pipeline", sa.String(64), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id"), nullable=False, index=True),
+    sa.Column("task", sa.String(16), nullable=False),
+    sa.Column("artifact_uri", sa.Text, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("signature", sa.JSON, nullable=False),
+    sa.Column("stats", sa.JSON, nullable=False),
+    sa.Column("blessed", sa.Boolean, nullable=False, default=False),
+    sa.Column("bad", sa.Boolean, nullable=False, default=False),
+    sa.Column("created_at", sa.String(32), nullable=False),
+    sa.UniqueConstraint("pipeline", "version", name="uq_model_version"),
+)
+gate_decisions = sa.Table(
+    "gate_decisions", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id"), nullable=False, index=True),
+    sa.Column("model_version_id", sa.Integer, sa.ForeignKey("model_versions.id")),
+    sa.Column("passed", sa.Boolean, nullable=False),
+    sa.Column("rules", sa.JSON, nullable=False),
+    sa.Column("baseline_version", sa.Integer),
+    sa.Column("overridden", sa.Boolean, nullable=False, default=False),
+    sa.Column("override_by", sa.String(255)),
+    sa.Column("override_reason", sa.Text),
+    sa.Column("created_at", sa.String(32), nullable=False),
+)
+images = sa.Table(
+    "images", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model_version_id", sa.Integer, sa.ForeignKey("model_versions.id"), nullable=False, index=True),
+    sa.Column("image_id", sa.String(128), nullable=False),
+    sa.Column("reference", sa.Text, nullable=False),  # repository:tag
+    sa.Column("digest", sa.Text),  # registry digest, after a push
+    sa.Column("size_bytes", sa.BigInteger),
+    sa.Column("infra_status", sa.String(16), nullable=False),  # pending | passed | failed
+    sa.Column("infra_report", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.String(32), nullable=False),
+    sa.Column("pushed_at", sa.String(32)),
+)
+deployments = sa.Table(
+    "deployments", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("pipeline", sa.String(64), nullable=False),
+    sa.Column("environment", sa.String(64), nullable=False),
+    sa.Column("model_version_id", sa.Integer, sa.ForeignKey("model_versions.id"), nullable=False),
+    sa.Column("image_ref", sa.Text, nullable=False),
+    sa.Column("target", sa.String(16), nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),  # deploy | promote | rollback
+    # in_progress | healthy | failed | replaced | rolled_back
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("current", sa.Boolean, nullable=False, default=False),
+    sa.Column("actor", sa.String(255)),
+    sa.Column("reason", sa.Text),
+    sa.Column("url", sa.Text),
+    sa.Column("details", sa.JSON, nullable=False),
+    sa.Column("started_at", sa.String(32), nullable=False),
+    sa.Column("ended_at", sa.String(32)),
+    # the store can never show two current versions for one environment
+    sa.Index(
+        "uq_current_deployment", "pipeline", "environment", unique=True,
+        sqlite_where=sa.text("current = 1"), postgresql_where=sa.text("current"),
+    ),
+)
+approvals = sa.Table(
+    "approvals", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model_version_id", sa.Integer, sa.ForeignKey("model_versions.id"), nullable=False),
+    sa.Column("environment", sa.String(64), nullable=False),
+    sa.Column("approver", sa.String(255), nullable=False),
+    sa.Column("source", sa.String(32), nullable=False),  # cli | github
+    sa.Column("details", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.String(32), nullable=False),
+)
+locks = sa.Table(
+    "locks", metadata,
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("holder", sa.String(255), nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+
+#: numbered migrations; each runs in its own transaction with its bookkeeping row
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [
+    lambda conn: metadata.create_all(conn, tables=[
+        datasets, runs, validations, metrics, model_versions, gate_decisions,
+        images, deployments, approvals, locks,
+    ]),
+]
