@@ -43,7 +43,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def _parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     parser = argparse.ArgumentParser(
         prog="cd4ml", description="Continuous delivery for machine learning, driven from CI.",
-        epilog="Exit codes: 0 ok, 1 a validation, gate or deploy said no, 2 a usage or config error.")
+        epilog="Exit codes: 0 ok, 1 a validation, gate or deploy said no, 2 a usage or config "
+               "error (or any other failure; --debug shows its traceback).")
     parser.add_argument("--version", action="version", version=f"cd4ml {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -87,6 +88,21 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as e:
+        # a path that cannot be read or written, or a bug: one line all the same, never a
+        # traceback unless asked for
+        if args.debug:
+            raise
+        print(f"cd4ml: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+
+
+def _one_line(e: Exception) -> str:
+    if isinstance(e, OSError) and e.filename is not None:
+        return f"{e.filename}: {e.strerror}; check the path and its permissions"
+    text = str(e).strip().splitlines()
+    return (f"unexpected {type(e).__name__}{': ' + text[0] if text else ''}; "
+            "rerun with --debug for the traceback")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,17 @@ def add_common(p: argparse.ArgumentParser, *, json: bool = True) -> None:
         add_json(p)
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (e.g. ``--limit``)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {n}")
+    return n
+
+
 def add_override(p: argparse.ArgumentParser) -> None:
     """``--override --reason TEXT [--by USER]``: bless despite a failed gate, on the record."""
     p.add_argument("--override", action="store_true",

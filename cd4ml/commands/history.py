@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from cd4ml.commands.common import add_common, load_pipeline, open_store
+from cd4ml.commands.common import add_common, load_pipeline, open_store, positive_int
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     add_common(p)
     p.add_argument("--env", metavar="ENV", help="only this environment")
-    p.add_argument("--limit", type=int, default=50, metavar="N", help="the newest N (default: 50)")
+    p.add_argument("--limit", type=positive_int, default=50, metavar="N", help="the newest N (default: 50)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cd4ml.commands.common import add_json, add_store, open_store
+from cd4ml.commands.common import add_json, add_store, open_store, positive_int
 from cd4ml.errors import Cd4mlError
 
 
@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     if name in ("runs", "models"):
         p.add_argument("-p", "--pipeline", metavar="NAME",
                        help="only this pipeline (its name, or the path of its spec)")
-        p.add_argument("--limit", type=int, default=20 if name == "runs" else 50, metavar="N",
+        p.add_argument("--limit", type=positive_int, default=20 if name == "runs" else 50, metavar="N",
                        help="show the newest N (default: %(default)s)")
     elif name == "show":
         p.add_argument("ref", metavar="RUN_ID|PIPELINE:VERSION",

@@ -7,10 +7,11 @@ import argparse
 import sys
 
 from cd4ml.commands.common import add_common, load_pipeline, open_store
+from cd4ml.errors import StoreError
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
-    add_common(p, json=False)
+    add_common(p)
     p.add_argument("--env", required=True, metavar="ENV")
     p.add_argument("version", nargs="?", metavar="MODEL_VERSION",
                    help="default: the version current in ENV, else the newest blessed one")
@@ -21,7 +22,6 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cd4ml.deploy import deployable_image, parse_version
-    from cd4ml.errors import DeployError
     from cd4ml.render import render
 
     spec = load_pipeline(args)
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             model = store.latest_model(spec.name, blessed=True)
             if model is None:
-                raise DeployError(f"{spec.name} has no blessed version to render; name one")
+                raise StoreError(f"{spec.name} has no blessed version to render; name one")
         if args.image:
             image, digest = args.image, None
         elif current is not None and current.model_version_id == model.id:
@@ -44,8 +44,17 @@ def run(args: argparse.Namespace) -> int:
             img = deployable_image(store, model)
             image, digest = img.reference, img.digest
     rendered = render(spec, env, model, image, digest=digest)
-    if args.output:
-        for path in rendered.write(args.output):
+    written = rendered.write(args.output) if args.output else None
+    if args.json:
+        from cd4ml.console import print_json
+
+        print_json({"target": rendered.target, "environment": rendered.environment,
+                    "name": rendered.name, "model_version": model.version, "image": image,
+                    "digest": digest, "files": dict(rendered.files),
+                    "sources": dict(rendered.sources), "written": written})
+        return 0
+    if written is not None:
+        for path in written:
             print(path)
         return 0
     for fname, text in rendered.files.items():

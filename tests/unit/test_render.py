@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 
@@ -155,5 +156,10 @@ def test_render_command_prints_or_writes(tmp_path, capsys, monkeypatch):
     assert main(["render", "--env", "production", "1", "-p", spec, "--store", url,
                  "-o", str(tmp_path / "gitops")]) == 0
     assert (tmp_path / "gitops" / "containers.yml").is_file()
+    assert str(tmp_path / "gitops" / "containers.yml") in capsys.readouterr().out
+    assert main(["render", "--env", "staging", "-p", spec, "--store", url, "--json"]) == 0
+    rendered = json.loads(capsys.readouterr().out)
+    assert rendered["image"] == "cd4ml/wine:1" and rendered["model_version"] == 1
+    assert rendered["written"] is None and 'image: "cd4ml/wine:1"' in rendered["files"]["containers.yml"]
     assert main(["render", "--env", "nowhere", "-p", spec, "--store", url]) == 2
     assert "no environment 'nowhere'" in capsys.readouterr().err
