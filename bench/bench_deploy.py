@@ -36,11 +36,10 @@ def world(tmp: Path):
     from cd4ml.dockerclient import client
     from cd4ml.spec import load_spec
     from cd4ml.store import Store
-    from tests.fixtures.deploy import _derived, _train
+    from tests.fixtures.deploy import _derived
+    from tests.helpers import train_version, wine_spec_dict
 
-    raw = yaml.safe_load((ROOT / "pipelines" / "wine.yaml").read_text())
-    raw["data"]["path"] = str(ROOT / "pipelines" / raw["data"]["path"])
-    raw["expectations"] = str(ROOT / "pipelines" / raw["expectations"])
+    raw = wine_spec_dict()
     raw["image"]["repository"] = "cd4ml-bench/deploy-wine"
     raw["environments"] = {
         "local": {"target": "local", "port": PORTS["local"], "health_timeout": 15},
@@ -54,7 +53,7 @@ def world(tmp: Path):
         os.environ["CD4ML_BUILD_CA_BUNDLE"] = os.environ["PIP_CERT"]
     spec = load_spec(spec_path)
     store = Store(f"sqlite:///{tmp / 'store.db'}")
-    versions = {n: _train(spec, store, seed=n) for n in (1, 2, 3)}
+    versions = {n: train_version(spec, store, seed=n) for n in (1, 2, 3)}
     for n in (1, 2):
         t0 = time.perf_counter()
         result = build(spec, store, versions[n], latency_requests=20)

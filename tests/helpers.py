@@ -14,6 +14,19 @@ import pytest
 
 from cd4ml.store import ModelVersion
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wine_spec_dict() -> dict[str, Any]:
+    """The wine example spec as a dict with its data and suite paths made absolute, so that a
+    changed copy can be written anywhere."""
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "pipelines" / "wine.yaml").read_text())
+    raw["data"]["path"] = str(ROOT / "pipelines" / raw["data"]["path"])
+    raw["expectations"] = str(ROOT / "pipelines" / raw["expectations"])
+    return raw
+
 
 def model_record(version: int = 3) -> ModelVersion:
     """A wine model version record that is in no store: enough for rendering, which is pure."""

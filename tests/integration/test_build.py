@@ -23,7 +23,7 @@ import yaml
 from cd4ml.errors import BuildError
 from cd4ml.spec import load_spec
 from cd4ml.store import Store
-from tests.helpers import build_env, train_version
+from tests.helpers import build_env, train_version, wine_spec_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "s3cr3t-never-printed-7f1c"
@@ -33,9 +33,7 @@ pytestmark = pytest.mark.docker
 
 
 def _spec_file(tmp: Path, registry: str) -> Path:
-    raw = yaml.safe_load((ROOT / "pipelines" / "wine.yaml").read_text())
-    raw["data"]["path"] = str(ROOT / "pipelines" / raw["data"]["path"])
-    raw["expectations"] = str(ROOT / "pipelines" / raw["expectations"])
+    raw = wine_spec_dict()
     raw["image"]["registry"] = registry
     raw["image"]["repository"] = "cd4ml-test/wine"
     path = tmp / "wine.yaml"
