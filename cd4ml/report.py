@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from cd4ml.errors import StoreError, TrackerError
 from cd4ml.events import emit
 from cd4ml.github import GitHubConfig, GitHubReporter
+from cd4ml.paths import reports_dir
 from cd4ml.spec import LOWER_IS_BETTER
 from cd4ml.summary import MetricRow, RunSummary, summarize
 
@@ -83,13 +84,6 @@ class ReportResult:
 def marker(pipeline: str) -> str:
     """The hidden line that finds a pipeline's one comment on a pull request."""
     return f"<!-- cd4ml:{pipeline} -->"
-
-
-def reports_dir() -> Path:
-    """``CD4ML_REPORTS``, else ``<CD4ML_HOME or ./.cd4ml>/reports``."""
-    if os.environ.get("CD4ML_REPORTS"):
-        return Path(os.environ["CD4ML_REPORTS"])
-    return Path(os.environ.get("CD4ML_HOME") or ".cd4ml") / "reports"
 
 
 # ----------------------------------------------------------------------------- rendering

@@ -13,7 +13,6 @@ model server needs nothing but scikit-learn. An estimator that is already a ``Pi
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from cd4ml import artifacts
 from cd4ml.errors import DataError, SpecError
 from cd4ml.events import emit
+from cd4ml.paths import artifacts_root
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -39,14 +39,6 @@ class TrainResult:
     sha256: str
     train_rows: int
     seconds: float
-
-
-def artifacts_root() -> Path:
-    """``$CD4ML_ARTIFACTS``, else ``<$CD4ML_HOME or ./.cd4ml>/artifacts``."""
-    explicit = os.environ.get("CD4ML_ARTIFACTS")
-    if explicit:
-        return Path(explicit)
-    return Path(os.environ.get("CD4ML_HOME") or Path.cwd() / ".cd4ml") / "artifacts"
 
 
 def train(spec: Spec, store: Store, run_id: str, frame: pd.DataFrame | None = None) -> TrainResult:

@@ -76,7 +76,9 @@ def default_url(root: Path | None = None) -> str:
     url = os.environ.get("CD4ML_STORE_URL")
     if url:
         return url
-    base = Path(os.environ.get("CD4ML_HOME") or (root or Path.cwd()) / ".cd4ml")
+    from cd4ml.paths import home
+
+    base = root / ".cd4ml" if root is not None and not os.environ.get("CD4ML_HOME") else home()
     return f"sqlite:///{base / 'cd4ml.db'}"
 
 

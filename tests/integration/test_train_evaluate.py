@@ -24,7 +24,8 @@ from cd4ml.events import listening
 from cd4ml.gate import gate
 from cd4ml.spec import load_spec
 from cd4ml.store import Store
-from cd4ml.train import artifacts_root, train
+from cd4ml.paths import artifacts_root
+from cd4ml.train import train
 
 ROOT = Path(__file__).resolve().parents[2]
 
