@@ -308,8 +308,11 @@ def _release(spec: Spec, store: Store, env: EnvironmentSpec, model: ModelVersion
         dep = store.start_deployment(spec.name, env.name, model.id, image, env.target, action, who,
                                      reason, details={"image_digest": digest,
                                                       "previous_version": base["previous_version"]})
+        # the commit the model was trained from is what is deployed (a rollback's is an old
+        # one), not the commit of the workflow that happens to deploy it
         emit("deployment_started", action, f"{action} {model.ref} to {env.name} ({env.target})",
-             **base, deployment_id=dep.id, actor=who, url=None, status="in_progress")
+             **base, deployment_id=dep.id, actor=who, url=None, status="in_progress",
+             git_commit=store.run(model.run_id).git_commit)
         try:
             proxy_image = target.proxy_image(spec, env, image)
             rendered = render(spec, env, model, image, digest=digest, proxy_image=proxy_image)
@@ -434,7 +437,7 @@ def github_listener(reporter: Any) -> Callable[[Any], None]:
         if e.kind == "deployment_started":
             ids[d["deployment_id"]] = reporter.deployment_started(
                 d["environment"], d["pipeline"], d["version"], d.get("image"), d.get("digest"),
-                description=e.message)
+                ref=d.get("git_commit"), description=e.message)
         elif e.kind in ("deployed", "deployment_failed") and d.get("deployment_id") in ids:
             state = "success" if e.kind == "deployed" else "failure"
             reporter.deployment_finished(ids.pop(d["deployment_id"]), state, d.get("url"),

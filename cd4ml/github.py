@@ -367,17 +367,24 @@ class GitHubReporter:
                            description: str | None = None) -> int | None:
         """A GitHub Deployment of ``pipeline:model_version`` to ``environment`` with its payload
         (model version, image, digest), marked in_progress; its id (None without a token or on
-        a tracker failure). ``ref``: the commit deployed (default: the configured sha)."""
+        a tracker failure). ``ref``: the commit deployed (default: the configured sha); one
+        GitHub does not know (a model trained from a commit never pushed) falls back to it."""
         def go() -> int:
             payload = {"pipeline": pipeline, "model_version": model_version, "image": image,
                        "image_digest": digest, "actor": self.config.actor}
-            dep = self._api("POST", "/deployments", 201, {
+            body = {
                 "ref": self._sha(ref), "environment": environment, "auto_merge": False,
                 # cd4ml's gate already decided; other checks' pending statuses must not block
                 "required_contexts": [], "payload": payload, "transient_environment": False,
                 "production_environment": environment == "production" if production is None else production,
                 "description": (description or f"{pipeline}:{model_version} to {environment}")[:140],
-            })
+            }
+            try:
+                dep = self._api("POST", "/deployments", 201, body)
+            except TrackerError as e:
+                if " 422 " not in str(e) or not self.config.sha or body["ref"] == self.config.sha:
+                    raise
+                dep = self._api("POST", "/deployments", 201, {**body, "ref": self.config.sha})
             self._deployment_status(dep["id"], "in_progress", None, f"deploying {pipeline}:{model_version}")
             return int(dep["id"])
 
