@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -106,6 +107,18 @@ def lineage(store: Store, pipeline: str, version: int | None) -> Lineage:
 # ----------------------------------------------------------------------------- predictions
 
 
+def default_log_paths() -> list[Path]:
+    """``$CD4ML_PREDICTION_LOG``, and the prediction logs the local and Swarm environments
+    deployed from here keep under ``logs_root()`` (``<pipeline>/<environment>/*.jsonl``)."""
+    from cd4ml.paths import logs_root
+
+    paths = [Path(os.environ["CD4ML_PREDICTION_LOG"])] if os.environ.get("CD4ML_PREDICTION_LOG") else []
+    root = logs_root()
+    if root.is_dir():
+        paths += sorted(root.glob("*/*/*.jsonl"))
+    return paths
+
+
 def find_prediction(request_id: str, log_paths: Iterable[str | Path]) -> dict:
     """The prediction-log line (JSON) with this request id, from the newest occurrence across
     ``log_paths`` (``-`` reads standard input). Lines that are not JSON (a container's other
@@ -113,7 +126,8 @@ def find_prediction(request_id: str, log_paths: Iterable[str | Path]) -> dict:
     paths = [str(p) for p in log_paths]
     if not paths:
         raise DataError("no prediction log to search: pass --log FILE (the server's "
-                        "CD4ML_PREDICTION_LOG, or saved 'docker logs' output)")
+                        "CD4ML_PREDICTION_LOG, or '-' with 'docker logs'/'kubectl logs' output "
+                        "piped in)")
     found: dict | None = None
     for path in paths:
         for number, line in _lines(path):

@@ -181,10 +181,20 @@ def context(spec: Spec, env: EnvironmentSpec, model: ModelVersion, image: str, *
             "cd4ml.environment": env.name,
         },
         "proxy_image": proxy_image or base_image(spec),
+        # the host directory the model containers write their prediction logs to
+        "prediction_logs": str(prediction_log_dir(spec.name, env.name)),
         "proxy_file": PROXY_FILE,
         # swarm configs are immutable: a changed proxy gets a new name, an unchanged one keeps it
         "proxy_config": f"{name}-proxy-{hashlib.sha256(proxy.encode()).hexdigest()[:12]}",
     }
+
+
+def prediction_log_dir(pipeline: str, environment: str) -> Path:
+    """Where an environment's containers keep their prediction logs on the host: outlives the
+    containers, so a prediction stays traceable after its version was replaced."""
+    from cd4ml.paths import logs_root
+
+    return (logs_root() / pipeline / environment).resolve()
 
 
 def base_image(spec: Spec) -> str:

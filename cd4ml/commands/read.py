@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -37,7 +36,8 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
                        help="trace a logged prediction instead: its X-Request-ID")
         p.add_argument("--log", action="append", metavar="FILE",
                        help="prediction log (JSON lines) to search; repeatable; '-' reads stdin "
-                            "(default: $CD4ML_PREDICTION_LOG)")
+                            "(default: $CD4ML_PREDICTION_LOG and the logs of every environment "
+                            "deployed from here, .cd4ml/logs/)")
         p.add_argument("-p", "--pipeline", metavar="NAME",
                        help="the pipeline, when the prediction log does not name it")
     elif name == "compare":
@@ -263,14 +263,13 @@ def _show_text(summary: Any, model: Any, dataset: Any, deployed: list[str]) -> s
 
 def _lineage(store: Any, args: argparse.Namespace) -> int:
     from cd4ml.console import print_json
-    from cd4ml.lineage import lineage, parse_model_ref, prediction_lineage
+    from cd4ml.lineage import default_log_paths, lineage, parse_model_ref, prediction_lineage
 
     if bool(args.ref) == bool(args.request_id):
         raise Cd4mlError("give a model version (e.g. 'cd4ml lineage wine:3') or "
                          "--request-id ID, not both and not neither")
     if args.request_id:
-        logs = args.log or ([os.environ["CD4ML_PREDICTION_LOG"]]
-                            if os.environ.get("CD4ML_PREDICTION_LOG") else [])
+        logs = args.log or default_log_paths()
         found = prediction_lineage(store, args.request_id, logs, args.pipeline)
         if args.json:
             print_json({"prediction": found.prediction, "sha256_matches": found.sha256_matches,

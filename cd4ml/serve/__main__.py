@@ -42,11 +42,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return serve(args.model_dir, host=args.host, port=args.port, workers=args.workers,
                      expected_sha256=os.environ.get("CD4ML_MODEL_SHA256") or None,
-                     log_path=os.environ.get("CD4ML_PREDICTION_LOG") or None,
+                     log_path=prediction_log_path(os.environ),
                      max_rows=args.max_rows)
     except StartError as e:
         print(f"cd4ml.serve: error: {e}", file=sys.stderr, flush=True)
         return 2
+
+
+def prediction_log_path(environ: dict | os._Environ) -> str | None:
+    """``CD4ML_PREDICTION_LOG`` names the file; ``CD4ML_PREDICTION_LOG_DIR`` a directory shared
+    by an environment's containers, where each writes ``<hostname>.jsonl`` (a container's
+    hostname is its id), so replicas and blue/green colours never write one file together."""
+    if environ.get("CD4ML_PREDICTION_LOG"):
+        return environ["CD4ML_PREDICTION_LOG"]
+    directory = environ.get("CD4ML_PREDICTION_LOG_DIR")
+    if directory:
+        import socket
+
+        return os.path.join(directory, f"{socket.gethostname()}.jsonl")
+    return None
 
 
 if __name__ == "__main__":

@@ -72,6 +72,19 @@ class Target(Protocol):
         """Remove everything the target created for the environment."""
 
 
+def prepare_log_dir(rendered: Rendered) -> None:
+    """Make the host directory the model containers write their prediction logs to. The
+    servers run as an unprivileged user of the image, not the host's: like /tmp, anyone may
+    write there and nobody may remove another's file."""
+    import os
+    from pathlib import Path
+
+    directory = rendered.context.get("prediction_logs")
+    if directory:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        os.chmod(directory, 0o1777)
+
+
 def get_target(env: EnvironmentSpec) -> Target:
     """The target object for an environment's ``target:``."""
     if env.target == "local":

@@ -26,7 +26,16 @@ import yaml
 
 from cd4ml.errors import DeployError
 from cd4ml.render import PROXY_FILE, base_image
-from cd4ml.targets import Applied, Health, NotHealthy, http_get, http_health, probe_host, wait_for
+from cd4ml.targets import (
+    Applied,
+    Health,
+    NotHealthy,
+    http_get,
+    http_health,
+    prepare_log_dir,
+    probe_host,
+    wait_for,
+)
 
 if TYPE_CHECKING:
     import docker
@@ -85,6 +94,7 @@ class LocalTarget:
         from cd4ml.dockerclient import translating
 
         conf = parse_conf(rendered)
+        prepare_log_dir(rendered)
         with translating(DeployError, f"deploy {rendered.name}", "check the engine with 'docker info'"):
             self._network(conf["network"])
             front = self._container(conf["front"]["name"])

@@ -24,7 +24,15 @@ from typing import TYPE_CHECKING, Any
 from cd4ml import proc
 from cd4ml.errors import CommandError, DeployError
 from cd4ml.render import base_image, resource_name
-from cd4ml.targets import Applied, Health, NotHealthy, http_get, http_health, probe_host
+from cd4ml.targets import (
+    Applied,
+    Health,
+    NotHealthy,
+    http_get,
+    http_health,
+    prepare_log_dir,
+    probe_host,
+)
 
 if TYPE_CHECKING:
     import docker
@@ -85,6 +93,7 @@ class SwarmTarget:
         from cd4ml.dockerclient import translating
 
         with translating(DeployError, f"deploy stack {rendered.name}", "check 'docker info'"):
+            prepare_log_dir(rendered)
             self._manager()
             existed = self._service(f"{rendered.name}_model") is not None
             if preflight:

@@ -260,16 +260,3 @@ def base_env(tmp: Path) -> dict[str, str]:
         # pip behind a TLS proxy; the same setting as the deploy tests, so layers are shared
         env["CD4ML_BUILD_CA_BUNDLE"] = os.environ["PIP_CERT"]
     return env
-
-
-def model_logs(client: Any, environment: str) -> str:
-    """What the model server containers of an environment wrote to standard output (where the
-    server writes its prediction log unless CD4ML_PREDICTION_LOG names a file)."""
-    name = f"cd4ml-{PIPELINE}-{environment}"
-    found = {c.id: c for c in client.containers.list(
-        filters={"label": [f"com.docker.swarm.service.name={name}_model"]})}
-    found.update((c.id, c) for c in client.containers.list(
-        filters={"label": ["cd4ml.role=model", f"cd4ml.pipeline={PIPELINE}",
-                           f"cd4ml.environment={environment}"]}))
-    return "".join(c.logs(stdout=True, stderr=False).decode(errors="replace")
-                   for c in found.values())
