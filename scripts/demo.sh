@@ -14,7 +14,11 @@ if [ -z "${CD4ML_BUILD_CA_BUNDLE:-}" ] && [ -n "${PIP_CERT:-}" ] && [ -f "$PIP_C
   export CD4ML_BUILD_CA_BUNDLE=$PIP_CERT
 fi
 
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+if [ -t 1 ] && [ -z "${NO_COLOR:-}" ]; then
+  step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+else
+  step() { printf '\n== %s\n' "$*"; }
+fi
 
 step "validate, train, evaluate, gate"
 cd4ml run -p "$SPEC"
