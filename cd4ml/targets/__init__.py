@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from cd4ml.errors import DeployError
 
 if TYPE_CHECKING:
+    import docker
+
     from cd4ml.render import Rendered
     from cd4ml.spec import EnvironmentSpec, Spec
 
@@ -83,6 +85,22 @@ def prepare_log_dir(rendered: Rendered) -> None:
     if directory:
         Path(directory).mkdir(parents=True, exist_ok=True)
         os.chmod(directory, 0o1777)
+
+
+class DockerTarget:
+    """A target driven through the Docker engine, connected on first use (so that rendering
+    and ``--help`` never need an engine)."""
+
+    def __init__(self, client: docker.DockerClient | None = None):
+        self._client = client
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            from cd4ml.dockerclient import client
+
+            self._client = client()
+        return self._client
 
 
 def get_target(env: EnvironmentSpec) -> Target:

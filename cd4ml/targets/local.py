@@ -28,6 +28,7 @@ from cd4ml.errors import DeployError
 from cd4ml.render import PROXY_FILE, base_image
 from cd4ml.targets import (
     Applied,
+    DockerTarget,
     Health,
     NotHealthy,
     http_get,
@@ -38,7 +39,6 @@ from cd4ml.targets import (
 )
 
 if TYPE_CHECKING:
-    import docker
 
     from cd4ml.render import Rendered
     from cd4ml.spec import EnvironmentSpec, Spec
@@ -50,19 +50,8 @@ FRONT_UID = 65534
 COLOURS = ("blue", "green")
 
 
-class LocalTarget:
+class LocalTarget(DockerTarget):
     name = "local"
-
-    def __init__(self, client: docker.DockerClient | None = None):
-        self._client = client
-
-    @property
-    def client(self) -> docker.DockerClient:
-        if self._client is None:
-            from cd4ml.dockerclient import client
-
-            self._client = client()
-        return self._client
 
     # ------------------------------------------------------------------ what the front runs in
 

@@ -26,6 +26,7 @@ from cd4ml.errors import CommandError, DeployError
 from cd4ml.render import base_image, resource_name
 from cd4ml.targets import (
     Applied,
+    DockerTarget,
     Health,
     NotHealthy,
     http_get,
@@ -35,7 +36,6 @@ from cd4ml.targets import (
 )
 
 if TYPE_CHECKING:
-    import docker
 
     from cd4ml.render import Rendered
     from cd4ml.spec import EnvironmentSpec, Spec
@@ -43,19 +43,8 @@ if TYPE_CHECKING:
 FAILED_UPDATE = ("rollback_started", "rollback_paused", "rollback_completed", "paused")
 
 
-class SwarmTarget:
+class SwarmTarget(DockerTarget):
     name = "swarm"
-
-    def __init__(self, client: docker.DockerClient | None = None):
-        self._client = client
-
-    @property
-    def client(self) -> docker.DockerClient:
-        if self._client is None:
-            from cd4ml.dockerclient import client
-
-            self._client = client()
-        return self._client
 
     def _manager(self) -> None:
         swarm = self.client.info().get("Swarm") or {}
