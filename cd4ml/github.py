@@ -385,7 +385,10 @@ class GitHubReporter:
                 if " 422 " not in str(e) or not self.config.sha or body["ref"] == self.config.sha:
                     raise
                 dep = self._api("POST", "/deployments", 201, {**body, "ref": self.config.sha})
-            self._deployment_status(dep["id"], "in_progress", None, f"deploying {pipeline}:{model_version}")
+            # the caller's words say what is under way (a deploy, a promotion, a rollback)
+            self._deployment_status(dep["id"], "in_progress", None,
+                                    body["description"] if description else
+                                    f"deploying {pipeline}:{model_version}")
             return int(dep["id"])
 
         return self._guard(f"GitHub deployment to {environment}", go)
