@@ -102,6 +102,13 @@ class DockerTarget:
             self._client = client()
         return self._client
 
+    # both publish the environment's front on its host:port
+    def url(self, spec: Spec, env: EnvironmentSpec) -> str:
+        return f"http://{probe_host(env.host)}:{env.port}"
+
+    def health(self, spec: Spec, env: EnvironmentSpec) -> Health:
+        return http_health(f"{self.url(spec, env)}/health")
+
 
 def get_target(env: EnvironmentSpec) -> Target:
     """The target object for an environment's ``target:``."""

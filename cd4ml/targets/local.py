@@ -29,10 +29,8 @@ from cd4ml.render import PROXY_FILE, base_image
 from cd4ml.targets import (
     Applied,
     DockerTarget,
-    Health,
     NotHealthy,
     http_get,
-    http_health,
     prepare_log_dir,
     probe_host,
     wait_for,
@@ -268,12 +266,6 @@ class LocalTarget(DockerTarget):
                 _remove(c)
 
     # ------------------------------------------------------------------ status
-
-    def url(self, spec: Spec, env: EnvironmentSpec) -> str:
-        return f"http://{probe_host(env.host)}:{env.port}"
-
-    def health(self, spec: Spec, env: EnvironmentSpec) -> Health:
-        return http_health(f"{self.url(spec, env)}/health")
 
     def teardown(self, spec: Spec, env: EnvironmentSpec) -> None:
         from docker.errors import NotFound

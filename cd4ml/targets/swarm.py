@@ -27,10 +27,8 @@ from cd4ml.render import base_image, resource_name
 from cd4ml.targets import (
     Applied,
     DockerTarget,
-    Health,
     NotHealthy,
     http_get,
-    http_health,
     prepare_log_dir,
     probe_host,
 )
@@ -188,12 +186,6 @@ class SwarmTarget(DockerTarget):
         return f"http://{probe_host(rendered.context['host'])}:{rendered.context['port']}"
 
     # ------------------------------------------------------------------ status
-
-    def url(self, spec: Spec, env: EnvironmentSpec) -> str:
-        return f"http://{probe_host(env.host)}:{env.port}"
-
-    def health(self, spec: Spec, env: EnvironmentSpec) -> Health:
-        return http_health(f"{self.url(spec, env)}/health")
 
     def teardown(self, spec: Spec, env: EnvironmentSpec) -> None:
         name = resource_name(spec, env)
