@@ -8,8 +8,9 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, is_dataclass
-from typing import Any, Iterable, Sequence, TextIO
+from typing import Any, TextIO
 
 from cd4ml.events import Event
 
@@ -42,7 +43,7 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """A plain-text table with aligned columns."""
     cells = [[fmt(c) for c in r] for r in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
     return "\n".join([line(list(headers)), line(["-" * w for w in widths])] + [line(r) for r in cells])
 
 

@@ -42,7 +42,7 @@ def load_frame(data: DataSpec) -> pd.DataFrame:
             frame = pd.read_csv(data.path)
     except FileNotFoundError:
         raise DataError(f"{data.path}: no such data file; fix data.path in the spec") from None
-    except Exception as e:  # pandas raises many types for a malformed file
+    except Exception as e:  # noqa: BLE001  (pandas and pyarrow raise many types for a malformed file)
         raise DataError(f"{data.path}: cannot parse as {data.format}: {str(e).splitlines()[0]}") from None
     if frame.empty:
         raise DataError(f"{data.path}: the data set has no rows")

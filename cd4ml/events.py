@@ -3,9 +3,10 @@ GitHub, the step summary) listen, so every view shows the same facts."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 Listener = Callable[["Event"], None]
 _listeners: list[Listener] = []
@@ -24,7 +25,7 @@ class Event:
 
 def emit(kind: str, stage: str | None = None, message: str = "", **data: Any) -> None:
     event = Event(kind, stage, message, data)
-    for listener in list(_listeners):
+    for listener in _listeners:
         listener(event)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import shlex
 import subprocess
-from typing import Sequence
+from collections.abc import Sequence
 
 from cd4ml.errors import CommandError
 
@@ -20,7 +20,7 @@ def call(argv: Sequence[str], *, input: str | None = None, timeout: float = 600,
     log.info("$ %s", shlex.join(argv))
     try:
         out = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout,
-                             env=env, cwd=cwd)
+                             env=env, cwd=cwd, check=False)  # the exit code is judged below
     except FileNotFoundError:
         raise CommandError(argv, 127, f"{argv[0]}: command not found; install it") from None
     except subprocess.TimeoutExpired:

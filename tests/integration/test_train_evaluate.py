@@ -22,9 +22,9 @@ from cd4ml.errors import ArtifactError, DataError, SpecError
 from cd4ml.evaluate import evaluate
 from cd4ml.events import listening
 from cd4ml.gate import gate
+from cd4ml.paths import artifacts_root
 from cd4ml.spec import load_spec
 from cd4ml.store import Store
-from cd4ml.paths import artifacts_root
 from cd4ml.train import train
 
 ROOT = Path(__file__).resolve().parents[2]
