@@ -25,7 +25,8 @@ class Event:
 
 def emit(kind: str, stage: str | None = None, message: str = "", **data: Any) -> None:
     event = Event(kind, stage, message, data)
-    for listener in _listeners:
+    # a copy: a listener may leave (end its ``listening`` block) while it is being told
+    for listener in list(_listeners):  # noqa: PERF101
         listener(event)
 
 
