@@ -38,13 +38,6 @@ class InitResult:
     skipped: tuple[Path, ...]  # already there, left alone
 
 
-def _templates_root() -> Path:
-    """The packaged templates: infra/ and the workflow templates, in the source tree or installed."""
-    from cd4ml.render import templates_root
-
-    return templates_root()
-
-
 def workflow_for(text: str, pipeline: str) -> str:
     """cd4ml's workflow made the user's: the pipeline matrix and input defaults name theirs."""
     text = re.sub(r"(?m)^(\s+pipeline: )\[[^\]]*\]$", rf"\g<1>[{pipeline}]", text)
@@ -175,7 +168,9 @@ def init(data: str | Path, target: str, *, directory: str | Path = ".", name: st
     }
     written: list[Path] = []
     skipped: list[Path] = []
-    templates = _templates_root()
+    from cd4ml.render import templates_root
+
+    templates = templates_root()
     for src in sorted(p for p in (templates / "infra").rglob("*") if p.is_file() and "__pycache__" not in p.parts):
         files[root / "infra" / src.relative_to(templates / "infra")] = src.read_text()
     for wf in WORKFLOWS:
