@@ -23,13 +23,13 @@ from cd4ml.data import file_hash
 from cd4ml.errors import Cd4mlError, SpecError
 from cd4ml.events import emit
 from cd4ml.gitinfo import git_info
-from cd4ml.spec import Spec, _find_module, check_imports
+from cd4ml.spec import Spec, check_imports, find_module
 from cd4ml.store import ModelVersion, Run, Store
 
 # stage code whose change must invalidate the cache
 _STAGE_MODULES = ("train.py", "evaluate.py", "gate.py", "validate.py", "drift.py", "data.py", "tracking.py")
 # import names whose distribution is named differently
-_DIST_ALIASES = {"sklearn": "scikit-learn", "skl2onnx": "skl2onnx"}
+_DIST_ALIASES = {"sklearn": "scikit-learn"}
 
 
 @dataclass(frozen=True)
@@ -67,15 +67,13 @@ def code_hash(spec: Spec) -> str:
     h = hashlib.sha256(f"cd4ml=={__version__}".encode())
     here = Path(__file__).parent
     for name in _STAGE_MODULES:
-        p = here / name
-        if p.exists():
-            h.update(p.read_bytes())
+        h.update((here / name).read_bytes())
     ref = spec.model.estimator or spec.model.entry_point or ""
     if ref.endswith(".py"):
         h.update(Path(ref).read_bytes())
         return h.hexdigest()
     module = ref.split(":")[0]
-    found = _find_module(module, extra=[spec.root])
+    found = find_module(module, extra=[spec.root])
     origin = Path(found.origin) if found is not None and found.origin else None
     installed = origin is not None and any(p in ("site-packages", "dist-packages") for p in origin.parts)
     version = _library_version(module.split(".")[0]) if installed else None

@@ -372,7 +372,7 @@ def load_spec(path: str | Path) -> Spec:
     if estimator is not None:
         if not _MODULE_ATTR.match(estimator):
             m.fail(f"expected 'module:attr', e.g. sklearn.ensemble:RandomForestClassifier; got {estimator!r}", "estimator")
-        if _find_module(estimator.split(":")[0], extra=[root]) is None:
+        if find_module(estimator.split(":")[0], extra=[root]) is None:
             m.fail(f"cannot find module {estimator.split(':')[0]!r}; install it or fix the name", "estimator")
     if entry_point is not None:
         if entry_point.endswith(".py"):
@@ -382,7 +382,7 @@ def load_spec(path: str | Path) -> Spec:
             entry_point = str(script)
         elif not _MODULE_ATTR.match(entry_point):
             m.fail(f"expected 'module:function' or a path to a .py script; got {entry_point!r}", "entry_point")
-        elif _find_module(entry_point.split(":")[0], extra=[root]) is None:
+        elif find_module(entry_point.split(":")[0], extra=[root]) is None:
             m.fail(f"cannot find module {entry_point.split(':')[0]!r}", "entry_point")
     model = ModelSpec(
         task=task,
@@ -562,7 +562,7 @@ def _check_csv_header(data: DataSpec, sec: _Section) -> None:
                          f"{', ...' if len(header) > 12 else ''})", key)
 
 
-def _find_module(name: str, extra: list[Path] | None = None) -> Any:
+def find_module(name: str, extra: list[Path] | None = None) -> Any:
     """Locate a module without executing it (importing sklearn alone costs ~0.5 s)."""
     import importlib.machinery
     import sys
