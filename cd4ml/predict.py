@@ -9,11 +9,13 @@ import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cd4ml.errors import DataError, DeployError
-from cd4ml.spec import Spec
-from cd4ml.store import Store
+
+if TYPE_CHECKING:
+    from cd4ml.spec import Spec
+    from cd4ml.store import Store
 
 
 @dataclass(frozen=True)
