@@ -1,6 +1,6 @@
 """Deploys under load: a steady stream of predictions to 127.0.0.1 while an environment gets a
 new version, a version whose /ready never turns healthy, and a rollback, on the local and the
-Swarm targets. Real cd4ml images (cd4ml.build), a throwaway store and artifacts directory.
+Swarm targets. Real cd4ml images (cd4ml.release.build), a throwaway store and artifacts directory.
 
 Prints, per target: predictions sent and failed (target: 0 failed), latency p50/p99/max, the
 seconds each action took, and the rollback's time to serving (the old version answering again;
@@ -32,8 +32,8 @@ def world(tmp: Path):
     """Spec, store and images: v1 and v2 built and validated, v3 never ready."""
     import yaml
 
-    from cd4ml.build import build
-    from cd4ml.dockerclient import client
+    from cd4ml.integrations.docker import client
+    from cd4ml.release.build import build
     from cd4ml.spec import load_spec
     from cd4ml.store import Store
     from tests.fixtures.deploy import _derived
@@ -69,8 +69,8 @@ def world(tmp: Path):
 
 
 def run_target(spec, store, row, env_name: str, pause: float) -> None:
-    from cd4ml.deploy import DeployFailed, deploy, rollback
-    from cd4ml.targets import get_target
+    from cd4ml.release.deploy import DeployFailed, deploy, rollback
+    from cd4ml.release.targets import get_target
     from tests.fixtures.deploy import Load
 
     env = spec.environment(env_name)
@@ -120,7 +120,7 @@ def main() -> int:
                    help="steady load before and after each action")
     args = p.parse_args()
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    from cd4ml.dockerclient import client
+    from cd4ml.integrations.docker import client
 
     joined = False
     if "swarm" in targets and (client().info().get("Swarm") or {}).get("LocalNodeState") != "active":

@@ -70,12 +70,12 @@ def patch_mlflow_dockerfile(path: Path, base: str, ca: Path | None) -> list[str]
 
 
 def main() -> int:
-    from cd4ml import dockerfile
-    from cd4ml.build import build
-    from cd4ml.dockerclient import client, image_size
+    from cd4ml.integrations.docker import client, image_size
+    from cd4ml.release import dockerfile
+    from cd4ml.release.build import build
     from cd4ml.spec import load_spec
+    from cd4ml.stages.train import train
     from cd4ml.store import Store
-    from cd4ml.train import train
 
     work = Path(tempfile.mkdtemp(prefix="cd4ml-bench-image-"))
     os.environ["CD4ML_ARTIFACTS"] = str(work / "artifacts")

@@ -64,8 +64,8 @@ def make_models(work: Path, mlflow_python: str | None) -> dict:
     from sklearn.ensemble import RandomForestClassifier
 
     from cd4ml import artifacts
-    from cd4ml.drift import feature_stats
-    from cd4ml.train import input_signature
+    from cd4ml.stages.drift import feature_stats
+    from cd4ml.stages.train import input_signature
 
     X, y = load_wine(return_X_y=True, as_frame=True)
     model = RandomForestClassifier(n_estimators=100, random_state=0).fit(X, y)

@@ -4,7 +4,7 @@ On a 1,000,000-row frame (numeric and categorical columns, a few bad values) wit
 8 expectations, times the median of REPEAT runs (the paths taking turns), each from a fresh
 ephemeral context:
 
-  (a) cd4ml: ``cd4ml.validate.run_suite`` (context, data source, GE's validator, the outcomes);
+  (a) cd4ml: ``cd4ml.stages.validate.run_suite`` (context, data source, GE's validator, the outcomes);
   (b) great-expectations' own ``ValidationDefinition.run`` of the same suite on the same frame
       (suite and definition added to the context, result stored, GE's default SUMMARY format),
       and the same with the BASIC format cd4ml uses;
@@ -70,7 +70,7 @@ def fresh_suite(raw: dict) -> Any:
 
 
 def cd4ml_path(raw: dict, frame: Any) -> Any:
-    from cd4ml.validate import run_suite
+    from cd4ml.stages.validate import run_suite
 
     return run_suite(fresh_suite(raw), frame)
 

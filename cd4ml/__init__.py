@@ -13,7 +13,7 @@ __all__ = ["__version__", "start_run"]
 
 def __getattr__(name: str):
     if name == "start_run":
-        from cd4ml.tracking import start_run
+        from cd4ml.stages.tracking import start_run
 
         return start_run
     raise AttributeError(f"module 'cd4ml' has no attribute {name!r}")

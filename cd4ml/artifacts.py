@@ -36,7 +36,7 @@ class ArtifactMeta:
 
     ``signature`` is ``{"inputs": [{"name", "dtype", "nullable"}...], "target": str,
     "classes": [...] or None}``; dtype is one of ``float``, ``int``, ``bool``, ``str``.
-    ``stats`` maps each feature to its training-data statistics (see ``cd4ml.train``).
+    ``stats`` maps each feature to its training-data statistics (see ``cd4ml.stages.train``).
     """
 
     pipeline: str

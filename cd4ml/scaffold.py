@@ -141,8 +141,8 @@ def init(data: str | Path, target: str, *, directory: str | Path = ".", name: st
          task: str | None = None, slices: tuple[str, ...] = (), force: bool = False,
          port: int = 8701) -> InitResult:
     """Scaffold cd4ml in ``directory`` for ``data``; returns what was written and left alone."""
-    from cd4ml.data import load_frame
     from cd4ml.spec import TASKS, DataSpec
+    from cd4ml.stages.data import load_frame
 
     root = Path(directory).resolve()
     data_path = Path(data).resolve()
@@ -168,7 +168,7 @@ def init(data: str | Path, target: str, *, directory: str | Path = ".", name: st
     }
     written: list[Path] = []
     skipped: list[Path] = []
-    from cd4ml.render import templates_root
+    from cd4ml.release.render import templates_root
 
     templates = templates_root()
     for src in sorted(p for p in (templates / "infra").rglob("*") if p.is_file() and "__pycache__" not in p.parts):

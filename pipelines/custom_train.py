@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.model_selection import train_test_split
 
     import cd4ml
-    from cd4ml.tracking import TrainingData, gate_run
+    from cd4ml.stages.tracking import TrainingData, gate_run
 
     spec_path = HERE / "wine_custom.yaml"
     data_path = HERE / "data" / "wine.csv"

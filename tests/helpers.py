@@ -38,7 +38,7 @@ def model_record(version: int = 3) -> ModelVersion:
 def train_version(spec: Any, store: Any, seed: int, bless: bool = True) -> ModelVersion:
     """Train and register a real model version of ``spec`` (each seed a different model), blessed
     by a passed gate unless ``bless`` is false."""
-    from cd4ml.train import train
+    from cd4ml.stages.train import train
 
     spec = dataclasses.replace(spec, model=dataclasses.replace(spec.model, seed=seed))
     run = store.start_run(spec.name)

@@ -90,9 +90,9 @@ def _first_release(story: Story) -> None:
 
 
 def _teardown(story: Story, client) -> None:
+    from cd4ml.release.targets.local import LocalTarget
+    from cd4ml.release.targets.swarm import SwarmTarget
     from cd4ml.spec import load_spec
-    from cd4ml.targets.local import LocalTarget
-    from cd4ml.targets.swarm import SwarmTarget
 
     spec = load_spec(story.spec_path)
     LocalTarget(client).teardown(spec, spec.environment("staging"))
@@ -355,7 +355,7 @@ def test_chapter4_promotion_needs_a_reviewer_who_is_not_the_author(story):
 
 def test_chapter5_a_prediction_leads_back_to_its_model_run_data_commit_and_image(story):
     story.require("chapter 4")
-    from cd4ml.data import file_hash
+    from cd4ml.stages.data import file_hash
 
     request_id = f"complaint-{uuid.uuid4().hex[:12]}"
     body = json.dumps({"instances": [_row(story)]}).encode()

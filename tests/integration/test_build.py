@@ -48,7 +48,7 @@ def _cli(*args: str, env: dict) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, docker_client, registry):
-    from cd4ml.build import build
+    from cd4ml.release.build import build
 
     tmp = tmp_path_factory.mktemp("build")
     spec_path = _spec_file(tmp, registry.host)
@@ -121,7 +121,7 @@ def test_cli_builds_validates_and_pushes_a_blessed_model(world, docker_client):
     assert labels["cd4ml.model.sha256"] == v1.sha256
     assert labels["cd4ml.model.version"] == "1"
     assert labels["cd4ml.run.id"] == v1.run_id
-    assert len(labels["cd4ml.data.hash"]) == 64
+    assert len(labels["cd4ml.stages.data.hash"]) == 64
     assert "cd4ml.git.commit" in labels and labels["org.opencontainers.image.version"] == "1"
     assert f"CD4ML_MODEL_SHA256={v1.sha256}" in attrs["Config"]["Env"]
     assert attrs["Config"]["User"] not in ("", "0", "root")
@@ -170,7 +170,7 @@ def test_a_tampered_artifact_fails_infra_validation_and_is_never_pushed(world):
 
 
 def test_a_model_that_is_not_blessed_is_refused(world):
-    from cd4ml.build import build
+    from cd4ml.release.build import build
 
     with Store(world["url"]) as store:
         with pytest.raises(BuildError, match=r"wine:4 is not blessed"):

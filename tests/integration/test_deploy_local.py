@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from cd4ml.deploy import DeployFailed, deploy, history, promote, rollback, status
 from cd4ml.errors import DeployError
-from cd4ml.targets.local import LocalTarget
+from cd4ml.release.deploy import DeployFailed, deploy, history, promote, rollback, status
+from cd4ml.release.targets.local import LocalTarget
 from tests.fixtures.deploy import PORTS, Load, served_version
 
 pytestmark = pytest.mark.docker
@@ -101,7 +101,7 @@ def test_blue_green_deploys_roll_back_and_count_no_failure(deploy_world, clean):
         assert served_version(port) == 2
         # containers: the front and one colour, nothing left of the failed releases
         names = sorted(c.name for c in LocalTarget().client.containers.list(
-            all=True, filters={"label": ["cd4ml.environment=staging", "cd4ml.pipeline=wine"]}))
+            all=True, filters={"label": ["cd4ml.environment=staging", "cd4ml.stages.pipeline=wine"]}))
         assert len(names) == 2 and "cd4ml-wine-staging-front" in names, names
 
 
@@ -133,7 +133,7 @@ def test_refusals_name_the_fix(deploy_world, clean):
         v = deploy_world.versions[1]
         bad = store.record_image(v.id, "sha256:x", "cd4ml-test/none:1", 1, "failed")
         try:
-            from cd4ml.deploy import deployable_image
+            from cd4ml.release.deploy import deployable_image
 
             assert deployable_image(store, v).id != bad.id
         finally:

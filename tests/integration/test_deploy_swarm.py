@@ -9,10 +9,10 @@ import time
 import pytest
 import yaml
 
-from cd4ml.deploy import DeployFailed, deploy, history, rollback, status
-from cd4ml.render import render
-from cd4ml.targets import NotHealthy
-from cd4ml.targets.swarm import SwarmTarget
+from cd4ml.release.deploy import DeployFailed, deploy, history, rollback, status
+from cd4ml.release.render import render
+from cd4ml.release.targets import NotHealthy
+from cd4ml.release.targets.swarm import SwarmTarget
 from tests.fixtures.deploy import PORTS, Load, served_version
 
 pytestmark = pytest.mark.docker

@@ -4,9 +4,9 @@ not know that commit, the workflow's, so that the deployment is still recorded."
 
 from __future__ import annotations
 
-from cd4ml.deploy import github_listener
 from cd4ml.events import emit, listening
-from cd4ml.github import GitHubConfig, GitHubReporter
+from cd4ml.integrations.github import GitHubConfig, GitHubReporter
+from cd4ml.release.deploy import github_listener
 
 
 def _reporter(gh, workflow_sha: str) -> GitHubReporter:
@@ -23,7 +23,7 @@ def _posted_refs(gh) -> list[str]:
 
 
 def _release(version: int, git_commit: str | None, deployment_id: int) -> None:
-    """The events cd4ml.deploy emits around one release."""
+    """The events cd4ml.release.deploy emits around one release."""
     data = {"pipeline": "wine", "environment": "production", "action": "rollback",
             "version": version, "image": f"reg/wine:{version}", "digest": None,
             "deployment_id": deployment_id, "url": None}

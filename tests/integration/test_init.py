@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from cd4ml import pipeline
 from cd4ml.cli import main
 from cd4ml.spec import load_spec
+from cd4ml.stages import pipeline
 from cd4ml.store import Store
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from cd4ml import pipeline
 from cd4ml.cli import main
 from cd4ml.spec import load_spec
+from cd4ml.stages import pipeline
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from cd4ml.deploy import deploy, promote
 from cd4ml.errors import DeployError
+from cd4ml.release.deploy import deploy, promote
 from tests.fixtures.deploy import PORTS, served_version
 from tests.integration.test_deploy_local import clean  # noqa: F401  (fixture)
 

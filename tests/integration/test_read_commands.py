@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from cd4ml import lineage as lineage_mod
 from cd4ml.cli import main
 from cd4ml.errors import DataError, StoreError
+from cd4ml.reporting import lineage as lineage_mod
 from cd4ml.store import Store
 
 COLUMNS = ["alcohol", "malic_acid", "target", "alcohol_level"]

@@ -14,8 +14,8 @@ import urllib.request
 
 import pytest
 
-from cd4ml import registry as reg
 from cd4ml.errors import BuildError
+from cd4ml.release import registry as reg
 
 pytestmark = pytest.mark.docker
 

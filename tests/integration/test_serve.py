@@ -146,8 +146,8 @@ def wine_model(tmp_path_factory):
     from sklearn.datasets import load_wine
     from sklearn.ensemble import RandomForestClassifier
 
-    from cd4ml.drift import feature_stats
-    from cd4ml.train import input_signature
+    from cd4ml.stages.drift import feature_stats
+    from cd4ml.stages.train import input_signature
 
     X, y = load_wine(return_X_y=True, as_frame=True)
     model = RandomForestClassifier(n_estimators=25, max_depth=6, random_state=0).fit(X, y)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from cd4ml import pipeline
 from cd4ml.errors import TrackedRunError
 from cd4ml.spec import load_spec
+from cd4ml.stages import pipeline
 from cd4ml.store import Store
 from tests.helpers import run_workers
 
@@ -32,7 +32,7 @@ SCRIPT = textwrap.dedent("""\
     from sklearn.tree import DecisionTreeClassifier
 
     import cd4ml
-    from cd4ml.tracking import gate_run
+    from cd4ml.stages.tracking import gate_run
 
     SPEC, DATA, MODE = sys.argv[1], sys.argv[2], sys.argv[3]
     depth = int(sys.argv[4]) if len(sys.argv) > 4 else 4
@@ -175,8 +175,8 @@ def test_a_parallel_sweep_of_eight_processes_loses_no_run(project):
     import sklearn.metrics
     import sklearn.tree  # noqa: F401
 
-    import cd4ml.drift
-    import cd4ml.train  # noqa: F401
+    import cd4ml.stages.drift
+    import cd4ml.stages.train  # noqa: F401
 
     ctx = multiprocessing.get_context("fork")
     depths = range(1, 9)

@@ -17,15 +17,15 @@ import pytest
 
 from cd4ml import artifacts
 from cd4ml.cli import main
-from cd4ml.data import file_hash
 from cd4ml.errors import ArtifactError, DataError, SpecError
-from cd4ml.evaluate import evaluate
 from cd4ml.events import listening
-from cd4ml.gate import gate
 from cd4ml.paths import artifacts_root
 from cd4ml.spec import load_spec
+from cd4ml.stages.data import file_hash
+from cd4ml.stages.evaluate import evaluate
+from cd4ml.stages.gate import gate
+from cd4ml.stages.train import train
 from cd4ml.store import Store
-from cd4ml.train import train
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,13 +15,13 @@ import pandas as pd
 import pytest
 
 from cd4ml import cli
-from cd4ml.data import file_hash, load_frame
-from cd4ml.drift import feature_stats
 from cd4ml.errors import SpecError
 from cd4ml.events import listening
 from cd4ml.spec import load_spec
+from cd4ml.stages.data import file_hash, load_frame
+from cd4ml.stages.drift import feature_stats
+from cd4ml.stages.validate import validate
 from cd4ml.store import Store
-from cd4ml.validate import validate
 
 WINE_FEATURES = ["alcohol", "malic_acid", "ash", "alcalinity_of_ash", "magnesium", "total_phenols",
                  "flavanoids", "nonflavanoid_phenols", "proanthocyanins", "color_intensity", "hue",
@@ -226,7 +226,7 @@ def test_cli_fails_with_exit_1_and_shows_failures_and_drift(pipelines, tmp_path,
 
 def test_cli_exit_2_with_one_line_for_a_malformed_suite(pipelines, tmp_path):
     (pipelines / "expectations" / "wine.json").write_text('{"name": "wine", "expectations": [\n')
-    env = {**os.environ, "PYTHONPATH": str(Path(cli.__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(cli.__file__).resolve().parents[2])}
     proc = subprocess.run([sys.executable, "-m", "cd4ml", "validate", "-p", str(pipelines / "wine.yaml"),
                            "--store", f"sqlite:///{tmp_path / 'cli.db'}"],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,

@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from cd4ml.build import check_buildable, image_reference
 from cd4ml.errors import BuildError
+from cd4ml.release.build import check_buildable, image_reference
 
 
 def _model(store, pipeline="wine", blessed=True, bad=False):
@@ -46,7 +46,7 @@ def test_the_reference_is_registry_repository_and_version(spec, store):
 
 
 def test_a_push_without_a_registry_is_refused_before_building(spec, store):
-    from cd4ml.build import build
+    from cd4ml.release.build import build
 
     with pytest.raises(BuildError, match=r"image.registry is not set"):
         build(spec, store, _model(store), push=True)

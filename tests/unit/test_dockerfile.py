@@ -13,14 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from cd4ml import artifacts, dockerfile
+from cd4ml import artifacts
 from cd4ml.errors import BuildError
+from cd4ml.release import dockerfile
 from cd4ml.store import Store
 
 REQUIRED_LABELS = (
     "org.opencontainers.image.title", "org.opencontainers.image.version",
     "org.opencontainers.image.created", "org.opencontainers.image.revision",
-    "cd4ml.model.version", "cd4ml.run.id", "cd4ml.git.commit", "cd4ml.data.hash",
+    "cd4ml.model.version", "cd4ml.run.id", "cd4ml.git.commit", "cd4ml.stages.data.hash",
     "cd4ml.model.sha256",
 )
 
@@ -30,7 +31,7 @@ def model(tmp_path, spec):
     """A small real model, registered and blessed, with its artifact written as train does."""
     from sklearn.tree import DecisionTreeClassifier
 
-    from cd4ml.data import feature_columns, load_frame
+    from cd4ml.stages.data import feature_columns, load_frame
 
     frame = load_frame(spec.data)
     features = feature_columns(spec.data, frame)

@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cd4ml.drift import (
+from cd4ml.errors import DataError
+from cd4ml.spec import DriftSpec
+from cd4ml.stages.drift import (
     BINS,
     CATEGORICAL_PSI_THRESHOLD,
     categorical_psi,
@@ -19,8 +21,6 @@ from cd4ml.drift import (
     numeric_psi,
     psi,
 )
-from cd4ml.errors import DataError
-from cd4ml.spec import DriftSpec
 
 
 @pytest.fixture

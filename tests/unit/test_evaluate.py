@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cd4ml.evaluate import (
+from cd4ml.spec import CLASSIFICATION_METRICS, REGRESSION_METRICS
+from cd4ml.stages.evaluate import (
     MISSING,
     EvaluationResult,
     confusion,
@@ -18,7 +19,6 @@ from cd4ml.evaluate import (
     score,
     slice_values,
 )
-from cd4ml.spec import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from cd4ml.store import Store
 
 C, R = CLASSIFICATION_METRICS, REGRESSION_METRICS

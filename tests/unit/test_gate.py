@@ -7,10 +7,10 @@ import math
 import pytest
 
 from cd4ml.errors import Cd4mlError, SpecError
-from cd4ml.evaluate import EvaluationResult
 from cd4ml.events import listening
-from cd4ml.gate import check_override, check_rules, gate
 from cd4ml.spec import GateRule, load_spec
+from cd4ml.stages.evaluate import EvaluationResult
+from cd4ml.stages.gate import check_override, check_rules, gate
 
 NAN, INF = float("nan"), float("inf")
 

@@ -1,6 +1,6 @@
 """The kubernetes target offline: every rendered manifest against the official schemas
-(kubernetes-validate), the kubectl command lines cd4ml/kube.py builds, and the target's
-apply / rollout / undo sequence run through cd4ml.proc against a kubectl stand-in (no cluster
+(kubernetes-validate), the kubectl command lines cd4ml/integrations/kubernetes.py builds, and the target's
+apply / rollout / undo sequence run through cd4ml.integrations.proc against a kubectl stand-in (no cluster
 runs here: the stand-in records its command lines and answers as a cluster would)."""
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from cd4ml import kube
 from cd4ml.errors import DeployError
-from cd4ml.render import render
-from cd4ml.targets import NotHealthy
-from cd4ml.targets.kubernetes import KubernetesTarget
+from cd4ml.integrations import kubernetes as kube
+from cd4ml.release.render import render
+from cd4ml.release.targets import NotHealthy
+from cd4ml.release.targets.kubernetes import KubernetesTarget
 from tests.helpers import model_record
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cd4ml.pipeline import cache_key, code_hash
 from cd4ml.spec import load_spec
+from cd4ml.stages.pipeline import cache_key, code_hash
 
 
 @pytest.fixture

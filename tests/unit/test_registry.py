@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cd4ml import registry
 from cd4ml.errors import BuildError
+from cd4ml.release import registry
 
 
 @pytest.mark.parametrize("ref, repo, tag, host", [

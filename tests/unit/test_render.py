@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from cd4ml.errors import SpecError
-from cd4ml.render import (
+from cd4ml.release.render import (
     cpu_cores,
     memory_bytes,
     proxy_source,

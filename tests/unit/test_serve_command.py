@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cd4ml.commands.common import model_ref
+from cd4ml.cli.common import model_ref
 from cd4ml.errors import SpecError
 
 

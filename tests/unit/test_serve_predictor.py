@@ -22,7 +22,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from cd4ml.serve.predictor import ModelMismatch, Predictor, probe_rows, quiet_positional
 from cd4ml.serve.schema import fields_of
-from cd4ml.train import input_signature
+from cd4ml.stages.train import input_signature
 
 
 def rows_of(frame: pd.DataFrame) -> list[list]:

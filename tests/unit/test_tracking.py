@@ -13,11 +13,11 @@ import pytest
 
 import cd4ml
 from cd4ml import artifacts
-from cd4ml.data import file_hash
 from cd4ml.errors import DataError, SpecError, TrackedRunError
 from cd4ml.spec import load_spec
+from cd4ml.stages.data import file_hash
+from cd4ml.stages.tracking import frame_hash, gate_run, logged_metrics, run_entry_point
 from cd4ml.store import Store
-from cd4ml.tracking import frame_hash, gate_run, logged_metrics, run_entry_point
 
 SPEC = """\
 name: tiny
@@ -101,7 +101,7 @@ def xy(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
 
 
 def test_a_run_records_itself_as_tracked_with_git_facts_and_times(store, monkeypatch):
-    from cd4ml.gitinfo import git_info
+    from cd4ml.integrations.git import git_info
 
     monkeypatch.setenv("GITHUB_ACTOR", "octocat")
     git = git_info(Path(__file__).parent)

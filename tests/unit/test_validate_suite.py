@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from cd4ml.errors import SpecError
-from cd4ml.validate import load_suite, run_suite
+from cd4ml.stages.validate import load_suite, run_suite
 
 
 def _suite_file(tmp_path: Path, expectations: list, **extra) -> Path:

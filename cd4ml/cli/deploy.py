@@ -1,0 +1,79 @@
+"""``cd4ml deploy --env ENV [MODEL_VERSION]``: deploy a blessed, infra-validated version and wait
+until it serves; exit 1 when it did not (the previous version is put back)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from contextlib import ExitStack
+from typing import Any
+
+from cd4ml.cli.common import add_common, load_pipeline, store_with_progress
+
+
+def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
+    add_common(p)
+    p.add_argument("--env", required=True, metavar="ENV", help="the environment (from the spec)")
+    p.add_argument("version", nargs="?", metavar="MODEL_VERSION",
+                   help="e.g. 5 or wine:5 (default: the newest blessed version not marked bad)")
+    add_actor(p)
+
+
+def add_actor(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reason", help="why (recorded with the deployment)")
+    p.add_argument("--actor", metavar="USER",
+                   help="who acts (default: $GITHUB_ACTOR, git user.name, the login name)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from cd4ml.release.deploy import deploy
+
+    return act(args, lambda spec, store: deploy(spec, store, args.env, args.version,
+                                                actor=args.actor, reason=args.reason))
+
+
+def act(args: argparse.Namespace, fn: Callable[[Any, Any], Any]) -> int:
+    """Run a deploy-like action with progress on stderr (and GitHub Deployments when a token
+    is set), then print its result; a failed release still prints what was put back."""
+    from cd4ml.release.deploy import DeployFailed
+
+    spec = load_pipeline(args)
+    with store_with_progress(args) as store, ExitStack() as stack:
+        reporter = _github()
+        if reporter is not None:
+            from cd4ml.events import listening
+            from cd4ml.release.deploy import github_listener
+
+            stack.enter_context(listening(github_listener(reporter)))
+        try:
+            result = fn(spec, store)
+        except DeployFailed as e:
+            if args.json:
+                show(e.result, True)
+            raise
+    show(result, args.json)
+    return 0
+
+
+def _github() -> Any:
+    import os
+
+    if not os.environ.get("GITHUB_TOKEN"):
+        return None
+    from cd4ml.integrations.github import GitHubReporter
+
+    reporter = GitHubReporter()
+    return reporter if reporter.enabled else None
+
+
+def show(result: Any, as_json: bool) -> None:
+    from cd4ml.reporting.console import paint, print_json
+
+    if as_json:
+        print_json(result)
+        return
+    mark = {"healthy": ("✓", "green"), "unchanged": ("=", "green")}.get(result.status, ("✗", "red"))
+    print(f"{paint(mark[0], mark[1])} {result.message}")
+    print(f"  {result.action} {result.pipeline}:{result.version} -> {result.environment} "
+          f"({result.target}), image {result.image}"
+          + (f", deployment #{result.deployment_id}" if result.deployment_id else ""))

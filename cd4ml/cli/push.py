@@ -1,0 +1,30 @@
+"""``cd4ml push MODEL_VERSION``: push a model version's infra-validated image to the registry.
+
+The registry login comes from CD4ML_REGISTRY_USER and CD4ML_REGISTRY_PASSWORD (never a flag,
+so it never lands in a shell history or a CI log)."""
+
+from __future__ import annotations
+
+import argparse
+
+from cd4ml.cli.common import add_common, chosen_model, load_pipeline, store_with_progress
+
+
+def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
+    p.add_argument("model_version", metavar="MODEL_VERSION", help="version to push, e.g. 3 or wine:3")
+    add_common(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cd4ml.release.build import push
+    from cd4ml.reporting.console import print_json
+
+    spec = load_pipeline(args)
+    with store_with_progress(args) as store:
+        model = chosen_model(store, spec.name, args.model_version)
+        result = push(spec, store, model)
+    if args.json:
+        print_json(result)
+    else:
+        print(f"pushed  {result.reference}@{result.digest}")
+    return 0

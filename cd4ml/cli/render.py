@@ -1,0 +1,64 @@
+"""``cd4ml render --env ENV [MODEL_VERSION] [-o DIR]``: the environment's infrastructure files
+(compose/stack file, Kubernetes manifests), for review or for a GitOps repository."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cd4ml.cli.common import add_common, load_pipeline, open_store
+from cd4ml.errors import StoreError
+
+
+def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
+    add_common(p)
+    p.add_argument("--env", required=True, metavar="ENV")
+    p.add_argument("version", nargs="?", metavar="MODEL_VERSION",
+                   help="default: the version current in ENV, else the newest blessed one")
+    p.add_argument("-o", "--output", metavar="DIR", help="write the files into DIR (default: print)")
+    p.add_argument("--image", metavar="REF",
+                   help="the image reference to render (default: the version's infra-validated image)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from cd4ml.release.deploy import deployable_image, parse_version
+    from cd4ml.release.render import render
+
+    spec = load_pipeline(args)
+    env = spec.environment(args.env)
+    with open_store(args) as store:
+        current = store.current_deployment(spec.name, env.name)
+        if args.version is not None:
+            model = store.model(spec.name, parse_version(spec, args.version))
+        elif current is not None:
+            model = store.model_by_id(current.model_version_id)
+        else:
+            model = store.latest_model(spec.name, blessed=True)
+            if model is None:
+                raise StoreError(f"{spec.name} has no blessed version to render; name one")
+        if args.image:
+            image, digest = args.image, None
+        elif current is not None and current.model_version_id == model.id:
+            image, digest = current.image_ref, current.details.get("image_digest")
+        else:
+            img = deployable_image(store, model)
+            image, digest = img.reference, img.digest
+    rendered = render(spec, env, model, image, digest=digest)
+    written = rendered.write(args.output) if args.output else None
+    if args.json:
+        from cd4ml.reporting.console import print_json
+
+        print_json({"target": rendered.target, "environment": rendered.environment,
+                    "name": rendered.name, "model_version": model.version, "image": image,
+                    "digest": digest, "files": dict(rendered.files),
+                    "sources": dict(rendered.sources), "written": written})
+        return 0
+    if written is not None:
+        for path in written:
+            print(path)
+        return 0
+    for fname, text in rendered.files.items():
+        sys.stdout.write(f"# ---- {fname} (from {rendered.sources.get(fname, 'cd4ml')})\n{text}")
+        if not text.endswith("\n"):
+            sys.stdout.write("\n")
+    return 0

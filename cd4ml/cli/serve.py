@@ -1,0 +1,50 @@
+"""``cd4ml serve MODEL_VERSION``: run the model server on a registered version, in the foreground.
+
+The same server the image runs (``python -m cd4ml.serve``), on the artifact directory the store
+records, with the store's sha256 as the expected one: a model file changed since it was
+registered is refused just as it would be in the image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from cd4ml.cli.common import add_common, load_pipeline, model_ref, open_store
+from cd4ml.errors import ArtifactError, Cd4mlError, SpecError
+
+
+def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
+    p.add_argument("model", metavar="MODEL_VERSION",
+                   help="PIPELINE:VERSION, or a version number of the pipeline chosen with -p")
+    add_common(p, json=False)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="server processes sharing the port (default 1)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cd4ml.serve.server import StartError, serve
+
+    pipeline, version = model_ref(args.model)
+    if pipeline is None:
+        pipeline = load_pipeline(args).name
+    elif args.pipeline and load_pipeline(args).name != pipeline:
+        raise SpecError(f"MODEL_VERSION {args.model!r} is of pipeline {pipeline!r}, but -p names "
+                        f"{load_pipeline(args).name!r}; give one or the other")
+    with open_store(args) as store:
+        model = store.model(pipeline, version)
+    pinned = os.environ.get("CD4ML_MODEL_SHA256")
+    if pinned and pinned.strip().lower() != model.sha256:
+        raise ArtifactError(f"CD4ML_MODEL_SHA256 is {pinned.strip()[:12]}..., but {model.ref} was "
+                            f"registered with sha256 {model.sha256[:12]}...; unset it or serve "
+                            "the version it names")
+    try:
+        return serve(Path(model.artifact_uri), host=args.host, port=args.port,
+                     workers=args.workers, expected_sha256=model.sha256,
+                     log_path=os.environ.get("CD4ML_PREDICTION_LOG") or None)
+    except StartError as e:
+        raise Cd4mlError(f"{model.ref}: {e}") from None

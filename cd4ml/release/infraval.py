@@ -1,0 +1,239 @@
+"""Infra validation: run the built image as it would run in production and hold it to account.
+
+Like TFX's InfraValidator, an image is not deployable because it built, but because a container
+of it, started cold, became ready, answered the held-out rows with exactly the predictions the
+model gives in-process, refused a malformed request with 422, stayed within the spec's p99
+latency and size budgets, and reported the model it was built with. The container runs with a
+read-only root file system, published on a free loopback port only, and is always removed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from cd4ml.events import emit
+from cd4ml.release.dockerfile import PORT
+
+if TYPE_CHECKING:
+    import docker
+
+    from cd4ml.spec import Spec
+    from cd4ml.store import ModelVersion
+
+log = logging.getLogger("cd4ml.release.infraval")
+BATCH = 500  # rows per /predict request when replaying the held-out rows
+MB = 1_000_000  # sizes in decimal megabytes, as `docker images` shows them
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str  # ready | identity | predictions | malformed | latency | size
+    passed: bool
+    observed: Any
+    limit: Any
+    detail: str
+
+
+@dataclass(frozen=True)
+class InfraReport:
+    passed: bool
+    checks: tuple[Check, ...]
+    test_rows: int
+    p99_ms: float | None
+    ready_seconds: float | None
+    seconds: float
+
+    @property
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+
+def validate_image(c: docker.DockerClient, spec: Spec, model: ModelVersion, image: str,
+                   size_bytes: int, *, ready_timeout: float = 60.0,
+                   latency_requests: int = 200) -> InfraReport:
+    """Start ``image``, run every check, remove the container. Never raises for a failed check:
+    the verdict is the report's ``passed`` (recorded by the caller)."""
+    from cd4ml.errors import BuildError
+    from cd4ml.integrations.docker import logs_tail, published_port, translating
+
+    started = time.perf_counter()
+    emit("stage_started", "infra", f"validating {image[:19]}")
+    checks: list[Check] = []
+    rows, expected, load_error = _held_out(spec, model)
+    p99 = ready_s = None
+    name = f"cd4ml-infraval-{spec.name}-{model.version}-{uuid.uuid4().hex[:6]}"
+    container = None
+    try:
+        with translating(BuildError, f"start {image[:19]} for infra validation"):
+            container = c.containers.run(
+                image, detach=True, name=name, read_only=True, tmpfs={"/tmp": "size=64m"},
+                ports={f"{PORT}/tcp": ("127.0.0.1", None)},
+                labels={"cd4ml.role": "infra-validation", "cd4ml.stages.pipeline": spec.name})
+            url = f"http://127.0.0.1:{published_port(container, f'{PORT}/tcp')}"
+        ready_s, why = _wait_ready(container, url, ready_timeout)
+        checks.append(Check("ready", ready_s is not None, ready_s, ready_timeout,
+                            why or f"ready after {ready_s:.1f} s"))
+        if ready_s is None:
+            tail = logs_tail(container).splitlines()[-1:] if container else []
+            if tail:
+                checks[-1] = Check("ready", False, None, ready_timeout, f"{why}: {tail[0][:300]}")
+        else:
+            checks.append(_identity(url, model))
+            checks.append(_predictions(url, rows, expected, load_error))
+            checks.append(_malformed(url))
+            latency, p99 = _latency(url, rows, latency_requests, spec.image.max_p99_ms)
+            checks.append(latency)
+    finally:
+        if container is not None:
+            try:
+                container.remove(force=True)
+            except Exception as e:  # noqa: BLE001 - a container already gone is the goal reached
+                log.debug("removing %s: %s", name, e)
+    limit = spec.image.max_size_mb
+    size_mb = size_bytes / MB
+    checks.append(Check("size", limit is None or size_mb <= limit, round(size_mb, 1), limit,
+                        f"{size_mb:.0f} MB" + (f" (budget {limit:g} MB)" if limit else "")))
+    report = InfraReport(passed=all(ch.passed for ch in checks), checks=tuple(checks),
+                         test_rows=len(rows), p99_ms=p99, ready_seconds=ready_s,
+                         seconds=time.perf_counter() - started)
+    failed = ", ".join(ch.name for ch in report.failures)
+    emit("stage_finished" if report.passed else "stage_failed", "infra",
+         "passed" if report.passed else f"failed: {failed}", passed=report.passed)
+    return report
+
+
+# ---------------------------------------------------------------------------------- the checks
+
+
+def _held_out(spec: Spec, model: ModelVersion) -> tuple[list[dict], list | None, str | None]:
+    """The held-out rows (features only, as JSON records) and the in-process predictions."""
+    from cd4ml import artifacts
+    from cd4ml.stages.data import load_frame, split
+
+    frame = load_frame(spec.data)
+    test = frame.iloc[split(spec, frame).test_index]
+    names = [f["name"] for f in model.signature.get("inputs", [])]
+    X = test[names]
+    rows = [{k: _native(v) for k, v in r.items()} for r in X.to_dict("records")]
+    try:
+        estimator, _ = artifacts.load(model.artifact_uri, expected_sha256=model.sha256)
+    except artifacts.ArtifactMismatch as e:
+        return rows, None, str(e)
+    return rows, [_native(v) for v in estimator.predict(X).tolist()], None
+
+
+def _native(v: Any) -> Any:
+    if hasattr(v, "item"):
+        v = v.item()
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    return v
+
+
+def _request(url: str, body: Any = None, timeout: float = 10) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method="GET" if data is None else "POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as e:
+        try:
+            return e.code, json.loads(e.read() or b"null")
+        except ValueError:
+            return e.code, None
+
+
+def _wait_ready(container: Any, url: str, timeout: float) -> tuple[float | None, str]:
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        container.reload()
+        if container.status in ("exited", "dead"):
+            code = container.attrs.get("State", {}).get("ExitCode")
+            return None, f"the server exited (code {code}) before it was ready"
+        try:
+            status, _ = _request(f"{url}/ready", timeout=2)
+            if status == 200:
+                return time.perf_counter() - t0, ""
+        except (OSError, ValueError):
+            pass  # not listening yet
+        time.sleep(0.2)
+    return None, f"not ready within {timeout:g} s"
+
+
+def _identity(url: str, model: ModelVersion) -> Check:
+    status, meta = _request(f"{url}/metadata")
+    served = _find(meta, "sha256") if status == 200 else None
+    ok = served == model.sha256
+    return Check("identity", ok, (served or "")[:12], model.sha256[:12],
+                 "serves the recorded model" if ok else
+                 f"/metadata answered {status} with sha256 {served!r}, not the recorded one")
+
+
+def _find(doc: Any, key: str) -> Any:
+    if isinstance(doc, dict):
+        if key in doc:
+            return doc[key]
+        for v in doc.values():
+            found = _find(v, key)
+            if found is not None:
+                return found
+    return None
+
+
+def _predictions(url: str, rows: list[dict], expected: list | None, load_error: str | None) -> Check:
+    if expected is None:
+        return Check("predictions", False, None, len(rows),
+                     f"the model cannot be loaded in-process: {load_error}")
+    served: list = []
+    for i in range(0, len(rows), BATCH):
+        status, body = _request(f"{url}/predict", {"instances": rows[i:i + BATCH]}, timeout=30)
+        if status != 200 or not isinstance(body, dict) or "predictions" not in body:
+            return Check("predictions", False, len(served), len(rows),
+                         f"/predict answered {status}: {str(body)[:200]}")
+        served.extend(body["predictions"])
+    differ = [i for i, (a, b) in enumerate(zip(served, expected)) if a != b]
+    if len(served) != len(expected):
+        differ.append(min(len(served), len(expected)))
+    if differ:
+        i = differ[0]
+        got = served[i] if i < len(served) else "nothing"
+        return Check("predictions", False, len(rows) - len(differ), len(rows),
+                     f"{len(differ)} of {len(rows)} held-out predictions differ from the "
+                     f"in-process model's; first at row {i}: {got!r} != {expected[i]!r}")
+    return Check("predictions", True, len(rows), len(rows),
+                 f"{len(rows)} held-out rows, all equal to the in-process predictions")
+
+
+def _malformed(url: str) -> Check:
+    status, _ = _request(f"{url}/predict", {"instances": [{"__cd4ml_not_a_feature__": 1}]})
+    return Check("malformed", status == 422, status, 422,
+                 "a malformed request is refused with 422" if status == 422 else
+                 f"a malformed request got {status}, not 422")
+
+
+def _latency(url: str, rows: list[dict], n: int, budget: float | None) -> tuple[Check, float | None]:
+    if not rows or n <= 0:
+        return Check("latency", budget is None, None, budget, "no rows to time"), None
+    _request(f"{url}/predict", {"instances": [rows[0]]})  # warm-up, not timed
+    timings = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        status, _ = _request(f"{url}/predict", {"instances": [rows[i % len(rows)]]})
+        timings.append((time.perf_counter() - t0) * 1000)
+        if status != 200:
+            return Check("latency", False, None, budget, f"request {i} answered {status}"), None
+    timings.sort()
+    p99 = timings[max(0, math.ceil(0.99 * len(timings)) - 1)]  # nearest rank
+    ok = budget is None or p99 <= budget
+    return Check("latency", ok, round(p99, 2), budget,
+                 f"p99 {p99:.1f} ms over {n} single-row requests"
+                 + (f" (budget {budget:g} ms)" if budget else "")), p99

@@ -1,0 +1,246 @@
+"""Rendering an environment's infrastructure: spec + model version + image -> files.
+
+Pure: nothing here talks to Docker, a cluster or the store. The templates are jinja2 files under
+``infra/<target>/`` that users read and override: a file of the same name in the user's
+repository (``infra/<target>/`` beside the ``pipelines/`` folder, or inside it) replaces cd4ml's,
+and a new file there is rendered too. A template that renders to blank text is left out (the
+HorizontalPodAutoscaler without ``autoscale``).
+
+cd4ml's own templates ship inside the package as ``cd4ml/infra`` (in the source tree that is a
+symbolic link to the repository's ``infra/``, which setuptools follows into the wheel), so they
+are found the same way from a checkout and after ``pip install``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cd4ml.errors import SpecError
+
+if TYPE_CHECKING:
+    from cd4ml.spec import EnvironmentSpec, Spec
+    from cd4ml.store import ModelVersion
+
+_PACKAGE = Path(__file__).resolve().parents[1]
+#: the port the model server listens on inside its container (infra/docker/Dockerfile.j2)
+CONTAINER_PORT = 8080
+#: files copied verbatim next to the rendered templates (the traffic front of local and swarm)
+PROXY_FILE = "proxy.py"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The files of one environment's release, by name, in render order."""
+
+    target: str
+    environment: str
+    name: str  # the resource name: container prefix, stack name, Deployment name
+    files: Mapping[str, str]
+    sources: Mapping[str, Path] = field(default_factory=dict)  # file name -> template used
+    context: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def write(self, directory: str | Path) -> list[Path]:
+        """Write every file into ``directory`` (created); returns the paths written."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for fname, text in self.files.items():
+            p = out / fname
+            p.write_text(text, encoding="utf-8")
+            paths.append(p)
+        return paths
+
+
+def templates_root() -> Path:
+    """The directory that holds cd4ml's default ``infra/`` (the package itself once installed)."""
+    for root in (_PACKAGE, _PACKAGE.parent):
+        if (root / "infra").is_dir():
+            return root
+    raise SpecError(f"cd4ml's templates are missing (no {_PACKAGE / 'infra'}); reinstall cd4ml")
+
+
+def template_dirs(spec: Spec, target: str) -> list[Path]:
+    """Where ``target``'s templates come from, lowest priority first: cd4ml's, then the user's."""
+    dirs = [templates_root() / "infra" / target]
+    for root in (spec.root.parent, spec.root):
+        d = root / "infra" / target
+        if d.is_dir() and all(d.resolve() != x.resolve() for x in dirs):
+            dirs.append(d)
+    return dirs
+
+
+def resource_name(spec: Spec, env: EnvironmentSpec) -> str:
+    """``cd4ml-<pipeline>-<env>``: valid as a container, stack and Kubernetes (DNS-1123) name."""
+    return re.sub(r"[^a-z0-9-]", "-", f"cd4ml-{spec.name}-{env.name}".lower())[:63].rstrip("-")
+
+
+# ----------------------------------------------------------------------------- quantities
+
+
+def cpu_cores(value: str | None) -> float | None:
+    """``"0.5"``, ``"2"`` or Kubernetes' ``"500m"`` as a number of cores."""
+    if value is None:
+        return None
+    v = str(value).strip()
+    try:
+        cores = float(v[:-1]) / 1000 if v.endswith("m") else float(v)
+    except ValueError:
+        raise SpecError(f"environments: cpu: {value!r} is not a number of cores (e.g. 0.5 or 500m)") from None
+    if cores <= 0:
+        raise SpecError(f"environments: cpu: {value!r} must be more than 0")
+    return cores
+
+
+_MEM_UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4,
+              "ki": 1024, "mi": 1024**2, "gi": 1024**3, "ti": 1024**4}
+
+
+def memory_bytes(value: str | None) -> int | None:
+    """``"512Mi"``, ``"1Gi"``, ``"256M"`` or a number of bytes, as bytes. Docker's one-letter
+    units (``512m``) mean mebibytes there and are read so here, not as Kubernetes' milli."""
+    if value is None:
+        return None
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", str(value))
+    unit = m.group(2).lower() if m else "?"
+    if unit in ("k", "m", "g", "t") and m and m.group(2).islower():
+        unit += "i"
+    if not m or unit not in _MEM_UNITS:
+        raise SpecError(f"environments: memory: {value!r} is not a size (e.g. 512Mi or 1Gi)")
+    return int(float(m.group(1)) * _MEM_UNITS[unit])
+
+
+def resources(env: EnvironmentSpec) -> dict[str, Any]:
+    """The environment's cpu and memory in each target's notation (None where not set)."""
+    cores = cpu_cores(env.cpu)
+    mem = memory_bytes(env.memory)
+    return {
+        "cpu_cores": cores,
+        "nano_cpus": int(cores * 1e9) if cores else None,
+        "cpu_k8s": (f"{round(cores * 1000)}m" if cores else None),
+        "memory_bytes": mem,
+        "memory_k8s": (_k8s_memory(mem) if mem else None),
+        "memory_docker": (f"{mem // 2**20}M" if mem and mem % 2**20 == 0 else (f"{mem}b" if mem else None)),
+    }
+
+
+def _k8s_memory(n: int) -> str:
+    for suffix, size in (("Gi", 1024**3), ("Mi", 1024**2), ("Ki", 1024)):
+        if n % size == 0:
+            return f"{n // size}{suffix}"
+    return str(n)
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def proxy_source() -> str:
+    """The traffic front's code (cd4ml/release/targets/proxy.py): stdlib only, run by any Python image."""
+    return (_PACKAGE / "release" / "targets" / PROXY_FILE).read_text(encoding="utf-8")
+
+
+def context(spec: Spec, env: EnvironmentSpec, model: ModelVersion, image: str, *,
+            digest: str | None = None, proxy_image: str | None = None,
+            container_port: int = CONTAINER_PORT) -> dict[str, Any]:
+    """Every variable a template may use (the templates' headers list them)."""
+    name = resource_name(spec, env)
+    proxy = proxy_source()
+    image_pinned = image
+    if digest and "@" not in image:
+        # the digest names one exact image; a tag can move under a cluster that pulls it
+        repo = digest.split("@")[0] if "@" in digest else image.rsplit(":", 1)[0]
+        image_pinned = f"{repo}@{digest.split('@')[-1]}"
+    return {
+        "pipeline": spec.name,
+        "env": env,
+        "environment": env.name,
+        "target": env.target,
+        "name": name,
+        "model": {"id": model.id, "version": model.version, "ref": model.ref,
+                  "sha256": model.sha256, "task": model.task},
+        "image": image,
+        "image_digest": digest,
+        "image_pinned": image_pinned,
+        "container_port": container_port,
+        "replicas": env.replicas,
+        "port": env.port,
+        "host": env.host,
+        "namespace": env.namespace,
+        "autoscale": dict(env.autoscale) if env.autoscale else None,
+        "health_timeout": env.health_timeout,
+        "healthcheck": env.healthcheck,
+        "resources": resources(env),
+        "labels": {
+            "cd4ml.stages.pipeline": spec.name,
+            "cd4ml.environment": env.name,
+        },
+        "proxy_image": proxy_image or base_image(spec),
+        # the host directory the model containers write their prediction logs to
+        "prediction_logs": str(prediction_log_dir(spec.name, env.name)),
+        "proxy_file": PROXY_FILE,
+        # swarm configs are immutable: a changed proxy gets a new name, an unchanged one keeps it
+        "proxy_config": f"{name}-proxy-{hashlib.sha256(proxy.encode()).hexdigest()[:12]}",
+    }
+
+
+def prediction_log_dir(pipeline: str, environment: str) -> Path:
+    """Where an environment's containers keep their prediction logs on the host: outlives the
+    containers, so a prediction stays traceable after its version was replaced."""
+    from cd4ml.paths import logs_root
+
+    return (logs_root() / pipeline / environment).resolve()
+
+
+def base_image(spec: Spec) -> str:
+    """The image the traffic front runs in: the model image's base (any image with Python)."""
+    return os.environ.get("CD4ML_BASE_IMAGE") or spec.image.base
+
+
+def render(spec: Spec, env: EnvironmentSpec | str, model: ModelVersion, image: str, *,
+           digest: str | None = None, proxy_image: str | None = None,
+           container_port: int = CONTAINER_PORT) -> Rendered:
+    """Render every template of the environment's target, user overrides first."""
+    import jinja2
+
+    if isinstance(env, str):
+        env = spec.environment(env)
+    ctx = context(spec, env, model, image, digest=digest, proxy_image=proxy_image,
+                  container_port=container_port)
+    templates: dict[str, Path] = {}
+    for d in template_dirs(spec, env.target):
+        for p in sorted(d.glob("*.j2")):
+            templates[p.name[: -len(".j2")]] = p
+    if not templates:
+        raise SpecError(f"no templates for target {env.target!r} (looked in "
+                        f"{', '.join(str(d) for d in template_dirs(spec, env.target))}); reinstall cd4ml")
+    jenv = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True,
+                              lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
+    jenv.filters["q"] = _quote
+    files: dict[str, str] = {}
+    sources: dict[str, Path] = {}
+    for fname, path in templates.items():
+        try:
+            text = jenv.from_string(path.read_text(encoding="utf-8")).render(**ctx)
+        except jinja2.TemplateSyntaxError as e:
+            raise SpecError(f"{path}:{e.lineno}: template syntax error: {e.message}") from None
+        except jinja2.UndefinedError as e:
+            raise SpecError(f"{path}: {e.message}; the variables are listed in the header of "
+                            f"cd4ml's infra/{env.target}/{path.name}") from None
+        if text.strip():
+            files[fname] = text
+            sources[fname] = path
+    if env.target in ("local", "swarm"):
+        files[PROXY_FILE] = proxy_source()
+    return Rendered(target=env.target, environment=env.name, name=ctx["name"], files=files,
+                    sources=sources, context=ctx)
+
+
+def _quote(value: Any) -> str:
+    """A scalar as a double-quoted YAML string (JSON's quoting is valid YAML)."""
+    return json.dumps("" if value is None else str(value))
