@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cd4ml.errors import DataError, SpecError
+from cd4ml.errors import DataError, UsageError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -153,9 +153,9 @@ def init(data: str | Path, target: str, *, directory: str | Path = ".", name: st
     sample = frame.sample(n=min(len(frame), SAMPLE_ROWS), random_state=0) if len(frame) > SAMPLE_ROWS else frame
     name = name or re.sub(r"[^a-z0-9_-]+", "-", data_path.stem.lower()).strip("-") or "model"
     if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", name):
-        raise SpecError(f"--name {name!r}: use lower-case letters, digits, '-' or '_'")
+        raise UsageError(f"--name {name!r}: use lower-case letters, digits, '-' or '_'")
     if task is not None and task not in TASKS:
-        raise SpecError(f"--task {task!r}: one of {', '.join(TASKS)}")
+        raise UsageError(f"--task {task!r}: one of {', '.join(TASKS)}")
     task = task or infer_task(frame[target])
 
     pipelines = root / "pipelines"

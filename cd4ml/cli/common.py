@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cd4ml.errors import SpecError, StoreError
+from cd4ml.errors import SpecError, StoreError, UsageError
 
 if TYPE_CHECKING:
     from cd4ml.spec import Spec
@@ -70,15 +70,15 @@ def overrider(args: argparse.Namespace) -> tuple[str | None, str | None]:
     """Who overrides and why, or (None, None); a half-given override is a usage error."""
     if not args.override:
         if args.reason or args.by:
-            raise SpecError("--reason and --by only go with --override")
+            raise UsageError("--reason and --by only go with --override")
         return None, None
     reason = (args.reason or "").strip()
     if not reason:
-        raise SpecError("--override needs --reason TEXT: the reason is recorded with the decision")
+        raise UsageError("--override needs --reason TEXT: the reason is recorded with the decision")
     by = (args.by or "").strip() or _git_user()
     if not by:
-        raise SpecError("--override needs a named person: pass --by USER (no $GITHUB_ACTOR or "
-                        "git user.name here)")
+        raise UsageError("--override needs a named person: pass --by USER (no $GITHUB_ACTOR or "
+                         "git user.name here)")
     return by, reason
 
 

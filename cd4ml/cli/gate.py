@@ -27,13 +27,14 @@ def run(args: argparse.Namespace) -> int:
     from cd4ml.reporting.console import print_json, to_jsonable
     from cd4ml.stages.evaluate import evaluation_from_store
     from cd4ml.stages.gate import gate
+    from cd4ml.states import RunKind, RunStatus
 
     by, reason = overrider(args)
     spec = load_pipeline(args)
     with store_with_progress(args) as store:
         run_record, model = _run_and_model(store, spec.name, args.run)
         evaluation = evaluation_from_store(store, run_record.id, spec, model)
-        if evaluation is None and run_record.kind == "tracked":
+        if evaluation is None and run_record.kind is RunKind.TRACKED:
             # a run from the tracking API is gated on the metrics it logged
             from cd4ml.stages.tracking import gate_run
 
@@ -43,8 +44,9 @@ def run(args: argparse.Namespace) -> int:
                              f"'cd4ml evaluate --model {model.version}' first")
         else:
             result = gate(spec, store, evaluation, run_record.id, model, override_by=by, reason=reason)
-        if run_record.status in ("succeeded", "gate_failed"):
-            store.update_run(run_record.id, status="succeeded" if result.blessed else "gate_failed")
+        if run_record.status in (RunStatus.SUCCEEDED, RunStatus.GATE_FAILED):
+            store.update_run(run_record.id, status=RunStatus.SUCCEEDED if result.blessed
+                             else RunStatus.GATE_FAILED)
     if args.json:
         print_json({"run_id": run_record.id, "model_version": model.version,
                     **to_jsonable(result)})

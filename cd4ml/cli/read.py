@@ -16,6 +16,7 @@ from typing import Any
 
 from cd4ml.cli.common import add_json, add_store, open_store, positive_int
 from cd4ml.errors import Cd4mlError
+from cd4ml.states import RunStatus
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
@@ -117,11 +118,11 @@ def _override_line(gate: Any) -> str | None:
     return paint(f"gate OVERRIDDEN by {gate.override_by}: {gate.override_reason}", "yellow")
 
 
-def _status(status: str) -> str:
+def _status(status: RunStatus) -> str:
     from cd4ml.reporting.console import paint
 
-    colour = {"succeeded": "green", "failed": "red", "gate_failed": "red",
-              "validation_failed": "red", "running": "yellow"}.get(status)
+    colour = ("red" if status.failed else "green" if status is RunStatus.SUCCEEDED
+              else "yellow" if status is RunStatus.RUNNING else None)
     return paint(status, colour) if colour else status
 
 

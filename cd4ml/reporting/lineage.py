@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cd4ml.errors import DataError, StoreError
+from cd4ml.states import MetricScope
 from cd4ml.store import Dataset, Deployment, GateDecision, Image, ModelVersion, Run, Store
 
 
@@ -271,7 +272,7 @@ def compare(store: Store, a: str, b: str) -> Comparison:
 def _candidate(store: Store, run: Run) -> dict[tuple[str, str, str], float | None]:
     # the candidate's own values; the last logged step of a metric wins
     return {(m.name, m.slice, m.slice_value): m.value for m in store.metrics(run.id)
-            if m.scope == "candidate"}
+            if m.scope is MetricScope.CANDIDATE}
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from cd4ml.errors import Cd4mlError, DataError, SpecError, TrackedRunError
+from cd4ml.states import MetricScope, RunKind, RunStatus
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -211,7 +212,7 @@ class ActiveRun:
             except (TypeError, ValueError):
                 raise TrackedRunError(f"log_metric: {name} = {value!r} is not a number; log a "
                                     "float (a NaN is recorded as 'not a number')") from None
-            rows.append({"name": name, "value": number, "scope": "candidate", "step": step,
+            rows.append({"name": name, "value": number, "scope": MetricScope.CANDIDATE, "step": step,
                          "slice": slice or "", "slice_value": "" if slice_value is None else str(slice_value)})
         self.store.record_metrics(self.id, rows)
 
@@ -322,7 +323,7 @@ class ActiveRun:
 
     # ---- the end
 
-    def end(self, status: str = "succeeded", error: str | None = None) -> None:
+    def end(self, status: RunStatus = RunStatus.SUCCEEDED, error: str | None = None) -> None:
         """Close the run (once). A bound run is left for its pipeline to close."""
         if self._ended:
             return
@@ -338,12 +339,12 @@ class ActiveRun:
         return self
 
     def __exit__(self, etype: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> bool:
+                 tb: TracebackType | None) -> None:
+        # returns None: the exception goes on, recording a failure must not swallow it
         if exc is None:
-            self.end("succeeded")
+            self.end(RunStatus.SUCCEEDED)
         else:
-            self.end("failed", error=describe_error(exc))
-        return False  # the exception goes on: recording a failure must not swallow it
+            self.end(RunStatus.FAILED, error=describe_error(exc))
 
 
 def describe_error(exc: BaseException) -> str:
@@ -425,7 +426,7 @@ def start_run(pipeline: str | Path | Spec, store: Store | str | None = None, *,
         git = git_info(caller.parent if caller else spec.root if spec else None)
         run_tags = {**({"dirty": True} if git.dirty else {}), **_plain(dict(tags or {}))}
         record = opened.start_run(
-            name, kind="tracked", git_commit=git.commit, branch=git.branch, actor=git.actor,
+            name, kind=RunKind.TRACKED, git_commit=git.commit, branch=git.branch, actor=git.actor,
             spec_hash=spec.spec_hash if spec else None,
             code_hash=hashlib.sha256(caller.read_bytes()).hexdigest() if caller else None,
             params=_plain(dict(params or {})), tags=run_tags)
@@ -494,7 +495,7 @@ def run_entry_point(spec: Spec, store: Store, run_id: str,
 
     import numpy as np
 
-    from cd4ml.events import emit
+    from cd4ml.events import StageFailed, StageFinished, StageStarted, emit
     from cd4ml.stages.data import load_frame
 
     ref = spec.model.entry_point
@@ -506,7 +507,8 @@ def run_entry_point(spec: Spec, store: Store, run_id: str,
         frame = load_frame(spec.data)
     data = training_data(spec, frame)
     handle = ActiveRun(store, store.run(run_id), spec=spec, owns_run=False, data=data)
-    emit("stage_started", "train", f"training {spec.name} with {Path(ref).name if ref.endswith('.py') else ref}")
+    emit(StageStarted("train", f"training {spec.name} with "
+                      f"{Path(ref).name if ref.endswith('.py') else ref}"))
 
     saved = random.getstate(), np.random.get_state()
     random.seed(spec.model.seed)
@@ -521,7 +523,7 @@ def run_entry_point(spec: Spec, store: Store, run_id: str,
         raise
     except Exception as e:
         where = _user_frame(e)
-        emit("stage_failed", "train", describe_error(e))
+        emit(StageFailed("train", describe_error(e)))
         raise TrackedRunError(f"entry point {ref} raised {describe_error(e)}{where}; "
                             "run with --debug for the traceback") from e
     finally:
@@ -531,12 +533,11 @@ def run_entry_point(spec: Spec, store: Store, run_id: str,
             sys.path.remove(folder)
         handle._ended = True  # the pipeline closes its run; the handle may not log after this
     if handle.model is None:
-        emit("stage_failed", "train", f"entry point {ref} logged no model")
+        emit(StageFailed("train", f"entry point {ref} logged no model"))
         raise TrackedRunError(f"entry point {ref} logged no model; call "
                             "run.log_model(estimator, signature_from=data.X) in it")
-    emit("stage_finished", "train", f"{handle.model.ref} logged by {ref} (sha256 "
-         f"{handle.model.sha256[:12]})", version=handle.model.version, sha256=handle.model.sha256,
-         train_rows=len(data.frame), artifact_dir=handle.model.artifact_uri)
+    emit(StageFinished("train", f"{handle.model.ref} logged by {ref} (sha256 "
+                       f"{handle.model.sha256[:12]})"))
     return handle.model
 
 
@@ -557,7 +558,7 @@ def _user_frame(exc: BaseException) -> str:
 # ------------------------------------------------------------------------------- gating
 
 
-def logged_metrics(store: Store, run_id: str, scope: str = "candidate") -> tuple[
+def logged_metrics(store: Store, run_id: str, scope: MetricScope = MetricScope.CANDIDATE) -> tuple[
         dict[str, float], dict[str, dict[str, dict[str, float]]]]:
     """A run's logged metrics as an evaluation reads them: overall ``{metric: value}`` and
     ``{slice: {value: {metric: value}}}``; of a metric logged several times the last one counts."""
@@ -584,7 +585,7 @@ def gate_run(spec: Spec | str | Path, run_id: str, store: Store | str | None = N
     The decision is recorded, blesses the model when it passes, and a failed gate marks the run
     ``gate_failed``. Runs of ``cd4ml run`` are gated by the pipeline on held-out rows instead.
     """
-    from cd4ml.events import emit
+    from cd4ml.events import StageWarning, emit
     from cd4ml.spec import load_spec
     from cd4ml.stages.evaluate import EvaluationResult
     from cd4ml.stages.gate import gate
@@ -596,9 +597,9 @@ def gate_run(spec: Spec | str | Path, run_id: str, store: Store | str | None = N
         if run.pipeline != spec.name:
             raise TrackedRunError(f"run {run.id} is of pipeline {run.pipeline!r}, not {spec.name!r} "
                                 f"({spec.path}); gate it with its own spec")
-        if run.status == "running":
+        if run.status is RunStatus.RUNNING:
             raise TrackedRunError(f"run {run.id} is still running; gate it once it has ended")
-        if run.status == "failed":
+        if run.status is RunStatus.FAILED:
             raise TrackedRunError(f"run {run.id} failed ({run.error}); there is nothing to gate")
         model = opened.model_for_run(run.id)
         if model is None:
@@ -609,16 +610,17 @@ def gate_run(spec: Spec | str | Path, run_id: str, store: Store | str | None = N
         needed += sorted({f"{r.metric} per {r.slice}" for r in spec.gates
                           if r.slice is not None and not any(r.metric in v for v in slices.get(r.slice, {}).values())})
         if needed:
-            emit("warning", "gate", f"run {run.id} logged no {', '.join(needed)}; the gate fails "
-                 "closed on it: log it with run.log_metric(name, value)")
+            emit(StageWarning("gate", f"run {run.id} logged no {', '.join(needed)}; the gate "
+                              "fails closed on it: log it with run.log_metric(name, value)"))
 
         production = opened.production_model(spec.name, spec.production.name if spec.production else None)
         prod_metrics = prod_slices = None
         if production is not None and production.id != model.id:
             prod_metrics, prod_slices = logged_metrics(opened, production.run_id)
-            rows = [{"name": k, "value": v, "scope": "production", "model_version": production.version}
+            rows = [{"name": k, "value": v, "scope": MetricScope.PRODUCTION,
+                     "model_version": production.version}
                     for k, v in prod_metrics.items() if k in spec.metrics]
-            rows += [{"name": k, "value": v, "scope": "production", "slice": col, "slice_value": val,
+            rows += [{"name": k, "value": v, "scope": MetricScope.PRODUCTION, "slice": col, "slice_value": val,
                       "model_version": production.version}
                      for col, values in prod_slices.items() for val, ms in values.items()
                      for k, v in ms.items() if k in spec.metrics]
@@ -631,7 +633,7 @@ def gate_run(spec: Spec | str | Path, run_id: str, store: Store | str | None = N
             production_metrics=prod_metrics, production_slices=prod_slices,
             confusion_matrix=None, labels=None, test_rows=0)
         result = gate(spec, opened, evaluation, run.id, model, override_by=override_by, reason=reason)
-        status = "succeeded" if result.blessed else "gate_failed"
+        status = RunStatus.SUCCEEDED if result.blessed else RunStatus.GATE_FAILED
         if run.status != status:
             opened.update_run(run.id, status=status)
         return result

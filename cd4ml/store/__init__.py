@@ -20,8 +20,9 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
@@ -29,6 +30,15 @@ from typing import Any, Self
 import sqlalchemy as sa
 
 from cd4ml.errors import StoreError
+from cd4ml.states import (
+    ApprovalSource,
+    DeployAction,
+    DeploymentStatus,
+    InfraStatus,
+    MetricScope,
+    RunKind,
+    RunStatus,
+)
 from cd4ml.store.engine import create_engine, first_line, redact
 from cd4ml.store.records import (
     Approval,
@@ -38,6 +48,7 @@ from cd4ml.store.records import (
     Image,
     Metric,
     ModelVersion,
+    RuleOutcome,
     Run,
     Validation,
     _to,
@@ -60,7 +71,7 @@ from cd4ml.store.schema import (
 
 __all__ = [
     "MIGRATIONS", "Approval", "Dataset", "Deployment", "GateDecision", "Image", "Metric",
-    "ModelVersion", "Run", "Store", "Validation", "approvals", "datasets", "default_url",
+    "ModelVersion", "RuleOutcome", "Run", "Store", "Validation", "approvals", "datasets", "default_url",
     "deployments", "gate_decisions", "images", "locks", "metadata", "metrics", "model_versions",
     "now", "redact", "runs", "schema_version", "validations",
 ]
@@ -183,7 +194,7 @@ class Store:
             row = conn.execute(sa.select(datasets).where(datasets.c.hash == hash)).first()
         return _to(Dataset, row) if row else None
 
-    def start_run(self, pipeline: str, *, kind: str = "pipeline", git_commit: str | None = None,
+    def start_run(self, pipeline: str, *, kind: RunKind = RunKind.PIPELINE, git_commit: str | None = None,
                   branch: str | None = None, actor: str | None = None, spec_hash: str | None = None,
                   code_hash: str | None = None, data_hash: str | None = None,
                   cache_key: str | None = None, params: dict | None = None,
@@ -191,7 +202,7 @@ class Store:
         run_id = uuid.uuid4().hex[:12]
         with self.tx() as conn:
             conn.execute(runs.insert().values(
-                id=run_id, pipeline=pipeline, kind=kind, status="running", git_commit=git_commit,
+                id=run_id, pipeline=pipeline, kind=kind, status=RunStatus.RUNNING, git_commit=git_commit,
                 branch=branch, actor=actor, spec_hash=spec_hash, code_hash=code_hash,
                 data_hash=data_hash, cache_key=cache_key, params=params or {}, tags=tags or {},
                 started_at=now()))
@@ -202,7 +213,7 @@ class Store:
             conn.execute(runs.update().where(runs.c.id == run_id).values(**values))
         return self.run(run_id)
 
-    def finish_run(self, run_id: str, status: str, error: str | None = None,
+    def finish_run(self, run_id: str, status: RunStatus, error: str | None = None,
                    reused_from: str | None = None) -> Run:
         return self.update_run(run_id, status=status, error=error, reused_from=reused_from,
                                ended_at=now())
@@ -228,7 +239,7 @@ class Store:
         """The newest completed run with these inputs that produced a model."""
         q = (sa.select(runs).join(model_versions, model_versions.c.run_id == runs.c.id)
              .where(runs.c.pipeline == pipeline, runs.c.cache_key == cache_key,
-                    runs.c.status.in_(("succeeded", "gate_failed")), runs.c.reused_from.is_(None))
+                    runs.c.status.in_((RunStatus.SUCCEEDED, RunStatus.GATE_FAILED)), runs.c.reused_from.is_(None))
              .order_by(runs.c.started_at.desc()).limit(1))
         with self.read() as conn:
             row = conn.execute(q).first()
@@ -261,7 +272,7 @@ class Store:
             v = r.get("value")
             v = None if v is None or not math.isfinite(float(v)) else float(v)
             values.append({"run_id": run_id, "name": r["name"], "value": v,
-                           "scope": r.get("scope", "candidate"), "slice": r.get("slice") or "",
+                           "scope": r.get("scope", MetricScope.CANDIDATE), "slice": r.get("slice") or "",
                            "slice_value": str(r.get("slice_value") or ""), "step": r.get("step"),
                            "model_version": r.get("model_version"), "created_at": stamp})
         with self.tx() as conn:
@@ -272,13 +283,14 @@ class Store:
         with self.read() as conn:
             return [_to(Metric, r) for r in conn.execute(q)]
 
-    def record_gate(self, run_id: str, model_version_id: int | None, passed: bool, rules: list,
+    def record_gate(self, run_id: str, model_version_id: int | None, passed: bool,
+                    rules: Sequence[RuleOutcome],
                     baseline_version: int | None, override_by: str | None = None,
                     override_reason: str | None = None) -> GateDecision:
         overridden = bool(override_by) and not passed
         with self.tx() as conn:
             gid = conn.execute(gate_decisions.insert().values(
-                run_id=run_id, model_version_id=model_version_id, passed=passed, rules=rules,
+                run_id=run_id, model_version_id=model_version_id, passed=passed, rules=[asdict(r) for r in rules],
                 baseline_version=baseline_version, overridden=overridden,
                 override_by=override_by if overridden else None,
                 override_reason=override_reason if overridden else None,
@@ -376,7 +388,7 @@ class Store:
     # ---- images, deployments, approvals
 
     def record_image(self, model_version_id: int, image_id: str, reference: str,
-                     size_bytes: int | None, infra_status: str = "pending",
+                     size_bytes: int | None, infra_status: InfraStatus = InfraStatus.PENDING,
                      infra_report: dict | None = None) -> Image:
         with self.tx() as conn:
             iid = conn.execute(images.insert().values(
@@ -403,17 +415,17 @@ class Store:
             return [_to(Image, r) for r in conn.execute(q)]
 
     def start_deployment(self, pipeline: str, environment: str, model_version_id: int,
-                         image_ref: str, target: str, action: str, actor: str | None,
+                         image_ref: str, target: str, action: DeployAction, actor: str | None,
                          reason: str | None = None, details: dict | None = None) -> Deployment:
         with self.tx() as conn:
             did = conn.execute(deployments.insert().values(
                 pipeline=pipeline, environment=environment, model_version_id=model_version_id,
-                image_ref=image_ref, target=target, action=action, status="in_progress",
+                image_ref=image_ref, target=target, action=action, status=DeploymentStatus.IN_PROGRESS,
                 current=False, actor=actor, reason=reason, details=details or {},
                 started_at=now())).inserted_primary_key[0]
         return self.deployment(did)
 
-    def finish_deployment(self, deployment_id: int, status: str, url: str | None = None,
+    def finish_deployment(self, deployment_id: int, status: DeploymentStatus, url: str | None = None,
                           details: dict | None = None) -> Deployment:
         """Close a deployment; a healthy one becomes the environment's only current one."""
         with self.tx() as conn:
@@ -424,11 +436,11 @@ class Store:
                 values["url"] = url
             if details is not None:
                 values["details"] = {**dep.details, **details}
-            if status == "healthy":
+            if status == DeploymentStatus.HEALTHY:
                 conn.execute(deployments.update().where(
                     deployments.c.pipeline == dep.pipeline,
                     deployments.c.environment == dep.environment,
-                    deployments.c.current.is_(True)).values(current=False, status="replaced"))
+                    deployments.c.current.is_(True)).values(current=False, status=DeploymentStatus.REPLACED))
                 values["current"] = True
             conn.execute(deployments.update().where(deployments.c.id == deployment_id).values(**values))
         return self.deployment(deployment_id)
@@ -469,7 +481,7 @@ class Store:
             return [_to(Deployment, r) for r in conn.execute(q)]
 
     def record_approval(self, model_version_id: int, environment: str, approver: str,
-                        source: str, details: dict | None = None) -> Approval:
+                        source: ApprovalSource, details: dict | None = None) -> Approval:
         with self.tx() as conn:
             aid = conn.execute(approvals.insert().values(
                 model_version_id=model_version_id, environment=environment, approver=approver,

@@ -1,9 +1,25 @@
-"""The store's records: one frozen dataclass per table, as every query returns its rows."""
+"""The store's records: one frozen dataclass per table, as every query returns its rows, and
+the outcome of one gate rule as a gate decision holds them. States come back as the enums of
+:mod:`cd4ml.states` (equal to the text the database holds)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any, TypeVar
+from enum import StrEnum
+from functools import cache
+from typing import Any, TypeVar, get_type_hints
+
+from cd4ml.states import (
+    ApprovalSource,
+    DeployAction,
+    DeploymentStatus,
+    InfraStatus,
+    MetricScope,
+    RuleKind,
+    RunKind,
+    RunStatus,
+)
 
 T = TypeVar("T")
 
@@ -12,8 +28,8 @@ T = TypeVar("T")
 class Run:
     id: str
     pipeline: str
-    kind: str
-    status: str
+    kind: RunKind
+    status: RunStatus
     git_commit: str | None
     branch: str | None
     actor: str | None
@@ -45,7 +61,7 @@ class Metric:
     run_id: str
     name: str
     value: float | None
-    scope: str
+    scope: MetricScope
     slice: str
     slice_value: str
     step: int | None
@@ -86,12 +102,42 @@ class Validation:
 
 
 @dataclass(frozen=True)
+class RuleOutcome:
+    """One check of one gate rule: a (metric, slice value, min|max|max_drop) against the
+    evaluation."""
+
+    rule: str
+    metric: str
+    slice: str | None
+    slice_value: str | None
+    kind: RuleKind
+    observed: float | None
+    threshold: float  # NaN for the no_gates outcome
+    baseline: float | None  # production's value on the same rows, when there is one
+    passed: bool
+    reason: str
+    line: int
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RuleOutcome:
+        """An outcome as the store keeps it: a JSON object of these fields, where NaN and
+        infinities are text (JSON has no such numbers)."""
+        return cls(**{**{f.name: data[f.name] for f in fields(cls)}, "kind": RuleKind(data["kind"]),
+                      "observed": _number(data["observed"]), "baseline": _number(data["baseline"]),
+                      "threshold": _number(data["threshold"])})
+
+
+def _number(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+@dataclass(frozen=True)
 class GateDecision:
     id: int
     run_id: str
     model_version_id: int | None
     passed: bool
-    rules: list
+    rules: tuple[RuleOutcome, ...]
     baseline_version: int | None
     overridden: bool
     override_by: str | None
@@ -111,7 +157,7 @@ class Image:
     reference: str
     digest: str | None
     size_bytes: int | None
-    infra_status: str
+    infra_status: InfraStatus
     infra_report: dict
     created_at: str
     pushed_at: str | None
@@ -125,8 +171,8 @@ class Deployment:
     model_version_id: int
     image_ref: str
     target: str
-    action: str
-    status: str
+    action: DeployAction
+    status: DeploymentStatus
     current: bool
     actor: str | None
     reason: str | None
@@ -142,11 +188,26 @@ class Approval:
     model_version_id: int
     environment: str
     approver: str
-    source: str
+    source: ApprovalSource
     details: dict
     created_at: str
 
 
+@cache
+def _decoders(cls: type) -> dict[str, Callable[[Any], Any]]:
+    """How each field of ``cls`` is made from its column: states become their enum, a gate's
+    rules their outcomes; everything else is taken as the database gives it."""
+    out: dict[str, Callable[[Any], Any]] = {}
+    for name, hint in get_type_hints(cls).items():
+        if isinstance(hint, type) and issubclass(hint, StrEnum):
+            out[name] = hint
+    if cls is GateDecision:
+        out["rules"] = lambda rules: tuple(RuleOutcome.from_json(r) for r in rules or ())
+    return out
+
+
 def _to(cls: type[T], row: Any) -> T:
     m = row._mapping
-    return cls(**{f.name: m[f.name] for f in fields(cls)})  # type: ignore[arg-type]
+    decode = _decoders(cls)
+    return cls(**{f.name: decode[f.name](m[f.name]) if f.name in decode else m[f.name]  # type: ignore[arg-type]
+                  for f in fields(cls)})  # type: ignore[arg-type]

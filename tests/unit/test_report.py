@@ -13,7 +13,8 @@ import requests
 from cd4ml.cli import main
 from cd4ml.errors import StoreError, TrackerError
 from cd4ml.integrations.github import GitHubConfig, _retry_wait
-from cd4ml.reporting.report import build_report, marker, report_run
+from cd4ml.reporting.markdown import build_report, marker
+from cd4ml.reporting.post import report_run
 from cd4ml.store import Store
 
 

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from cd4ml import store as store_mod
 from cd4ml.errors import StoreError
 from cd4ml.store import Store, default_url, redact
+from tests.helpers import outcome
 
 
 @pytest.fixture
@@ -252,7 +253,7 @@ def test_model_versions_round_trip(store):
 
 def test_gate_round_trip_blesses_and_records_override(store):
     m1, m2, m3 = _model(store), _model(store), _model(store)
-    rules = [{"rule": "accuracy >= 0.9", "passed": False, "line": 12}]
+    rules = [outcome("accuracy >= 0.9", passed=False, line=12)]
     g1 = store.record_gate(m1.run_id, m1.id, passed=True, rules=rules, baseline_version=None)
     assert g1.blessed and not g1.overridden and store.model_by_id(m1.id).blessed
     g2 = store.record_gate(m2.run_id, m2.id, passed=False, rules=rules, baseline_version=1)
@@ -261,7 +262,7 @@ def test_gate_round_trip_blesses_and_records_override(store):
                            override_by="ana", override_reason="known label noise")
     assert g3.overridden and g3.blessed and (g3.override_by, g3.override_reason) == ("ana", "known label noise")
     assert store.model_by_id(m3.id).blessed
-    assert store.gate(m3.run_id) == g3 and g3.rules == rules
+    assert store.gate(m3.run_id) == g3 and g3.rules == tuple(rules)
     # an override of a gate that passed is no override at all
     g4 = store.record_gate(m1.run_id, m1.id, passed=True, rules=[], baseline_version=None,
                            override_by="ana", override_reason="why not")
