@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from cd4ml.cli.common import add_common, load_pipeline, open_store
 from cd4ml.errors import StoreError
+
+if TYPE_CHECKING:
+    from cd4ml.store import ModelVersion
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
@@ -25,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from cd4ml.release.render import render
 
     spec = load_pipeline(args)
+    model: ModelVersion | None
     env = spec.environment(args.env)
     with open_store(args) as store:
         current = store.current_deployment(spec.name, env.name)

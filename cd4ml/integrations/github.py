@@ -37,6 +37,10 @@ T = TypeVar("T")
 _GATEWAY = {502, 503, 504}
 _IDEMPOTENT = {"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH"}
 _WRITE_ROLES = {"admin", "maintain", "write"}
+#: cd4ml's words for how a deployment ended, in GitHub's
+_FINAL_STATES: dict[str, GitHubDeploymentState] = {
+    DeploymentStatus.HEALTHY: GitHubDeploymentState.SUCCESS,
+    DeploymentStatus.FAILED: GitHubDeploymentState.FAILURE}
 #: a deployment in one of these states still counts as serving on GitHub's page
 _ACTIVE = {GitHubDeploymentState.SUCCESS, GitHubDeploymentState.IN_PROGRESS,
            GitHubDeploymentState.QUEUED, GitHubDeploymentState.PENDING}
@@ -404,8 +408,7 @@ class GitHubReporter:
         are marked inactive."""
         if deployment_id is None:
             return
-        final = {DeploymentStatus.HEALTHY: GitHubDeploymentState.SUCCESS,
-                 DeploymentStatus.FAILED: GitHubDeploymentState.FAILURE}.get(state, state)
+        final = _FINAL_STATES.get(state, state)
 
         def go() -> None:
             self._deployment_status(deployment_id, final, url, description or final)

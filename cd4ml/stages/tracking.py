@@ -515,7 +515,7 @@ def run_entry_point(spec: Spec, store: Store, run_id: str,
     np.random.seed(spec.model.seed)
     folder = str(Path(ref).parent) if ref.endswith(".py") else None
     added = folder is not None and folder not in sys.path
-    if added:
+    if folder is not None and added:
         sys.path.insert(0, folder)  # so the script can import its sibling modules
     try:
         fn(handle, data)

@@ -77,6 +77,13 @@ __all__ = [
 ]
 
 
+def _inserted_id(result: sa.CursorResult[Any]) -> int:
+    """The primary key of the row an INSERT made (every table has one)."""
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
 def now() -> str:
     """UTC time as ISO 8601 text: sorts correctly as a string on every database."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -250,9 +257,9 @@ class Store:
     def record_validation(self, run_id: str, suite: str | None, success: bool, expectations: list,
                           drift: list, baseline_version: int | None) -> Validation:
         with self.tx() as conn:
-            vid = conn.execute(validations.insert().values(
+            vid = _inserted_id(conn.execute(validations.insert().values(
                 run_id=run_id, suite=suite, success=success, expectations=expectations,
-                drift=drift, baseline_version=baseline_version, created_at=now())).inserted_primary_key[0]
+                drift=drift, baseline_version=baseline_version, created_at=now())))
             row = conn.execute(sa.select(validations).where(validations.c.id == vid)).first()
         return _to(Validation, row)
 
@@ -289,12 +296,12 @@ class Store:
                     override_reason: str | None = None) -> GateDecision:
         overridden = bool(override_by) and not passed
         with self.tx() as conn:
-            gid = conn.execute(gate_decisions.insert().values(
+            gid = _inserted_id(conn.execute(gate_decisions.insert().values(
                 run_id=run_id, model_version_id=model_version_id, passed=passed, rules=[asdict(r) for r in rules],
                 baseline_version=baseline_version, overridden=overridden,
                 override_by=override_by if overridden else None,
                 override_reason=override_reason if overridden else None,
-                created_at=now())).inserted_primary_key[0]
+                created_at=now())))
             if model_version_id is not None:
                 conn.execute(model_versions.update().where(model_versions.c.id == model_version_id)
                              .values(blessed=passed or overridden))
@@ -318,11 +325,11 @@ class Store:
                 with self.tx() as conn:
                     top = conn.execute(sa.select(sa.func.max(model_versions.c.version))
                                        .where(model_versions.c.pipeline == pipeline)).scalar() or 0
-                    mid = conn.execute(model_versions.insert().values(
+                    mid = _inserted_id(conn.execute(model_versions.insert().values(
                         pipeline=pipeline, version=top + 1, run_id=run_id, task=task,
                         artifact_uri=artifact_uri, sha256=sha256, signature=signature,
                         stats=stats, blessed=False, bad=False, created_at=now()
-                    )).inserted_primary_key[0]
+                    )))
                 return self.model_by_id(mid)
             except sa.exc.IntegrityError:
                 time.sleep(0.01 * (attempt + 1))
@@ -391,10 +398,10 @@ class Store:
                      size_bytes: int | None, infra_status: InfraStatus = InfraStatus.PENDING,
                      infra_report: dict | None = None) -> Image:
         with self.tx() as conn:
-            iid = conn.execute(images.insert().values(
+            iid = _inserted_id(conn.execute(images.insert().values(
                 model_version_id=model_version_id, image_id=image_id, reference=reference,
                 size_bytes=size_bytes, infra_status=infra_status, infra_report=infra_report or {},
-                created_at=now())).inserted_primary_key[0]
+                created_at=now())))
         return self.image(iid)
 
     def update_image(self, image_pk: int, **values: Any) -> Image:
@@ -418,11 +425,11 @@ class Store:
                          image_ref: str, target: str, action: DeployAction, actor: str | None,
                          reason: str | None = None, details: dict | None = None) -> Deployment:
         with self.tx() as conn:
-            did = conn.execute(deployments.insert().values(
+            did = _inserted_id(conn.execute(deployments.insert().values(
                 pipeline=pipeline, environment=environment, model_version_id=model_version_id,
                 image_ref=image_ref, target=target, action=action, status=DeploymentStatus.IN_PROGRESS,
                 current=False, actor=actor, reason=reason, details=details or {},
-                started_at=now())).inserted_primary_key[0]
+                started_at=now())))
         return self.deployment(did)
 
     def finish_deployment(self, deployment_id: int, status: DeploymentStatus, url: str | None = None,
@@ -483,9 +490,9 @@ class Store:
     def record_approval(self, model_version_id: int, environment: str, approver: str,
                         source: ApprovalSource, details: dict | None = None) -> Approval:
         with self.tx() as conn:
-            aid = conn.execute(approvals.insert().values(
+            aid = _inserted_id(conn.execute(approvals.insert().values(
                 model_version_id=model_version_id, environment=environment, approver=approver,
-                source=source, details=details or {}, created_at=now())).inserted_primary_key[0]
+                source=source, details=details or {}, created_at=now())))
             row = conn.execute(sa.select(approvals).where(approvals.c.id == aid)).first()
         return _to(Approval, row)
 

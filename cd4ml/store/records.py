@@ -7,8 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from enum import StrEnum
-from functools import cache
-from typing import Any, TypeVar, get_type_hints
+from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
 
 from cd4ml.states import (
     ApprovalSource,
@@ -21,7 +20,12 @@ from cd4ml.states import (
     RunStatus,
 )
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
+Decoders = dict[str, Callable[[Any], Any]]
+_decoders_of: dict[type, Decoders] = {}
 
 
 @dataclass(frozen=True)
@@ -193,21 +197,20 @@ class Approval:
     created_at: str
 
 
-@cache
-def _decoders(cls: type) -> dict[str, Callable[[Any], Any]]:
+def _decoders(cls: type) -> Decoders:
     """How each field of ``cls`` is made from its column: states become their enum, a gate's
     rules their outcomes; everything else is taken as the database gives it."""
-    out: dict[str, Callable[[Any], Any]] = {}
-    for name, hint in get_type_hints(cls).items():
-        if isinstance(hint, type) and issubclass(hint, StrEnum):
-            out[name] = hint
-    if cls is GateDecision:
-        out["rules"] = lambda rules: tuple(RuleOutcome.from_json(r) for r in rules or ())
-    return out
+    if cls not in _decoders_of:
+        out: Decoders = {name: hint for name, hint in get_type_hints(cls).items()
+                         if isinstance(hint, type) and issubclass(hint, StrEnum)}
+        if cls is GateDecision:
+            out["rules"] = lambda rules: tuple(RuleOutcome.from_json(r) for r in rules or ())
+        _decoders_of[cls] = out
+    return _decoders_of[cls]
 
 
 def _to(cls: type[T], row: Any) -> T:
     m = row._mapping
     decode = _decoders(cls)
-    return cls(**{f.name: decode[f.name](m[f.name]) if f.name in decode else m[f.name]  # type: ignore[arg-type]
-                  for f in fields(cls)})  # type: ignore[arg-type]
+    return cls(**{f.name: decode[f.name](m[f.name]) if f.name in decode else m[f.name]
+                  for f in fields(cls)})
