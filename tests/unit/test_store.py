@@ -13,6 +13,15 @@ import sqlalchemy as sa
 
 from cd4ml import store as store_mod
 from cd4ml.errors import StoreError
+from cd4ml.states import (
+    ApprovalSource,
+    DeployAction,
+    DeploymentStatus,
+    InfraStatus,
+    MetricScope,
+    RunKind,
+    RunStatus,
+)
 from cd4ml.store import Store, default_url, redact
 from tests.helpers import outcome
 
@@ -436,3 +445,27 @@ def test_lock_is_released_when_the_body_raises(store):
         raise RuntimeError("deploy failed")
     with store.lock("deploy:wine", "job-b", timeout=0.1):
         pass
+
+
+def test_states_come_back_as_their_enums_and_are_stored_as_plain_text(store):
+    m = _model(store)
+    run = store.run(m.run_id)
+    assert run.status is RunStatus.RUNNING and run.kind is RunKind.PIPELINE
+    assert store.finish_run(run.id, RunStatus.GATE_FAILED).status is RunStatus.GATE_FAILED
+    store.record_metrics(run.id, [{"name": "accuracy", "value": 0.9}])
+    assert store.metrics(run.id)[0].scope is MetricScope.CANDIDATE
+    img = store.record_image(m.id, "sha256:" + "c" * 64, "cd4ml/wine:1", 1)
+    assert img.infra_status is InfraStatus.PENDING
+    dep = store.start_deployment("wine", "staging", m.id, "cd4ml/wine:1", "local",
+                                 DeployAction.DEPLOY, "ana")
+    assert dep.status is DeploymentStatus.IN_PROGRESS and dep.action is DeployAction.DEPLOY
+    done = store.finish_deployment(dep.id, DeploymentStatus.HEALTHY)
+    assert done.status is DeploymentStatus.HEALTHY and done.current
+    assert store.record_approval(m.id, "staging", "bo", ApprovalSource.CLI).source is ApprovalSource.CLI
+    # the database holds the same words as before the enums: no migration, old rows read back
+    with store.read() as conn:
+        assert conn.execute(sa.text("SELECT status, kind FROM runs")).one() == ("gate_failed", "pipeline")
+        assert conn.execute(sa.text("SELECT status FROM deployments")).scalar() == "healthy"
+    with store.tx() as conn:
+        conn.execute(sa.text("UPDATE runs SET status = 'validation_failed'"))
+    assert store.run(run.id).status is RunStatus.VALIDATION_FAILED
