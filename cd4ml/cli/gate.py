@@ -14,6 +14,7 @@ from cd4ml.cli.common import (
     store_with_progress,
 )
 from cd4ml.errors import StoreError
+from cd4ml.states import RuleKind, RunKind, RunStatus
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
@@ -27,7 +28,6 @@ def run(args: argparse.Namespace) -> int:
     from cd4ml.reporting.console import print_json, to_jsonable
     from cd4ml.stages.evaluate import evaluation_from_store
     from cd4ml.stages.gate import gate
-    from cd4ml.states import RunKind, RunStatus
 
     by, reason = overrider(args)
     spec = load_pipeline(args)
@@ -76,7 +76,7 @@ def render(result: Any, ref: str, spec_path: Any) -> str:
     """The rules as a table, why each failing one failed (with its spec line), the verdict."""
     from cd4ml.reporting.console import paint, table
 
-    rows = [(o.rule, o.observed, None if o.kind == "no_gates" else o.threshold, o.baseline,
+    rows = [(o.rule, o.observed, None if o.kind is RuleKind.NO_GATES else o.threshold, o.baseline,
              "pass" if o.passed else "FAIL") for o in result.outcomes]
     out = [table(["rule", "observed", "threshold", "baseline", "result"], rows)]
     baseline = (f"baseline: production {ref.split(':')[0]}:{result.baseline_version}"

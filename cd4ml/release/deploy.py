@@ -104,7 +104,7 @@ class EnvironmentStatus:
     version: int | None
     image: str | None
     since: str | None
-    action: str | None
+    action: DeployAction | None
     actor: str | None
     deployment_id: int | None
     url: str | None
@@ -119,10 +119,10 @@ class HistoryEntry:
 
     id: int
     environment: str
-    action: str
+    action: DeployAction
     version: int
     image: str
-    status: str
+    status: DeploymentStatus
     current: bool
     actor: str | None
     reason: str | None
