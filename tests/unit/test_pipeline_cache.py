@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import shutil
+import sys
 import uuid
 from pathlib import Path
 
 import pytest
 import yaml
 
+import cd4ml.stages
 from cd4ml.spec import Spec, load_spec
 from cd4ml.stages.pipeline import cache_key, code_hash
 from tests.helpers import wine_spec_dict
@@ -53,6 +55,28 @@ def test_user_estimator_source_is_part_of_the_code_hash(wine):
     first = code_hash(load_spec(wine))
     mod.write_text(mod.read_text() + "# tuned\n")
     assert code_hash(load_spec(wine)) != first
+
+
+def test_every_module_of_the_stage_package_is_in_the_code_identity(tmp_path, wine, monkeypatch):
+    # a copy of the stage package that can be changed; its pipeline module, loaded from there,
+    # hashes the copy (its own folder) and imports everything else from cd4ml as usual
+    stages = tmp_path / "stages"
+    shutil.copytree(Path(cd4ml.stages.__file__).parent, stages,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    found = importlib.util.spec_from_file_location("copied_pipeline", stages / "pipeline.py")
+    copied = importlib.util.module_from_spec(found)
+    monkeypatch.setitem(sys.modules, "copied_pipeline", copied)  # its dataclass looks itself up
+    found.loader.exec_module(copied)
+    spec = load_spec(wine)
+
+    first = copied.code_hash(spec)
+    assert first == code_hash(spec)  # the copy is the package, byte for byte
+    nested = stages / "tracking" / "entry_point.py"  # in a subpackage
+    nested.write_text(nested.read_text() + "\n# a change\n")
+    second = copied.code_hash(spec)
+    assert second != first
+    (stages / "tracking" / "extra.py").write_text("# a new module\n")
+    assert copied.code_hash(spec) != second
 
 
 def test_installed_library_is_identified_by_version(tmp_path, monkeypatch):
