@@ -125,3 +125,25 @@ def table_rows(url: str, exclude: tuple[str, ...] = ()) -> dict[str, list[tuple]
                     for name, table in sorted(meta.tables.items()) if name not in exclude}
     finally:
         engine.dispose()
+
+
+
+def start_reader(url: str) -> tuple[Any, list]:
+    """A thread, started, that opens the store at ``url`` and lists its runs, and the list it
+    puts the runs (or its error) in."""
+    import threading
+
+    from cd4ml.store import Store
+
+    seen: list = []
+
+    def read() -> None:
+        try:
+            with Store(url) as s:
+                seen.append(s.runs())
+        except Exception as e:  # noqa: BLE001 -- the caller asserts on it
+            seen.append(e)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    return reader, seen

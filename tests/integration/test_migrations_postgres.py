@@ -6,7 +6,6 @@ without waiting for a migrator."""
 from __future__ import annotations
 
 import gzip
-import threading
 
 import pytest
 import sqlalchemy as sa
@@ -14,7 +13,7 @@ import sqlalchemy as sa
 from cd4ml.cli import main
 from cd4ml.errors import StoreError
 from cd4ml.store import MIGRATIONS, Store, metadata
-from tests.helpers import STORE_0_1_0, reflect_schema, table_rows
+from tests.helpers import STORE_0_1_0, reflect_schema, start_reader, table_rows
 
 pytestmark = pytest.mark.postgres
 
@@ -105,20 +104,10 @@ def test_opening_a_current_store_does_not_wait_for_a_migrator(postgres_server, d
     name = database()
     url = postgres_server.url(name)
     Store(url).close()
-    seen: list = []
-
-    def read() -> None:
-        try:
-            with Store(url) as s:
-                seen.append(s.runs())
-        except Exception as e:  # noqa: BLE001 -- reported by the assertion below
-            seen.append(e)
-
     with psycopg.connect(host=str(postgres_server.socket_dir), user=postgres_server.user,
                          dbname=name) as migrator:
         migrator.execute("SELECT pg_advisory_xact_lock(4242)")  # a long migration under way
-        reader = threading.Thread(target=read)
-        reader.start()
+        reader, seen = start_reader(url)
         reader.join(timeout=10)
         blocked = reader.is_alive()
     reader.join()

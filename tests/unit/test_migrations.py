@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gzip
 import sqlite3
-import threading
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ import sqlalchemy as sa
 from cd4ml.cli import main
 from cd4ml.errors import StoreError
 from cd4ml.store import MIGRATIONS, Store, metadata
-from tests.helpers import STORE_0_1_0, reflect_schema, table_rows
+from tests.helpers import STORE_0_1_0, reflect_schema, start_reader, table_rows
 
 ALL = [m.name for m in MIGRATIONS]
 BOOKKEEPING = ("schema_migrations", "schema_version")
@@ -85,17 +84,7 @@ def test_opening_a_current_store_does_not_wait_for_a_writer(tmp_path):
     writer = sqlite3.connect(tmp_path / "fresh.db", isolation_level=None)
     writer.execute("BEGIN IMMEDIATE")  # another job's write transaction, held
     writer.execute("INSERT INTO locks VALUES ('x', 'other job', 0)")
-    seen: list = []
-
-    def read() -> None:
-        try:
-            with Store(url) as s:
-                seen.append(s.runs())
-        except Exception as e:  # noqa: BLE001 -- reported by the assertion below
-            seen.append(e)
-
-    reader = threading.Thread(target=read)
-    reader.start()
+    reader, seen = start_reader(url)
     reader.join(timeout=10)
     blocked = reader.is_alive()
     writer.execute("ROLLBACK")
