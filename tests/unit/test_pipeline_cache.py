@@ -57,26 +57,31 @@ def test_user_estimator_source_is_part_of_the_code_hash(wine):
     assert code_hash(load_spec(wine)) != first
 
 
-def test_every_module_of_the_stage_package_is_in_the_code_identity(tmp_path, wine, monkeypatch):
-    # a copy of the stage package that can be changed; its pipeline module, loaded from there,
-    # hashes the copy (its own folder) and imports everything else from cd4ml as usual
-    stages = tmp_path / "stages"
-    shutil.copytree(Path(cd4ml.stages.__file__).parent, stages,
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    found = importlib.util.spec_from_file_location("copied_pipeline", stages / "pipeline.py")
+def test_every_module_of_the_training_code_is_in_the_code_identity(tmp_path, wine, monkeypatch):
+    # a copy of the stage package (and the spec reader and artifact writer beside it) that can be
+    # changed; its pipeline module, loaded from there, hashes the copy and imports all else as usual
+    package = Path(cd4ml.__file__).parent
+    copy = tmp_path / "cd4ml"
+    shutil.copytree(package / "stages", copy / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("spec.py", "artifacts.py"):
+        shutil.copy(package / name, copy / name)
+    found = importlib.util.spec_from_file_location("copied_pipeline", copy / "stages" / "pipeline.py")
     copied = importlib.util.module_from_spec(found)
     monkeypatch.setitem(sys.modules, "copied_pipeline", copied)  # its dataclass looks itself up
     found.loader.exec_module(copied)
     spec = load_spec(wine)
 
-    first = copied.code_hash(spec)
-    assert first == code_hash(spec)  # the copy is the package, byte for byte
-    nested = stages / "tracking" / "entry_point.py"  # in a subpackage
-    nested.write_text(nested.read_text() + "\n# a change\n")
-    second = copied.code_hash(spec)
-    assert second != first
-    (stages / "tracking" / "extra.py").write_text("# a new module\n")
-    assert copied.code_hash(spec) != second
+    original = code_hash(spec)
+    assert copied.code_hash(spec) == original  # the copy is the code, byte for byte
+    for changed in ("stages/tracking/entry_point.py", "spec.py", "artifacts.py"):  # a subpackage too
+        path = copy / changed
+        text = path.read_text()
+        path.write_text(text + "\n# a change\n")
+        assert copied.code_hash(spec) != original, changed
+        path.write_text(text)
+    assert copied.code_hash(spec) == original
+    (copy / "stages" / "tracking" / "extra.py").write_text("# a new module\n")
+    assert copied.code_hash(spec) != original
 
 
 def test_installed_library_is_identified_by_version(tmp_path, monkeypatch):
