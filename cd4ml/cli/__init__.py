@@ -13,6 +13,7 @@ import sys
 
 from cd4ml import __version__
 from cd4ml.errors import Cd4mlError
+from cd4ml.secrets import redact
 
 #: name -> (module, one-line help), in the order ``--help`` lists them
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     except Cd4mlError as e:
         if args.debug:
             raise
-        print(f"cd4ml: error: {e}", file=sys.stderr)
+        print(f"cd4ml: error: {redact(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("cd4ml: interrupted", file=sys.stderr)
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         # traceback unless asked for
         if args.debug:
             raise
-        print(f"cd4ml: error: {_one_line(e)}", file=sys.stderr)
+        print(f"cd4ml: error: {redact(_one_line(e))}", file=sys.stderr)
         return 2
 
 

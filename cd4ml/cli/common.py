@@ -18,9 +18,19 @@ if TYPE_CHECKING:
     from cd4ml.store import ModelVersion, Store
 
 
+class _Redacting(logging.Formatter):
+    """Known secrets never reach a log line, whatever a library put into the message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from cd4ml.secrets import redact
+
+        return redact(super().format(record))
+
+
 def setup_logging(debug: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Redacting("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, handlers=[handler])
 
 
 def add_pipeline(p: argparse.ArgumentParser) -> None:

@@ -443,7 +443,7 @@ def load_entry_point(spec: Spec) -> Any:
     """The callable ``model.entry_point`` names: ``module:function``, or a script's ``train``."""
     import runpy
 
-    from cd4ml.spec import import_object
+    from cd4ml.spec import check_trainable, import_object
 
     ref = spec.model.entry_point
     assert ref is not None
@@ -467,6 +467,7 @@ def load_entry_point(spec: Spec) -> Any:
         raise SpecError(f"{where}: {e}") from None
     if not callable(fn):
         raise SpecError(f"{where}: {ref} is not a function; name a function fn(run, data)")
+    check_trainable(spec, fn)
     return fn
 
 

@@ -139,7 +139,7 @@ def categorical_columns(X: pd.DataFrame) -> list[str]:
 
 def build_estimator(spec: Spec, categorical: list[str]) -> Any:
     """Instantiate ``model.estimator`` (a class or a factory) with ``model.params`` and the seed."""
-    from cd4ml.spec import import_object
+    from cd4ml.spec import check_trainable, import_object
 
     ref = spec.model.estimator
     assert ref is not None
@@ -148,6 +148,7 @@ def build_estimator(spec: Spec, categorical: list[str]) -> Any:
         factory = import_object(ref, spec.root)
     except SpecError as e:
         raise SpecError(f"{where}: {e}") from None
+    check_trainable(spec, factory)
     params = dict(spec.model.params)
     try:
         estimator = factory(**params)

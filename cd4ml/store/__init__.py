@@ -204,8 +204,10 @@ class Store:
 
     def finish_run(self, run_id: str, status: str, error: str | None = None,
                    reused_from: str | None = None) -> Run:
-        return self.update_run(run_id, status=status, error=error, reused_from=reused_from,
-                               ended_at=now())
+        from cd4ml.secrets import redact
+
+        return self.update_run(run_id, status=status, error=redact(error) if error else error,
+                               reused_from=reused_from, ended_at=now())
 
     def run(self, run_id: str) -> Run:
         with self.read() as conn:
