@@ -41,6 +41,7 @@ class DataSpec:
     target: str
     features: tuple[str, ...] | None = None  # None: every column but the target and slices
     slices: tuple[str, ...] = ()
+    relax: tuple[str, ...] = ()  # built-in sanity checks turned into warnings (stages/sanity.py)
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,7 @@ def _key(path: tuple[Any, ...]) -> str:
 #: values a spec may expand to: YAML aliases make a few lines stand for billions ("billion
 #: laughs"); a real spec has a few hundred
 MAX_SPEC_VALUES = 20_000
+_PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 
 
 def _compose(text: str, file: Path) -> tuple[Any, dict[str, int]]:
@@ -211,6 +213,9 @@ def _compose(text: str, file: Path) -> tuple[Any, dict[str, int]]:
             raise SpecError(f"{file}:{node.start_mark.line + 1}: the spec expands to more than "
                             f"{MAX_SPEC_VALUES} values (YAML aliases?); write the values out")
         lines[_key(path)] = node.start_mark.line + 1
+        if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in _PLAIN_TAGS:
+            raise SpecError(f"{file}:{node.start_mark.line + 1}: unsupported YAML tag "
+                            f"{_excerpt(node.tag)!r}; a spec holds plain mappings, lists and values")
         if isinstance(node, yaml.MappingNode):
             out: dict[Any, Any] = {}
             for knode, vnode in node.value:
@@ -394,7 +399,13 @@ def load_spec(path: str | Path) -> Spec:
         target=d.get("target", str),
         features=d.strings("features", None),
         slices=d.strings("slices", ()) or (),
+        relax=d.strings("relax", ()) or (),
     )
+    from cd4ml.stages.sanity import Check
+
+    for i, check in enumerate(data.relax):
+        if check not in set(Check):
+            d.fail(f"unknown check {_excerpt(check)!r} (known: {', '.join(Check)})", "relax", i)
     d.done()
     if data.features is not None and data.target in data.features:
         d.fail(f"the target {data.target!r} cannot also be a feature", "features")

@@ -155,6 +155,7 @@ def run(spec: Spec, store: Store, *, force: bool = False, override_by: str | Non
 
 def _stages(spec: Spec, store: Store, current: Run, stages: list[tuple[str, str, float]],
             override_by: str | None, reason: str | None) -> tuple[str, ModelVersion | None]:
+    from cd4ml.stages import sanity
     from cd4ml.stages.data import load_frame
     from cd4ml.stages.evaluate import evaluate
     from cd4ml.stages.gate import gate
@@ -169,6 +170,7 @@ def _stages(spec: Spec, store: Store, current: Run, stages: list[tuple[str, str,
         return out
 
     frame = load_frame(spec.data)
+    sanity.check(spec, frame)
     validation = timed("validate", lambda: validate(spec, store, current.id, frame), "success")
     if not validation.success:
         return "validation_failed", None

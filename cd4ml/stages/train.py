@@ -70,8 +70,11 @@ def _train(spec: Spec, store: Store, run_id: str, frame: pd.DataFrame | None) ->
         raise SpecError(f"{spec.path}:{spec.line_of('model', 'entry_point')}: model.entry_point: "
                         "entry points are run by 'cd4ml run' (the tracking API), not 'cd4ml train'")
     data_hash = file_hash(spec.data.path)
-    if frame is None:
+    if frame is None:  # 'cd4ml train' alone; 'cd4ml run' checked the frame it passes
+        from cd4ml.stages import sanity
+
         frame = load_frame(spec.data)
+        sanity.check(spec, frame)
     features = feature_columns(spec.data, frame)
     check_target(spec, frame)
     rows = split(spec, frame).train_index
