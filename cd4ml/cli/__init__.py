@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 
 from cd4ml import __version__
 from cd4ml.errors import Cd4mlError
@@ -81,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except Cd4mlError as e:
-        if args.debug:
-            raise
+        if args.debug:  # the traceback, and still the exit code a script relies on
+            traceback.print_exc()
         print(f"cd4ml: error: {redact(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
@@ -90,11 +91,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 -- the one place every failure becomes one line
         # a path that cannot be read or written, or a bug: one line all the same, never a
         # traceback unless asked for
         if args.debug:
-            raise
+            traceback.print_exc()
         print(f"cd4ml: error: {redact(_one_line(e))}", file=sys.stderr)
         return 2
 
