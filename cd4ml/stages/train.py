@@ -103,6 +103,7 @@ def register_artifact(store: Store, *, pipeline: str, run_id: str, task: str, es
                       git_commit: str | None, spec_hash: str | None) -> tuple[ModelVersion, Path]:
     """Save the fitted estimator, give it the pipeline's next version, and publish the artifact
     directory of that version; returns the version (with its final artifact_uri) and the dir."""
+    signature = {**signature, "frame": _needs_frame(estimator, signature, task, stats)}
     blob, digest = artifacts.save(artifacts_root(), pipeline, estimator)
     model = store.register_model(pipeline, run_id, task, str(blob), digest, signature, stats)
     directory = artifacts.publish(blob, artifacts.ArtifactMeta(
@@ -110,6 +111,18 @@ def register_artifact(store: Store, *, pipeline: str, run_id: str, task: str, es
         version=model.version, run_id=run_id, data_hash=data_hash, git_commit=git_commit,
         spec_hash=spec_hash, created_at=model.created_at))
     return store.set_artifact_uri(model.id, str(directory)), directory
+
+
+def _needs_frame(estimator: Any, signature: dict, task: str, stats: dict) -> bool:
+    """Ask the server's own predictor, while the fitted model is in memory, whether it will
+    feed the model a DataFrame: recorded, so that a build never unpickles the model to know."""
+    from cd4ml.serve.predictor import Predictor
+    from cd4ml.serve.schema import fields_of
+
+    try:
+        return bool(Predictor(estimator, fields_of(signature), task, stats).needs_frame)
+    except Exception:  # noqa: BLE001 -- a model the predictor balks at: carry pandas, to be safe
+        return True
 
 
 def check_target(spec: Spec, frame: pd.DataFrame) -> None:
