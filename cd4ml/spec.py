@@ -14,6 +14,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,14 @@ class EnvironmentSpec:
     line: int = 0
 
 
+class Provenance(StrEnum):
+    """Which model versions may be built and deployed, by who trained them (``provenance:``)."""
+
+    ANY = "any"
+    CI = "ci"  # trained by a CI run (GitHub Actions)
+    CI_DEFAULT_BRANCH = "ci_default_branch"  # ... of a push to the repository's default branch
+
+
 @dataclass(frozen=True)
 class Spec:
     """A whole pipeline spec, validated."""
@@ -154,6 +163,7 @@ class Spec:
     expectations: Path | None = None
     spec_hash: str = ""
     lines: Mapping[str, int] = field(default_factory=dict, repr=False, compare=False)
+    provenance: Provenance = field(default_factory=lambda: Provenance.ANY)
 
     @property
     def root(self) -> Path:
@@ -512,6 +522,7 @@ def load_spec(path: str | Path) -> Spec:
 
     environments = _environments(top)
     expectations = top.file_path("expectations", root, None)
+    provenance = Provenance(top.choice("provenance", tuple(Provenance), Provenance.ANY.value))
     top.done()
 
     spec_hash = _spec_hash(raw, expectations)
@@ -519,6 +530,7 @@ def load_spec(path: str | Path) -> Spec:
         name=name, path=file, data=data, model=model, split=split, metrics=tuple(metrics),
         gates=gates, allow_no_gates=allow_no_gates, drift=drift, image=image,
         environments=environments, expectations=expectations, spec_hash=spec_hash, lines=lines,
+        provenance=provenance,
     )
 
 

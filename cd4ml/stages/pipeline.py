@@ -120,7 +120,7 @@ def run(spec: Spec, store: Store, *, force: bool = False, override_by: str | Non
         "kind": "pipeline", "git_commit": git.commit, "branch": git.branch, "actor": git.actor,
         "spec_hash": spec.spec_hash, "code_hash": code, "data_hash": data_hash, "cache_key": key,
         "params": {"model": dict(spec.model.params), "seed": spec.model.seed},
-        "tags": {"dirty": git.dirty} if git.dirty else {},
+        "tags": git.tags,
     }
 
     if not force:
