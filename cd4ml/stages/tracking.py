@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
-from cd4ml.errors import Cd4mlError, DataError, SpecError, TrackedRunError
+from cd4ml.errors import Cd4mlError, DataError, SpecError, TrackedRunError, TrainingFailed
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -520,11 +520,15 @@ def run_entry_point(spec: Spec, store: Store, run_id: str,
         fn(handle, data)
     except Cd4mlError:
         raise
-    except Exception as e:
+    except (Exception, SystemExit, KeyboardInterrupt) as e:
+        # sys.exit(0) in a training script is not a successful run: CI must not go green on it
         where = _user_frame(e)
-        emit("stage_failed", "train", describe_error(e))
-        raise TrackedRunError(f"entry point {ref} raised {describe_error(e)}{where}; "
-                            "run with --debug for the traceback") from e
+        what = (f"called sys.exit({e.code!r})" if isinstance(e, SystemExit) else
+                "was interrupted" if isinstance(e, KeyboardInterrupt) else f"raised {describe_error(e)}")
+        emit("stage_failed", "train", what)
+        raise TrainingFailed(f"entry point {ref} {what}{where}; the run failed"
+                             + (" (return from the function instead)" if isinstance(e, SystemExit) else
+                                "; run with --debug for the traceback")) from e
     finally:
         random.setstate(saved[0])
         np.random.set_state(saved[1])
