@@ -97,3 +97,25 @@ def test_alias_bomb_is_refused_within_a_memory_ceiling(case, tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert _expected(case) in proc.stderr and "Traceback" not in proc.stderr
     print(f"{case.stem}: refused, peak RSS {peak_mb:.0f} MB")
+
+
+@pytest.mark.parametrize("body,says", [
+    ("sys.exit(0)", "called sys.exit(0)"),
+    ("raise KeyboardInterrupt", "was interrupted"),
+])
+def test_an_entry_point_that_exits_fails_the_run(tmp_path, monkeypatch, capsys, body, says):
+    """A training script that calls sys.exit(0) used to leave CI green with no message."""
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(CORPUS.parent / "data" / "clean.csv", tmp_path / "clean.csv")
+    (tmp_path / "quits.py").write_text(f"import sys\n\n\ndef train(run, data):\n    {body}\n")
+    (tmp_path / "quits.yaml").write_text(
+        (CORPUS / "_base.yaml").read_text().replace("../data/clean.csv", "clean.csv")
+        .replace("  estimator: sklearn.linear_model:LogisticRegression\n  params: {max_iter: 200}\n",
+                 "  entry_point: quits.py\n"))
+    db = tmp_path / "s.db"
+    assert main(["run", "-p", str(tmp_path / "quits.yaml"), "--store", f"sqlite:///{db}"]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("cd4ml: error: entry point") and says in last, last
+    assert [r.status for r in Store(f"sqlite:///{db}").runs("hostile")] == ["failed"]
