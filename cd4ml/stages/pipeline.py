@@ -26,6 +26,7 @@ from cd4ml.integrations.git import git_info
 from cd4ml.spec import Spec, check_imports, find_module
 from cd4ml.stages.data import file_hash
 from cd4ml.store import ModelVersion, Run, Store
+from cd4ml.store.liveness import Heartbeat
 
 # import names whose distribution is named differently
 _DIST_ALIASES = {"sklearn": "scikit-learn"}
@@ -141,10 +142,14 @@ def run(spec: Spec, store: Store, *, force: bool = False, override_by: str | Non
                                   time.perf_counter() - started, ())
 
     check_imports(spec)
+    for dead in store.abandon_dead_runs(spec.name):
+        emit("warning", "run", f"run {dead.id} was left running by a process that is gone "
+             f"({dead.holder}): marked abandoned")
     current = store.start_run(spec.name, **identity)
     stages: list[tuple[str, str, float]] = []
     try:
-        result = _stages(spec, store, current, stages, override_by, reason)
+        with Heartbeat(store, current.id):
+            result = _stages(spec, store, current, stages, override_by, reason)
     except Cd4mlError as e:
         store.finish_run(current.id, "failed", error=str(e))
         raise

@@ -4,8 +4,8 @@ production baseline, the one-current-deployment rule and the locks."""
 from __future__ import annotations
 
 import math
-import re
 import multiprocessing
+import re
 import threading
 import time
 
