@@ -137,10 +137,9 @@ def _deployed(store: Any, pipeline: str | None = None) -> dict[int, list[str]]:
 
 
 def _runs(store: Any, args: argparse.Namespace) -> int:
-    from cd4ml.reporting.console import print_json, table, to_jsonable
-
     from dataclasses import replace
 
+    from cd4ml.reporting.console import print_json, table, to_jsonable
     from cd4ml.store.liveness import shown_status
 
     # a run whose process was killed shows as abandoned before the next run marks it so
