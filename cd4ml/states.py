@@ -18,6 +18,7 @@ class RunStatus(StrEnum):
     FAILED = "failed"  # an error stopped it
     VALIDATION_FAILED = "validation_failed"
     GATE_FAILED = "gate_failed"
+    ABANDONED = "abandoned"  # the process running it was killed before it finished
 
     @property
     def failed(self) -> bool:
