@@ -58,8 +58,8 @@ def environments(store: Store, pipelines: Iterable[str], root: Path, probe: bool
         else:
             now = [_unprobed(store, d) for d in store.current_deployments(name)]
             past = deployment_history(store, name, limit=limit)
-        if not now and not past:
-            continue
+        if not past and all(e["version"] is None for e in now):
+            continue  # nothing was ever deployed
         out.append({"pipeline": name, "spec_found": spec is not None, "status": now,
                     "history": to_jsonable(past), "approvals": _approvals(store, name, past),
                     "monitoring": {e["environment"]: monitoring(store, name, e["environment"])

@@ -134,12 +134,21 @@ def start(config: UiConfig, store: Store) -> tuple[UiServer, Started]:
         raise UiError(f"cannot listen on {config.host}:{config.port}: {e.strerror}; "
                       "choose another --port or --host") from None
     server.api = Api(store, config.root, list(config.log_paths) or None)
+    # the runs table is read from the store before the first visitor asks for it
+    threading.Thread(target=_warm, args=(server.api,), daemon=True, name="cd4ml-ui-warm").start()
     server.access = Access(token)
     server.files = static_files()
     host, port = server.server_address[:2]
     shown = f"[{host}]" if ":" in str(host) else str(host)
     url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
     return server, Started(url, token)
+
+
+def _warm(api: Api) -> None:
+    try:
+        api.runs.rows()
+    except Exception:  # noqa: BLE001 -- the first request meets the same error and shows it
+        pass
 
 
 def serve_in_thread(config: UiConfig, store: Store) -> tuple[UiServer, Started]:

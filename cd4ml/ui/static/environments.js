@@ -32,7 +32,9 @@ function pipelineSection(p) {
   return h("section", { class: "pipeline" }, h("h2", {}, p.pipeline),
     p.spec_found ? null : h("p", { class: "muted" }, "no spec for this pipeline in this repository: health is not probed"),
     now,
-    h("h3", {}, "Monitoring"), monitoring.length ? monitoring.map(([env, rows]) => h("div", {}, h("h4", {}, env), monitoringTable(rows))) : empty("–"),
+    h("h3", {}, "Monitoring"), monitoring.some(([, rows]) => rows !== null && rows !== undefined)
+      ? monitoring.map(([env, rows]) => h("div", {}, h("h4", {}, env), monitoringTable(rows)))
+      : empty("no monitoring recorded for these environments (cd4ml monitor records it)"),
     h("h3", {}, "History: deploys, promotions, rollbacks"), past,
     h("h3", {}, "Approvals"), approvals);
 }

@@ -69,9 +69,9 @@ export async function predictionPage(requestId) {
     d.sha256_matches === false ? failure(`the server's model sha256 ${p.model_sha256} is not the recorded ${d.lineage.model.sha256}`) : null,
     h("p", {}, `at ${when(p.time)} by `, link(`#/model/${enc(d.lineage.ref)}`, d.lineage.ref, { id: "prediction-model" }),
       ` · found at ${p.log_location}`, d.sha256_matches ? " · " : "", d.sha256_matches ? badge("sha256 matches", "ok") : null),
-    section("Inputs", table(cols, inputs.map((r) => cols.map((c) => fmt((r || {})[c]))), { id: "inputs", class: "grid" })),
-    section("Output", h("pre", { class: "json", id: "output" }, JSON.stringify(output, null, 2)),
-      p.probabilities ? h("pre", { class: "json" }, JSON.stringify(p.probabilities, null, 2)) : null),
+    section("Inputs", h("div", { class: "scroll" }, table(cols, inputs.map((r) => cols.map((c) => fmt((r || {})[c]))), { id: "inputs", class: "grid" }))),
+    section("Output", h("h3", {}, "prediction"), h("pre", { class: "json", id: "output" }, JSON.stringify(output)),
+      p.probabilities ? [h("h3", {}, "probabilities"), h("pre", { class: "json" }, JSON.stringify(p.probabilities))] : null),
     section("Where it came from", chain(d.lineage)));
 }
 

@@ -39,12 +39,18 @@ function metricsSection(metrics) {
       fmt(m.production), delta(m.delta)]), { id: "metrics" }));
 }
 
+// nested parameters ({"model": {"max_depth": 3}}) as model.max_depth, as on the runs page
+function flatten(obj, prefix = "") {
+  return Object.entries(obj).reduce((out, [k, v]) => (v && typeof v === "object" && !Array.isArray(v) && Object.keys(v).length
+    ? Object.assign(out, flatten(v, `${prefix}${k}.`)) : Object.assign(out, { [`${prefix}${k}`]: v })), {});
+}
+
 export async function runPage(ref) {
   let d;
   try { d = await api(`/api/show/${enc(ref)}`); } catch (e) { show(failure(e.message)); return; }
   const r = d.run, src = d.source_run, m = d.model;
   const title = m ? `${m.pipeline}:${m.version}` : `run ${r.id}`;
-  const params = Object.entries(src.params || {}).sort(([a], [b]) => a.localeCompare(b));
+  const params = Object.entries(flatten(src.params || {})).sort(([a], [b]) => a.localeCompare(b));
   show(
     h("h1", {}, title, " ", statusBadge(r.status)),
     h("p", { class: "actions" },
