@@ -8,6 +8,7 @@ cost that matters (a page of 10,000 runs) is in the table, not in the HTTP layer
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,6 +21,8 @@ from cd4ml.errors import UiError
 from cd4ml.store import Store
 from cd4ml.ui.access import Access, is_loopback, new_token
 from cd4ml.ui.api import Api, Response, error
+
+log = logging.getLogger(__name__)
 
 #: strings from the store are put in pages as text by the scripts; this policy stops anything
 #: that slipped through from running (no inline script, nothing from elsewhere)
@@ -147,8 +150,8 @@ def start(config: UiConfig, store: Store) -> tuple[UiServer, Started]:
 def _warm(api: Api) -> None:
     try:
         api.runs.rows()
-    except Exception:  # noqa: BLE001 -- the first request meets the same error and shows it
-        pass
+    except Exception as e:  # noqa: BLE001 -- the first request meets the same error and shows it
+        log.debug("reading the runs table ahead failed: %s", e)
 
 
 def serve_in_thread(config: UiConfig, store: Store) -> tuple[UiServer, Started]:

@@ -54,7 +54,7 @@ def test_filters(table):
 
 
 def test_sorting_by_metric_and_parameter_keeps_missing_values_last(table):
-    by = lambda key, desc: [r["actor"] for r in _page(table, sort=key, descending=desc)["rows"]]  # noqa: E731
+    by = lambda key, desc: [r["actor"] for r in _page(table, sort=key, descending=desc)["rows"]]
     assert by("metric.accuracy", True) == ["ben", "ana", "rita"]
     assert by("metric.accuracy", False) == ["ana", "ben", "rita"]
     assert by("param.model.max_depth", False) == ["ana", "ben", "rita"]
