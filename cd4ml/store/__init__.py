@@ -263,14 +263,23 @@ class Store:
             sa.select(sa.func.max(model_versions.c.id)).scalar_subquery(),
             sa.select(sa.func.count()).select_from(model_versions)
             .where(model_versions.c.bad.is_(True)).scalar_subquery(),
+            sa.select(sa.func.count()).select_from(model_versions)
+            .where(model_versions.c.blessed.is_(True)).scalar_subquery(),
             sa.select(sa.func.max(images.c.id)).scalar_subquery(),
+            sa.select(sa.func.max(images.c.pushed_at)).scalar_subquery(),
+            sa.select(sa.func.count()).select_from(images)
+            .where(images.c.infra_status == "passed").scalar_subquery(),
             sa.select(sa.func.max(deployments.c.id)).scalar_subquery(),
             sa.select(sa.func.max(deployments.c.ended_at)).scalar_subquery(),
             sa.select(sa.func.max(approvals.c.id)).scalar_subquery(),
         ]
+        by_status = (sa.select(runs.c.status, sa.func.count()).group_by(runs.c.status)
+                     .order_by(runs.c.status))
         with self.read() as conn:
             row = conn.execute(sa.select(*parts)).one()
-        return "|".join("" if v is None else str(v) for v in row)
+            statuses = conn.execute(by_status).all()
+        return "|".join([*("" if v is None else str(v) for v in row),
+                         *(f"{status}={n}" for status, n in statuses)])
 
     def find_cached_run(self, pipeline: str, cache_key: str) -> Run | None:
         """The newest completed run with these inputs that produced a model."""

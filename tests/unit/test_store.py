@@ -453,7 +453,15 @@ def test_fingerprint_moves_with_every_write(url, db_url):
         seen.add(s.fingerprint())
         s.set_model_flags(model.id, bad=True)
         seen.add(s.fingerprint())
-        assert len(seen) == 5
+        s.set_model_flags(model.id, blessed=True)
+        seen.add(s.fingerprint())
+        s.update_run(run.id, status="gate_failed")  # a status change alone
+        seen.add(s.fingerprint())
+        image = s.record_image(model.id, "sha256:1", "cd4ml/wine:1", 1)
+        seen.add(s.fingerprint())
+        s.update_image(image.id, infra_status="passed")
+        seen.add(s.fingerprint())
+        assert len(seen) == 9
 
 
 def test_fingerprint_sees_another_process_write(db_url):
