@@ -57,7 +57,10 @@ class RunRow:
 
     def json(self) -> dict:
         r = self.run
-        return {**to_jsonable(r), "model_version": self.model.version if self.model else None,
+        # field by field: only parameters and tags can hold what JSON cannot (NaN)
+        plain = dict(vars(r))
+        plain["params"], plain["tags"] = to_jsonable(r.params), to_jsonable(r.tags)
+        return {**plain, "model_version": self.model.version if self.model else None,
                 "blessed": self.model.blessed if self.model else None,
                 "duration_seconds": seconds_between(r.started_at, r.ended_at),
                 "metrics": {k: _finite(v) for k, v in self.metrics.items()}}
@@ -71,7 +74,7 @@ def run_rows(store: Store, pipeline: str | None = None, limit: int | None = None
     every = limit is None and pipeline is None  # no list of ids to send to the database
     models = {m.run_id: m for m in store.model_summaries(None if every else sources)}
     overall: dict[str, dict[str, float | None]] = {}
-    for m in store.metrics_of(None if every else sources, overall_candidate=True):
+    for m in store.overall_metrics(None if every else sources):
         overall.setdefault(m.run_id, {})[m.name] = m.value
     return [RunRow(r, models.get(s), overall.get(s, {})) for r, s in zip(runs, sources)]
 
@@ -150,7 +153,7 @@ def metric_history(store: Store, pipeline: str, limit: int = 50) -> list[dict]:
     their gate's rules: what a chart of metrics across versions with the gate lines needs."""
     models = sorted(store.models(pipeline, limit=limit), key=lambda m: m.version)
     values: dict[str, dict[str, float | None]] = {}
-    for m in store.metrics_of([m.run_id for m in models], overall_candidate=True):
+    for m in store.overall_metrics([m.run_id for m in models]):
         values.setdefault(m.run_id, {})[m.name] = _finite(m.value)
     out = []
     for m in models:

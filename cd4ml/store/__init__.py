@@ -39,6 +39,7 @@ from cd4ml.store.records import (
     GateDecision,
     Image,
     Metric,
+    MetricValue,
     ModelSummary,
     ModelVersion,
     Run,
@@ -64,7 +65,8 @@ from cd4ml.store.schema import (
 
 __all__ = [
     "MIGRATIONS", "Approval", "Dataset", "Deployment", "GateDecision", "Image", "Metric",
-    "ModelSummary", "ModelVersion", "Run", "Store", "Validation", "approvals", "datasets", "default_url",
+    "MetricValue", "ModelSummary", "ModelVersion", "Run", "Store", "Validation", "approvals",
+    "datasets", "default_url",
     "deployments", "gate_decisions", "images", "locks", "metadata", "metrics", "model_versions",
     "now", "redact", "runs", "schema_version", "validations",
 ]
@@ -329,15 +331,13 @@ class Store:
         with self.read() as conn:
             return [_to(Metric, r) for r in conn.execute(q)]
 
-    def metrics_of(self, run_ids: Collection[str] | None = None, *,
-                   overall_candidate: bool = False) -> list[Metric]:
-        """The metrics of many runs (None: of every run) in a few queries, for views that
-        tabulate runs side by side; ``overall_candidate``: only the candidate's values on the
-        whole held-out set (no production, no slices)."""
-        q = sa.select(metrics).order_by(metrics.c.id)
-        if overall_candidate:
-            q = q.where(metrics.c.scope == "candidate", metrics.c.slice == "")
-        return sorted(self._in_chunks(q, metrics.c.run_id, run_ids, Metric), key=lambda m: m.id)
+    def overall_metrics(self, run_ids: Collection[str] | None = None) -> list[MetricValue]:
+        """The candidate metrics on the whole held-out set (no production values, no slices)
+        of many runs (None: of every run), in logging order (the last step of a curve comes
+        last), in a few queries: for views that tabulate runs side by side."""
+        q = (sa.select(metrics.c.run_id, metrics.c.name, metrics.c.value)
+             .where(metrics.c.scope == "candidate", metrics.c.slice == "").order_by(metrics.c.id))
+        return self._in_chunks(q, metrics.c.run_id, run_ids, MetricValue)
 
     def _in_chunks(self, q: sa.Select, column: sa.Column, values: Collection[str] | None,
                    cls: type[T]) -> list[T]:

@@ -55,6 +55,15 @@ class Metric:
 
 
 @dataclass(frozen=True)
+class MetricValue:
+    """A candidate's metric on the whole held-out set: what a table of many runs shows."""
+
+    run_id: str
+    name: str
+    value: float | None
+
+
+@dataclass(frozen=True)
 class ModelVersion:
     id: int
     pipeline: str

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from typing import Any
 
 from cd4ml.reporting.api import run_rows
 from cd4ml.store import Store
+
+log = logging.getLogger(__name__)
 
 #: the spreadsheet's leading columns, in order: (key, title)
 FIXED = (("started_at", "date"), ("actor", "who"), ("git_commit", "commit"),
@@ -80,45 +83,75 @@ class Row:
         return self.data.get(key)
 
 
+class Snapshot:
+    """The runs table as the store had it at one moment (its fingerprint ``mark``), with each
+    column's sort order computed once, when first asked for."""
+
+    def __init__(self, mark: str, rows: list[Row]):
+        self.mark, self.rows = mark, rows
+        self.params = sorted({k for r in rows for k in r.data["param_values"]})
+        self.metrics = sorted({k for r in rows for k in r.data["metrics"]})
+        self.choices = {k: sorted({str(r.data[k]) for r in rows}) for k in ("pipeline", "status")}
+        self._orders: dict[tuple[str, bool], list[Row]] = {}
+
+    def ordered(self, key: str, descending: bool) -> list[Row]:
+        found = self._orders.get((key, descending))
+        if found is None:
+            found = _sorted(self.rows, key)
+            if descending:  # missing values stay last either way
+                present = [r for r in found if r.value(key) is not None]
+                found = present[::-1] + found[len(present):]
+            self._orders[(key, descending)] = found
+        return found
+
+
 class RunsTable:
-    """The whole store's runs, rebuilt when the store's fingerprint changes; each column's
-    sort order is computed once per rebuild, so a request is a filter over a sorted list."""
+    """The whole store's runs, kept until the store's fingerprint changes. The first read
+    waits for the table; after that a change is read in the background while requests are
+    answered from the previous table, marked ``stale`` (the page asks again shortly), so that
+    no request waits for ten thousand rows to come out of the database."""
 
     def __init__(self, store: Store):
         self.store = store
         self._lock = threading.Lock()
-        self._mark: str | None = None
-        self._rows: list[Row] = []
-        self._params: list[str] = []
-        self._metrics: list[str] = []
-        self._choices: dict[str, list[str]] = {}
-        self._orders: dict[tuple[str, bool], list[Row]] = {}
+        self._current: Snapshot | None = None
+        self._reading: str | None = None  # the mark being read in the background
 
-    def rows(self) -> tuple[list[Row], list[str], list[str]]:
+    def snapshot(self, wait: bool = False) -> tuple[Snapshot, bool]:
+        """The table and whether the store has changed since it was read (then a fresh read
+        is under way). ``wait``: read it now instead."""
         mark = self.store.fingerprint()
+        current = self._current
+        if current is None or (wait and current.mark != mark):
+            with self._lock:  # one reader at a time; a second caller finds the first's table
+                if self._current is None or (wait and self._current.mark != mark):
+                    self._current = self._read(mark)
+                return self._current, False
+        if current.mark == mark:
+            return current, False
         with self._lock:
-            if mark != self._mark:
-                rows = [Row(r.json()) for r in run_rows(self.store)]
-                self._params = sorted({k for r in rows for k in r.data["param_values"]})
-                self._metrics = sorted({k for r in rows for k in r.data["metrics"]})
-                self._choices = {k: sorted({str(r.data[k]) for r in rows})
-                                 for k in ("pipeline", "status")}
-                self._rows, self._orders, self._mark = rows, {}, mark
-            return self._rows, self._params, self._metrics
+            if self._reading != mark:
+                self._reading = mark
+                threading.Thread(target=self._refresh, args=(mark,), daemon=True,
+                                 name="cd4ml-ui-runs").start()
+        return current, True
 
-    def _ordered(self, key: str, descending: bool) -> list[Row]:
-        rows, _, _ = self.rows()
+    def _read(self, mark: str) -> Snapshot:
+        return Snapshot(mark, [Row(r.json()) for r in run_rows(self.store)])
+
+    def _refresh(self, mark: str) -> None:
+        try:
+            fresh = self._read(mark)
+        except Exception as e:  # noqa: BLE001 -- the stale table stays; the next request retries
+            log.warning("reading the runs table failed: %s", e)
+            fresh = None
         with self._lock:
-            if (key, descending) not in self._orders:
-                ordered = _sorted(rows, key)
-                if descending:  # missing values stay last either way
-                    present = [r for r in ordered if r.value(key) is not None]
-                    ordered = present[::-1] + ordered[len(present):]
-                self._orders[(key, descending)] = ordered
-            return self._orders[(key, descending)]
+            if fresh is not None:
+                self._current = fresh
+            self._reading = None
 
-    def matching(self, q: RunsQuery) -> list[Row]:
-        ordered = self._ordered(q.sort, q.descending)
+    def matching(self, q: RunsQuery, table: Snapshot) -> list[Row]:
+        ordered = table.ordered(q.sort, q.descending)
         text = q.text.lower()
         blessed = {"yes": True, "no": False}.get(q.blessed)
         if not (q.pipeline or q.status or text or blessed is not None):
@@ -129,29 +162,29 @@ class RunsTable:
                 and (blessed is None or bool(r.data["blessed"]) == blessed)
                 and (not text or text in r.haystack)]
 
-    def page(self, q: RunsQuery) -> dict:
+    def page(self, q: RunsQuery, wait: bool = False) -> dict:
         """One page of matching rows, and what the page needs to draw its controls."""
-        rows, params, metrics = self.rows()
-        found = self.matching(q)
+        table, stale = self.snapshot(wait)
+        found = self.matching(q, table)
         start = (q.page - 1) * q.per_page
         return {
-            "total": len(found), "all": len(rows), "page": q.page, "per_page": q.per_page,
-            "sort": q.sort, "order": "desc" if q.descending else "asc",
+            "total": len(found), "all": len(table.rows), "page": q.page, "per_page": q.per_page,
+            "sort": q.sort, "order": "desc" if q.descending else "asc", "stale": stale,
             "columns": {"fixed": [{"key": k, "title": t} for k, t in FIXED],
-                        "params": params, "metrics": metrics},
-            "pipelines": self._choices["pipeline"], "statuses": self._choices["status"],
+                        "params": table.params, "metrics": table.metrics},
+            "pipelines": table.choices["pipeline"], "statuses": table.choices["status"],
             "rows": [r.data for r in found[start:start + q.per_page]],
         }
 
     def csv(self, q: RunsQuery, columns: list[str] | None = None) -> str:
-        """Every matching row (not one page) as CSV, in the chosen columns."""
-        _, params, metrics = self.rows()
-        keys = columns or ([k for k, _ in FIXED] + [f"metric.{m}" for m in metrics]
-                           + [f"param.{p}" for p in params])
+        """Every matching row (not one page) as CSV, in the chosen columns; never stale."""
+        table, _ = self.snapshot(wait=True)
+        keys = columns or ([k for k, _ in FIXED] + [f"metric.{m}" for m in table.metrics]
+                           + [f"param.{p}" for p in table.params])
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(keys)
-        for row in self.matching(q):
+        for row in self.matching(q, table):
             writer.writerow([_cell(row.value(k)) for k in keys])
         return buf.getvalue()
 

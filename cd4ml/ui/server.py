@@ -149,7 +149,7 @@ def start(config: UiConfig, store: Store) -> tuple[UiServer, Started]:
 
 def _warm(api: Api) -> None:
     try:
-        api.runs.rows()
+        api.runs.snapshot()
     except Exception as e:  # noqa: BLE001 -- the first request meets the same error and shows it
         log.debug("reading the runs table ahead failed: %s", e)
 

@@ -27,9 +27,9 @@ def test_runs_table_and_api_over_postgresql(postgres_url, tmp_path):
 
         store.finish_run(run.id, "succeeded")  # an update only: the table must still see it
         assert store.fingerprint() != before
-        assert api.runs.page(RunsQuery())["rows"][0]["status"] == "succeeded"
+        assert api.runs.page(RunsQuery(), wait=True)["rows"][0]["status"] == "succeeded"
         store.set_model_flags(model.id, blessed=True)
-        assert api.runs.page(RunsQuery(blessed="yes"))["total"] == 1
+        assert api.runs.page(RunsQuery(blessed="yes"), wait=True)["total"] == 1
 
         shown = json.loads(api.handle("/api/show/wine:1", {}).body)
         assert shown["run"]["id"] == run.id and shown["metrics"][0]["candidate"] == 0.9

@@ -471,7 +471,7 @@ def test_fingerprint_sees_another_process_write(db_url):
         assert reader.fingerprint() != before
 
 
-def test_metrics_of_and_model_summaries_of_many_runs(store):
+def test_overall_metrics_and_model_summaries_of_many_runs(store):
     runs = [store.start_run("wine") for _ in range(3)]
     for i, r in enumerate(runs):
         store.record_metrics(r.id, [{"name": "accuracy", "value": 0.5 + i / 10},
@@ -479,10 +479,11 @@ def test_metrics_of_and_model_summaries_of_many_runs(store):
                                     {"name": "accuracy", "value": 0.2, "scope": "production"}])
     model = store.register_model("wine", runs[1].id, "classification", "/a", "a" * 64,
                                  {"inputs": []}, {"big": list(range(100))})
-    overall = store.metrics_of([runs[0].id, runs[1].id], overall_candidate=True)
-    assert [(m.run_id, m.value) for m in overall] == [(runs[0].id, 0.5), (runs[1].id, 0.6)]
-    assert len(store.metrics_of(None)) == 9
-    assert len(store.metrics_of([r.id for r in runs] * 400)) == 9  # chunked, each id once
+    overall = store.overall_metrics([runs[0].id, runs[1].id])
+    assert [(m.run_id, m.name, m.value) for m in overall] == [
+        (runs[0].id, "accuracy", 0.5), (runs[1].id, "accuracy", 0.6)]  # no slice, no production
+    assert len(store.overall_metrics(None)) == 3
+    assert len(store.overall_metrics([r.id for r in runs] * 400)) == 3  # chunked, each id once
     [summary] = store.model_summaries([r.id for r in runs])
     assert (summary.id, summary.ref, summary.run_id, summary.blessed) == (model.id, "wine:1", runs[1].id, False)
     assert store.model_summaries(None) == [summary]

@@ -16,6 +16,11 @@ STATIC = Path(__file__).resolve().parents[2] / "cd4ml" / "ui" / "static"
 
 
 @pytest.fixture
+def store(file_store):
+    return file_store
+
+
+@pytest.fixture
 def ui(store):
     server, started = serve_in_thread(UiConfig(port=0), store)
     yield started.url
