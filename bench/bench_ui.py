@@ -1,9 +1,11 @@
 """The web view's runs page over a store of 10,000 runs, beside MLflow's tracking server.
 
 Prints, for ``cd4ml ui``'s ``/api/runs`` (the JSON the runs page draws; 50 rows a page, every
-parameter and metric a column): the first answer after something was recorded (the table is
-rebuilt from the store), then the median and p95 of warm answers — newest first, sorted by a
-metric, filtered by text, a deep page — against the target of 200 ms on the server; and, in
+parameter and metric a column): the first answer (the table read from the store), the median
+and p95 of answers — newest first, sorted by a metric, filtered by text, a deep page — against
+the target of 200 ms on the server, the answer just after a run was recorded (the previous
+table, marked stale, while the new one is read in the background) and how long that read
+takes; and, in
 headless chromium (Debian's, through Playwright), the time from navigation until the table's
 50 rows are on screen, against the target of 1 s.
 
@@ -37,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 UI_PORT, MLFLOW_PORT = 19050, 19051
 METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "roc_auc")
 REPEAT = 20
+MLFLOW_REPEAT = 5  # its sorted search takes seconds a request
 
 
 def fill(url: str, n: int) -> None:
@@ -117,10 +120,19 @@ def bench_cd4ml(url: str, n: int, browser: bool) -> None:
         cold, body = get(base)
         assert json.loads(body)["all"] == n
         print(f"cd4ml ui /api/runs, {n} runs")
-        print(f"  first answer (table read from the store)    {cold * 1000:7.1f} ms")
+        print(f"  first answer (the table read from the store) {cold * 1000:7.1f} ms")
         for label, query in QUERIES.items():
             times = [get(base + query)[0] for _ in range(REPEAT)]
             print(f"  {label:<28} {summary(times)}   (target <= 200 ms)")
+        store.start_run("wine", actor="new")  # something is recorded while the view runs
+        during, body = get(base)
+        t = time.perf_counter()
+        while json.loads(body)["stale"]:
+            time.sleep(0.05)
+            body = get(base)[1]
+        print(f"  just after a write: answer (previous table)  {during * 1000:7.1f} ms   (target <= 200 ms)")
+        print(f"  ... and the table read again, in the background, {(time.perf_counter() - t) * 1000:7.1f} ms later")
+        assert json.loads(body)["all"] == n + 1
         if browser:
             print(f"  browser: navigation to 50 rows on screen      {browser_time(started.url) * 1000:7.1f} ms"
                   "   (target <= 1000 ms)")
@@ -228,7 +240,7 @@ def bench_mlflow(work: Path, n: int) -> None:
         print(f"  first answer                                {search('attributes.start_time DESC') * 1000:7.1f} ms")
         for label, order in (("newest first", "attributes.start_time DESC"),
                              ("sorted by accuracy", "metrics.accuracy DESC")):
-            print(f"  {label:<28} {summary([search(order) for _ in range(REPEAT)])}")
+            print(f"  {label:<28} {summary([search(order) for _ in range(MLFLOW_REPEAT)])}")
     finally:
         server.terminate()
         server.wait(30)
