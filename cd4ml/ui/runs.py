@@ -16,6 +16,7 @@ import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from cd4ml.reporting.api import run_rows
@@ -97,10 +98,9 @@ class Snapshot:
     def ordered(self, key: str, descending: bool) -> list[Row]:
         found = self._orders.get((key, descending))
         if found is None:
-            found = _sorted(self.rows, key)
-            if descending:  # missing values stay last either way
-                present = [r for r in found if r.value(key) is not None]
-                found = present[::-1] + found[len(present):]
+            present, missing = _sorted(self.rows, key)
+            # missing values stay last either way
+            found = (present[::-1] if descending else present) + missing
             self._orders[(key, descending)] = found
         return found
 
@@ -215,16 +215,20 @@ def _is_number(text: str) -> bool:
         return False
 
 
-def _sorted(rows: list[Row], key: str) -> list[Row]:
-    """Ascending, values first and missing ones last; numbers before text so that a mixed
-    column still orders."""
-    present = [r for r in rows if r.value(key) is not None]
-    missing = [r for r in rows if r.value(key) is None]
-
-    def order(r: Row) -> tuple:
+def _sorted(rows: list[Row], key: str) -> tuple[list[Row], list[Row]]:
+    """Rows with a value, ascending (numbers before text, so that a mixed column still
+    orders), and the rows without one. Each value is looked up once."""
+    numbers: list[tuple[float, Row]] = []
+    texts: list[tuple[str, Row]] = []
+    missing: list[Row] = []
+    for r in rows:
         v = r.value(key)
-        if isinstance(v, (bool, int, float)):
-            return (0, float(v), "")
-        return (1, 0.0, json.dumps(v, default=str) if isinstance(v, (dict, list)) else str(v))
-
-    return sorted(present, key=order) + missing
+        if v is None:
+            missing.append(r)
+        elif isinstance(v, (bool, int, float)):
+            numbers.append((float(v), r))
+        else:
+            texts.append((json.dumps(v, default=str) if isinstance(v, (dict, list)) else str(v), r))
+    numbers.sort(key=itemgetter(0))
+    texts.sort(key=itemgetter(0))
+    return [r for _, r in numbers] + [r for _, r in texts], missing
