@@ -4,6 +4,7 @@ import { api, badge, empty, enc, failure, fmt, h, link, short, show, statusBadge
 const COLUMNS_KEY = "cd4ml.runs.hidden";
 const SELECTED_KEY = "cd4ml.runs.selected";
 const HIDDEN_BY_DEFAULT = new Set(["branch", "kind", "reused_from", "duration_seconds"]);
+let chooserOpen = false; // the column chooser stays open while columns are ticked
 
 // the columns a person hid (so that a new metric or parameter shows up by itself)
 function hiddenColumns() {
@@ -78,7 +79,8 @@ export async function runsPage(params) {
     choose("blessed", ["yes", "no"], "blessed"),
     search, h("button", { type: "submit" }, "Filter"));
 
-  const chooser = h("details", { class: "columns" }, h("summary", {}, "Columns"),
+  const chooser = h("details", { class: "columns", open: chooserOpen, ontoggle: (e) => { chooserOpen = e.target.open; } },
+    h("summary", {}, "Columns"),
     h("div", {}, all.map((k) => h("label", {},
       h("input", { type: "checkbox", checked: !hidden.has(k), "data-column": k, onchange: (e) => {
         if (e.target.checked) hidden.delete(k); else hidden.add(k);
