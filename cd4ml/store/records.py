@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from enum import StrEnum
+from functools import cache
 from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
 
 from cd4ml.states import (
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T", bound="DataclassInstance")
 Decoders = dict[str, Callable[[Any], Any]]
-_decoders_of: dict[type, Decoders] = {}
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,15 @@ class Metric:
     step: int | None
     model_version: int | None
     created_at: str
+
+
+@dataclass(frozen=True)
+class MetricValue:
+    """A candidate's metric on the whole held-out set: what a table of many runs shows."""
+
+    run_id: str
+    name: str
+    value: float | None
 
 
 @dataclass(frozen=True)
@@ -199,20 +208,51 @@ class Approval:
     created_at: str
 
 
+@dataclass(frozen=True)
+class ModelSummary:
+    """A model version without its signature and training statistics: what a table of
+    thousands of runs needs, without parsing kilobytes of JSON per row."""
+
+    id: int
+    pipeline: str
+    version: int
+    run_id: str
+    blessed: bool
+    bad: bool
+
+    @property
+    def ref(self) -> str:
+        return f"{self.pipeline}:{self.version}"
+
+
+@cache
+def _names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+@cache
 def _decoders(cls: type) -> Decoders:
     """How each field of ``cls`` is made from its column: states become their enum, a gate's
     rules their outcomes; everything else is taken as the database gives it."""
-    if cls not in _decoders_of:
-        out: Decoders = {name: hint for name, hint in get_type_hints(cls).items()
-                         if isinstance(hint, type) and issubclass(hint, StrEnum)}
-        if cls is GateDecision:
-            out["rules"] = lambda rules: tuple(RuleOutcome.from_json(r) for r in rules or ())
-        _decoders_of[cls] = out
-    return _decoders_of[cls]
+    out: Decoders = {name: {m.value: m for m in hint}.__getitem__  # a dict: fast on many rows
+                     for name, hint in get_type_hints(cls).items()
+                     if isinstance(hint, type) and issubclass(hint, StrEnum)}
+    if cls is GateDecision:
+        out["rules"] = lambda rules: tuple(RuleOutcome.from_json(r) for r in rules or ())
+    return out
 
 
 def _to(cls: type[T], row: Any) -> T:
     m = row._mapping
     decode = _decoders(cls)
-    return cls(**{f.name: decode[f.name](m[f.name]) if f.name in decode else m[f.name]
-                  for f in fields(cls)})
+    return cls(**{name: decode[name](m[name]) if name in decode else m[name]
+                  for name in _names(cls)})
+
+
+def _all(cls: type[T], result: Any) -> list[T]:
+    """Every row of a result as ``cls``: column positions are looked up once, not per row
+    (the runs table turns tens of thousands of rows at a time)."""
+    keys = list(result.keys())
+    decode = _decoders(cls)
+    at = [(keys.index(name), decode.get(name)) for name in _names(cls)]
+    return [cls(*[row[i] if d is None else d(row[i]) for i, d in at]) for row in result]
