@@ -253,6 +253,14 @@ def _all(cls: type[T], result: Any) -> list[T]:
     """Every row of a result as ``cls``: column positions are looked up once, not per row
     (the runs table turns tens of thousands of rows at a time)."""
     keys = list(result.keys())
+    names = _names(cls)
+    at = [keys.index(name) for name in names]
     decode = _decoders(cls)
-    at = [(keys.index(name), decode.get(name)) for name in _names(cls)]
-    return [cls(*[row[i] if d is None else d(row[i]) for i, d in at]) for row in result]
+    decoded = [(j, decode[name]) for j, name in enumerate(names) if name in decode]
+    out = []
+    for row in result:
+        values = [row[i] for i in at]
+        for j, fn in decoded:
+            values[j] = fn(values[j])
+        out.append(cls(*values))
+    return out
