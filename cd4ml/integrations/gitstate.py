@@ -15,7 +15,8 @@ from __future__ import annotations
 import base64
 import os
 import re
-import tempfile
+import subprocess
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -28,7 +29,9 @@ REMOTE = "cd4ml-state"
 TRACKING = "refs/cd4ml/tip"
 
 _GONE = ("couldn't find remote ref", "could not find remote ref")
-_STALE = ("stale info", "fetch first", "non-fast-forward", "already exists")
+# lost the race: the lease, or (a push landing at the same moment) the remote's ref lock
+_STALE = ("stale info", "fetch first", "non-fast-forward", "already exists",
+          "failed to update ref", "cannot lock ref", "incorrect old value")
 
 
 class Push(StrEnum):
@@ -94,7 +97,7 @@ class StateRepo:
         return self.tip()
 
     def tip(self) -> str | None:
-        """The branch tip as last fetched or pushed (no network)."""
+        """The branch tip as last fetched (no network)."""
         out = self.git("rev-parse", "--verify", "--quiet", TRACKING, check=False)
         return out.stdout.strip() or None
 
@@ -121,8 +124,6 @@ class StateRepo:
         """The contents of ``shas``, read by one ``git cat-file --batch``."""
         if not shas:
             return []
-        import subprocess
-
         proc = subprocess.run(["git", "cat-file", "--batch"], input="\n".join(shas).encode() + b"\n",
                               capture_output=True, env=self._env, check=False, timeout=300)
         if proc.returncode != 0:
@@ -145,26 +146,29 @@ class StateRepo:
 
     # ---- writing the branch
 
-    def commit(self, parent: str | None, files: dict[str, Path], message: str, author: str) -> str:
-        """A commit adding ``files`` (branch path -> local file) on top of ``parent``."""
-        paths = list(files)
-        shas = self.git("hash-object", "-w", "--stdin-paths",
-                        input="\n".join(str(files[p]) for p in paths) + "\n").stdout.split()
-        fd, index = tempfile.mkstemp(prefix="index.", dir=self.path)
-        os.close(fd)
-        os.unlink(index)  # git wants to create the index itself
-        try:
-            if parent:
-                self.git("read-tree", parent, index=index)
-            self.git("update-index", "--add", "--index-info", index=index,
-                     input="".join(f"100644 {sha}\t{p}\n" for sha, p in zip(shas, paths, strict=True)))
-            tree = self.git("write-tree", index=index).stdout.strip()
-        finally:
-            Path(index).unlink(missing_ok=True)
-        ident = {"GIT_AUTHOR_NAME": author or "cd4ml", "GIT_AUTHOR_EMAIL": "cd4ml@localhost",
-                 "GIT_COMMITTER_NAME": "cd4ml", "GIT_COMMITTER_EMAIL": "cd4ml@localhost"}
-        argv = ["git", "commit-tree", tree, *(["-p", parent] if parent else [])]
-        return call(argv, input=message, env={**self._env, **ident}).stdout.strip()
+    def commit(self, parent: str | None, files: dict[str, bytes | Path], message: str,
+               author: str) -> str:
+        """A commit adding ``files`` (branch path -> content or local file) on top of ``parent``, made by one
+        ``git fast-import`` (blobs, trees and commit in one process; small ones stay loose)."""
+        when = f"{int(time.time())} +0000"
+        ref = f"refs/cd4ml/scratch-{os.getpid()}"  # its own ref: processes sharing .cd4ml never clash
+        head = (f"reset {ref}\ncommit {ref}\nmark :1\n"
+                f"author {_ident(author)} <cd4ml@localhost> {when}\n"
+                f"committer cd4ml <cd4ml@localhost> {when}\n").encode()
+        text = message.encode()
+        parts = [head, b"data %d\n" % len(text), text, b"\n"]
+        if parent:
+            parts.append(f"from {parent}\n".encode())
+        for path, local in files.items():
+            data = local if isinstance(local, bytes) else local.read_bytes()
+            parts += [f"M 100644 inline {path}\n".encode(), b"data %d\n" % len(data), data, b"\n"]
+        marks = self.path / f"marks-{os.getpid()}"
+        argv = ["git", "fast-import", "--quiet", "--force", f"--export-marks={marks}"]
+        out = subprocess.run(argv, input=b"".join(parts), capture_output=True, env=self._env,
+                             check=False, timeout=300)
+        if out.returncode != 0:
+            raise CommandError(argv, out.returncode, out.stderr.decode(errors="replace"))
+        return marks.read_text().split()[1]
 
     def push(self, commit: str, expected: str | None) -> Push:
         """Move the branch from ``expected`` (None: absent) to ``commit``, or report it stale.
@@ -178,18 +182,16 @@ class StateRepo:
                        REMOTE, f"{commit}:{ref}", check=False)
         text = out.stdout + out.stderr
         if out.returncode == 0:
-            self.git("update-ref", TRACKING, commit)
             return Push.PUSHED
         verdict = next((line for line in out.stdout.splitlines() if line.startswith("!")), "")
-        if "[remote rejected]" in verdict or ("[rejected]" in verdict
-                                               and not any(s in verdict for s in _STALE)):
+        if any(s in verdict for s in _STALE):
+            return Push.STALE
+        if verdict:
             reason = verdict.split("]", 1)[-1].strip(" ()") or _tail(text)
             raise PushRefused(f"git store: {redact_url(self.url)} refused the push to branch "
                               f"{self.branch!r}: {reason}; let the workflow's token push there "
                               "(branch protection or rulesets) or choose another branch with "
                               "CD4ML_STORE_URL=git+<remote>#<branch>")
-        if verdict:
-            return Push.STALE
         raise PushFailed(f"git store: pushing to {redact_url(self.url)} failed: {_tail(text)}")
 
 
@@ -199,6 +201,10 @@ class PushRefused(StoreError):
 
 class PushFailed(StoreError):
     """The push did not complete (network, server error): whether it landed is not known yet."""
+
+
+def _ident(name: str) -> str:
+    return re.sub(r"[<>\n]", "", name) or "cd4ml"
 
 
 def _tail(text: str) -> str:

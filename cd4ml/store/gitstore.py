@@ -34,7 +34,6 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -104,7 +103,8 @@ class GitStore(Store):
         self._journaled = False  # migrations and replays change the cache only
         self._op: str | None = None
         self._summary: str | None = None
-        self._attach: dict[str, Path] = {}
+        self._fresh = False  # whether the current write already fetched the branch
+        self._attach: dict[str, bytes | Path] = {}
         super().__init__(f"sqlite:///{self.dir / 'cache.db'}")
         journal.listen(self.engine)
         with self._cache() as conn:
@@ -167,8 +167,7 @@ class GitStore(Store):
         for change, data in zip(records, self.repo.blobs([c.blob for c in records]), strict=True):
             try:
                 record = Record.from_bytes(data)
-                with conn.begin_nested():
-                    journal.replay(conn, record.statements)
+                journal.replay(conn, record.statements, atomic=True)
             except (RecordError, sa.exc.DBAPIError) as e:
                 what = f"git store: record {change.path} (commit {change.commit[:12]})"
                 if self.policy == "refuse":
@@ -185,7 +184,8 @@ class GitStore(Store):
             with super().tx() as conn:
                 yield conn
             return
-        self.sync()
+        # optimistic: the write runs on the cache as it is; a stale one is caught by the push
+        self._fresh = False
         with ExitStack() as stack:
             conn = stack.enter_context(self.engine.connect())
             outer = conn.begin()
@@ -202,6 +202,8 @@ class GitStore(Store):
                 if nested is not None and nested.is_active:
                     nested.rollback()
                 outer.commit()
+                if not self._fresh:  # the clash was with the cache: let the retry see the branch
+                    self.sync()
                 raise
             except sa.exc.OperationalError as e:
                 outer.rollback()
@@ -218,27 +220,25 @@ class GitStore(Store):
 
         schema = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
         record = Record.new(self._op or "write", now(), self.actor, schema, found.statements)
-        with tempfile.TemporaryDirectory(dir=self.dir) as tmp:
-            body = Path(tmp) / "record.json"
-            body.write_bytes(record.to_bytes())
-            files = {record.path: body, **self._attach}
-            message = f"{record.op}: {self._summary or record.id}\n\nrecord {record.path}\n" + (
-                f"ci run {record.ci_run}\n" if record.ci_run else "")
-            for attempt in range(_PUSH_TRIES):
-                tip = _marker(conn)
-                commit = self.repo.commit(tip, files, message, self.actor or "cd4ml")
-                if self._push(commit, tip, record) is Push.PUSHED:
-                    mine.commit()
-                    _set_marker(conn, commit)
-                    return
-                # someone wrote first: take their records, then see whether ours still holds
-                mine.rollback()
-                self._catch_up(conn, self.repo.fetch())
-                mine = conn.begin_nested()
-                effects = journal.replay(conn, record.statements)  # a unique clash raises here
-                if not _same(found, effects):
-                    raise _Moved(f"git store: the branch moved under {record.op}; run it again")
-                time.sleep(min(0.02 * attempt, 0.5) * (0.5 + os.getpid() % 7 / 7))
+        files: dict[str, bytes | Path] = {record.path: record.to_bytes(), **self._attach}
+        message = f"{record.op}: {self._summary or record.id}\n\nrecord {record.path}\n" + (
+            f"ci run {record.ci_run}\n" if record.ci_run else "")
+        for attempt in range(_PUSH_TRIES):
+            tip = _marker(conn)
+            commit = self.repo.commit(tip, files, message, self.actor or "cd4ml")
+            if self._push(commit, tip, record) is Push.PUSHED:
+                mine.commit()
+                _set_marker(conn, commit)
+                return
+            # someone wrote first: take their records, then see whether ours still holds
+            mine.rollback()
+            self._catch_up(conn, self.repo.fetch())
+            self._fresh = True
+            mine = conn.begin_nested()
+            effects = journal.replay(conn, record.statements)  # a unique clash raises here
+            if not _same(found, effects):
+                raise _Moved(f"git store: the branch moved under {record.op}; run it again")
+            time.sleep(min(0.02 * attempt, 0.5) * (0.5 + os.getpid() % 7 / 7))
         raise StoreError(f"git store: {record.op} lost the race for branch {self.repo.branch!r} "
                          f"{_PUSH_TRIES} times; too many concurrent writers, retry the job")
 
@@ -270,7 +270,7 @@ class GitStore(Store):
                   f"CD4ML_GIT_STORE_ARTIFACT_MB={limit / 1e6:g}: it stays on this machine only; "
                   "raise the limit to keep it on the branch")
             files = {}
-        self._attach = files
+        self._attach = dict(files)
         try:
             return Store.set_artifact_uri(self, model_id, uri)
         finally:
@@ -285,7 +285,8 @@ class GitStore(Store):
 
         target = artifacts_root() / model.pipeline / f"v{model.version}"
         if not (target / artifacts.MODEL_FILE).exists():
-            tip = self.repo.tip()
+            with self.read() as conn:
+                tip = _marker(conn)
             where = f"artifacts/{model.pipeline}/v{model.version}"
             blobs = {n: self.repo.read(tip, f"{where}/{n}") if tip else None
                      for n in (artifacts.MODEL_FILE, artifacts.META_FILE)}

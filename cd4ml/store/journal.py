@@ -147,21 +147,31 @@ def _effect(statement: str, cursor: Any, many: bool) -> Effect:
     return Effect(cursor.rowcount, cursor.lastrowid if insert else None)
 
 
-def replay(conn: sa.Connection, statements: list[Statement]) -> list[Effect]:
-    """Run ``statements`` on ``conn``; their effects, to compare with the original ones."""
+def replay(conn: sa.Connection, statements: list[Statement], atomic: bool = False) -> list[Effect]:
+    """Run ``statements`` on ``conn`` (all or none of them if ``atomic``); their effects, to
+    compare with the original ones. The driver's cursor, not SQLAlchemy's: a cold rebuild runs
+    thousands of records, and the statements are already the driver's."""
     effects = []
-    for s in statements:
-        params: Any = [tuple(p) for p in s.params] if s.many else tuple(s.params)
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        try:
-            if s.many:
-                cursor.executemany(s.sql, params)
-            else:
-                cursor.execute(s.sql, params)
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if atomic:
+            cursor.execute("SAVEPOINT cd4ml_record")
+        for s in statements:
+            params: Any = [tuple(p) for p in s.params] if s.many else tuple(s.params)
+            try:
+                if s.many:
+                    cursor.executemany(s.sql, params)
+                else:
+                    cursor.execute(s.sql, params)
+            except sqlite3.DatabaseError as e:
+                if atomic:
+                    cursor.execute("ROLLBACK TO cd4ml_record")
+                    cursor.execute("RELEASE cd4ml_record")
+                # as SQLAlchemy would raise it: the Store's retry loops catch sa.exc.IntegrityError
+                raise sa.exc.DBAPIError.instance(s.sql, params, e, sqlite3.DatabaseError) from None
             effects.append(_effect(s.sql, cursor, s.many))
-        except sqlite3.DatabaseError as e:
-            # as SQLAlchemy would raise it: the Store's retry loops catch sa.exc.IntegrityError
-            raise sa.exc.DBAPIError.instance(s.sql, params, e, sqlite3.DatabaseError) from None
-        finally:
-            cursor.close()
+        if atomic:
+            cursor.execute("RELEASE cd4ml_record")
+    finally:
+        cursor.close()
     return effects
