@@ -90,7 +90,7 @@ class Store:
         if cls is Store:
             from cd4ml.store.backends import backend_for
 
-            return super().__new__(backend_for(url or default_url()) or cls)
+            return super().__new__(backend_for(url or default_url()) or cls)  # type: ignore[return-value]
         return super().__new__(cls)
 
     def __init__(self, url: str | None = None):
