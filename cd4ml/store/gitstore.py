@@ -164,6 +164,8 @@ class GitStore(Store):
             else:
                 _warn(f"git store: commit {change.commit[:12]} changed {change.path} after it "
                       "was written; records are append-only, so the change is ignored")
+        log.info("git store: replaying %d record(s) of %s..%s", len(records),
+                 (done or "the start")[:12], tip[:12])
         for change, data in zip(records, self.repo.blobs([c.blob for c in records]), strict=True):
             try:
                 record = Record.from_bytes(data)

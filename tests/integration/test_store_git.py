@@ -53,7 +53,8 @@ def write_some(store: Store, pipeline: str = "wine") -> None:
     store.finish_run(run.id, "succeeded")
 
 
-def test_records_on_the_branch_rebuild_the_same_store_elsewhere(git_remote, tmp_path, monkeypatch):
+def test_records_on_the_branch_rebuild_the_same_store_elsewhere(git_remote, tmp_path, monkeypatch,
+                                                                caplog):
     url = f"git+file://{git_remote}"
     with open_at(url, tmp_path / "a", monkeypatch) as a:
         assert a.runs() == []  # the branch does not exist yet: an empty store
@@ -72,7 +73,8 @@ def test_records_on_the_branch_rebuild_the_same_store_elsewhere(git_remote, tmp_
         assert [m.version for m in b.models("wine")] == [2, 1]
         assert b.current_deployment("wine", "prod").model_version_id == b.model("wine", 2).id
         b.register_model("wine", b.runs()[0].id, "classification", "/x", "e" * 64, {}, {})
-    with open_at(url, tmp_path / "a", monkeypatch) as a:  # only the one new commit is replayed
+    with caplog.at_level(logging.INFO, "cd4ml.store.git"), open_at(url, tmp_path / "a", monkeypatch) as a:
+        assert "replaying 1 record(s)" in caplog.text  # only the one new commit
         assert [m.version for m in a.models("wine")] == [3, 2, 1]
         assert rows(a) == rows(Store(url))
 
