@@ -128,7 +128,8 @@ def main() -> None:
     sqlite_read = timed(lambda: reads(f"sqlite:///{work / 'seed.db'}"))
     warm = timed(lambda: reads(big))
 
-    print(f"{len(seed.records)} records on the branch for {RUNS} runs")
+    print(f"{len(seed.records)} records on the branch for {RUNS} runs; load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print("| measure | git store | SQLite | target | verdict |")
     print("| --- | --- | --- | --- | --- |")
     print(f"| one write (start_run), median of {WRITES} | {write_git * 1000:.0f} ms | "

@@ -80,9 +80,9 @@ class Record:
         return f"records/{day}/{self.id[:2]}/{clock}Z-{self.op}-{self.id}.json"
 
     def to_bytes(self) -> bytes:
-        body = asdict(self)
-        body["sha256"] = _digest(body)
-        return (json.dumps(body, indent=1, sort_keys=True, allow_nan=False) + "\n").encode()
+        body = {**asdict(self), "sha256": _BLANK}
+        text = (json.dumps(body, indent=1, sort_keys=True, allow_nan=False) + "\n").encode()
+        return text.replace(_blank_line(), _sha_line(hashlib.sha256(text).hexdigest()), 1)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Record:
@@ -93,8 +93,9 @@ class Record:
             raise RecordError(f"not JSON ({e})") from None
         if not isinstance(body, dict) or body.get("format") != FORMAT:
             raise RecordError(f"not a {FORMAT} record")
-        claimed = body.pop("sha256", None)
-        if claimed != _digest(body):
+        claimed = str(body.pop("sha256", ""))
+        # the sha256 of the file as written, with its own value blanked: no re-serialising
+        if hashlib.sha256(data.replace(_sha_line(claimed), _blank_line(), 1)).hexdigest() != claimed:
             raise RecordError("its content does not match its sha256 (edited by hand or damaged)")
         try:
             body["statements"] = [Statement(**s) for s in body["statements"]]
@@ -103,9 +104,15 @@ class Record:
             raise RecordError(f"malformed ({e})") from None
 
 
-def _digest(body: dict) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"),
-                                     allow_nan=False).encode()).hexdigest()
+_BLANK = "0" * 64
+
+
+def _sha_line(value: str) -> bytes:
+    return f' "sha256": "{value}",'.encode()
+
+
+def _blank_line() -> bytes:
+    return _sha_line(_BLANK)
 
 
 class Capture:
