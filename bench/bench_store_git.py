@@ -117,14 +117,17 @@ def main() -> None:
     cold = time.perf_counter() - t
 
     # one more run lands (written by another runner), then a read command on the warm reader
-    os.environ["CD4ML_HOME"] = str(work / "other")
-    with Store(big) as other:
-        one_run(other, RUNS)
-    os.environ["CD4ML_HOME"] = str(work / "cold")
-    t = time.perf_counter()
-    reads(big)
-    incremental = time.perf_counter() - t
-    one_run(seed, RUNS)
+    increments = []
+    for i in range(5):
+        os.environ["CD4ML_HOME"] = str(work / "other")
+        with Store(big) as other:
+            one_run(other, RUNS + i)
+        os.environ["CD4ML_HOME"] = str(work / "cold")
+        t = time.perf_counter()
+        reads(big)
+        increments.append(time.perf_counter() - t)
+        one_run(seed, RUNS + i)
+    incremental = statistics.median(increments)
     sqlite_read = timed(lambda: reads(f"sqlite:///{work / 'seed.db'}"))
     warm = timed(lambda: reads(big))
 
@@ -136,7 +139,7 @@ def main() -> None:
           f"{write_sqlite * 1000:.1f} ms | - | - |")
     print(f"| cold cache rebuild, {RUNS} runs, + read | {cold:.2f} s | - | <= 5 s | "
           f"{'pass' if cold <= 5 else 'FAIL'} |")
-    print(f"| read after one new run (fetch + replay 8 records) | {incremental:.3f} s | "
+    print(f"| read after one new run (fetch + replay 8 records), median of 5 | {incremental:.3f} s | "
           f"{sqlite_read:.3f} s | <= +0.3 s | {'pass' if incremental - sqlite_read <= 0.3 else 'FAIL'} |")
     print(f"| read, nothing new (fetch only), median of 5 | {warm:.3f} s | {sqlite_read:.3f} s | - | - |")
 

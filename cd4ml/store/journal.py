@@ -74,10 +74,11 @@ class Record:
 
     @property
     def path(self) -> str:
-        """``records/YYYY/MM/DD/<xx>/<HHMMSS>Z-<op>-<id>.json``: by day, then spread by id so
-        that no directory grows past a few hundred files."""
-        day, clock = self.at[:10].replace("-", "/"), self.at[11:19].replace(":", "")
-        return f"records/{day}/{self.id[:2]}/{clock}Z-{self.op}-{self.id}.json"
+        """``records/YYYY-MM-DD/<xx>/<HHMMSS>Z-<op>-<id>.json``: by day, then spread by id so
+        that no directory grows past a few hundred files (each commit rewrites the trees on its
+        file's path, so few and small trees keep fetches and replays cheap)."""
+        clock = self.at[11:19].replace(":", "")
+        return f"records/{self.at[:10]}/{self.id[:2]}/{clock}Z-{self.op}-{self.id}.json"
 
     def to_bytes(self) -> bytes:
         body = {**asdict(self), "sha256": _BLANK}

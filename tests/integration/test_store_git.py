@@ -230,19 +230,19 @@ def test_bad_records_are_named_and_skipped_or_refused(git_remote, tmp_path, monk
     first = next(f for f in files if "start_run" in f)
     original = git("--git-dir", str(git_remote), "show", f"cd4ml/state:{first}")
     add_file(git_remote, tmp_path, first, original.replace('"alice"', '"eve"').encode(), "edit")
-    add_file(git_remote, tmp_path, "records/2026/01/01/zz/bad.json", b"{not json", "junk")
+    add_file(git_remote, tmp_path, "records/2026-01-01/zz/bad.json", b"{not json", "junk")
     forged = original.replace('"alice"', '"mallory"')
-    add_file(git_remote, tmp_path, "records/2026/01/01/zz/forged.json", forged.encode(), "forged")
+    add_file(git_remote, tmp_path, "records/2026-01-01/zz/forged.json", forged.encode(), "forged")
 
     with caplog.at_level(logging.WARNING, "cd4ml.store.git"), open_at(url, tmp_path / "b", monkeypatch) as b:
         assert rows(b) == good
         b.start_run("after")  # writes go on after skipped records
     assert f"changed {first} after it was written" in caplog.text
-    assert "records/2026/01/01/zz/bad.json" in caplog.text and "not JSON" in caplog.text
+    assert "records/2026-01-01/zz/bad.json" in caplog.text and "not JSON" in caplog.text
     assert "forged.json" in caplog.text and "does not match its sha256" in caplog.text
 
     monkeypatch.setenv("CD4ML_GIT_STORE_BAD_RECORDS", "refuse")
-    with pytest.raises(StoreError, match=r"record records/2026/01/01/zz/bad.json \(commit \w+\): not JSON"):
+    with pytest.raises(StoreError, match=r"record records/2026-01-01/zz/bad.json \(commit \w+\): not JSON"):
         open_at(url, tmp_path / "c", monkeypatch)
 
 
