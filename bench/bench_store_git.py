@@ -109,6 +109,7 @@ def main() -> None:
     for i in range(RUNS):
         one_run(seed, i)
     fast_import(remote2, seed.records)
+    seeded = len(seed.records)
     big = f"git+file://{remote2}"
 
     os.environ["CD4ML_HOME"] = str(work / "cold")
@@ -131,7 +132,7 @@ def main() -> None:
     sqlite_read = timed(lambda: reads(f"sqlite:///{work / 'seed.db'}"))
     warm = timed(lambda: reads(big))
 
-    print(f"{len(seed.records)} records on the branch for {RUNS} runs; load average "
+    print(f"{seeded} records on the branch for {RUNS} runs; load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print("| measure | git store | SQLite | target | verdict |")
     print("| --- | --- | --- | --- | --- |")

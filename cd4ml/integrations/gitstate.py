@@ -85,7 +85,8 @@ class StateRepo:
 
     def fetch(self) -> str | None:
         """Bring the branch's new commits here; its tip, or None when the branch does not exist."""
-        out = self.git("fetch", "--quiet", "--no-tags", "--no-write-fetch-head", REMOTE,
+        out = self.git("fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
+                       "--no-show-forced-updates", "--no-auto-maintenance", REMOTE,
                        f"+refs/heads/{self.branch}:{TRACKING}", check=False)
         if out.returncode != 0:
             if any(s in out.stderr for s in _GONE):
