@@ -43,7 +43,7 @@ class Journaled(Store):
         with super().tx() as conn, journal.capture(conn) as found:
             yield conn
         if found.statements and hasattr(self, "records"):
-            self.records.append(Record.new("write", now(), "bench", 1, found.statements))
+            self.records.append(Record.new("write", now(), "bench", "0001_initial", found.statements))
 
 
 def one_run(store: Store, i: int) -> None:

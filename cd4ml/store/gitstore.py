@@ -34,6 +34,7 @@ import hashlib
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -56,6 +57,17 @@ _PUSH_TRIES = 100
 #: tables whose integer ``id`` a caller reads back after an insert
 _ID_TABLES = frozenset(t.name for t in metadata.tables.values()
                        if "id" in t.c and isinstance(t.c.id.type, sa.Integer))
+
+
+class _PerThread(threading.local):
+    """What the write under way in this thread is: its Store method (names the record), a
+    summary for the commit message, whether it fetched already, files to commit with it."""
+
+    def __init__(self) -> None:
+        self.op: str | None = None
+        self.summary: str | None = None
+        self.fresh = False
+        self.attach: dict[str, bytes | Path] = {}
 
 
 class _Moved(StoreError):
@@ -101,10 +113,7 @@ class GitStore(Store):
         if self.policy not in ("skip", "refuse"):
             raise StoreError(f"CD4ML_GIT_STORE_BAD_RECORDS={self.policy!r}: use skip or refuse")
         self._journaled = False  # migrations and replays change the cache only
-        self._op: str | None = None
-        self._summary: str | None = None
-        self._fresh = False  # whether the current write already fetched the branch
-        self._attach: dict[str, bytes | Path] = {}
+        self._t = _PerThread()  # a run's heartbeat writes from its own thread
         super().__init__(f"sqlite:///{self.dir / 'cache.db'}")
         journal.listen(self.engine)
         with self._cache() as conn:
@@ -147,8 +156,7 @@ class GitStore(Store):
             _warn(f"git store: branch {self.repo.branch!r} was deleted or rewritten (it no longer "
                   f"holds commit {done[:12]}); rebuilding the cache from what it holds now")
             for table in reversed(metadata.sorted_tables):
-                if table.name != "schema_version":
-                    conn.execute(table.delete())
+                conn.execute(table.delete())
             done = None
         if tip is not None:
             self._replay(conn, done, tip)
@@ -187,7 +195,7 @@ class GitStore(Store):
                 yield conn
             return
         # optimistic: the write runs on the cache as it is; a stale one is caught by the push
-        self._fresh = False
+        self._t.fresh = False
         with ExitStack() as stack:
             conn = stack.enter_context(self.engine.connect())
             outer = conn.begin()
@@ -204,7 +212,7 @@ class GitStore(Store):
                 if nested is not None and nested.is_active:
                     nested.rollback()
                 outer.commit()
-                if not self._fresh:  # the clash was with the cache: let the retry see the branch
+                if not self._t.fresh:  # the clash was with the cache: let the retry see the branch
                     self.sync()
                 raise
             except sa.exc.OperationalError as e:
@@ -218,12 +226,12 @@ class GitStore(Store):
 
     def _publish(self, conn: sa.Connection, mine: sa.NestedTransaction,
                  found: journal.Capture) -> None:
-        from cd4ml.store import schema_version
+        from cd4ml.store.migrations import applied
 
-        schema = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
-        record = Record.new(self._op or "write", now(), self.actor, schema, found.statements)
-        files: dict[str, bytes | Path] = {record.path: record.to_bytes(), **self._attach}
-        message = f"{record.op}: {self._summary or record.id}\n\nrecord {record.path}\n" + (
+        schema = (applied(conn) or ["?"])[-1]
+        record = Record.new(self._t.op or "write", now(), self.actor, schema, found.statements)
+        files: dict[str, bytes | Path] = {record.path: record.to_bytes(), **self._t.attach}
+        message = f"{record.op}: {self._t.summary or record.id}\n\nrecord {record.path}\n" + (
             f"ci run {record.ci_run}\n" if record.ci_run else "")
         for attempt in range(_PUSH_TRIES):
             tip = _marker(conn)
@@ -235,7 +243,7 @@ class GitStore(Store):
             # someone wrote first: take their records, then see whether ours still holds
             mine.rollback()
             self._catch_up(conn, self.repo.fetch())
-            self._fresh = True
+            self._t.fresh = True
             mine = conn.begin_nested()
             effects = journal.replay(conn, record.statements)  # a unique clash raises here
             if not _same(found, effects):
@@ -272,11 +280,11 @@ class GitStore(Store):
                   f"CD4ML_GIT_STORE_ARTIFACT_MB={limit / 1e6:g}: it stays on this machine only; "
                   "raise the limit to keep it on the branch")
             files = {}
-        self._attach = dict(files)
+        self._t.attach = dict(files)
         try:
             return Store.set_artifact_uri(self, model_id, uri)
         finally:
-            self._attach = {}
+            self._t.attach = {}
 
     def _local(self, model: ModelVersion) -> ModelVersion:
         """``model`` with an artifact_uri on this machine, fetched from the branch if need be."""
@@ -308,7 +316,7 @@ class GitStore(Store):
         with ExitStack() as stack:
             stack.callback(self._name_next, None, None)  # runs last: after the release
             while True:
-                self._op, self._summary = "lock", f"{name} for {holder}"
+                self._t.op, self._t.summary = "lock", f"{name} for {holder}"
                 try:
                     stack.enter_context(Store.lock(self, name, holder,
                                                    max(0.0, deadline - time.monotonic()), ttl))
@@ -316,12 +324,12 @@ class GitStore(Store):
                 except _Moved:
                     continue
                 finally:
-                    self._op = self._summary = None
+                    self._t.op = self._t.summary = None
             stack.callback(self._name_next, "unlock", f"{name} for {holder}")
             yield
 
     def _name_next(self, op: str | None, summary: str | None) -> None:
-        self._op, self._summary = op, summary
+        self._t.op, self._t.summary = op, summary
 
 
 def _journaled(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
@@ -330,9 +338,9 @@ def _journaled(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(method)
     def wrapper(self: GitStore, *args: Any, **kwargs: Any) -> Any:
-        outer = self._op is None
+        outer = self._t.op is None
         if outer:
-            self._op, self._summary = name, _summarise(args, kwargs)
+            self._t.op, self._t.summary = name, _summarise(args, kwargs)
         try:
             for _ in range(_PUSH_TRIES):
                 try:
@@ -344,13 +352,13 @@ def _journaled(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
                 raise StoreError(f"git store: {name} kept losing races; retry the job")
         finally:
             if outer:
-                self._op = self._summary = None
+                self._t.op = self._t.summary = None
         return self._local(result) if isinstance(result, ModelVersion) else result
 
     return wrapper
 
 
-_NOT_WRAPPED = {"close", "tx", "read", "migrate", "schema_version", "lock"}
+_NOT_WRAPPED = {"close", "tx", "read", "migrate", "applied_migrations", "lock"}
 for _name, _fn in list(vars(Store).items()):
     if callable(_fn) and not _name.startswith("_") and _name not in _NOT_WRAPPED:
         setattr(GitStore, _name, _journaled(_name, getattr(GitStore, _name)))

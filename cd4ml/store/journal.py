@@ -57,14 +57,14 @@ class Record:
     op: str
     at: str
     actor: str | None
-    schema: int
+    schema: str  # the newest migration of the writer's store: what the statements assume
     statements: list[Statement]
     host: str = field(default_factory=socket.gethostname)
     ci_run: str | None = None
     format: str = FORMAT
 
     @classmethod
-    def new(cls, op: str, at: str, actor: str | None, schema: int,
+    def new(cls, op: str, at: str, actor: str | None, schema: str,
             statements: list[Statement]) -> Record:
         server, repo, run = (os.environ.get(k) for k in
                              ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID"))

@@ -28,7 +28,7 @@ class Journaled(Store):
         with super().tx() as conn, journal.capture(conn) as found:
             yield conn
         if found.statements and hasattr(self, "records"):
-            self.records.append(Record.new("write", now(), "me", 1, found.statements))
+            self.records.append(Record.new("write", now(), "me", "0001_initial", found.statements))
 
 
 def everything(store: Store) -> dict[str, list[tuple]]:
@@ -59,7 +59,7 @@ def test_replaying_the_records_rebuilds_the_same_rows():
 
 
 def test_a_record_is_plain_json_with_its_own_checksum():
-    record = Record.new("start_run", "2026-12-03T10:20:37.123456Z", "alice", 1,
+    record = Record.new("start_run", "2026-12-03T10:20:37.123456Z", "alice", "0001_initial",
                         [journal.Statement("INSERT INTO runs (id) VALUES (?)", ["abc"])])
     text = record.to_bytes().decode()
     assert '"op": "start_run"' in text and '"actor": "alice"' in text
