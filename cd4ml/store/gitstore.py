@@ -114,6 +114,9 @@ class GitStore(Store):
             raise StoreError(f"CD4ML_GIT_STORE_BAD_RECORDS={self.policy!r}: use skip or refuse")
         self._journaled = False  # migrations and replays change the cache only
         self._t = _PerThread()  # a run's heartbeat writes from its own thread
+        self._synced = 0.0
+        #: a long-lived process (the web view, a monitor) fetches again on a read after this long
+        self.refresh = 10.0
         super().__init__(f"sqlite:///{self.dir / 'cache.db'}")
         journal.listen(self.engine)
         with self._cache() as conn:
@@ -146,7 +149,21 @@ class GitStore(Store):
         tip = self.repo.fetch()
         with self._cache() as conn:
             self._catch_up(conn, tip)
+        self._synced = time.monotonic()
         return tip
+
+    @contextmanager
+    def read(self) -> Iterator[sa.Connection]:
+        """A read of the cache, brought up to date first if it was last more than a few seconds
+        ago (a command reads what the branch held when it started; a server keeps up)."""
+        if self._journaled and time.monotonic() - self._synced > self.refresh:
+            try:
+                self.sync()
+            except StoreError as e:
+                self._synced = time.monotonic()
+                _warn(f"{e}; reading the cache as it is")
+        with super().read() as conn:
+            yield conn
 
     def _catch_up(self, conn: sa.Connection, tip: str | None) -> None:
         done = _marker(conn)

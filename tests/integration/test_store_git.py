@@ -271,3 +271,13 @@ def test_a_lock_is_held_by_one_store_at_a_time(git_remote, tmp_path, monkeypatch
     with b.lock("deploy:wine:prod", "job-b", timeout=5):
         pass
     assert [s.split(":")[0] for s in branch_log(git_remote)] == ["unlock", "lock", "unlock", "lock"]
+
+
+def test_a_long_lived_reader_keeps_up(git_remote, tmp_path, monkeypatch):
+    url = f"git+file://{git_remote}"
+    reader = open_at(url, tmp_path / "reader", monkeypatch)
+    with open_at(url, tmp_path / "writer", monkeypatch) as writer:
+        writer.start_run("wine")
+    assert reader.runs() == []  # within the refresh interval: the cache as it was
+    reader.refresh = 0.0
+    assert [r.pipeline for r in reader.runs()] == ["wine"]
