@@ -67,7 +67,7 @@ class StateRepo:
             config[f"http.{url}.extraheader"] = f"AUTHORIZATION: basic {basic}"
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("GIT_CONFIG_", "GIT_DIR", "GIT_INDEX_FILE", "GIT_WORK_TREE"))}
-        env.update(GIT_DIR=str(path), GIT_TERMINAL_PROMPT="0", LC_ALL="C", GIT_CONFIG_NOSYSTEM="1",
+        env.update(GIT_DIR=str(path), GIT_TERMINAL_PROMPT="0", LC_ALL="C",
                    GIT_CONFIG_COUNT=str(len(config)))
         for i, (key, value) in enumerate(config.items()):
             env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = key, value

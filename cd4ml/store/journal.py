@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import socket
 import sqlite3
 import uuid
@@ -24,7 +25,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from cd4ml.store.schema import metadata
+
 FORMAT = "cd4ml-store-record/1"
+_WRITE = re.compile(r"(?:INSERT INTO|UPDATE|DELETE FROM) (\w+)[\s(]")
 _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
 
 
@@ -100,9 +104,16 @@ class Record:
             raise RecordError("its content does not match its sha256 (edited by hand or damaged)")
         try:
             body["statements"] = [Statement(**s) for s in body["statements"]]
-            return cls(**body)
+            record = cls(**body)
         except (TypeError, KeyError) as e:
             raise RecordError(f"malformed ({e})") from None
+        for n, statement in enumerate(record.statements, start=1):
+            # anyone who may push to the branch can write a record: it may only change rows
+            found = _WRITE.match(statement.sql) if isinstance(statement.sql, str) else None
+            if found is None or found.group(1) not in metadata.tables:
+                raise RecordError(f"statement {n} is not a write to a store table: "
+                                  f"{str(statement.sql)[:40]!r}")
+        return record
 
 
 _BLANK = "0" * 64

@@ -68,6 +68,11 @@ def test_a_record_is_plain_json_with_its_own_checksum():
 
     with pytest.raises(RecordError, match="does not match its sha256"):
         Record.from_bytes(text.replace("alice", "mallory").encode())
+    # a record with a valid checksum may still only change rows of the store's tables
+    attach = Record.new("x", record.at, "eve", "0001_initial",
+                        [journal.Statement("ATTACH DATABASE '/tmp/x' AS x", [])])
+    with pytest.raises(RecordError, match="statement 1 is not a write to a store table"):
+        Record.from_bytes(attach.to_bytes())
     with pytest.raises(RecordError, match="not JSON"):
         Record.from_bytes(b"{")
     with pytest.raises(RecordError, match="not a cd4ml-store-record/1 record"):
