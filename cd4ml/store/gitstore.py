@@ -156,14 +156,22 @@ class GitStore(Store):
     def read(self) -> Iterator[sa.Connection]:
         """A read of the cache, brought up to date first if it was last more than a few seconds
         ago (a command reads what the branch held when it started; a server keeps up)."""
+        self._keep_up()
+        with super().read() as conn:
+            yield conn
+
+    def fingerprint(self) -> str:
+        """The cache's change counter, once the cache has caught up (see :meth:`read`)."""
+        self._keep_up()
+        return Store.fingerprint(self)
+
+    def _keep_up(self) -> None:
         if self._journaled and time.monotonic() - self._synced > self.refresh:
             try:
                 self.sync()
             except StoreError as e:
                 self._synced = time.monotonic()
                 _warn(f"{e}; reading the cache as it is")
-        with super().read() as conn:
-            yield conn
 
     def _catch_up(self, conn: sa.Connection, tip: str | None) -> None:
         done = _marker(conn)

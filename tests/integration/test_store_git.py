@@ -278,6 +278,8 @@ def test_a_long_lived_reader_keeps_up(git_remote, tmp_path, monkeypatch):
     reader = open_at(url, tmp_path / "reader", monkeypatch)
     with open_at(url, tmp_path / "writer", monkeypatch) as writer:
         writer.start_run("wine")
+    seen = reader.fingerprint()
     assert reader.runs() == []  # within the refresh interval: the cache as it was
     reader.refresh = 0.0
+    assert reader.fingerprint() != seen  # the web view's cache key moves with the branch
     assert [r.pipeline for r in reader.runs()] == ["wine"]
