@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "history": ("history", "every deploy, promotion and rollback of an environment"),
     "report": ("report", "post a run's results to GitHub (status, check run, PR comment)"),
     "init": ("init", "scaffold cd4ml in a repository from a sample of your data"),
+    "preflight": ("preflight", "in CI: whether a job has the configuration it needs, else what to set"),
 }
 
 
