@@ -26,6 +26,13 @@ def _append(variable: str, text: str) -> None:
             f.write(text)
 
 
+def _escape(text: str, property: bool = False) -> str:
+    """A workflow command's escaping (GitHub's toolkit: ``%``, CR, LF; in a property ``:`` and ``,``
+    too)."""
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return text.replace(":", "%3A").replace(",", "%2C") if property else text
+
+
 def run(args: argparse.Namespace) -> int:
     from cd4ml.preflight import preflight, summary
 
@@ -39,8 +46,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     verdict = "skipped" if not result.ready else "runs, but its records are not kept"
     if os.environ.get("GITHUB_ACTIONS") == "true":
-        print(f"::notice title=cd4ml: {what} {verdict}::set "
-              + "; ".join(m.where.split(" (")[0] for m in result.missing))
+        title = _escape(f"cd4ml: {what} {verdict}", property=True)
+        print(f"::notice title={title}::"
+              + _escape("set " + "; ".join(m.where.split(" (")[0] for m in result.missing)))
     print(f"{what}: {verdict}; set:")
     for m in result.missing:
         print(f"  - {m.what}: {m.where}")
