@@ -84,10 +84,17 @@ def with_pipelines(text: str, pipelines: Callable[[list[str]], list[str]]) -> st
     return text
 
 
-def workflow_for(text: str, pipeline: str, version: str) -> str:
-    """cd4ml's workflow made the user's: their pipeline, and cd4ml installed at ``version``."""
-    text = with_pipelines(text, lambda _: [pipeline])
-    text = re.sub(r"(?m)^(\s+default: )wine$", rf"\g<1>{pipeline}", text)
+def listed_pipelines(text: str) -> list[str]:
+    """The pipelines a workflow lists (its first list of them), in order."""
+    nodes = sorted(_pipeline_lists(text), key=lambda n: n.start_mark.index)
+    return [item.value for item in nodes[0].value] if nodes else []
+
+
+def workflow_for(text: str, pipelines: list[str], version: str) -> str:
+    """cd4ml's workflow made the user's: their pipelines (the first one the default of manual
+    runs), and cd4ml installed at ``version``."""
+    text = with_pipelines(text, lambda _: pipelines)
+    text = re.sub(r"(?m)^(\s+default: )wine$", rf"\g<1>{pipelines[0]}", text)
     return OWN_INSTALL.sub(lambda m: m.group(1) + PINNED_INSTALL.format(version=version), text)
 
 
@@ -265,15 +272,18 @@ def init(data: str | Path, target: str, *, directory: str | Path = ".", name: st
         files[root / "infra" / src.relative_to(templates / "infra")] = src.read_text()
     workflows = {root / ".github" / "workflows" / wf: wf for wf in workflow_names()}
     for path, wf in workflows.items():
-        files[path] = workflow_for((templates / "workflows" / wf).read_text(), name, __version__)
-    for path, text in files.items():
-        if path in workflows and path.exists() and not force:
-            old = path.read_text()
-            new = with_pipelines(old, lambda names: names if name in names else [*names, name])
-            if new != old:
-                path.write_text(new)
+        # a workflow already there lists the repository's other pipelines: they stay
+        listed = listed_pipelines(path.read_text()) if path.exists() else []
+        names = listed if name in listed else [*listed, name]
+        if path.exists() and not force:
+            if names != listed:
+                path.write_text(with_pipelines(path.read_text(), lambda _, n=names: n))
                 updated.append(path)
-                continue
+            else:
+                skipped.append(path)
+            continue
+        files[path] = workflow_for((templates / "workflows" / wf).read_text(), names, __version__)
+    for path, text in files.items():
         if path.exists() and not force:
             skipped.append(path)
             continue

@@ -130,7 +130,9 @@ class Runner:
     # ---------------------------------------------------------------- events
 
     def git(self, *args: str) -> str:
-        return subprocess.run(["git", *args], cwd=self.repository, capture_output=True, text=True,
+        # GitHub's own identity: it makes the merge commits of pull requests
+        return subprocess.run(["git", "-c", "user.name=GitHub", "-c", "user.email=noreply@github.com",
+                               *args], cwd=self.repository, capture_output=True, text=True,
                               check=True, timeout=60).stdout.strip()
 
     def _known(self, sha: str) -> str:

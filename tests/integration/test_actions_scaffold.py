@@ -27,7 +27,7 @@ OWNER = "octo-org"  # pushes to main
 AUTHOR = "dana"  # opens the pull request
 
 
-def user_repository(tmp: Path, index, python) -> GitRepo:
+def user_repository(tmp: Path, index, python, name: str | None = None) -> GitRepo:
     """A repository scaffolded as README says: pip install cd4ml, then ``cd4ml init``."""
     repo = GitRepo(tmp / "repo")
     (repo.path / "data").mkdir()
@@ -35,7 +35,8 @@ def user_repository(tmp: Path, index, python) -> GitRepo:
     bin_dir = python.venv(tmp / "user-venv")
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp), **index.pip_env}
     for argv in ([str(bin_dir / "python"), "-m", "pip", "install", f"cd4ml=={__version__}"],
-                 [str(bin_dir / "cd4ml"), "init", "--data", "data/wine.csv", "--target", "target"]):
+                 [str(bin_dir / "cd4ml"), "init", "--data", "data/wine.csv", "--target", "target",
+                  *(["--name", name] if name else [])]):
         out = subprocess.run(argv, cwd=repo.path, env=env, capture_output=True, text=True,
                              timeout=300, check=False)
         assert out.returncode == 0, out.stdout + out.stderr
@@ -110,8 +111,9 @@ def test_a_pull_request_that_worsens_the_model_fails_then_its_fix_turns_the_comm
     assert job.step("report to GitHub").outcome == "success"  # a failed gate is reported
     assert [j.result for j in run.jobs if j.id == "deploy-staging"] == ["skipped"]
     (comment,) = gh.comments[7]
-    assert "accuracy" in comment["body"] and "0.55" in comment["body"], comment["body"]
-    assert re.search(r"accuracy[^\n]*FAIL|FAIL[^\n]*accuracy|❌[^\n]*accuracy", comment["body"]), comment["body"]
+    first = dict(comment)  # the server edits its comments in place
+    assert "accuracy" in first["body"] and "0.55" in first["body"], first["body"]
+    assert re.search(r"accuracy[^\n]*FAIL|FAIL[^\n]*accuracy|❌[^\n]*accuracy", first["body"]), first["body"]
     assert state(gh, worse) == "failure"
 
     del spec["data"]["features"]
@@ -120,6 +122,7 @@ def test_a_pull_request_that_worsens_the_model_fails_then_its_fix_turns_the_comm
     (run,) = runner.pull_request(7, fixed, "one-feature")
     assert run.conclusion == "success", run.log()
     (edited,) = gh.comments[7]  # one comment, edited in place
-    assert edited["id"] == comment["id"] and edited["body"] != comment["body"]
+    assert edited["id"] == first["id"] and edited["body"] != first["body"]
+    assert "blessed" in edited["body"] and "❌" not in edited["body"]
     assert len(gh.calls("PATCH", COMMENT)) == 1 and len(gh.calls("POST", COMMENTS)) == 1
     assert state(gh, fixed) == "success"

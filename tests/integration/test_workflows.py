@@ -62,6 +62,27 @@ def test_workflows_match_githubs_schema():
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+@pytest.fixture(scope="module")
+def scaffolded(tmp_path_factory) -> list[Path]:
+    """The workflows ``cd4ml init`` writes into a user's repository."""
+    from cd4ml.scaffold import init
+
+    repo = tmp_path_factory.mktemp("user-repo")
+    init(ROOT / "pipelines" / "data" / "wine.csv", "target", directory=repo, name="grapes")
+    return sorted((repo / ".github" / "workflows").glob("*.yml"))
+
+
+def test_scaffolded_workflows_match_githubs_schema_and_zizmor_finds_nothing(scaffolded):
+    assert [p.name for p in scaffolded] == ["cd4ml.yml", "promote.yml", "rollback.yml"]
+    out = subprocess.run([_tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows",
+                          *map(str, scaffolded)], capture_output=True, text=True, timeout=120,
+                         check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    serious = [(f["ident"], f["desc"]) for f in _zizmor(*scaffolded)
+               if f["determinations"]["severity"] in ("Medium", "High")]
+    assert serious == []
+
+
 def test_the_schema_check_can_fail(tmp_path):
     broken = tmp_path / "broken.yml"
     broken.write_text("name: broken\non: push\njobs:\n  x:\n    steps: []\n")  # no runs-on
