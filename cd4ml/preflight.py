@@ -3,8 +3,8 @@
 A freshly scaffolded repository has no store that outlives a runner, no registry and no runner
 that reaches the deploy targets. Its first push must still be green: the jobs that would need
 them skip their work and say, in the job summary, exactly what to set and where. The names
-here (the secret ``CD4ML_STORE_URL``, the variable ``CD4ML_DEPLOY_RUNNER``, ``image.registry``)
-are the contract between the workflows ``cd4ml init`` writes and README's set-up section.
+here (the secret ``CD4ML_STORE_URL``, the variables ``CD4ML_ARTIFACTS`` and ``CD4ML_RUNNER``,
+``image.registry``) are the contract between the workflows ``cd4ml init`` writes and README's set-up section.
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from cd4ml.spec import Spec
 
-#: the workflows' name for "this job runs on a runner that reaches the deploy targets"
-RUNNER_ENV = "CD4ML_DEPLOY_RUNNER"
+#: the workflows' name for "cd4ml's jobs run on a self-hosted runner that keeps the artifacts
+#: and reaches the deploy targets"
+RUNNER_ENV = "CD4ML_RUNNER"
 STORE_ENV = "CD4ML_STORE_URL"
+ARTIFACTS_ENV = "CD4ML_ARTIFACTS"
 SETTINGS = "Settings > Secrets and variables > Actions"
 
 
@@ -54,6 +56,12 @@ def preflight(spec: Spec, environment: str | None = None,
             "a store that outlives the runner (runs, model versions, what is deployed where)",
             f"the repository secret {STORE_ENV} ({SETTINGS} > Secrets), e.g. "
             "postgresql+psycopg://cd4ml@db.example.com/cd4ml"))
+    if not env.get(ARTIFACTS_ENV):
+        missing.append(Missing(
+            "model artifacts that outlive the runner (the production model is evaluated "
+            "against on every run, and built and deployed from)",
+            f"the repository variable {ARTIFACTS_ENV} ({SETTINGS} > Variables): a directory "
+            f"of the self-hosted runner named by {RUNNER_ENV}"))
     if environment is not None:
         target = spec.environment(environment).target
         if not spec.image.registry:
@@ -65,7 +73,8 @@ def preflight(spec: Spec, environment: str | None = None,
             missing.append(Missing(
                 f"a runner that reaches the {environment} target ({target})",
                 f"the repository variable {RUNNER_ENV} ({SETTINGS} > Variables): the label of "
-                "a self-hosted runner that reaches it (for target local: its Docker engine)"))
+                "the self-hosted runner cd4ml's jobs run on, which reaches it (for target "
+                "local: its Docker engine)"))
     return Preflight(spec.name, environment, tuple(missing))
 
 
@@ -74,9 +83,9 @@ def summary(result: Preflight) -> str:
     if not result.missing:
         return ""
     if result.environment is None:
-        head = (f"### cd4ml: {result.pipeline} ran on a store that ends with this runner\n\n"
-                "The run is reported, but nothing it records is kept for the next one "
-                "(no comparison with production, no deploys). To keep it, set:\n")
+        head = (f"### cd4ml: {result.pipeline} ran, but nothing keeps it for the next run\n\n"
+                "The run is reported; what it records ends with this runner (no comparison "
+                "with production, no deploys). To keep it, set:\n")
     else:
         head = (f"### cd4ml: deploying {result.pipeline} to {result.environment} skipped\n\n"
                 "Nothing failed: this job needs configuration the repository does not have "

@@ -1,6 +1,7 @@
 """The scaffolded workflows deploying, executed as GitHub Actions would (tests/actions), once the
 repository is configured as README's set-up section says: a registry in the spec, a store in
-the secret CD4ML_STORE_URL, a runner that reaches the local target (CD4ML_DEPLOY_RUNNER), and
+the secret CD4ML_STORE_URL, a self-hosted runner that reaches the local target (CD4ML_RUNNER)
+and keeps model artifacts (CD4ML_ARTIFACTS), and
 the production environment's required reviewer.
 
 A push to main builds, infra-validates, pushes and deploys to staging; the promote workflow,
@@ -49,7 +50,8 @@ def configured(tmp_path, package_index, actions_python, github_server, registry,
     runner = Runner(tmp_path / "actions", github_server, repo.path, actions_python,
                     machine_env=package_index.pip_env,
                     secrets={"CD4ML_STORE_URL": f"sqlite:///{tmp_path / 'store.db'}"},
-                    variables={"CD4ML_DEPLOY_RUNNER": "self-hosted"},
+                    variables={"CD4ML_RUNNER": "self-hosted",
+                               "CD4ML_ARTIFACTS": str(tmp_path / "runner-artifacts")},
                     approvers={"production": ("rita",)})
     _teardown(path)
     try:

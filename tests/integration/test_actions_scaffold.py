@@ -76,7 +76,7 @@ def test_the_first_push_is_green_and_says_what_deploying_needs(scaffolded):
     install = pipeline.step("install cd4ml").log
     assert re.search(rf"Processing .*cd4ml-{re.escape(__version__)}-py3-none-any\.whl", install), install
     assert f"Successfully installed cd4ml-{__version__}" in install
-    assert "ran on a store that ends with this runner" in pipeline.summary
+    assert "ran, but nothing keeps it for the next run" in pipeline.summary
     assert state(gh, sha) == "success"
 
     deploy = run.job("deploy-staging", pipeline="wine")
@@ -85,7 +85,7 @@ def test_the_first_push_is_green_and_says_what_deploying_needs(scaffolded):
     assert skipped == ["fetch the model artifacts of the pipeline job", "log in to the registry",
                        "build, infra-validate and push the image", "deploy to staging"]
     assert "deploying wine to staging skipped" in deploy.summary
-    for what in ("CD4ML_STORE_URL", "image.registry in wine.yaml", "CD4ML_DEPLOY_RUNNER",
+    for what in ("CD4ML_STORE_URL", "image.registry in wine.yaml", "CD4ML_RUNNER",
                  "Set up cd4ml in your repository"):
         assert what in deploy.summary, deploy.summary
     assert any(kind == "notice" and "skipped" in title for kind, title, _ in deploy.annotations)
