@@ -56,6 +56,7 @@ class JobResult:
     annotations: list[tuple[str, str, str]] = field(default_factory=list)  # kind, title, text
     outputs: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    leaked: list[str] = field(default_factory=list)  # secrets (by name) a step printed
 
     def step(self, name: str) -> StepResult:
         return next(s for s in self.steps if s.name == name)
@@ -67,6 +68,10 @@ class RunResult:
     event: str
     run_id: int
     jobs: list[JobResult]
+
+    @property
+    def leaked(self) -> set[str]:
+        return {name for j in self.jobs for name in j.leaked}
 
     @property
     def conclusion(self) -> str:
@@ -391,6 +396,9 @@ class Runner:
             outcome, log = "failure", str(e)
         except ExpressionError as e:
             raise emulated.NotEmulated(f"step {name}: {e}") from None
+        # GitHub would mask them; a secret in a log is a leak all the same
+        job.leaked += [k for k, v in ctx["secrets"].items() if len(v) >= 4 and v in log
+                       and k not in job.leaked]
         outputs = _key_values(files["GITHUB_OUTPUT"].read_text())
         state.env.update(_key_values(files["GITHUB_ENV"].read_text()))
         state.path[:0] = [p for p in reversed(files["GITHUB_PATH"].read_text().splitlines()) if p]

@@ -78,6 +78,7 @@ def test_push_deploys_to_staging_promote_with_approval_then_rollback(configured)
     repo, runner, gh, spec_path = configured
     (run,) = runner.push(repo.git("rev-parse", "HEAD"))
     assert run.conclusion == "success", run.log()
+    assert run.leaked == set()  # no secret, no token in a log
     deploy = run.job("deploy-staging", pipeline=NAME)
     assert deploy.runs_on == "self-hosted"
     assert [s.outcome for s in deploy.steps][-3:] == ["success"] * 3, run.log()
@@ -87,20 +88,23 @@ def test_push_deploys_to_staging_promote_with_approval_then_rollback(configured)
 
     promoted = runner.dispatch("promote.yml", {"pipeline": NAME, "version": "1"}, actor=OWNER)
     assert promoted.conclusion == "success", promoted.log()
+    assert promoted.leaked == set()
     assert promoted.job("promote").environment == "production"
     assert served_version(PORTS["production"]) == 1
     assert _deployments(gh, "production") == [(1, "success")]
 
     spec = yaml.safe_load(spec_path.read_text())
-    spec["model"]["params"]["n_estimators"] = 60
+    spec["drift"]["threshold"] = 0.3  # a new spec: retrained (the same model), version 2
     spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    (run,) = runner.push(repo.commit("fewer trees", author=OWNER))
+    (run,) = runner.push(repo.commit("tolerate more drift", author=OWNER))
     assert run.conclusion == "success", run.log()
+    assert run.leaked == set()
     assert served_version(PORTS["staging"]) == 2
 
     rolled = runner.dispatch("rollback.yml", {"pipeline": NAME, "environment": "staging",
                                               "reason": "v2 answers slowly"}, actor=OWNER)
     assert rolled.conclusion == "success", rolled.log()
+    assert rolled.leaked == set()
     assert served_version(PORTS["staging"]) == 1
     assert served_version(PORTS["production"]) == 1
 

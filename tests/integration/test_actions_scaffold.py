@@ -71,6 +71,7 @@ def test_the_first_push_is_green_and_says_what_deploying_needs(scaffolded):
     sha = repo.git("rev-parse", "HEAD")
     (run,) = runner.push(sha)
     assert (run.workflow, run.conclusion) == ("cd4ml.yml", "success"), run.log()
+    assert run.leaked == set()  # no secret, no token in a log
 
     pipeline = run.job("pipeline", pipeline="wine")
     install = pipeline.step("install cd4ml").log
@@ -106,6 +107,7 @@ def test_a_pull_request_that_worsens_the_model_fails_then_its_fix_turns_the_comm
 
     (run,) = runner.pull_request(7, worse, "one-feature", action="opened")
     assert run.conclusion == "failure", run.log()
+    assert run.leaked == set()
     job = run.job("pipeline", pipeline="wine")
     assert job.step("validate, train, evaluate and gate").outcome == "failure"
     assert job.step("report to GitHub").outcome == "success"  # a failed gate is reported
@@ -121,6 +123,7 @@ def test_a_pull_request_that_worsens_the_model_fails_then_its_fix_turns_the_comm
     fixed = repo.commit("back to every feature", author=AUTHOR)
     (run,) = runner.pull_request(7, fixed, "one-feature")
     assert run.conclusion == "success", run.log()
+    assert run.leaked == set()
     (edited,) = gh.comments[7]  # one comment, edited in place
     assert edited["id"] == first["id"] and edited["body"] != first["body"]
     assert "blessed" in edited["body"] and "❌" not in edited["body"]
