@@ -165,15 +165,20 @@ ACTIONS: dict[str, Callable[[Job, dict[str, Any]], str]] = {
 }
 
 
-def run_action(uses: str, job: Job, with_: dict[str, Any]) -> str:
-    """Run one ``uses:`` step; returns its log line."""
+def check_action(uses: str, with_: dict[str, Any]) -> str:
+    """The emulated action's name; NotEmulated for any other action or input."""
     name = uses.split("@", 1)[0]
     if name not in ACTIONS:
         raise NotEmulated(f"uses: {uses}: no emulation of this action (only {', '.join(ACTIONS)})")
     unknown = set(with_) - KNOWN_WITH[name]
     if unknown:
         raise NotEmulated(f"uses: {uses}: with: {', '.join(sorted(unknown))} is not emulated")
-    return ACTIONS[name](job, with_)
+    return name
+
+
+def run_action(uses: str, job: Job, with_: dict[str, Any]) -> str:
+    """Run one ``uses:`` step; returns its log line."""
+    return ACTIONS[check_action(uses, with_)](job, with_)
 
 
 def clean_env() -> dict[str, str]:

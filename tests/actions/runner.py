@@ -112,6 +112,19 @@ def load(path: Path) -> dict[str, Any]:
     unknown = set(doc) - WORKFLOW_KEYS
     if unknown:
         raise emulated.NotEmulated(f"{path.name}: workflow keys {sorted(unknown)} are not emulated")
+    # every job and step, run or not: a workflow may not hold anything the runner cannot do
+    for job_id, job in doc["jobs"].items():
+        if set(job) - JOB_KEYS:
+            raise emulated.NotEmulated(f"{path.name}: job {job_id}: keys "
+                                       f"{sorted(set(job) - JOB_KEYS)} are not emulated")
+        for i, step in enumerate(job.get("steps") or []):
+            where = f"{path.name}: job {job_id}: step {step.get('name', i)}"
+            if set(step) - STEP_KEYS:
+                raise emulated.NotEmulated(f"{where}: keys {sorted(set(step) - STEP_KEYS)} not emulated")
+            if ("run" in step) == ("uses" in step):
+                raise emulated.NotEmulated(f"{where}: needs exactly one of run/uses")
+            if "uses" in step:
+                emulated.check_action(step["uses"], step.get("with") or {})
     return doc
 
 
@@ -288,9 +301,6 @@ class Runner:
 
     def _job(self, job_id: str, job: dict[str, Any], contexts: dict[str, Any],
              done: Mapping[str, list[JobResult]], base: Path) -> list[JobResult]:
-        unknown = set(job) - JOB_KEYS
-        if unknown:
-            raise emulated.NotEmulated(f"job {job_id}: keys {sorted(unknown)} are not emulated")
         needs = {n: {"result": _combined(done[n]), "outputs": _outputs(done[n])} for n in _needs(job)}
         ctx = {**contexts, "needs": needs}
 
@@ -346,7 +356,10 @@ class Runner:
         }
         failed = False
         for i, step in enumerate(job.get("steps") or []):
-            sr = self._step(i, step, ctx, state, runner_env, failed, result)
+            try:
+                sr = self._step(i, step, ctx, state, runner_env, failed, result)
+            except ExpressionError as e:
+                raise emulated.NotEmulated(f"job {job_id}: step {step.get('name', i)}: {e}") from None
             result.steps.append(sr)
             failed = failed or sr.outcome == "failure"
             ctx["job"]["status"] = "failure" if failed else "success"
@@ -358,11 +371,6 @@ class Runner:
 
     def _step(self, i: int, step: dict[str, Any], ctx: dict[str, Any], state: emulated.Job,
               runner_env: dict[str, str], failed: bool, job: JobResult) -> StepResult:
-        unknown = set(step) - STEP_KEYS
-        if unknown:
-            raise emulated.NotEmulated(f"step {step.get('name', i)}: keys {sorted(unknown)} not emulated")
-        if ("run" in step) == ("uses" in step):
-            raise emulated.NotEmulated(f"step {step.get('name', i)}: needs exactly one of run/uses")
         name = to_string(interpolate(step.get("name") or step.get("uses") or step["run"].splitlines()[0], ctx))
         sid = step.get("id") or f"__{i}"
 
@@ -386,16 +394,16 @@ class Runner:
             if "uses" in step:
                 with_ = {k: interpolate(v, ctx) for k, v in (step.get("with") or {}).items()}
                 log = emulated.run_action(step["uses"], state, with_)
-            elif self.dry_run:
-                check = subprocess.run(["bash", "-n"], input=step["run"], text=True,
-                                       capture_output=True, check=False)
-                outcome, log = ("success" if check.returncode == 0 else "failure"), check.stderr
             else:
-                outcome, log = self._shell(step["run"], env, state.workspace, i)
+                script = to_string(interpolate(step["run"], ctx))
+                if self.dry_run:
+                    check = subprocess.run(["bash", "-n"], input=script, text=True,
+                                           capture_output=True, check=False)
+                    outcome, log = ("success" if check.returncode == 0 else "failure"), check.stderr
+                else:
+                    outcome, log = self._shell(script, env, state.workspace, i)
         except emulated.StepFailed as e:
             outcome, log = "failure", str(e)
-        except ExpressionError as e:
-            raise emulated.NotEmulated(f"step {name}: {e}") from None
         # GitHub would mask them; a secret in a log is a leak all the same
         job.leaked += [k for k, v in ctx["secrets"].items() if len(v) >= 4 and v in log
                        and k not in job.leaked]
