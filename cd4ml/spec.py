@@ -29,6 +29,10 @@ REGRESSION_METRICS = ("rmse", "mae", "r2")
 LOWER_IS_BETTER = frozenset({"rmse", "mae"})
 DRIFT_METHODS = ("psi", "ks")
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
+# Where and how a model is served, not what it is or how it is judged: changing them must not
+# retrain. Every other section is in the run cache key, a section added later too, since a cache
+# that retrains once too often costs minutes and one that reuses a stale model lies.
+SERVING_SECTIONS = ("environments", "image")
 _MODULE_ATTR = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
@@ -152,6 +156,7 @@ class Spec:
     environments: tuple[EnvironmentSpec, ...]
     expectations: Path | None = None
     spec_hash: str = ""
+    training_hash: str = ""  # the run cache's part of the spec: all but SERVING_SECTIONS
     lines: Mapping[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -452,10 +457,12 @@ def load_spec(path: str | Path) -> Spec:
     top.done()
 
     spec_hash = _spec_hash(raw, expectations)
+    training_hash = _spec_hash({k: v for k, v in raw.items() if k not in SERVING_SECTIONS}, expectations)
     return Spec(
         name=name, path=file, data=data, model=model, split=split, metrics=tuple(metrics),
         gates=gates, allow_no_gates=allow_no_gates, drift=drift, image=image,
-        environments=environments, expectations=expectations, spec_hash=spec_hash, lines=lines,
+        environments=environments, expectations=expectations, spec_hash=spec_hash,
+        training_hash=training_hash, lines=lines,
     )
 
 

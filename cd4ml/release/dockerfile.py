@@ -277,12 +277,12 @@ def labels(spec: Spec, model: ModelVersion, git_commit: str | None, data_hash: s
         "org.opencontainers.image.revision": git_commit or "",
         "org.opencontainers.image.vendor": "cd4ml",
         "org.opencontainers.image.base.name": base,
-        "cd4ml.stages.pipeline": spec.name,
+        "cd4ml.pipeline": spec.name,
         "cd4ml.model.version": str(model.version),
         "cd4ml.model.sha256": model.sha256,
         "cd4ml.run.id": model.run_id,
         "cd4ml.git.commit": git_commit or "",
-        "cd4ml.stages.data.hash": data_hash or "",
+        "cd4ml.data.hash": data_hash or "",
         "cd4ml.version": __version__,
     }
     return out

@@ -1,12 +1,13 @@
 """``cd4ml run``: validate, train, evaluate and gate in one pass, skipping work whose inputs did
 not change.
 
-The cache key is the data's content hash, the spec's hash (which covers the expectation suite)
-and the training code's identity: cd4ml's own stage code, and the estimator's library version or
-the user's entry-point source. A cached result is reused only while the baseline it was gated
-against still stands (or is the cached model itself), since a relative gate against another
-production model could decide differently. None of this imports pandas or scikit-learn, so a no-op
-run costs little more than opening the store.
+The cache key is the data's content hash, the spec's training hash (every section but where and
+how the model is served, ``environments`` and ``image``; the expectation suite's content too) and
+the training code's identity: cd4ml's stage package as a whole with the spec reader and the
+artifact writer, and the estimator's library version or the user's entry-point source. A cached result is reused only while the baseline it
+was gated against still stands (or is the cached model itself), since a relative gate against
+another production model could decide differently. None of this imports pandas or
+scikit-learn, so a no-op run costs little more than opening the store.
 """
 
 from __future__ import annotations
@@ -60,13 +61,14 @@ def _library_version(top: str) -> str | None:
 
 
 def code_hash(spec: Spec) -> str:
-    """Identity of the training code: cd4ml's stage modules plus the estimator's library version
-    (an installed distribution) or the source file of the user's estimator or entry point."""
+    """Identity of the training code: cd4ml's stage package, the spec reader (its defaults
+    decide what a spec means) and the artifact writer, plus the estimator's library version (an
+    installed distribution) or the source file of the user's estimator or entry point."""
     h = hashlib.sha256(f"cd4ml=={__version__}".encode())
-    # the stage package as a whole: a new or renamed stage module changes the identity too
+    # the package as a whole: a new, renamed or moved stage module changes the identity too
     here = Path(__file__).parent
-    for path in sorted(here.glob("*.py")):
-        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    for path in [*sorted(here.rglob("*.py")), here.parent / "spec.py", here.parent / "artifacts.py"]:
+        h.update(path.relative_to(here.parent).as_posix().encode() + b"\0" + path.read_bytes())
     ref = spec.model.estimator or spec.model.entry_point or ""
     if ref.endswith(".py"):
         h.update(Path(ref).read_bytes())
@@ -86,7 +88,9 @@ def code_hash(spec: Spec) -> str:
 
 
 def cache_key(spec: Spec, data_hash: str, code: str) -> str:
-    return hashlib.sha256(f"{data_hash}\n{spec.spec_hash}\n{code}".encode()).hexdigest()
+    """What decides the trained model and its evaluation: data, spec (not its serving
+    sections) and code. Two runs with one key train the same model and judge it alike."""
+    return hashlib.sha256(f"{data_hash}\n{spec.training_hash}\n{code}".encode()).hexdigest()
 
 
 def _baseline_env(spec: Spec) -> str | None:

@@ -28,14 +28,14 @@ def create_engine(url: str) -> tuple[sa.Engine, bool]:
     is_sqlite = parsed.get_backend_name() == "sqlite"
     kwargs: dict[str, Any] = {"json_serializer": _dumps}
     if is_sqlite:
-        if parsed.database and parsed.database != ":memory:":
+        if not parsed.database or parsed.database == ":memory:":
+            kwargs["poolclass"] = sa.pool.StaticPool  # one shared in-memory database
+        elif not parsed.query.get("uri"):  # a URI filename (file:path?mode=ro) must exist already
             try:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise StoreError(f"cannot create the store's directory for {redact(url)}: "
                                  f"{e.strerror}; set CD4ML_HOME or CD4ML_STORE_URL elsewhere") from None
-        else:
-            kwargs["poolclass"] = sa.pool.StaticPool  # one shared in-memory database
         kwargs["connect_args"] = {"timeout": 60, "check_same_thread": False}
     else:
         kwargs["pool_pre_ping"] = True

@@ -21,7 +21,7 @@ from cd4ml.store import Store
 REQUIRED_LABELS = (
     "org.opencontainers.image.title", "org.opencontainers.image.version",
     "org.opencontainers.image.created", "org.opencontainers.image.revision",
-    "cd4ml.model.version", "cd4ml.run.id", "cd4ml.git.commit", "cd4ml.stages.data.hash",
+    "cd4ml.model.version", "cd4ml.run.id", "cd4ml.git.commit", "cd4ml.data.hash",
     "cd4ml.model.sha256",
 )
 
