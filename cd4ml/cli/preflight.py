@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import os
 
-from cd4ml.cli.common import add_pipeline, load_pipeline
+from cd4ml.cli.common import add_json, add_pipeline, load_pipeline
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     add_pipeline(p)
+    add_json(p)
     p.add_argument("--env", dest="environment", metavar="ENV",
                    help="the environment the job deploys to (default: the pipeline job)")
 
@@ -39,6 +40,13 @@ def run(args: argparse.Namespace) -> int:
     result = preflight(load_pipeline(args), args.environment)
     _append("GITHUB_OUTPUT", f"ready={'true' if result.ready else 'false'}\n")
     _append("GITHUB_STEP_SUMMARY", summary(result))
+    if args.json:
+        from dataclasses import asdict
+
+        from cd4ml.reporting.console import print_json
+
+        print_json({**asdict(result), "ready": result.ready})
+        return 0
     what = (f"deploying {result.pipeline} to {result.environment}" if result.environment
             else f"the {result.pipeline} pipeline")
     if not result.missing:

@@ -53,3 +53,12 @@ def test_cli_writes_the_output_the_summary_and_a_notice(spec, tmp_path, monkeypa
     # a workflow command's property may not hold ':' or ','
     assert notice.startswith("::notice title=cd4ml%3A deploying wine to staging skipped::set ")
     assert main(["preflight", "-p", str(pipelines_dir / "wine.yaml"), "--env", "nowhere"]) == 2
+
+
+def test_json(capsys, pipelines_dir):
+    import json
+
+    assert main(["preflight", "-p", str(pipelines_dir / "wine.yaml"), "--env", "staging", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ready"] is False and doc["environment"] == "staging"
+    assert any("CD4ML_RUNNER" in m["where"] for m in doc["missing"])
