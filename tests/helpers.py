@@ -25,6 +25,7 @@ def wine_spec_dict() -> dict[str, Any]:
     raw = yaml.safe_load((ROOT / "pipelines" / "wine.yaml").read_text())
     raw["data"]["path"] = str(ROOT / "pipelines" / raw["data"]["path"])
     raw["expectations"] = str(ROOT / "pipelines" / raw["expectations"])
+    raw["allow_paths_outside_repository"] = True
     return raw
 
 
@@ -112,8 +113,23 @@ def reflect_schema(url: str, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
         engine.dispose()
 
 
-def table_rows(url: str, exclude: tuple[str, ...] = ()) -> dict[str, list[tuple]]:
-    """Every row of every table, each table's rows sorted."""
+def table_columns(url: str) -> dict[str, list[str]]:
+    """Each table's column names, in order."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        meta = sa.MetaData()
+        meta.reflect(engine)
+        return {name: [c.name for c in table.columns] for name, table in meta.tables.items()}
+    finally:
+        engine.dispose()
+
+
+def table_rows(url: str, exclude: tuple[str, ...] = (),
+               keep: dict[str, list[str]] | None = None) -> dict[str, list[tuple]]:
+    """Every row of every table, each table's rows sorted; with ``keep``, only those columns of
+    each table (what a store had before a migration added columns)."""
     import sqlalchemy as sa
 
     engine = sa.create_engine(url)
@@ -121,8 +137,13 @@ def table_rows(url: str, exclude: tuple[str, ...] = ()) -> dict[str, list[tuple]
         meta = sa.MetaData()
         meta.reflect(engine)
         with engine.connect() as conn:
-            return {name: sorted((tuple(r) for r in conn.execute(sa.select(table))), key=repr)
-                    for name, table in sorted(meta.tables.items()) if name not in exclude}
+            out = {}
+            for name, table in sorted(meta.tables.items()):
+                if name in exclude:
+                    continue
+                cols = [table.c[c] for c in keep[name]] if keep is not None else [table]
+                out[name] = sorted((tuple(r) for r in conn.execute(sa.select(*cols))), key=repr)
+            return out
     finally:
         engine.dispose()
 

@@ -26,6 +26,7 @@ from cd4ml.integrations.git import git_info
 from cd4ml.spec import Spec, check_imports, find_module
 from cd4ml.stages.data import file_hash
 from cd4ml.store import ModelVersion, Run, Store
+from cd4ml.store.liveness import Heartbeat
 
 # import names whose distribution is named differently
 _DIST_ALIASES = {"sklearn": "scikit-learn"}
@@ -124,7 +125,7 @@ def run(spec: Spec, store: Store, *, force: bool = False, override_by: str | Non
         "kind": "pipeline", "git_commit": git.commit, "branch": git.branch, "actor": git.actor,
         "spec_hash": spec.spec_hash, "code_hash": code, "data_hash": data_hash, "cache_key": key,
         "params": {"model": dict(spec.model.params), "seed": spec.model.seed},
-        "tags": {"dirty": git.dirty} if git.dirty else {},
+        "tags": git.tags,
     }
 
     if not force:
@@ -141,10 +142,14 @@ def run(spec: Spec, store: Store, *, force: bool = False, override_by: str | Non
                                   time.perf_counter() - started, ())
 
     check_imports(spec)
+    for dead in store.abandon_dead_runs(spec.name):
+        emit("warning", "run", f"run {dead.id} was left running by a process that is gone "
+             f"({dead.holder}): marked abandoned")
     current = store.start_run(spec.name, **identity)
     stages: list[tuple[str, str, float]] = []
     try:
-        result = _stages(spec, store, current, stages, override_by, reason)
+        with Heartbeat(store, current.id):
+            result = _stages(spec, store, current, stages, override_by, reason)
     except Cd4mlError as e:
         store.finish_run(current.id, "failed", error=str(e))
         raise
@@ -159,6 +164,7 @@ def run(spec: Spec, store: Store, *, force: bool = False, override_by: str | Non
 
 def _stages(spec: Spec, store: Store, current: Run, stages: list[tuple[str, str, float]],
             override_by: str | None, reason: str | None) -> tuple[str, ModelVersion | None]:
+    from cd4ml.stages import sanity
     from cd4ml.stages.data import load_frame
     from cd4ml.stages.evaluate import evaluate
     from cd4ml.stages.gate import gate
@@ -173,6 +179,7 @@ def _stages(spec: Spec, store: Store, current: Run, stages: list[tuple[str, str,
         return out
 
     frame = load_frame(spec.data)
+    sanity.check(spec, frame)
     validation = timed("validate", lambda: validate(spec, store, current.id, frame), "success")
     if not validation.success:
         return "validation_failed", None

@@ -31,6 +31,7 @@ from typing import Any, Self
 import sqlalchemy as sa
 
 from cd4ml.errors import StoreError
+from cd4ml.store import liveness
 from cd4ml.store.engine import create_engine, first_line, redact
 from cd4ml.store.migrations import (
     MIGRATIONS,
@@ -206,8 +207,29 @@ class Store:
                 id=run_id, pipeline=pipeline, kind=kind, status="running", git_commit=git_commit,
                 branch=branch, actor=actor, spec_hash=spec_hash, code_hash=code_hash,
                 data_hash=data_hash, cache_key=cache_key, params=params or {}, tags=tags or {},
-                started_at=now()))
+                started_at=now(), holder=liveness.holder(), heartbeat_at=now()))
         return self.run(run_id)
+
+    def beat(self, run_id: str) -> None:
+        """Refresh a working run's heartbeat (:class:`cd4ml.store.liveness.Heartbeat`)."""
+        with self.tx() as conn:
+            conn.execute(runs.update().where(runs.c.id == run_id, runs.c.status == "running")
+                         .values(heartbeat_at=now()))
+
+    def abandon_dead_runs(self, pipeline: str) -> list[Run]:
+        """Mark ``abandoned`` the runs of ``pipeline`` still ``running`` whose process is gone
+        (killed mid-way); returns them."""
+        with self.read() as conn:
+            rows = conn.execute(sa.select(runs).where(runs.c.pipeline == pipeline,
+                                                      runs.c.status == "running")).all()
+        dead = [r for r in (_to(Run, row) for row in rows) if liveness.is_abandoned(r)]
+        for r in dead:
+            with self.tx() as conn:
+                conn.execute(runs.update().where(runs.c.id == r.id, runs.c.status == "running")
+                             .values(status="abandoned", ended_at=now(),
+                                     error=f"abandoned: the process running it ({r.holder}) "
+                                           "ended without finishing it"))
+        return [self.run(r.id) for r in dead]
 
     def update_run(self, run_id: str, **values: Any) -> Run:
         with self.tx() as conn:
@@ -216,8 +238,10 @@ class Store:
 
     def finish_run(self, run_id: str, status: str, error: str | None = None,
                    reused_from: str | None = None) -> Run:
-        return self.update_run(run_id, status=status, error=error, reused_from=reused_from,
-                               ended_at=now())
+        from cd4ml.secrets import redact
+
+        return self.update_run(run_id, status=status, error=redact(error) if error else error,
+                               reused_from=reused_from, ended_at=now())
 
     def run(self, run_id: str) -> Run:
         with self.read() as conn:

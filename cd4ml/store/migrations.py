@@ -203,6 +203,9 @@ CREATE INDEX ix_images_model_version_id ON images (model_version_id)
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_initial", ddl(_INITIAL, serial=("INTEGER", "SERIAL"),
                                   current=("current = 1", "current"))),
+    # who runs a run, and its heartbeat: a run whose process died is shown and marked abandoned
+    Migration("0002_run_liveness", ddl("ALTER TABLE runs ADD COLUMN holder VARCHAR(255);"
+                                       "ALTER TABLE runs ADD COLUMN heartbeat_at VARCHAR(32)")),
 )
 
 _bookkeeping = sa.MetaData()

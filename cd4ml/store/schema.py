@@ -39,6 +39,8 @@ runs = sa.Table(
     sa.Column("ended_at", sa.String(32)),
     sa.Column("error", sa.Text),
     sa.Column("reused_from", sa.String(32)),
+    sa.Column("holder", sa.String(255)),  # host:pid:start of the process running it
+    sa.Column("heartbeat_at", sa.String(32)),
 )
 validations = sa.Table(
     "validations", metadata,

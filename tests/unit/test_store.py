@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import re
 import threading
 import time
 
@@ -450,3 +451,18 @@ def test_lock_is_released_when_the_body_raises(store):
         raise RuntimeError("deploy failed")
     with store.lock("deploy:wine", "job-b", timeout=0.1):
         pass
+
+
+@pytest.mark.parametrize("content,says", [(b"", "empty (0 bytes)"),
+                                          (b"PK\x03\x04 not a database at all", "not a SQLite database")])
+def test_a_truncated_or_foreign_store_file_is_refused_not_replaced(tmp_path, content, says):
+    path = tmp_path / "cd4ml.db"
+    with Store(f"sqlite:///{path}") as store:
+        run = store.start_run("wine")
+        store.register_model("wine", run.id, "classification", "/a", "ab" * 32, {}, {})
+    path.write_bytes(content)
+    for f in tmp_path.glob("cd4ml.db-*"):
+        f.unlink()
+    with pytest.raises(StoreError, match=re.escape(says)):
+        Store(f"sqlite:///{path}")
+    assert path.read_bytes() == content  # left as found, for whoever restores it

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import cd4ml
-from cd4ml.errors import Cd4mlError, SpecError, TrackedRunError
+from cd4ml.errors import Cd4mlError, SpecError, TrackedRunError, TrainingFailed
 from cd4ml.stages.tracking.handle import ActiveRun, TrainingData, describe_error
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ def load_entry_point(spec: Spec) -> Any:
     """The callable ``model.entry_point`` names: ``module:function``, or a script's ``train``."""
     import runpy
 
-    from cd4ml.spec import import_object
+    from cd4ml.spec import check_trainable, import_object
 
     ref = spec.model.entry_point
     assert ref is not None
@@ -46,6 +46,7 @@ def load_entry_point(spec: Spec) -> Any:
         raise SpecError(f"{where}: {e}") from None
     if not callable(fn):
         raise SpecError(f"{where}: {ref} is not a function; name a function fn(run, data)")
+    check_trainable(spec, fn)
     return fn
 
 
@@ -98,11 +99,15 @@ def run_entry_point(spec: Spec, store: Store, run_id: str,
         fn(handle, data)
     except Cd4mlError:
         raise
-    except Exception as e:
+    except (Exception, SystemExit, KeyboardInterrupt) as e:
+        # sys.exit(0) in a training script is not a successful run: CI must not go green on it
         where = _user_frame(e)
-        emit("stage_failed", "train", describe_error(e))
-        raise TrackedRunError(f"entry point {ref} raised {describe_error(e)}{where}; "
-                            "run with --debug for the traceback") from e
+        what = (f"called sys.exit({e.code!r})" if isinstance(e, SystemExit) else
+                "was interrupted" if isinstance(e, KeyboardInterrupt) else f"raised {describe_error(e)}")
+        emit("stage_failed", "train", what)
+        raise TrainingFailed(f"entry point {ref} {what}{where}; the run failed"
+                             + (" (return from the function instead)" if isinstance(e, SystemExit) else
+                                "; run with --debug for the traceback")) from e
     finally:
         random.setstate(saved[0])
         np.random.set_state(saved[1])

@@ -51,7 +51,7 @@ def start_run(pipeline: str | Path | Spec, store: Store | str | None = None, *,
     try:
         # the code's repository is where the training script lives, wherever it is run from
         git = git_info(caller.parent if caller else spec.root if spec else None)
-        run_tags = {**({"dirty": True} if git.dirty else {}), **plain(dict(tags or {}))}
+        run_tags = {**git.tags, **plain(dict(tags or {}))}
         record = opened.start_run(
             name, kind="tracked", git_commit=git.commit, branch=git.branch, actor=git.actor,
             spec_hash=spec.spec_hash if spec else None,
