@@ -276,11 +276,11 @@ def init(data: str | Path, target: str, *, directory: str | Path = ".", name: st
         listed = listed_pipelines(path.read_text()) if path.exists() else []
         names = listed if name in listed else [*listed, name]
         if path.exists() and not force:
-            if names != listed:
-                path.write_text(with_pipelines(path.read_text(), lambda _, n=names: n))
-                updated.append(path)
-            else:
-                skipped.append(path)
+            old = path.read_text()
+            new = with_pipelines(old, lambda _, n=names: n)
+            if new != old:
+                path.write_text(new)
+            (updated if new != old else skipped).append(path)
             continue
         files[path] = workflow_for((templates / "workflows" / wf).read_text(), names, __version__)
     for path, text in files.items():
