@@ -41,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ui": ("ui", "a read-only web view of the store: runs, compare, lineage, environments"),
     "report": ("report", "post a run's results to GitHub (status, check run, PR comment)"),
     "init": ("init", "scaffold cd4ml in a repository from a sample of your data"),
+    "preflight": ("preflight", "in CI: whether a job has the configuration it needs, else what to set"),
 }
 
 
