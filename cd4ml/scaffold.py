@@ -74,6 +74,11 @@ def _pipeline_lists(text: str) -> list[Any]:
     return [n for n in nodes if isinstance(n, yaml.SequenceNode)]
 
 
+def _always(names: list[str]) -> Callable[[list[str]], list[str]]:
+    """For :func:`with_pipelines`: every list becomes ``names``."""
+    return lambda _old: names
+
+
 def with_pipelines(text: str, pipelines: Callable[[list[str]], list[str]]) -> str:
     """``text`` with each list of pipelines replaced by ``pipelines(old list)``; comments and
     layout elsewhere stay as they are."""
@@ -277,7 +282,7 @@ def init(data: str | Path, target: str, *, directory: str | Path = ".", name: st
         names = listed if name in listed else [*listed, name]
         if path.exists() and not force:
             old = path.read_text()
-            new = with_pipelines(old, lambda _, n=names: n)
+            new = with_pipelines(old, _always(names))
             if new != old:
                 path.write_text(new)
             (updated if new != old else skipped).append(path)
