@@ -1,6 +1,7 @@
 """The cd4ml exception tree.
 
     Cd4mlError                 every error a user can act on; exit code 2 unless said otherwise
+    ├── UsageError             an argument is not in a form cd4ml accepts, or names nothing known
     ├── SpecError              the pipeline spec is wrong (file:line: what is wrong)
     ├── DataError              the data cannot be read or lacks what the spec names
     ├── StoreError             the metadata store cannot be reached or is inconsistent
@@ -26,6 +27,10 @@ class Cd4mlError(Exception):
     """Root of every error cd4ml raises on purpose."""
 
     exit_code = 2
+
+
+class UsageError(Cd4mlError):
+    """An argument (command line or Python API) is malformed or names nothing known."""
 
 
 class SpecError(Cd4mlError):

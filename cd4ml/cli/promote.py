@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import argparse
 
-from cd4ml.cli.common import add_common
+from cd4ml.cli.common import add_common, model_arg
 from cd4ml.cli.deploy import act, add_actor
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     add_common(p)
-    p.add_argument("version", metavar="MODEL_VERSION", help="e.g. 5 or wine:5")
+    p.add_argument("version", metavar="MODEL_VERSION", help="e.g. 5, wine:5 or wine@staging (the version running there)")
     p.add_argument("--to", required=True, metavar="ENV", help="the environment to promote into")
     p.add_argument("--approved-by", metavar="USER",
                    help="record USER's approval (checked on GitHub when GITHUB_TOKEN is set)")
@@ -21,6 +21,7 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from cd4ml.release.deploy import promote
 
-    return act(args, lambda spec, store: promote(spec, store, args.version, args.to,
+    ref = model_arg(args.version)
+    return act(args, lambda spec, store: promote(spec, store, ref, args.to,
                                                  approved_by=args.approved_by, actor=args.actor,
-                                                 reason=args.reason))
+                                                 reason=args.reason), ref)

@@ -365,34 +365,6 @@ def _open_store(store: Store | str | None) -> tuple[Store, bool]:
     return store, False
 
 
-def find_spec(pipeline: str | Path | Spec, root: Path | None = None) -> Spec | None:
-    """The spec of ``pipeline``: a Spec, a spec path, or a name looked up under ``pipelines/``
-    (``<name>.yaml``, else the spec there whose ``name:`` it is). None when there is none."""
-    import yaml
-
-    from cd4ml.spec import Spec, load_spec
-
-    if isinstance(pipeline, Spec):
-        return pipeline
-    text = str(pipeline)
-    if text.endswith((".yaml", ".yml")) or isinstance(pipeline, Path):
-        return load_spec(pipeline)
-    folder = (root or Path.cwd()) / "pipelines"
-    candidates = [folder / f"{text}.yaml", folder / f"{text}.yml"]
-    if folder.is_dir():
-        candidates += sorted(folder.glob("*.y*ml"))
-    for path in dict.fromkeys(candidates):
-        if not path.is_file():
-            continue
-        try:
-            name = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("name")
-        except (yaml.YAMLError, OSError, AttributeError, UnicodeDecodeError):
-            continue  # not ours to judge here: 'cd4ml run' reports a broken spec
-        if name == text:
-            return load_spec(path)
-    return None
-
-
 def _caller_file(depth: int = 2) -> Path | None:
     """The source file that called :func:`start_run`: the training code."""
     try:
@@ -412,6 +384,7 @@ def start_run(pipeline: str | Path | Spec, store: Store | str | None = None, *,
     None for the embedded store (``$CD4ML_STORE_URL``, else ``.cd4ml/cd4ml.db``).
     """
     from cd4ml.integrations.git import git_info
+    from cd4ml.refs import find_spec
 
     spec = find_spec(pipeline)
     name = spec.name if spec else str(pipeline)
@@ -585,11 +558,11 @@ def gate_run(spec: Spec | str | Path, run_id: str, store: Store | str | None = N
     ``gate_failed``. Runs of ``cd4ml run`` are gated by the pipeline on held-out rows instead.
     """
     from cd4ml.events import emit
-    from cd4ml.spec import load_spec
+    from cd4ml.refs import load_pipeline
     from cd4ml.stages.evaluate import EvaluationResult
     from cd4ml.stages.gate import gate
 
-    spec = spec if not isinstance(spec, (str, Path)) else load_spec(spec)
+    spec = load_pipeline(spec)
     opened, owns = _open_store(store)
     try:
         run = opened.run(run_id)

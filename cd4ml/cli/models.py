@@ -1,0 +1,50 @@
+"""``cd4ml models``: the model versions, newest first, and where each serves now."""
+
+from __future__ import annotations
+
+import argparse
+
+from cd4ml.cli.common import (
+    add_json,
+    add_read_pipeline,
+    add_store,
+    open_store,
+    positive_int,
+    read_pipeline,
+)
+from cd4ml.cli.format import gate_json, short, when, where_deployed
+
+
+def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
+    add_store(p)
+    add_json(p)
+    add_read_pipeline(p, "only this pipeline (default: every one)")
+    p.add_argument("--limit", type=positive_int, default=50, metavar="N",
+                   help="show the newest N (default: %(default)s)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from cd4ml.reporting.console import print_json, table, to_jsonable
+
+    with open_store(args) as store:
+        pipeline = read_pipeline(store, args)
+        models = store.models(pipeline, limit=args.limit)
+        deployed = where_deployed(store, pipeline)
+        gates = {m.id: store.gate(m.run_id) for m in models}
+    if args.json:
+        print_json([{**to_jsonable(m), "ref": m.ref, "deployed": deployed.get(m.id, []),
+                     "gate": gate_json(gates[m.id])} for m in models])
+        return 0
+    if not models:
+        print("no model versions recorded" + (f" for {pipeline}" if pipeline else ""))
+        return 0
+    rows = []
+    for m in models:
+        gate = gates[m.id]
+        blessed = "yes" if m.blessed else "no"
+        if gate is not None and gate.overridden:
+            blessed += f" (OVERRIDDEN by {gate.override_by})"
+        rows.append((m.ref, m.run_id, blessed, "BAD" if m.bad else "", short(m.sha256, 12),
+                     when(m.created_at), ", ".join(deployed.get(m.id, [])) or "-"))
+    print(table(["model", "run", "blessed", "bad", "sha256", "created", "deployed now"], rows))
+    return 0

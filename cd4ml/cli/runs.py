@@ -1,0 +1,45 @@
+"""``cd4ml runs``: the recorded runs, newest first."""
+
+from __future__ import annotations
+
+import argparse
+
+from cd4ml.cli.common import (
+    add_json,
+    add_read_pipeline,
+    add_store,
+    open_store,
+    positive_int,
+    read_pipeline,
+)
+from cd4ml.cli.format import duration, seconds, short, status, when
+
+
+def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
+    add_store(p)
+    add_json(p)
+    add_read_pipeline(p, "only this pipeline (default: every one)")
+    p.add_argument("--limit", type=positive_int, default=20, metavar="N",
+                   help="show the newest N (default: %(default)s)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from cd4ml.reporting.console import print_json, table, to_jsonable
+
+    with open_store(args) as store:
+        pipeline = read_pipeline(store, args)
+        rows = [(r, store.model_for_run(r.reused_from or r.id), seconds(r.started_at, r.ended_at))
+                for r in store.runs(pipeline, limit=args.limit)]
+    if args.json:
+        print_json([{**to_jsonable(r), "model_version": m.version if m else None,
+                     "duration_seconds": s} for r, m, s in rows])
+        return 0
+    if not rows:
+        print("no runs recorded" + (f" for {pipeline}" if pipeline else ""))
+        return 0
+    print(table(["run", "pipeline", "status", "model", "commit", "branch", "actor", "started",
+                 "duration", "cached from"],
+                [(r.id, r.pipeline, status(r.status), m.version if m else None,
+                  short(r.git_commit), r.branch, r.actor, when(r.started_at), duration(s),
+                  r.reused_from) for r, m, s in rows]))
+    return 0
