@@ -132,10 +132,10 @@ def test_find_model_checks_the_environment_against_the_spec(versions, spec):
 
 
 @pytest.mark.parametrize("text,pipeline,error,match", [
-    ("diabetes:1", "wine", UsageError, "model version 'diabetes:1' is of pipeline 'diabetes', "
-                                       "not 'wine'; name a version of wine, or choose -p diabetes"),
-    ("3", None, UsageError, "model version '3' names no pipeline and there is none in hand; "
-                            "write PIPELINE:3 \\(e.g. wine:3\\)"),
+    ("diabetes:1", "wine", UsageError, ("model version 'diabetes:1' is of pipeline 'diabetes', "
+                                       "not 'wine'; name a version of wine, or choose -p diabetes")),
+    ("3", None, UsageError, ("model version '3' names no pipeline and there is none in hand; "
+                            "write PIPELINE:3 \\(e.g. wine:3\\)")),
     ("@production", None, UsageError, "names no pipeline"),
     ("wine:9", None, StoreError, "no model version wine:9"),
     ("nothing:latest", None, StoreError, "pipeline 'nothing' has no model versions"),
