@@ -1,7 +1,7 @@
 """The cd4ml exception tree.
 
     Cd4mlError                 every error a user can act on; exit code 2 unless said otherwise
-    ├── UsageError             an argument is not in a form cd4ml accepts, or names nothing known
+    ├── UsageError             the command line is wrong (a flag, an argument, their combination)
     ├── SpecError              the pipeline spec is wrong (file:line: what is wrong)
     ├── DataError              the data cannot be read or lacks what the spec names
     ├── StoreError             the metadata store cannot be reached or is inconsistent
@@ -30,7 +30,8 @@ class Cd4mlError(Exception):
 
 
 class UsageError(Cd4mlError):
-    """An argument (command line or Python API) is malformed or names nothing known."""
+    """The command line (or the equivalent call) is malformed: a flag or argument is wrong,
+    missing, or goes only with another."""
 
 
 class SpecError(Cd4mlError):

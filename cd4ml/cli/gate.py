@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cd4ml.reporting.console import print_json, to_jsonable
-    from cd4ml.stages.gating import gate_recorded
+    from cd4ml.stages.gate_recorded import gate_recorded
 
     by, reason = overrider(args)
     spec = load_pipeline(args)
