@@ -95,8 +95,8 @@ def find_model(store: Store, ref: ModelRef | str | int, pipeline: Spec | str | N
     (a Spec, whose environments are then checked, or a name). A version that is not recorded,
     or an environment where nothing runs, is a :class:`StoreError`."""
     ref = parse_model_ref(ref)
-    spec = None if pipeline is None or isinstance(pipeline, str) else pipeline
-    in_hand = spec.name if spec is not None else pipeline
+    spec, in_hand = ((None, pipeline) if pipeline is None or isinstance(pipeline, str)
+                     else (pipeline, pipeline.name))
     if ref.pipeline and in_hand and ref.pipeline != in_hand:
         raise UsageError(f"model version {str(ref)!r} is of pipeline {ref.pipeline!r}, not "
                          f"{in_hand!r}; name a version of {in_hand}, or choose -p {ref.pipeline}")

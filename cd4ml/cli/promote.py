@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from cd4ml.cli.common import add_common, model_arg
+from cd4ml.cli.common import add_common
 from cd4ml.cli.deploy import act, add_actor
 
 
@@ -19,9 +19,10 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cd4ml.refs import parse_model_ref
     from cd4ml.release.deploy import promote
 
-    ref = model_arg(args.version)
+    ref = parse_model_ref(args.version)
     return act(args, lambda spec, store: promote(spec, store, ref, args.to,
                                                  approved_by=args.approved_by, actor=args.actor,
                                                  reason=args.reason), ref)

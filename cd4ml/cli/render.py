@@ -36,9 +36,10 @@ def run(args: argparse.Namespace) -> int:
         elif current is not None:
             model = store.model_by_id(current.model_version_id)
         else:
-            model = store.latest_model(spec.name, blessed=True)
-            if model is None:
+            newest = store.latest_model(spec.name, blessed=True)
+            if newest is None:
                 raise StoreError(f"{spec.name} has no blessed version to render; name one")
+            model = newest
         if args.image:
             image, digest = args.image, None
         elif current is not None and current.model_version_id == model.id:
