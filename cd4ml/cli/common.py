@@ -177,3 +177,12 @@ def read_pipeline(store: Store, args: argparse.Namespace, *, only: bool = False)
         files = known_pipelines()
         return files[0].name if len(files) == 1 else None
     return None
+
+
+def add_listing(p: argparse.ArgumentParser, limit: int) -> None:
+    """The options of a command that lists records (``runs``, ``models``)."""
+    add_store(p)
+    add_json(p)
+    add_read_pipeline(p, "only this pipeline (default: every one)")
+    p.add_argument("--limit", type=positive_int, default=limit, metavar="N",
+                   help="show the newest N (default: %(default)s)")

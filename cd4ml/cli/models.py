@@ -4,23 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from cd4ml.cli.common import (
-    add_json,
-    add_read_pipeline,
-    add_store,
-    open_store,
-    positive_int,
-    read_pipeline,
-)
+from cd4ml.cli.common import add_listing, open_store, read_pipeline
 from cd4ml.cli.format import gate_json, short, when, where_deployed
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
-    add_store(p)
-    add_json(p)
-    add_read_pipeline(p, "only this pipeline (default: every one)")
-    p.add_argument("--limit", type=positive_int, default=50, metavar="N",
-                   help="show the newest N (default: %(default)s)")
+    add_listing(p, limit=50)
 
 
 def run(args: argparse.Namespace) -> int:
