@@ -60,7 +60,7 @@ def status(status: str) -> str:
     from cd4ml.reporting.console import paint
 
     colour = {"succeeded": "green", "failed": "red", "gate_failed": "red",
-              "validation_failed": "red", "running": "yellow"}.get(status)
+              "validation_failed": "red", "running": "yellow", "abandoned": "red"}.get(status)
     return paint(status, colour) if colour else status
 
 

@@ -13,12 +13,17 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from cd4ml.reporting.console import print_json, table, to_jsonable
+    from cd4ml.store.liveness import shown_status
 
     with open_store(args) as store:
         pipeline = read_pipeline(store, args)
+        # a run whose process was killed shows as abandoned before the next run marks it so
+        runs = [replace(r, status=shown_status(r)) for r in store.runs(pipeline, limit=args.limit)]
         rows = [(r, store.model_for_run(r.reused_from or r.id), seconds(r.started_at, r.ended_at))
-                for r in store.runs(pipeline, limit=args.limit)]
+                for r in runs]
     if args.json:
         print_json([{**to_jsonable(r), "model_version": m.version if m else None,
                      "duration_seconds": s} for r, m, s in rows])

@@ -10,7 +10,14 @@ from __future__ import annotations
 import argparse
 import os
 
-from cd4ml.cli.common import add_common, chosen_model, load_pipeline, open_store
+from cd4ml.cli.common import (
+    add_common,
+    chosen_model,
+    load_pipeline,
+    open_store,
+    port,
+    positive_int,
+)
 from cd4ml.errors import ArtifactError, Cd4mlError
 from cd4ml.refs import parse_model_ref
 
@@ -20,8 +27,8 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
                    help="e.g. wine:3, wine@production, or 3 of the pipeline chosen with -p")
     add_common(p, json=False)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
-    p.add_argument("--workers", type=int, default=1,
+    p.add_argument("--port", type=port, default=8080, help="port (default 8080; 0 picks a free one)")
+    p.add_argument("--workers", type=positive_int, default=1,
                    help="server processes sharing the port (default 1)")
 
 
