@@ -24,12 +24,13 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cd4ml.reporting.console import print_json, table, to_jsonable
+    from cd4ml.reporting.api import compare_json, label
+    from cd4ml.reporting.console import print_json, table
     from cd4ml.reporting.lineage import compare
 
     with open_store(args) as store:
         c = compare(store, args.a, args.b, read_pipeline(store, args, only=True))
-    la, lb = _label(c.a), _label(c.b)
+    la, lb = label(c.a), label(c.b)
     header = ["kind", "name", "slice", "slice_value", la, lb, "delta"]
     rows = [("metric", m.name, m.slice, m.slice_value, m.a, m.b, m.delta) for m in c.metrics]
     rows += [("param", p.name, "", "", p.a, p.b, None) for p in c.params]
@@ -38,11 +39,7 @@ def run(args: argparse.Namespace) -> int:
         if args.csv == "-":
             return 0
     if args.json:
-        print_json({"a": {"ref": la, **to_jsonable(c.a)}, "b": {"ref": lb, **to_jsonable(c.b)},
-                    "metrics": [{**to_jsonable(m), "delta": m.delta} for m in c.metrics],
-                    "params": to_jsonable(c.params),
-                    "changed_params": [p.name for p in c.changed_params],
-                    "differences": [{"what": w, "a": a, "b": b} for w, a, b in c.facts]})
+        print_json(compare_json(c))
         return 0
     out = [f"A: {la} (run {c.a.source.id})   B: {lb} (run {c.b.source.id})   delta = B - A"]
     out += [f"  {what:<16} {_fact(what, a)} -> {_fact(what, b)}" for what, a, b in c.facts]
@@ -65,9 +62,6 @@ def _fact(what: str, value: str | None) -> str:
     # hashes are told apart by their first 12 characters; a branch name is shown whole
     return (value if what == "branch" else short(value, 12)) or "-"
 
-
-def _label(r: Any) -> str:
-    return r.model.ref if r.model else r.source.id
 
 
 def _write_csv(target: str, header: list[str], rows: list[tuple]) -> None:

@@ -21,10 +21,6 @@ def when(stamp: str | None) -> str | None:
     return t.strftime("%Y-%m-%d %H:%M:%S") if t else stamp
 
 
-def seconds(start: str | None, end: str | None) -> float | None:
-    a, b = _time(start), _time(end)
-    return (b - a).total_seconds() if a and b else None
-
 
 def duration(seconds: float | None) -> str:
     if seconds is None:
@@ -63,19 +59,6 @@ def status(status: str) -> str:
               "validation_failed": "red", "running": "yellow", "abandoned": "red"}.get(status)
     return paint(status, colour) if colour else status
 
-
-def where_deployed(store: Any, pipeline: str | None = None) -> dict[int, list[str]]:
-    """model version id -> environments it serves in now."""
-    where: dict[int, list[str]] = {}
-    for d in store.current_deployments(pipeline):
-        where.setdefault(d.model_version_id, []).append(d.environment)
-    return where
-
-
-def gate_json(gate: Any) -> dict | None:
-    from cd4ml.reporting.console import to_jsonable
-
-    return None if gate is None else {**to_jsonable(gate), "blessed": gate.blessed}
 
 
 def indent(text: str) -> str:

@@ -7,7 +7,7 @@ import argparse
 from typing import Any
 
 from cd4ml.cli.common import add_json, add_read_pipeline, add_store, open_store, read_pipeline
-from cd4ml.cli.format import gate_json, gate_word, indent, override_line, short, status, when
+from cd4ml.cli.format import gate_word, indent, override_line, short, status, when
 from cd4ml.errors import UsageError
 
 
@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _lineage(store: Any, args: argparse.Namespace, ref: Any, pipeline: str | None) -> int:
+    from cd4ml.reporting.api import lineage_json, prediction_json
     from cd4ml.reporting.console import print_json
     from cd4ml.reporting.lineage import default_log_paths, lineage, prediction_lineage
 
@@ -45,8 +46,7 @@ def _lineage(store: Any, args: argparse.Namespace, ref: Any, pipeline: str | Non
         logs = args.log or default_log_paths()
         found = prediction_lineage(store, args.request_id, logs, pipeline)
         if args.json:
-            print_json({"prediction": found.prediction, "sha256_matches": found.sha256_matches,
-                        "lineage": _lineage_json(found.lineage)})
+            print_json(prediction_json(found))
         else:
             print(_prediction_text(found))
             print()
@@ -54,17 +54,11 @@ def _lineage(store: Any, args: argparse.Namespace, ref: Any, pipeline: str | Non
         return 0
     result = lineage(store, ref, pipeline)
     if args.json:
-        print_json(_lineage_json(result))
+        print_json(lineage_json(result))
     else:
         print(_lineage_text(result))
     return 0
 
-
-def _lineage_json(result: Any) -> dict:
-    from cd4ml.reporting.console import to_jsonable
-
-    return {**to_jsonable(result), "ref": result.model.ref, "gate": gate_json(result.gate),
-            "environments": list(result.environments)}
 
 
 def _lineage_text(result: Any) -> str:

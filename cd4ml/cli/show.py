@@ -6,15 +6,7 @@ import argparse
 from typing import Any
 
 from cd4ml.cli.common import add_json, add_read_pipeline, add_store, open_store, read_pipeline
-from cd4ml.cli.format import (
-    duration,
-    gate_json,
-    override_line,
-    seconds,
-    status,
-    when,
-    where_deployed,
-)
+from cd4ml.cli.format import duration, override_line, status, when
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
@@ -27,32 +19,28 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cd4ml.reporting.console import print_json, to_jsonable
+    from cd4ml.reporting.api import deployed_now, show_json
+    from cd4ml.reporting.console import print_json
     from cd4ml.reporting.lineage import resolve
     from cd4ml.reporting.summary import summarize
 
     with open_store(args) as store:
-        target = resolve(store, args.ref, read_pipeline(store, args, only=True))
+        pipeline = read_pipeline(store, args, only=True)
+        if args.json:
+            print_json(show_json(store, args.ref, pipeline))
+            return 0
+        target = resolve(store, args.ref, pipeline)
         summary = summarize(store, target.run.id)
         model = target.model or summary.model
         source = summary.source
         dataset = store.dataset(source.data_hash) if source.data_hash else None
-        deployed = where_deployed(store).get(model.id, []) if model else []
-    if args.json:
-        print_json({
-            "run": to_jsonable(summary.run), "source_run": to_jsonable(source),
-            "cached": summary.cached, "model": to_jsonable(model) if model else None,
-            "dataset": to_jsonable(dataset) if dataset else None,
-            "validation": to_jsonable(summary.validation) if summary.validation else None,
-            "metrics": [{**to_jsonable(m), "delta": m.delta} for m in summary.metrics],
-            "gate": gate_json(summary.gate), "deployed": deployed,
-        })
-        return 0
+        deployed = deployed_now(store).get(model.id, []) if model else []
     print(_show_text(summary, model, dataset, deployed))
     return 0
 
 
 def _show_text(summary: Any, model: Any, dataset: Any, deployed: list[str]) -> str:
+    from cd4ml.reporting.api import seconds_between
     from cd4ml.reporting.console import fmt, paint
     from cd4ml.reporting.views import gate_lines, metric_lines, validation_lines
 
@@ -66,7 +54,7 @@ def _show_text(summary: Any, model: Any, dataset: Any, deployed: list[str]) -> s
     facts = [
         ("kind", r.kind), ("commit", src.git_commit), ("branch", src.branch), ("actor", r.actor),
         ("started", when(r.started_at)), ("ended", when(r.ended_at)),
-        ("duration", duration(seconds(r.started_at, r.ended_at))),
+        ("duration", duration(seconds_between(r.started_at, r.ended_at))),
         ("spec hash", src.spec_hash), ("code hash", src.code_hash), ("cache key", src.cache_key),
         ("reused from", r.reused_from), ("tags", r.tags or None),
     ]
