@@ -91,6 +91,7 @@ class App:
                            "ready_at": _iso(self.ready_at) if self.ready_at else None,
                            "pid": os.getpid(),
                            "forest_shortcut": bool(self.predictor and self.predictor.shortcut),
+                           "single_call": bool(self.predictor and self.predictor.single_call),
                            "prediction_log": self.log.target}}
         return 200, JSON, json.dumps(body, default=str).encode()
 

@@ -143,7 +143,8 @@ class _Job:
         try:
             gc.disable()
             self._load(app)
-            shortcut = " (forest shortcut)" if app.predictor.shortcut else ""
+            shortcut = (" (forest shortcut)" if app.predictor.shortcut else
+                        " (one model call per request)" if app.predictor.single_call else "")
             _say(f"{who}ready in {time.perf_counter() - self.started:.2f} s{shortcut}; "
                  f"predictions log to {log.target}")
             stop.wait()
