@@ -36,6 +36,8 @@ class App:
         self.max_rows = max_rows
         self.max_body = max_body
         self.predictor: Any = None
+        #: worker processes of this server, and the numeric threads each may use
+        self.workers, self.threads = 1, 1
         self.started = time.time()
         self.ready_at: float | None = None
         self._cv = threading.Condition()
@@ -89,7 +91,8 @@ class App:
         body = {**self.metadata, "ready": self.predictor is not None,
                 "server": {"started_at": _iso(self.started),
                            "ready_at": _iso(self.ready_at) if self.ready_at else None,
-                           "pid": os.getpid(),
+                           "pid": os.getpid(), "workers": self.workers,
+                           "threads": self.threads,
                            "forest_shortcut": bool(self.predictor and self.predictor.shortcut),
                            "single_call": bool(self.predictor and self.predictor.single_call),
                            "prediction_log": self.log.target}}

@@ -63,24 +63,30 @@ def verify(model_dir: Path, expected_sha256: str | None) -> artifacts.ArtifactMe
 
 def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8080, workers: int = 1,
           expected_sha256: str | None = None, log_path: str | None = None,
-          max_rows: int = 10_000, max_body: int = 16 << 20, grace: float = 8.0) -> int:
+          max_rows: int = 10_000, max_body: int = 16 << 20, grace: float = 8.0,
+          threads: int | None = None) -> int:
     """Serve the model in ``model_dir`` until SIGTERM/SIGINT; returns the exit code.
 
     Raises :class:`StartError` when the artifact fails verification, cannot be loaded, or the
     port cannot be had. ``grace`` bounds the wait for requests in flight at shutdown (under
-    Docker's 10 s between SIGTERM and SIGKILL).
+    Docker's 10 s between SIGTERM and SIGKILL). ``threads`` caps each worker's numeric thread
+    pools (default: an equal share of the CPUs, see :mod:`cd4ml.serve.resources`).
     """
     started = time.perf_counter()
     model_dir = Path(model_dir)
+    if threads is None:
+        from cd4ml.serve.resources import thread_budget
+
+        threads = thread_budget(workers)
     if workers > 1:
         return _supervise(model_dir, host, port, workers, expected_sha256, log_path, max_rows,
-                          max_body, grace, started)
+                          max_body, grace, started, threads)
     stop = threading.Event()
     # before anything can be seen to listen: a SIGTERM from then on must stop us cleanly
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         job, sock = _prepare(model_dir, host, port, 1, expected_sha256, log_path, max_rows,
-                             max_body, grace, started)
+                             max_body, grace, started, threads)
         try:
             return job.run(sock, stop, None, 0, 1, None)
         finally:
@@ -92,7 +98,7 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8080, work
 
 def _prepare(model_dir: Path, host: str, port: int, workers: int, expected_sha256: str | None,
              log_path: str | None, max_rows: int, max_body: int, grace: float, started: float,
-             ) -> tuple[_Job, socket.socket]:
+             threads: int) -> tuple[_Job, socket.socket]:
     """Verify, read the signature, listen: everything that happens once, before any worker."""
     meta = verify(model_dir, expected_sha256)
     try:
@@ -111,7 +117,7 @@ def _prepare(model_dir: Path, host: str, port: int, workers: int, expected_sha25
     _say(f"{meta.pipeline}:{meta.version} (sha256 {meta.sha256[:12]}) listening on {url}"
          + (f" with {workers} workers" if workers > 1 else ""))
     return _Job(model_dir, meta, fields, layout, expected_sha256, log_path, max_rows, max_body,
-                grace, started), sock
+                grace, started, threads), sock
 
 
 class _Job:
@@ -120,10 +126,11 @@ class _Job:
     def __init__(self, model_dir: Path, meta: artifacts.ArtifactMeta,
                  fields: tuple[schema.Field, ...], layout: Layout, expected_sha256: str | None,
                  log_path: str | None, max_rows: int, max_body: int, grace: float,
-                 started: float):
+                 started: float, threads: int):
         self.model_dir, self.meta, self.fields, self.layout = model_dir, meta, fields, layout
         self.expected_sha256, self.log_path = expected_sha256, log_path
         self.max_rows, self.max_body, self.grace, self.started = max_rows, max_body, grace, started
+        self.threads = threads
 
     def run(self, sock: socket.socket, stop: threading.Event, memory: Any, worker: int,
             workers: int, log_lock: Any) -> int:
@@ -136,13 +143,19 @@ class _Job:
         metrics = Metrics(self.layout, {"pipeline": meta.pipeline, "version": str(meta.version),
                                         "sha256": meta.sha256}, memory, worker, workers)
         app = App(meta, self.fields, log, metrics, self.max_rows, self.max_body)
+        app.workers, app.threads = workers, self.threads
         server = Server(sock, app)
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                                   name="cd4ml-http", daemon=True)
-        thread.start()
+        # worker 0 answers /health while it loads; the others take connections only once
+        # loaded, so after the first /ready 200 no request meets a worker still loading
+        if worker == 0:
+            thread.start()
         try:
             gc.disable()
             self._load(app)
+            if worker != 0:
+                thread.start()
             shortcut = (" (forest shortcut)" if app.predictor.shortcut else
                         " (one model call per request)" if app.predictor.single_call else "")
             _say(f"{who}ready in {time.perf_counter() - self.started:.2f} s{shortcut}; "
@@ -153,7 +166,8 @@ class _Job:
                 _say(f"{who}requests still running after {self.grace:g} s; stopping anyway")
         finally:
             gc.enable()
-            server.shutdown()
+            if thread.is_alive():  # (shutdown waits for a serve_forever that never began)
+                server.shutdown()
             log.close()
         _say(f"{who}stopped; {log.written} prediction(s) logged"
              + (f", {log.failed} could not be written" if log.failed else ""))
@@ -175,6 +189,9 @@ class _Job:
                              f"{type(e).__name__}: {e}") from None
         if predictor.positional:
             quiet_positional()
+        from cd4ml.serve.resources import limit_loaded_pools
+
+        limit_loaded_pools(self.threads)
         # scikit-learn, scipy and the model are a few hundred thousand long-lived objects: a
         # full collection walking them all takes milliseconds, which showed in the p99 latency.
         # Frozen, collections never look at them again (and collecting during the imports,
@@ -187,7 +204,7 @@ class _Job:
 
 def _supervise(model_dir: Path, host: str, port: int, workers: int, expected_sha256: str | None,
                log_path: str | None, max_rows: int, max_body: int, grace: float,
-               started: float) -> int:
+               started: float, threads: int) -> int:
     import multiprocessing
 
     children: dict[int, int] = {}
@@ -201,7 +218,7 @@ def _supervise(model_dir: Path, host: str, port: int, workers: int, expected_sha
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         job, sock = _prepare(model_dir, host, port, workers, expected_sha256, log_path, max_rows,
-                             max_body, grace, started)
+                             max_body, grace, started, threads)
         # non-blocking: every worker wakes for a new connection; the losers must not hang in
         # accept, or they would never see a shutdown
         sock.setblocking(False)

@@ -117,8 +117,10 @@ class Server:
 
 
 def serve_argv(model_dir: Path, *extra: str) -> list[str]:
+    # one worker unless a test asks for more: most tests here describe one process's life
+    workers = () if "--workers" in extra else ("--workers", "1")
     return [sys.executable, "-m", "cd4ml.serve", "--model-dir", str(model_dir), "--host",
-            "127.0.0.1", "--port", "0", *extra]
+            "127.0.0.1", "--port", "0", *workers, *extra]
 
 
 def read_log(path: Path) -> list[dict]:
@@ -488,6 +490,21 @@ def test_ready_is_503_until_the_model_is_loaded(wine_model, tmp_path):
     body = requests.post(f"{s.url}/predict", json={"instances": records(X)}).json()
     assert body["predictions"] == model.predict(X).tolist()
     assert requests.get(f"{s.url}/metadata").json()["server"]["forest_shortcut"] is False
+    assert s.stop() == 0
+
+
+def test_workers_default_to_one_per_cpu_with_one_thread_each(wine_model):
+    from cd4ml.serve.resources import available_cpus
+
+    _, _, directory = wine_model
+    argv = [a for a in serve_argv(directory, "--workers", "auto") if a not in ("--workers", "auto")]
+    s = Server(argv, env={"CD4ML_WORKERS": "auto", "OMP_NUM_THREADS": ""})
+    cpus = available_cpus()
+    s.wait_for("listening on")
+    assert (f"with {cpus} workers" in s.stderr) == (cpus > 1)
+    s.ready()
+    server = requests.get(f"{s.url}/metadata").json()["server"]
+    assert server["workers"] == cpus and server["threads"] == 1
     assert s.stop() == 0
 
 

@@ -1,0 +1,104 @@
+"""The prediction log's cheap encoding, its bounded queue and its rotation."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+
+from cd4ml.serve.predlog import PredictionLog, records, rotated_files
+
+MODEL = {"pipeline": "wine", "model_version": 3, "model_sha256": "ab" * 32}
+VALUES = [0, -7, 2**70, 1.5, -0.0, 1e-300, 1e300, 0.1, True, False, None, "", "Oslo",
+          'quo"te', "back\\slash", "per%cent", "ünï©ødé", "tab\tnew\nline", "\u2028"]
+
+
+def old_records(names, rows) -> str:
+    """What the log wrote before: json.dumps of a dict per row."""
+    return json.dumps([dict(zip(names, r)) for r in rows], separators=(",", ":"),
+                      default=str)[1:-1]
+
+
+def test_the_templated_inputs_are_the_text_json_dumps_made():
+    rng = random.Random(19)
+    names = ["a", "per%cent", 'q"uote', "ü"]
+    for _ in range(500):
+        kinds = [rng.choice([VALUES[:8], VALUES]) for _ in names]  # numbers-only columns too
+        rows = [[rng.choice(k) for k in kinds] for _ in range(rng.choice([1, 2, 5]))]
+        assert records(names, rows) == old_records(names, rows), rows
+    numbers = [[rng.random() * 10 ** rng.randint(-5, 5), rng.randint(-9, 9)] for _ in range(50)]
+    assert records(["x", "n"], numbers) == old_records(["x", "n"], numbers)
+
+
+def test_a_full_queue_makes_requests_wait_and_loses_nothing(tmp_path):
+    """Bounded: with the writer stuck, record() blocks once the rows budget is used."""
+    read, write = os.pipe()
+    log = PredictionLog(None, MODEL, max_pending_rows=100)
+    log._fd = write  # a pipe nobody reads yet: the writer blocks on its first full write
+    rows = [[float(i)] * 200 for i in range(10)]  # ~40 kB a line, over a pipe's buffer soon
+    done = []
+
+    def client() -> None:
+        for i in range(200):
+            log.record(time.time(), f"r{i}", [f"f{k}" for k in range(200)], rows, [0] * 10, None)
+            done.append(i)
+
+    t = threading.Thread(target=client)
+    t.start()
+    time.sleep(1.0)
+    stuck = len(done)
+    assert stuck < 200 and log._pending <= 100  # waiting, not growing
+    received = bytearray()
+
+    def drain() -> None:
+        while chunk := os.read(read, 1 << 16):
+            received.extend(chunk)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    t.join(60)
+    log.close()
+    os.close(write)
+    reader.join(60)
+    got = [json.loads(line) for line in bytes(received).decode().splitlines()]
+    assert [g["request_id"] for g in got] == [f"r{i}" for i in range(200)]
+    os.close(read)
+
+
+def test_the_log_rotates_keeps_a_few_and_no_line_is_split(tmp_path):
+    (tmp_path / "logs").mkdir()
+    path = tmp_path / "logs" / "host.jsonl"
+    log = PredictionLog(str(path), MODEL, max_bytes=4000, keep=2)
+    for i in range(300):
+        log.record(time.time(), f"r{i}", ["x", "y"], [[i, 0.5]] * 5, [0] * 5, None)
+        if i % 50 == 0:
+            time.sleep(0.05)  # let some writes happen separately
+    log.close()
+    kept = rotated_files(str(path))
+    assert log.rotated >= 3 and len(kept) == 2
+    assert all(p.endswith(".jsonl") for p in kept)
+    ids = []
+    for p in [*kept, str(path)]:
+        ids += [json.loads(line)["request_id"] for line in open(p).read().splitlines()]
+    # the newest lines are all there, in order, and each line whole
+    assert ids == [f"r{i}" for i in range(300 - len(ids), 300)]
+    assert sorted(os.listdir(tmp_path / "logs")) == sorted([os.path.basename(p) for p in kept]
+                                                  + ["host.jsonl"])
+
+
+def test_workers_follow_a_rotation_made_by_another(tmp_path):
+    path = tmp_path / "predictions.jsonl"
+    lock = threading.Lock()  # the server's workers share one (a multiprocessing lock)
+    a = PredictionLog(str(path), MODEL, lock=lock, max_bytes=1500, keep=100)
+    b = PredictionLog(str(path), MODEL, lock=lock, max_bytes=1500, keep=100)
+    for i in range(60):
+        (a if i % 2 else b).record(time.time(), f"r{i}", ["x"], [[i]] * 3, [0] * 3, None)
+        time.sleep(0.005)
+    a.close()
+    b.close()
+    files = [*rotated_files(str(path)), str(path)]
+    assert len(files) >= 3
+    ids = {json.loads(line)["request_id"] for p in files for line in open(p).read().splitlines()}
+    assert ids == {f"r{i}" for i in range(60)}
