@@ -186,13 +186,13 @@ def _open(path: str) -> int:
 
 def rotated_name(path: str, stamp: str) -> str:
     """``predictions.jsonl`` -> ``predictions.<stamp>.jsonl`` (still read by ``*.jsonl`` globs)."""
-    base = path[:-len(".jsonl")] if path.endswith(".jsonl") else path
+    base = path.removesuffix(".jsonl")
     return f"{base}.{stamp}.jsonl"
 
 
 def rotated_files(path: str) -> list[str]:
     """The rotated files of the log ``path``, oldest first."""
-    base = Path(path[:-len(".jsonl")] if path.endswith(".jsonl") else path)
+    base = Path(path.removesuffix(".jsonl"))
     pattern = re.compile(re.escape(base.name) + r"\.\d{8}T\d{6}\.\d{6}Z\.jsonl")
     return sorted(str(p) for p in base.parent.glob(f"{base.name}.*.jsonl")
                   if pattern.fullmatch(p.name))

@@ -7,6 +7,7 @@ import os
 import random
 import threading
 import time
+from pathlib import Path
 
 from cd4ml.serve.predlog import PredictionLog, records, rotated_files
 
@@ -81,7 +82,7 @@ def test_the_log_rotates_keeps_a_few_and_no_line_is_split(tmp_path):
     assert all(p.endswith(".jsonl") for p in kept)
     ids = []
     for p in [*kept, str(path)]:
-        ids += [json.loads(line)["request_id"] for line in open(p).read().splitlines()]
+        ids += [json.loads(line)["request_id"] for line in Path(p).read_text().splitlines()]
     # the newest lines are all there, in order, and each line whole
     assert ids == [f"r{i}" for i in range(300 - len(ids), 300)]
     assert sorted(os.listdir(tmp_path / "logs")) == sorted([os.path.basename(p) for p in kept]
@@ -100,5 +101,6 @@ def test_workers_follow_a_rotation_made_by_another(tmp_path):
     b.close()
     files = [*rotated_files(str(path)), str(path)]
     assert len(files) >= 3
-    ids = {json.loads(line)["request_id"] for p in files for line in open(p).read().splitlines()}
+    ids = {json.loads(line)["request_id"] for p in files 
+           for line in Path(p).read_text().splitlines()}
     assert ids == {f"r{i}" for i in range(60)}
