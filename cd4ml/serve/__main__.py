@@ -40,12 +40,18 @@ def main(argv: list[str] | None = None) -> int:
         print("cd4ml.serve: error: no model directory; pass --model-dir DIR or set "
               "CD4ML_MODEL_DIR", file=sys.stderr)
         return 2
+    from cd4ml.serve.predlog import LogPolicy
     from cd4ml.serve.resources import choose_workers, limit_threads, thread_budget
 
     try:
         workers = choose_workers(args.workers)
     except ValueError as e:
         print(f"cd4ml.serve: error: {e}; pass --workers N or set CD4ML_WORKERS", file=sys.stderr)
+        return 2
+    try:
+        policy = LogPolicy.from_env(os.environ)
+    except ValueError as e:
+        print(f"cd4ml.serve: error: {e}; set it to a whole number or unset it", file=sys.stderr)
         return 2
     # before numpy or scikit-learn load: their thread pools read these once
     threads = thread_budget(workers)
@@ -62,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         return serve(args.model_dir, host=args.host, port=args.port, workers=workers,
                      expected_sha256=os.environ.get("CD4ML_MODEL_SHA256") or None,
                      log_path=prediction_log_path(os.environ),
-                     max_rows=args.max_rows, threads=threads)
+                     max_rows=args.max_rows, threads=threads, log_policy=policy)
     except StartError as e:
         print(f"cd4ml.serve: error: {e}", file=sys.stderr, flush=True)
         return 2

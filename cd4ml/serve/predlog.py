@@ -33,7 +33,9 @@ import re
 import sys
 import threading
 from collections import deque
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import chain
 from json.encoder import encode_basestring_ascii
@@ -49,6 +51,28 @@ MAX_BYTES = 256 << 20
 KEEP = 4
 
 _NUMBER = frozenset({int, float})
+
+
+@dataclass(frozen=True)
+class LogPolicy:
+    """How big a log file may grow and how many rotated ones are kept."""
+
+    max_bytes: int = MAX_BYTES
+    keep: int = KEEP
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> LogPolicy:
+        """``CD4ML_PREDICTION_LOG_MAX_MB`` (256) and ``CD4ML_PREDICTION_LOG_KEEP`` (4);
+        raises ``ValueError`` naming the variable when one is not a whole number."""
+        values = {}
+        for name, key, scale, least in (("CD4ML_PREDICTION_LOG_MAX_MB", "max_bytes", 1 << 20, 1),
+                                        ("CD4ML_PREDICTION_LOG_KEEP", "keep", 1, 0)):
+            text = environ.get(name, "").strip()
+            if text:
+                if not text.isdigit() or int(text) < least:
+                    raise ValueError(f"{name}={text!r} is not a whole number of at least {least}")
+                values[key] = int(text) * scale
+        return cls(**values)
 _LITERAL = {None: "null", True: "true", False: "false"}
 
 
@@ -58,7 +82,7 @@ class PredictionLog:
     def __init__(self, path: str | None, model: dict[str, Any],
                  lock: AbstractContextManager[Any] | None = None,
                  max_pending_rows: int = MAX_PENDING_ROWS, max_bytes: int = MAX_BYTES,
-                 keep: int = KEEP):
+                 keep: int = KEEP, policy: LogPolicy | None = None):
         self._path = path or None
         if path:
             self._fd = _open(path)
@@ -70,6 +94,8 @@ class PredictionLog:
         self.target = path or "stdout"
         self._lock = lock if lock is not None else contextlib.nullcontext()
         self._model = json.dumps(model, separators=(",", ":"), default=str)[1:-1]
+        if policy is not None:
+            max_bytes, keep = policy.max_bytes, policy.keep
         self._max_pending, self._max_bytes, self._keep = max_pending_rows, max_bytes, keep
         self._queue: deque = deque()
         self._pending = 0

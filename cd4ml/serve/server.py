@@ -28,7 +28,7 @@ from cd4ml.serve import schema
 from cd4ml.serve.app import ENDPOINTS, App
 from cd4ml.serve.handler import Server, listen
 from cd4ml.serve.metrics import Layout, Metrics, shared
-from cd4ml.serve.predlog import PredictionLog
+from cd4ml.serve.predlog import LogPolicy, PredictionLog
 
 
 class StartError(Exception):
@@ -64,7 +64,7 @@ def verify(model_dir: Path, expected_sha256: str | None) -> artifacts.ArtifactMe
 def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8080, workers: int = 1,
           expected_sha256: str | None = None, log_path: str | None = None,
           max_rows: int = 10_000, max_body: int = 16 << 20, grace: float = 8.0,
-          threads: int | None = None) -> int:
+          threads: int | None = None, log_policy: LogPolicy | None = None) -> int:
     """Serve the model in ``model_dir`` until SIGTERM/SIGINT; returns the exit code.
 
     Raises :class:`StartError` when the artifact fails verification, cannot be loaded, or the
@@ -80,13 +80,14 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8080, work
         threads = thread_budget(workers)
     if workers > 1:
         return _supervise(model_dir, host, port, workers, expected_sha256, log_path, max_rows,
-                          max_body, grace, started, threads)
+                          max_body, grace, started, threads, log_policy or LogPolicy())
     stop = threading.Event()
     # before anything can be seen to listen: a SIGTERM from then on must stop us cleanly
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         job, sock = _prepare(model_dir, host, port, 1, expected_sha256, log_path, max_rows,
                              max_body, grace, started, threads)
+        job.log_policy = log_policy or LogPolicy()
         try:
             return job.run(sock, stop, None, 0, 1, None)
         finally:
@@ -131,6 +132,7 @@ class _Job:
         self.expected_sha256, self.log_path = expected_sha256, log_path
         self.max_rows, self.max_body, self.grace, self.started = max_rows, max_body, grace, started
         self.threads = threads
+        self.log_policy = LogPolicy()
 
     def run(self, sock: socket.socket, stop: threading.Event, memory: Any, worker: int,
             workers: int, log_lock: Any) -> int:
@@ -139,7 +141,8 @@ class _Job:
         who = f"worker {worker}: " if workers > 1 else ""
         log = PredictionLog(self.log_path, {"pipeline": meta.pipeline,
                                             "model_version": meta.version,
-                                            "model_sha256": meta.sha256}, lock=log_lock)
+                                            "model_sha256": meta.sha256}, lock=log_lock,
+                            policy=self.log_policy)
         metrics = Metrics(self.layout, {"pipeline": meta.pipeline, "version": str(meta.version),
                                         "sha256": meta.sha256}, memory, worker, workers)
         app = App(meta, self.fields, log, metrics, self.max_rows, self.max_body)
@@ -204,7 +207,7 @@ class _Job:
 
 def _supervise(model_dir: Path, host: str, port: int, workers: int, expected_sha256: str | None,
                log_path: str | None, max_rows: int, max_body: int, grace: float,
-               started: float, threads: int) -> int:
+               started: float, threads: int, log_policy: LogPolicy) -> int:
     import multiprocessing
 
     children: dict[int, int] = {}
@@ -219,6 +222,7 @@ def _supervise(model_dir: Path, host: str, port: int, workers: int, expected_sha
     try:
         job, sock = _prepare(model_dir, host, port, workers, expected_sha256, log_path, max_rows,
                              max_body, grace, started, threads)
+        job.log_policy = log_policy
         # non-blocking: every worker wakes for a new connection; the losers must not hang in
         # accept, or they would never see a shutdown
         sock.setblocking(False)

@@ -9,7 +9,9 @@ import threading
 import time
 from pathlib import Path
 
-from cd4ml.serve.predlog import PredictionLog, records, rotated_files
+import pytest
+
+from cd4ml.serve.predlog import LogPolicy, PredictionLog, records, rotated_files
 
 MODEL = {"pipeline": "wine", "model_version": 3, "model_sha256": "ab" * 32}
 VALUES = [0, -7, 2**70, 1.5, -0.0, 1e-300, 1e300, 0.1, True, False, None, "", "Oslo",
@@ -104,3 +106,13 @@ def test_workers_follow_a_rotation_made_by_another(tmp_path):
     ids = {json.loads(line)["request_id"] for p in files 
            for line in Path(p).read_text().splitlines()}
     assert ids == {f"r{i}" for i in range(60)}
+
+
+def test_the_size_policy_comes_from_the_environment_or_is_refused_by_name():
+    assert LogPolicy.from_env({}) == LogPolicy(256 << 20, 4)
+    assert LogPolicy.from_env({"CD4ML_PREDICTION_LOG_MAX_MB": "10",
+                               "CD4ML_PREDICTION_LOG_KEEP": "0"}) == LogPolicy(10 << 20, 0)
+    with pytest.raises(ValueError, match=r"CD4ML_PREDICTION_LOG_MAX_MB='0' is not a whole"):
+        LogPolicy.from_env({"CD4ML_PREDICTION_LOG_MAX_MB": "0"})
+    with pytest.raises(ValueError, match=r"CD4ML_PREDICTION_LOG_KEEP='-1' is not a whole"):
+        LogPolicy.from_env({"CD4ML_PREDICTION_LOG_KEEP": "-1"})
