@@ -38,6 +38,8 @@ class App:
         self.predictor: Any = None
         #: worker processes of this server, and the numeric threads each may use
         self.workers, self.threads = 1, 1
+        #: with several workers: whether all of them have loaded the model
+        self.peers: Callable[[], bool] | None = None
         self.started = time.time()
         self.ready_at: float | None = None
         self._cv = threading.Condition()
@@ -82,13 +84,18 @@ class App:
     def health(self, request: Request) -> tuple[int, str, bytes]:
         return 200, JSON, b'{"status":"ok"}'
 
+    def all_loaded(self) -> bool:
+        """This worker has its model, and so have its peers (a worker still loading would
+        answer 503 to a request the load balancer sent it after /ready said 200)."""
+        return self.predictor is not None and (self.peers is None or self.peers())
+
     def ready(self, request: Request) -> tuple[int, str, bytes]:
-        if self.predictor is None:
+        if not self.all_loaded():
             return 503, JSON, b'{"status":"loading"}'
         return 200, JSON, b'{"status":"ready"}'
 
     def get_metadata(self, request: Request) -> tuple[int, str, bytes]:
-        body = {**self.metadata, "ready": self.predictor is not None,
+        body = {**self.metadata, "ready": self.all_loaded(),
                 "server": {"started_at": _iso(self.started),
                            "ready_at": _iso(self.ready_at) if self.ready_at else None,
                            "pid": os.getpid(), "workers": self.workers,

@@ -135,7 +135,7 @@ class _Job:
         self.log_policy = LogPolicy()
 
     def run(self, sock: socket.socket, stop: threading.Event, memory: Any, worker: int,
-            workers: int, log_lock: Any) -> int:
+            workers: int, log_lock: Any, loaded: Any = None) -> int:
         """Serve on ``sock`` until ``stop`` is set (by the caller's signal handlers)."""
         meta = self.meta
         who = f"worker {worker}: " if workers > 1 else ""
@@ -147,6 +147,8 @@ class _Job:
                                         "sha256": meta.sha256}, memory, worker, workers)
         app = App(meta, self.fields, log, metrics, self.max_rows, self.max_body)
         app.workers, app.threads = workers, self.threads
+        if loaded is not None:
+            app.peers = lambda: loaded.value >= workers
         server = Server(sock, app)
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                                   name="cd4ml-http", daemon=True)
@@ -157,6 +159,9 @@ class _Job:
         try:
             gc.disable()
             self._load(app)
+            if loaded is not None:
+                with loaded.get_lock():
+                    loaded.value += 1
             if worker != 0:
                 thread.start()
             shortcut = (" (forest shortcut)" if app.predictor.shortcut else
@@ -227,7 +232,10 @@ def _supervise(model_dir: Path, host: str, port: int, workers: int, expected_sha
         # accept, or they would never see a shutdown
         sock.setblocking(False)
         memory = shared(job.layout, workers)
-        log_lock = multiprocessing.get_context("fork").Lock()
+        context = multiprocessing.get_context("fork")
+        log_lock = context.Lock()
+        #: workers that have loaded the model, counted in shared memory
+        loaded = context.Value("i", 0)
         sys.stdout.flush()
         sys.stderr.flush()
         for worker in range(workers):
@@ -235,7 +243,7 @@ def _supervise(model_dir: Path, host: str, port: int, workers: int, expected_sha
                 break
             pid = os.fork()
             if pid == 0:
-                _child(job, sock, memory, worker, workers, log_lock)
+                _child(job, sock, memory, worker, workers, log_lock, loaded)
             children[pid] = worker
         sock.close()
         return _wait(children, stopping, stop)
@@ -245,14 +253,14 @@ def _supervise(model_dir: Path, host: str, port: int, workers: int, expected_sha
 
 
 def _child(job: _Job, sock: socket.socket, memory: Any, worker: int, workers: int,
-           log_lock: Any) -> None:
+           log_lock: Any, loaded: Any) -> None:
     """A worker's whole life; never returns into the parent's code."""
     code = 1
     try:
         halt = threading.Event()
         for s in (signal.SIGTERM, signal.SIGINT):
             signal.signal(s, lambda *_: halt.set())
-        code = job.run(sock, halt, memory, worker, workers, log_lock)
+        code = job.run(sock, halt, memory, worker, workers, log_lock, loaded)
     except StartError as e:
         print(f"cd4ml.serve: error: worker {worker}: {e}", file=sys.stderr, flush=True)
         code = 2

@@ -40,7 +40,15 @@ class SlowToLoad:
         self.classes_ = model.classes_
 
     def __setstate__(self, state):
-        time.sleep(state["delay"])
+        delay = state["delay"]
+        if state.get("first_fast"):
+            # the first process to load it is quick, the others slow (a marker file decides)
+            try:
+                os.close(os.open(state["first_fast"], os.O_CREAT | os.O_EXCL))
+                delay = 0
+            except FileExistsError:
+                pass
+        time.sleep(delay)
         self.__dict__.update(state)
 
     def predict(self, X):
@@ -505,6 +513,30 @@ def test_workers_default_to_one_per_cpu_with_one_thread_each(wine_model):
     s.ready()
     server = requests.get(f"{s.url}/metadata").json()["server"]
     assert server["workers"] == cpus and server["threads"] == 1
+    assert s.stop() == 0
+
+
+def test_with_workers_ready_waits_for_all_of_them(wine_model, tmp_path):
+    """No request after /ready said 200 may meet a worker still loading its model."""
+    model, X, directory = wine_model
+    meta = artifacts.read_meta(directory)
+    slow = SlowToLoad(model, delay=4.0)
+    slow.first_fast = str(tmp_path / "first")
+    slow_dir, sha = artifacts.save(tmp_path, "wine", slow)
+    artifacts.write_meta(slow_dir, artifacts.ArtifactMeta(
+        pipeline="wine", task="classification", sha256=sha, signature=meta.signature, version=8))
+    s = Server(serve_argv(slow_dir, "--workers", "2"))
+    s.wait_for(r"worker \d: ready in")
+    statuses = set()
+    while s.stderr.count("ready in") < 2:
+        statuses.add(requests.get(f"{s.url}/ready").status_code)
+        time.sleep(0.05)
+    assert statuses == {503}
+    assert requests.get(f"{s.url}/ready").status_code == 200
+    rows = records(X.head(3))
+    answers = {requests.post(f"{s.url}/predict", json={"instances": rows}).status_code
+               for _ in range(30)}
+    assert answers == {200}
     assert s.stop() == 0
 
 
