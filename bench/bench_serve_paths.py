@@ -11,6 +11,7 @@ GradientBoostingRegressor on diabetes), at 1 and 1,000 rows, the median time of:
   (after).
 
 Both sides of each pair run in the same process, taking turns, so machine load widens both.
+Numeric libraries get one thread, the server's default with one worker per CPU.
 No servers, no Docker: the served figures against MLflow are ``bench/bench_serve.py``'s.
 
 Run: python bench/bench_serve_paths.py [--repeat 31]
@@ -28,6 +29,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from cd4ml.serve.resources import limit_threads  # noqa: E402 - the path above first
+
+# one numeric thread, as each worker of a server with one worker per CPU has by default
+# (set before numpy loads; OMP_NUM_THREADS=N python bench/... measures N)
+limit_threads(1)
 
 
 def families() -> dict:

@@ -103,6 +103,8 @@ def test_workers_follow_a_rotation_made_by_another(tmp_path):
     b.close()
     files = [*rotated_files(str(path)), str(path)]
     assert len(files) >= 3
+    # each worker writes to the current file: none grows past the limit by more than a write
+    assert max(os.path.getsize(p) for p in files) < 1500 + 1000
     ids = {json.loads(line)["request_id"] for p in files 
            for line in Path(p).read_text().splitlines()}
     assert ids == {f"r{i}" for i in range(60)}
