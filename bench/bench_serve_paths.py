@@ -29,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from cd4ml.serve.resources import limit_threads  # noqa: E402 - the path above first
+from cd4ml.serve.resources import limit_threads
 
 # one numeric thread, as each worker of a server with one worker per CPU has by default
 # (set before numpy loads; OMP_NUM_THREADS=N python bench/... measures N)
