@@ -57,6 +57,10 @@ class App:
             "/ready": {"GET": self.ready}, "/metadata": {"GET": self.get_metadata},
             "/metrics": {"GET": self.get_metrics}, "/openapi.json": {"GET": self.openapi}}
         self._openapi: bytes | None = None
+        #: what every answer of /predict ends with, but for the request id
+        self._answer_tail = "".join((
+            ',"pipeline":', json.dumps(meta.pipeline), ',"model_version":',
+            json.dumps(meta.version), ',"request_id":'))
 
     # ------------------------------------------------------------------- in-flight bookkeeping
 
@@ -129,14 +133,16 @@ class App:
         except (ValueError, TypeError, OverflowError) as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise schema.RequestError(422, f"the model refused the input: {first}") from None
+        # the probabilities are encoded once, for the answer and the log alike
+        probabilities = result.probabilities_json()
         self.log.record(request.when, request.id, self.names, batch.rows, result.predictions,
-                        result.probabilities)
+                        probabilities)
         self.metrics.predicted(result.predictions if predictor.classifier
                                else [None] * len(result.predictions))
-        body = {"predictions": result.predictions, "probabilities": result.probabilities,
-                "pipeline": self.meta.pipeline, "model_version": self.meta.version,
-                "request_id": request.id}
-        return 200, JSON, json.dumps(body, separators=(",", ":")).encode()
+        body = "".join(('{"predictions":', json.dumps(result.predictions, separators=(",", ":")),
+                        ',"probabilities":', probabilities, self._answer_tail,
+                        json.dumps(request.id), "}"))
+        return 200, JSON, body.encode()
 
 
 class Request:

@@ -14,6 +14,7 @@ and dropped, with a warning, if anything differs.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import warnings
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cd4ml.serve.jsontext import records
 from cd4ml.serve.schema import Field, label_key
 
 log = logging.getLogger("cd4ml.serve")
@@ -32,8 +34,30 @@ class ModelMismatch(Exception):
 
 @dataclass(frozen=True)
 class Prediction:
+    """Labels (or values), and for classifiers the class probabilities: one row of floats per
+    prediction in ``keys`` order (kept as rows: a dict per row costs more than the model on
+    a large batch, and JSON text is made straight from the rows)."""
+
     predictions: list
-    probabilities: list[dict[str, float]] | None
+    proba: list[list[float]] | None = None
+    keys: tuple[str, ...] = ()
+    #: every probability finite (NaN would need json's own spelling)
+    finite: bool = True
+
+    @property
+    def probabilities(self) -> list[dict[str, float]] | None:
+        """``[{class: p}, ...]`` as the response and the log show them."""
+        if self.proba is None:
+            return None
+        return [dict(zip(self.keys, p)) for p in self.proba]
+
+    def probabilities_json(self) -> str:
+        """The JSON text of :attr:`probabilities`, without making the dicts."""
+        if self.proba is None:
+            return "null"
+        if not self.finite:
+            return json.dumps(self.probabilities, separators=(",", ":"))
+        return "[" + records(list(self.keys), self.proba) + "]"
 
 
 class Predictor:
@@ -106,16 +130,15 @@ class Predictor:
         if self.classifier:
             labels = self.model.predict(X)
             return self._result(labels, self.model.predict_proba(X) if self._proba else None)
-        return Prediction(self.model.predict(X).tolist(), None)
+        return Prediction(self.model.predict(X).tolist())
 
     def _result(self, labels: Any, proba: Any) -> Prediction:
-        if not self.classifier:
-            return Prediction(labels.tolist(), None)
-        keys = self._keys
-        probabilities = None
-        if proba is not None and self._proba:
-            probabilities = [dict(zip(keys, p)) for p in proba.tolist()]
-        return Prediction(labels.tolist(), probabilities)
+        if not self.classifier or proba is None or not self._proba:
+            return Prediction(labels.tolist())
+        import numpy as np
+
+        return Prediction(labels.tolist(), proba.tolist(), tuple(self._keys),
+                          bool(np.isfinite(proba).all()))
 
     def matrix(self, rows: list[list[Any]]) -> Any:
         """The model's input: a float64 array in fitted order, or a DataFrame when it needs names."""

@@ -37,10 +37,11 @@ from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import chain
 from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Any
+
+from cd4ml.serve.jsontext import records
 
 _STOP = object()
 #: rows waiting to be written before a request waits for the writer
@@ -50,7 +51,6 @@ MAX_BYTES = 256 << 20
 #: ... and this many rotated files are kept beside it
 KEEP = 4
 
-_NUMBER = frozenset({int, float})
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,6 @@ class LogPolicy:
                     raise ValueError(f"{name}={text!r} is not a whole number of at least {least}")
                 values[key] = int(text) * scale
         return cls(**values)
-_LITERAL = {None: "null", True: "true", False: "false"}
 
 
 class PredictionLog:
@@ -108,8 +107,10 @@ class PredictionLog:
         self._thread.start()
 
     def record(self, when: float, request_id: str, names: list[str], rows: list[list[Any]],
-               predictions: list, probabilities: list | None) -> None:
-        """Queue one line; waits only while the queue holds ``max_pending_rows`` rows already."""
+               predictions: list, probabilities: list | str | None) -> None:
+        """Queue one line; waits only while the queue holds ``max_pending_rows`` rows already.
+
+        ``probabilities`` may come as the JSON text the response carried (not encoded twice)."""
         n = len(rows)
         with self._cv:
             # a request larger than the whole budget still goes in, alone
@@ -152,13 +153,14 @@ class PredictionLog:
                 return
 
     def _line(self, when: float, request_id: str, names: list[str], rows: list[list[Any]],
-              predictions: list, probabilities: list | None) -> bytes:
+              predictions: list, probabilities: list | str | None) -> bytes:
         stamp = datetime.fromtimestamp(when, UTC).isoformat(timespec="microseconds")
         return "".join((
             '{"time":"', stamp.replace("+00:00", "Z"), '","request_id":',
             encode_basestring_ascii(request_id), ",", self._model, ',"inputs":[',
             records(names, rows), '],"predictions":',
             json.dumps(predictions, separators=(",", ":"), default=str), ',"probabilities":',
+            probabilities if isinstance(probabilities, str) else
             json.dumps(probabilities, separators=(",", ":"), default=str), "}\n")).encode()
 
     def _write(self, data: bytes, count: int) -> None:
@@ -222,35 +224,3 @@ def rotated_files(path: str) -> list[str]:
     pattern = re.compile(re.escape(base.name) + r"\.\d{8}T\d{6}\.\d{6}Z\.jsonl")
     return sorted(str(p) for p in base.parent.glob(f"{base.name}.*.jsonl")
                   if pattern.fullmatch(p.name))
-
-
-def records(names: list[str], rows: list[list[Any]]) -> str:
-    """``rows`` as JSON objects keyed by ``names``, comma-separated: what ``json.dumps`` makes of
-    ``[dict(zip(names, r)) for r in rows]`` (without the brackets), made a row at a time.
-
-    Floats are finite, as the request checks make them (``repr`` would write ``nan``)."""
-    if not rows:
-        return ""
-    if set(map(len, rows)) != {len(names)}:  # (never from the server, whose rows are checked)
-        return json.dumps([dict(zip(names, r)) for r in rows], separators=(",", ":"),
-                          default=str)[1:-1]
-    keys = [encode_basestring_ascii(n).replace("%", "%%") for n in names]
-    if set(map(type, chain.from_iterable(rows))) <= _NUMBER:
-        # the common case: numbers only, formatted straight from the rows
-        template = "{" + ",".join(f"{k}:%r" for k in keys) + "}"
-        return ",".join([template % tuple(r) for r in rows])
-    template = "{" + ",".join(f"{k}:%s" for k in keys) + "}"
-    columns = [_encoded(column) for column in zip(*rows)]
-    return ",".join([template % values for values in zip(*columns)])
-
-
-def _encoded(column: tuple) -> Any:
-    """One column's values as JSON text (an iterable, in row order)."""
-    types = set(map(type, column))
-    if types <= _NUMBER:
-        return map(repr, column)
-    if types == {str}:
-        return map(encode_basestring_ascii, column)
-    if types <= {bool, type(None)}:
-        return map(_LITERAL.__getitem__, column)
-    return [json.dumps(v, default=str) for v in column]

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from cd4ml.serve.predlog import LogPolicy, PredictionLog, records, rotated_files
+from cd4ml.serve.jsontext import records
+from cd4ml.serve.predictor import Prediction
+from cd4ml.serve.predlog import LogPolicy, PredictionLog, rotated_files
 
 MODEL = {"pipeline": "wine", "model_version": 3, "model_sha256": "ab" * 32}
 VALUES = [0, -7, 2**70, 1.5, -0.0, 1e-300, 1e300, 0.1, True, False, None, "", "Oslo",
@@ -33,6 +35,16 @@ def test_the_templated_inputs_are_the_text_json_dumps_made():
         assert records(names, rows) == old_records(names, rows), rows
     numbers = [[rng.random() * 10 ** rng.randint(-5, 5), rng.randint(-9, 9)] for _ in range(50)]
     assert records(["x", "n"], numbers) == old_records(["x", "n"], numbers)
+
+
+def test_probabilities_are_encoded_as_json_dumps_would_nan_included():
+    rng = random.Random(7)
+    proba = [[rng.random(), 0.0, 1e-300] for _ in range(20)]
+    p = Prediction(["a"] * 20, proba, ("a", 'b"', "1"))
+    assert p.probabilities_json() == json.dumps(p.probabilities, separators=(",", ":"))
+    odd = Prediction([1], [[float("nan"), 1.0]], ("0", "1"), finite=False)
+    assert odd.probabilities_json() == '[{"0":NaN,"1":1.0}]'
+    assert Prediction([1.5]).probabilities_json() == "null"
 
 
 def test_a_full_queue_makes_requests_wait_and_loses_nothing(tmp_path):
