@@ -130,3 +130,49 @@ def test_the_size_policy_comes_from_the_environment_or_is_refused_by_name():
         LogPolicy.from_env({"CD4ML_PREDICTION_LOG_MAX_MB": "0"})
     with pytest.raises(ValueError, match=r"CD4ML_PREDICTION_LOG_KEEP='-1' is not a whole"):
         LogPolicy.from_env({"CD4ML_PREDICTION_LOG_KEEP": "-1"})
+
+
+CHILD = """
+import signal, sys, threading, time
+from cd4ml.serve.predlog import PredictionLog
+log = PredictionLog(sys.argv[1], {"pipeline": "p"}, max_pending_rows=2000, max_bytes=100_000,
+                    keep=1000)
+stop = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: stop.set())
+counts = [0] * 8
+def client(t):
+    rows = [[float(i), i, "x"] for i in range(50)]
+    while not stop.is_set():
+        log.record(time.time(), f"{t}-{counts[t]}", ["a", "b", "c"], rows, [0] * 50, None)
+        counts[t] += 1
+threads = [threading.Thread(target=client, args=(t,)) for t in range(8)]
+for th in threads:
+    th.start()
+print("started", flush=True)
+stop.wait()
+for th in threads:
+    th.join()
+log.close()
+print(sum(counts), flush=True)
+"""
+
+
+def test_sigterm_under_load_writes_every_recorded_line(tmp_path):
+    """Eight threads recording flat out into a bounded queue; SIGTERM; close(): nothing lost."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "logs" / "p.jsonl"
+    path.parent.mkdir()
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().strip() == "started"
+    time.sleep(0.5)
+    proc.send_signal(15)
+    recorded = int(proc.stdout.readline())
+    assert proc.wait(60) == 0
+    files = [*rotated_files(str(path)), str(path)]
+    assert len(files) > 1  # it rotated meanwhile
+    ids = [json.loads(line)["request_id"] for p in files
+           for line in Path(p).read_text().splitlines()]
+    assert recorded > 0 and len(ids) == len(set(ids)) == recorded
