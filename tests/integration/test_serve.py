@@ -577,7 +577,7 @@ def test_the_server_needs_only_its_package_and_the_artifact_format(wine_model, t
     (app / "pandas").mkdir()
     (app / "pandas" / "__init__.py").write_text("raise ImportError('no pandas in the image')\n")
     argv = [sys.executable, "-X", "importtime", "-m", "cd4ml.serve", "--model-dir",
-            str(directory), "--port", "0"]
+            str(directory), "--port", "0", "--workers", "1"]
     # run from the copy: `python -m` puts the working directory first on sys.path
     s = Server(argv, env={"PYTHONPATH": str(app)}, cwd=app)
     s.ready()
