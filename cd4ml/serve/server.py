@@ -7,7 +7,9 @@ in flight, write out the prediction log, exit 0.
 
 ``workers > 1`` forks that many processes over the one listening socket (before any thread or
 scikit-learn exists), so predictions use every core; they share the metrics (a memory map)
-and a lock around prediction-log writes. The parent only supervises: it forwards SIGTERM, and
+and a lock around prediction-log writes. Worker 0 takes connections from the start (so
+``/health`` answers while models load), the others once loaded, and ``/ready`` says 200 only
+when every worker has its model. The parent only supervises: it forwards SIGTERM, and
 if a worker dies it stops the others and exits non-zero, for the orchestrator to restart.
 """
 
