@@ -108,7 +108,15 @@ def default_url(root: Path | None = None) -> str:
 
 
 class Store:
-    """A connection to the metadata store. ``Store("sqlite://")`` is an in-memory store."""
+    """A connection to the metadata store. ``Store("sqlite://")`` is an in-memory store; a URL
+    of a registered backend (``git+origin``, see backends.py) opens that backend instead."""
+
+    def __new__(cls, url: str | None = None) -> Self:
+        if cls is Store:
+            from cd4ml.store.backends import backend_for
+
+            return super().__new__(backend_for(url or default_url()) or cls)  # type: ignore[return-value]
+        return super().__new__(cls)
 
     def __init__(self, url: str | None = None):
         self.url = url or default_url()
@@ -318,6 +326,11 @@ class Store:
             statuses = conn.execute(by_status).all()
         return "|".join([*("" if v is None else str(v) for v in row),
                          *(f"{status}={n}" for status, n in statuses)])
+
+    def pipelines(self) -> list[str]:
+        """The names of the pipelines with recorded runs, sorted."""
+        with self.read() as conn:
+            return sorted(conn.execute(sa.select(runs.c.pipeline).distinct()).scalars())
 
     def find_cached_run(self, pipeline: str, cache_key: str) -> Run | None:
         """The newest completed run with these inputs that produced a model."""
