@@ -205,6 +205,7 @@ def _show(store: Any, args: argparse.Namespace) -> int:
     source = summary.source
     dataset = store.dataset(source.data_hash) if source.data_hash else None
     deployed = _deployed(store).get(model.id, []) if model else []
+    monitored = list(reversed(store.monitorings(model_version_id=model.id, limit=20))) if model else []
     if args.json:
         print_json({
             "run": to_jsonable(summary.run), "source_run": to_jsonable(source),
@@ -213,9 +214,12 @@ def _show(store: Any, args: argparse.Namespace) -> int:
             "validation": to_jsonable(summary.validation) if summary.validation else None,
             "metrics": [{**to_jsonable(m), "delta": m.delta} for m in summary.metrics],
             "gate": _gate_json(summary.gate), "deployed": deployed,
+            "monitorings": to_jsonable(monitored),
         })
         return 0
     print(_show_text(summary, model, dataset, deployed))
+    if monitored:
+        print("\n".join(monitoring_lines(monitored)[1:]))
     return 0
 
 
@@ -346,7 +350,21 @@ def _lineage_text(result: Any) -> str:
     else:
         out.append("deployments none")
     out.append(f"serving now: {', '.join(result.environments) or 'nowhere'}")
+    out += monitoring_lines(result.monitorings)
     return "\n".join(out)
+
+
+def monitoring_lines(found: Any) -> list[str]:
+    """The recorded monitoring results of a version (``cd4ml monitor``), one row each."""
+    from cd4ml.reporting.console import paint, table
+
+    if not found:
+        return []
+    rows = [(m.environment, f"{_when(m.window_from)} .. {_when(m.window_to)}", m.rows,
+             paint("BREACH", "red") if m.breached else "ok",
+             "; ".join(m.findings.get("breaches") or []) or "-") for m in found]
+    return ["  ↓", "monitoring", _indent(table(["environment", "window", "rows", "status",
+                                                "breaches"], rows))]
 
 
 def _prediction_text(found: Any) -> str:

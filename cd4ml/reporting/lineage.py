@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from cd4ml.errors import DataError, StoreError
-from cd4ml.store import Dataset, Deployment, GateDecision, Image, ModelVersion, Run, Store
+from cd4ml.store import (
+    Dataset,
+    Deployment,
+    GateDecision,
+    Image,
+    ModelVersion,
+    Monitoring,
+    Run,
+    Store,
+)
 
 
 @dataclass(frozen=True)
@@ -31,6 +40,7 @@ class Lineage:
     gate: GateDecision | None
     images: tuple[Image, ...]
     deployments: tuple[Deployment, ...]
+    monitorings: tuple[Monitoring, ...] = ()  # what ``cd4ml monitor`` found, oldest first
 
     @property
     def environments(self) -> tuple[str, ...]:
@@ -101,6 +111,7 @@ def lineage(store: Store, pipeline: str, version: int | None) -> Lineage:
         images=tuple(sorted(store.images_for(model.id), key=lambda i: i.id)),
         deployments=tuple(sorted(store.deployments(model_version_id=model.id, limit=10_000),
                                  key=lambda d: d.id)),
+        monitorings=tuple(reversed(store.monitorings(model_version_id=model.id, limit=20))),
     )
 
 

@@ -112,12 +112,16 @@ class App:
         if predictor is None:
             raise schema.RequestError(503, "the model is still loading; retry when GET /ready "
                                       "answers 200")
-        batch = schema.parse(schema.decode(request.body), self.fields, self.max_rows)
         try:
-            result = predictor.predict(batch.rows)
-        except (ValueError, TypeError, OverflowError) as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise schema.RequestError(422, f"the model refused the input: {first}") from None
+            batch = schema.parse(schema.decode(request.body), self.fields, self.max_rows)
+            try:
+                result = predictor.predict(batch.rows)
+            except (ValueError, TypeError, OverflowError) as e:
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise schema.RequestError(422, f"the model refused the input: {first}") from None
+        except schema.RequestError as e:
+            self.log.refuse(request.when, request.id, e.status, e.message)
+            raise
         self.log.record(request.when, request.id, self.names, batch.rows, result.predictions,
                         result.probabilities)
         self.metrics.predicted(result.predictions if predictor.classifier

@@ -7,7 +7,10 @@ over ``PIPE_BUF`` bytes is not atomic). ``close`` drains the queue before return
 shutdown (SIGTERM included) loses nothing that was answered.
 
 Each line: ``{"time", "request_id", "pipeline", "model_version", "model_sha256", "inputs":
-[{feature: value}...], "predictions": [...], "probabilities": [{class: p}...] | null}``.
+[{feature: value}...], "predictions": [...], "probabilities": [{class: p}...] | null}``; a
+``POST /predict`` the server refused (a body or row it could not take) is a line with
+``"refused": {"status", "error"}`` instead of inputs and predictions, so that monitoring can
+tell the rate of refused requests over any window.
 """
 
 from __future__ import annotations
@@ -52,6 +55,10 @@ class PredictionLog:
         """Queue one line; returns at once (the queue is unbounded, so nothing is dropped)."""
         self._queue.put((when, request_id, names, rows, predictions, probabilities))
 
+    def refuse(self, when: float, request_id: str, status: int, error: str) -> None:
+        """Queue the line of a refused request (its body is not kept: it could not be read)."""
+        self._queue.put((when, request_id, status, error))
+
     def close(self) -> None:
         """Write out everything queued, then stop the writer (and close a file we opened)."""
         if self._thread.is_alive():
@@ -79,16 +86,21 @@ class PredictionLog:
             if stop:
                 batch.pop()
             if batch:
-                self._write(b"".join(self._line(*entry) for entry in batch), len(batch))
+                self._write(b"".join(self._line(*entry) if len(entry) == 6 else
+                                     self._refused(*entry) for entry in batch), len(batch))
             if stop:
                 return
 
     def _line(self, when: float, request_id: str, names: list[str], rows: list[list[Any]],
               predictions: list, probabilities: list | None) -> bytes:
-        stamp = datetime.fromtimestamp(when, UTC).isoformat(timespec="microseconds")
-        entry = {"time": stamp.replace("+00:00", "Z"), "request_id": request_id, **self._model,
+        entry = {"time": _stamp(when), "request_id": request_id, **self._model,
                  "inputs": [dict(zip(names, r)) for r in rows], "predictions": predictions,
                  "probabilities": probabilities}
+        return json.dumps(entry, separators=(",", ":"), default=str).encode() + b"\n"
+
+    def _refused(self, when: float, request_id: str, status: int, error: str) -> bytes:
+        entry = {"time": _stamp(when), "request_id": request_id, **self._model,
+                 "refused": {"status": status, "error": error[:500]}}
         return json.dumps(entry, separators=(",", ":"), default=str).encode() + b"\n"
 
     def _write(self, data: bytes, count: int) -> None:
@@ -104,3 +116,7 @@ class PredictionLog:
                 self._error_reported = True
                 print(f"cd4ml.serve: error: cannot write the prediction log to {self.target}: "
                       f"{e.strerror}; predictions are still answered", file=sys.stderr, flush=True)
+
+
+def _stamp(when: float) -> str:
+    return datetime.fromtimestamp(when, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")

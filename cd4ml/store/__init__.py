@@ -1,5 +1,6 @@
 """The metadata and lineage store: data sets, runs, validations, metrics, gates, model versions,
-images, deployments, approvals and locks.
+images, deployments, approvals, locks, and monitoring (baselines, labels, results:
+``watch.py``).
 
 Embedded SQLite by default (``.cd4ml/cd4ml.db`` in the working repository), any SQLAlchemy URL
 otherwise (``CD4ML_STORE_URL``, e.g. ``postgresql+psycopg://...``). Several CI jobs may write at
@@ -57,12 +58,14 @@ from cd4ml.store.schema import (
     schema_version,
     validations,
 )
+from cd4ml.store.watch import Label, Monitoring, PredictionBaseline, WatchRecords
 
 __all__ = [
-    "MIGRATIONS", "Approval", "Dataset", "Deployment", "GateDecision", "Image", "Metric",
-    "ModelVersion", "Run", "Store", "Validation", "approvals", "datasets", "default_url",
-    "deployments", "gate_decisions", "images", "locks", "metadata", "metrics", "model_versions",
-    "now", "redact", "runs", "schema_version", "validations",
+    "MIGRATIONS", "Approval", "Dataset", "Deployment", "GateDecision", "Image", "Label",
+    "Metric", "ModelVersion", "Monitoring", "PredictionBaseline", "Run", "Store", "Validation",
+    "approvals", "datasets", "default_url", "deployments", "gate_decisions", "images", "locks",
+    "metadata", "metrics", "model_versions", "now", "redact", "runs", "schema_version",
+    "validations",
 ]
 
 
@@ -82,7 +85,7 @@ def default_url(root: Path | None = None) -> str:
     return f"sqlite:///{base / 'cd4ml.db'}"
 
 
-class Store:
+class Store(WatchRecords):
     """A connection to the metadata store. ``Store("sqlite://")`` is an in-memory store."""
 
     def __init__(self, url: str | None = None):
