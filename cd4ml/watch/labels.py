@@ -103,8 +103,8 @@ def add_labels(spec: Spec, store: Store, config: LabelsConfig) -> LabelsResult:
     problems = _Problems()
     rows = _parse(config.file, data, problems)
     if not rows and not problems.counts:
-        raise DataError(f"{config.file}: no labels in it; expected CSV with a header "
-                        "(request_id,label[,row,time,...]) or JSON lines")
+        raise DataError(f"{config.file}: no labels in it, only a header; add rows of "
+                        "request_id,label")
     wanted = {r["request_id"] for r in rows}
     logged = _logged(spec, wanted, config.logs)
     recorded = store.recorded_labels(spec.name, wanted)
@@ -158,6 +158,9 @@ def _parse(path: Path, data: bytes, problems: _Problems) -> list[dict[str, Any]]
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 text; export the labels as CSV or JSON lines") from None
     head = text.lstrip()[:1]
+    if not head:
+        raise DataError(f"{path}: the file is empty; expected CSV with a header "
+                        "(request_id,label[,row,time,...]) or JSON lines")
     if head == "{":
         raw = _json_lines(path, text, problems)
     else:

@@ -64,13 +64,15 @@ def records(paths: Iterable[str | Path], pipeline: str, window: Window,
     """The pipeline's prediction and refusal records in ``window``, from every path in turn
     (``-`` is standard input); everything else is counted in ``counts``."""
     start, end = window.start.encode(), window.end.encode()
-    loads = orjson.loads
+    lo, hi = window.start, window.end
+    loads, error = orjson.loads, orjson.JSONDecodeError
     for path in paths:
         name = str(path)
         with _open(name) as f:
             number = 0
             for line in f:
                 number += 1
+                # the stamp at its fixed place: most of a long log is outside the window
                 if line.startswith(_HEAD) and line[_STAMP.stop:_STAMP.stop + 1] == b'"':
                     stamp = line[_STAMP]
                     if stamp < start or stamp > end:
@@ -78,45 +80,34 @@ def records(paths: Iterable[str | Path], pipeline: str, window: Window,
                         continue
                 try:
                     record = loads(line)
-                except orjson.JSONDecodeError:
-                    kind = "truncated" if not line.endswith(b"\n") and line.startswith(b"{") \
-                        else "not_json"
+                except error:
                     if line.strip():
-                        counts.skip(kind, f"{name}:{number}")
+                        cut = not line.endswith(b"\n") and line.startswith(b"{")
+                        counts.skip("truncated" if cut else "not_json", f"{name}:{number}")
                     continue
-                kind = _kind(record, pipeline, window)
-                if kind is None:
-                    if "refused" in record:
-                        counts.refused += 1
-                    else:
-                        counts.predictions += 1
-                    yield record
-                elif kind == "outside_window":
+                # the checks of a well-formed record, inline: this loop runs a million times
+                if type(record) is not dict or type(record.get("time")) is not str \
+                        or type(record.get("model_version")) is not int:
+                    counts.skip("not_prediction", f"{name}:{number}")
+                elif record.get("pipeline") != pipeline:
+                    counts.skip("other_pipeline", f"{name}:{number}")
+                elif not lo <= record["time"] <= hi:
                     counts.outside_window += 1
+                elif "refused" in record:
+                    if type(record["refused"]) is dict:
+                        counts.refused += 1
+                        yield record
+                    else:
+                        counts.skip("not_prediction", f"{name}:{number}")
                 else:
-                    counts.skip(kind, f"{name}:{number}")
+                    inputs, predictions = record.get("inputs"), record.get("predictions")
+                    if type(inputs) is list and type(predictions) is list \
+                            and len(inputs) == len(predictions):
+                        counts.predictions += 1
+                        yield record
+                    else:
+                        counts.skip("not_prediction", f"{name}:{number}")
             counts.lines += number
-
-
-def _kind(record: Any, pipeline: str, window: Window) -> str | None:
-    """None for a record to use (counted), else the kind of line it is."""
-    if not isinstance(record, dict):
-        return "not_prediction"
-    when = record.get("time")
-    if not isinstance(when, str) or not isinstance(record.get("model_version"), int):
-        return "not_prediction"
-    if record.get("pipeline") != pipeline:
-        return "other_pipeline"
-    if not window.holds(when):
-        return "outside_window"
-    refused = record.get("refused")
-    if isinstance(refused, dict):
-        return None
-    inputs, predictions = record.get("inputs"), record.get("predictions")
-    if not isinstance(inputs, list) or not isinstance(predictions, list) \
-            or len(inputs) != len(predictions):
-        return "not_prediction"
-    return None
 
 
 class _Stdin:

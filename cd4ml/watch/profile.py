@@ -1,6 +1,6 @@
 """What one model version met in a window, accumulated record by record in bounded memory.
 
-Rows are buffered a chunk at a time and folded into counts with numpy: per numeric feature the
+Records are held a chunk at a time and folded into counts with numpy: per numeric feature the
 training bins (:func:`cd4ml.stages.drift.bin_counts`), missing values, values below the
 training minimum or above the maximum; per categorical feature the count of each value; the
 predictions, counted the same way; the confidence of each prediction in the bins the held-out
@@ -17,7 +17,8 @@ from typing import Any
 from cd4ml.serve.schema import label_key
 from cd4ml.watch.baseline import CONFIDENCE_BINS, confidence_bin
 
-CHUNK = 65_536
+#: records held as parsed before they are folded into counts (~40 MB for wine)
+CHUNK = 16_384
 
 
 @dataclass
@@ -77,43 +78,26 @@ class VersionProfile:
         self._labels = labels
         self._slices = slice_columns
         self.joined: list[Joined] = []
-        self._num_rows: list[list[Any]] = []
-        self._cat_rows: list[list[Any]] = []
-        self._preds: list[Any] = []
-        self._conf: list[float] = []
+        self._records: list[dict[str, Any]] = []
 
     # ---------------------------------------------------------------------------- records
 
     def add(self, record: dict[str, Any]) -> None:
-        when = record["time"]
+        """One record of the log (as :func:`cd4ml.watch.logread.records` yields them); kept
+        as parsed until a chunk is full, then folded in with C-level loops."""
+        if "refused" in record:
+            self.refused += 1
+            self._stamp(record["time"])
+            return
+        self._records.append(record)
+        if len(self._records) >= CHUNK:
+            self._fold()
+
+    def _stamp(self, when: str) -> None:
         if self.first is None or when < self.first:
             self.first = when
         if self.last is None or when > self.last:
             self.last = when
-        if "refused" in record:
-            self.refused += 1
-            return
-        self.requests += 1
-        inputs, predictions = record["inputs"], record["predictions"]
-        probabilities = record.get("probabilities")
-        self.rows += len(inputs)
-        numeric, categorical = self._numeric, self._categorical
-        for row in inputs:
-            if not isinstance(row, dict):
-                row = {}
-            self._num_rows.append([row.get(n) for n in numeric])
-            if categorical:
-                self._cat_rows.append([row.get(n) for n in categorical])
-        self._preds.extend(predictions)
-        if isinstance(probabilities, list):
-            for p in probabilities:
-                if isinstance(p, dict) and p:
-                    self._conf.append(max(p.values()))
-        rid = record.get("request_id")
-        if rid in self._labels:
-            self._join(record, self._labels[rid])
-        if len(self._num_rows) >= CHUNK:
-            self._fold()
 
     def _join(self, record: dict[str, Any], wanted: dict[int, tuple]) -> None:
         probabilities = record.get("probabilities") or []
@@ -132,32 +116,51 @@ class VersionProfile:
         return self
 
     def _fold(self) -> None:
-        import numpy as np
+        from operator import itemgetter
 
         from cd4ml.stages.drift import bin_counts
 
-        if self._num_rows and self._numeric:
-            X = _matrix(self._num_rows)
+        records, self._records = self._records, []
+        if not records:
+            return
+        stamps = list(map(itemgetter("time"), records))
+        self._stamp(min(stamps))
+        self._stamp(max(stamps))
+        self.requests += len(records)
+        rows = [row for r in records for row in r["inputs"]]
+        self.rows += len(rows)
+        if self._labels:
+            for r in records:
+                wanted = self._labels.get(r.get("request_id"))
+                if wanted:
+                    self._join(r, wanted)
+        if self._numeric:
+            X = _matrix(rows, self._numeric)
             for j, name in enumerate(self._numeric):
                 self._fold_numeric(self.features[name], self._stats.get(name) or {}, X[:, j],
                                    bin_counts)
-        for j, name in enumerate(self._categorical):
+        for name in self._categorical:
             self._fold_categorical(self.features[name], self._stats.get(name) or {},
-                                   [r[j] for r in self._cat_rows])
-        if self._preds:
-            if self.prediction.numeric:
-                values = _matrix([[p] for p in self._preds])[:, 0]
-                self._fold_numeric(self.prediction, self._prediction_stats, values, bin_counts)
-            else:
-                self._fold_categorical(self.prediction, self._prediction_stats,
-                                       [label_key(p) if p is not None else None
-                                        for p in self._preds])
-        if self._conf:
-            conf = np.asarray(self._conf, dtype="float64")
-            self.confidence += np.bincount(confidence_bin(conf), minlength=CONFIDENCE_BINS)
-            self.confidence_sum += float(conf.sum())
-            self.with_confidence += len(conf)
-        self._num_rows, self._cat_rows, self._preds, self._conf = [], [], [], []
+                                   [row.get(name) if type(row) is dict else None for row in rows])
+        predictions = [p for r in records for p in r["predictions"]]
+        if self.prediction.numeric:
+            values = _matrix([{"p": p} for p in predictions], ["p"])[:, 0]
+            self._fold_numeric(self.prediction, self._prediction_stats, values, bin_counts)
+        else:
+            self._fold_categorical(self.prediction, self._prediction_stats, predictions)
+        probabilities = [p for r in records if r.get("probabilities")
+                         for p in r["probabilities"] if p]
+        if probabilities:
+            self._fold_confidence(probabilities)
+
+    def _fold_confidence(self, probabilities: list[dict]) -> None:
+        import numpy as np
+
+        conf = np.fromiter(map(max, map(dict.values, probabilities)), dtype="float64",
+                           count=len(probabilities))
+        self.confidence += np.bincount(confidence_bin(conf), minlength=CONFIDENCE_BINS)
+        self.confidence_sum += float(conf.sum())
+        self.with_confidence += len(conf)
 
     @staticmethod
     def _fold_numeric(counts: FeatureCounts, stats: dict, column: Any, bin_counts: Any) -> None:
@@ -174,12 +177,11 @@ class VersionProfile:
     @staticmethod
     def _fold_categorical(counts: FeatureCounts, stats: dict, column: list[Any]) -> None:
         known = stats.get("frequencies") or {}
-        for value in column:
+        for value, n in Counter(column).items():  # few distinct values: key them once each
             if value is None:
-                counts.missing += 1
-                continue
-            text = label_key(value) if isinstance(value, bool) else str(value)
-            counts.values[text] += 1
+                counts.missing += n
+            else:
+                counts.values[label_key(value) if isinstance(value, bool) else str(value)] += n
         counts.unseen = sum(n for v, n in counts.values.items() if known and v not in known)
 
 
@@ -189,14 +191,21 @@ def _bins(stats: dict) -> int:
     return BINS if len(stats.get("edges") or []) == BINS + 1 else 1
 
 
-def _matrix(rows: list[list[Any]]) -> Any:
-    """Rows of numbers (None where missing) as float64; a value that is no number is missing."""
+def _matrix(rows: list[Any], names: list[str]) -> Any:
+    """The ``names`` of each row (a mapping) as float64: missing (absent, null) is NaN, and so
+    is a value that is no number."""
+    from operator import itemgetter
+
     import numpy as np
 
+    pick = itemgetter(*names)
     try:
-        return np.array(rows, dtype="float64")
-    except (TypeError, ValueError):
-        return np.array([[_number(v) for v in r] for r in rows], dtype="float64")
+        picked = list(map(pick, rows))
+        X = np.array(picked, dtype="float64").reshape(len(rows), len(names))
+    except (TypeError, ValueError, KeyError, AttributeError):
+        X = np.array([[_number(r.get(n) if type(r) is dict else None) for n in names]
+                      for r in rows], dtype="float64").reshape(len(rows), len(names))
+    return X
 
 
 def _number(value: Any) -> float:
