@@ -51,11 +51,13 @@ def live(tmp_path_factory, docker_client):
                 assert build(spec, store, model, latency_requests=20).infra.passed
                 versions[model.version] = store.model_by_id(model.id)
         yield {"spec_path": spec_path, "url": url, "env": env, "versions": versions, "tmp": tmp}
+    from docker.errors import ImageNotFound
+
     for tag in ("1", "2"):
         try:  # untag only: the layers stay as the build cache of the next run
             docker_client.images.remove(f"cd4ml-test/monitor-wine:{tag}", force=True, noprune=True)
-        except Exception:  # noqa: BLE001 - already gone
-            pass
+        except ImageNotFound:
+            continue
 
 
 def _cli(live, *args):
