@@ -10,6 +10,8 @@ process so that peak memory (max RSS) is its own:
       ``json_normalize``, and a numpy PSI per feature against the same training bins (drift
       only, nothing else).
 
+(a) reads a log this long with one process per core (at most four); the peak memory of the
+main process and of its largest worker are shown apart, and CPU time is the sum of all.
 Target: (a) <= 10 s and <= 500 MB. Run: python bench/bench_monitor.py [ROWS]
 """
 
@@ -79,8 +81,11 @@ def child_cd4ml(url: str, log: str) -> None:
         result = monitor(spec, store, MonitorConfig("production", window("30d"), logs=(log,),
                                                     scrape=False))
     v = result.versions[0]
+    me, workers = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
     print(json.dumps({"rows": v.rows, "drifted": [d.feature for d in v.drift if d.drifted],
-                      "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "workers_peak_mb": workers.ru_maxrss / 1024,
+                      "cpu_s": me.ru_utime + me.ru_stime + workers.ru_utime + workers.ru_stime,
+                      "peak_mb": me.ru_maxrss / 1024}))
 
 
 def child_pandas(url: str, log: str) -> None:
@@ -91,7 +96,7 @@ def child_pandas(url: str, log: str) -> None:
 
     with Store(url) as store:
         stats = store.models("wine")[0].stats
-    frame = pd.read_json(log, lines=True)
+    frame = pd.read_json(log, lines=True)  # dtype inference as pandas does it by default
     inputs = pd.json_normalize(frame["inputs"].str[0])
     drifted = []
     for name, s in stats.items():
@@ -102,20 +107,22 @@ def child_pandas(url: str, log: str) -> None:
         a = np.maximum(actual, 1e-4)
         if float(np.sum((a - e) * np.log(a / e))) > 0.25:
             drifted.append(name)
-    print(json.dumps({"rows": len(inputs), "drifted": drifted,
-                      "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({"rows": len(inputs), "drifted": drifted, "cpu_s": me.ru_utime + me.ru_stime,
+                      "workers_peak_mb": 0, "peak_mb": me.ru_maxrss / 1024}))
 
 
-def measure(which: str, url: str, log: Path) -> tuple[float, float, str]:
-    """Seconds (the whole process: start-up and imports included), its own peak MB, and what
-    it found."""
+def measure(which: str, url: str, log: Path) -> tuple[float, dict, str]:
+    """Seconds (the whole process: start-up and imports included), its resources (peak MB of
+    the process and of its largest worker, CPU seconds of all), and what it found."""
     began = time.perf_counter()
     out = subprocess.run([sys.executable, __file__, f"--child={which}", url, str(log)],
                          capture_output=True, text=True, check=True, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     took = time.perf_counter() - began
     found = json.loads(out.stdout.strip().splitlines()[-1])
-    return took, found.pop("peak_mb"), json.dumps(found)
+    used = {k: found.pop(k) for k in ("peak_mb", "workers_peak_mb", "cpu_s")}
+    return took, used, json.dumps(found)
 
 
 def main() -> None:
@@ -126,14 +133,15 @@ def main() -> None:
         size = log.stat().st_size / 1e6
         print(f"log: {ROWS:,} predictions, {size:.0f} MB, written in "
               f"{time.perf_counter() - t0:.1f} s; load average {os.getloadavg()[0]:.1f}")
-        cd_time, cd_peak, cd_out = measure("cd4ml", url, log)
-        pd_time, pd_peak, pd_out = measure("pandas", url, log)
-    print(f"{'path':<48} {'time':>8} {'peak RSS':>10}")
-    print(f"{'cd4ml monitor (streaming, everything)':<48} {cd_time:>7.2f}s {cd_peak:>8.0f}MB")
-    print(f"{'pandas read_json + numpy PSI (drift only)':<48} {pd_time:>7.2f}s "
-          f"{pd_peak:>8.0f}MB")
+        cd_time, cd_used, cd_out = measure("cd4ml", url, log)
+        pd_time, pd_used, pd_out = measure("pandas", url, log)
+    print(f"{'path':<44} {'wall':>8} {'CPU':>8} {'peak RSS':>9} {'worker peak':>12}")
+    for label, took, used in (("cd4ml monitor (streaming, everything)", cd_time, cd_used),
+                              ("pandas read_json + numpy PSI (drift only)", pd_time, pd_used)):
+        print(f"{label:<44} {took:>7.2f}s {used['cpu_s']:>7.2f}s {used['peak_mb']:>7.0f}MB "
+              f"{used['workers_peak_mb']:>10.0f}MB")
     print(f"  cd4ml: {cd_out}\n  pandas: {pd_out}")
-    ok = cd_time <= 10 and cd_peak <= 500
+    ok = cd_time <= 10 and max(cd_used["peak_mb"], cd_used["workers_peak_mb"]) <= 500
     print(f"target <= 10 s and <= 500 MB: {'pass' if ok else 'FAIL'}")
 
 

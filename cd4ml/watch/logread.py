@@ -15,6 +15,8 @@ keeps a million lines within seconds).
 
 from __future__ import annotations
 
+import itertools
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -52,6 +54,15 @@ class LogCounts:
         if len(seen) < EXAMPLES:
             seen.append(where)
 
+    def merge(self, other: LogCounts) -> None:
+        """Add the counts of another part of the same read."""
+        for key in ("lines", "predictions", "refused", "outside_window", "other_pipeline",
+                    "not_json", "not_prediction", "truncated"):
+            setattr(self, key, getattr(self, key) + getattr(other, key))
+        for kind, seen in other.examples.items():
+            mine = self.examples.setdefault(kind, [])
+            mine += seen[:EXAMPLES - len(mine)]
+
     def as_dict(self) -> dict[str, Any]:
         return {"lines": self.lines, "predictions": self.predictions, "refused": self.refused,
                 "outside_window": self.outside_window, "other_pipeline": self.other_pipeline,
@@ -59,19 +70,58 @@ class LogCounts:
                 "truncated": self.truncated, "examples": self.examples}
 
 
+#: a part of a log: (path, first byte, end byte or None for the end of the file)
+Part = tuple[str, int, int | None]
+
+
+def split(paths: Iterable[str | Path], n: int) -> list[list[Part]]:
+    """The logs cut into at most ``n`` runs of about equal bytes, at any byte: a line belongs
+    to the part it starts in (see :func:`records_in`). Standard input is never cut."""
+    names = [str(p) for p in paths]
+    files = [(p, os.path.getsize(p)) for p in names if p != "-"]
+    total = sum(size for _, size in files)
+    share = max(1, -(-total // max(1, n)))
+    out: list[list[Part]] = [[] for _ in range(max(1, n))]
+    base = 0
+    for path, size in files:
+        cuts = sorted({0, size} | {c - base for c in range(share, total, share)
+                                   if base < c < base + size})
+        if size == 0:
+            out[min(base // share, n - 1)].append((path, 0, None))
+        for a, b in itertools.pairwise(cuts):
+            out[min((base + a) // share, n - 1)].append((path, a, None if b == size else b))
+        base += size
+    if "-" in names:
+        out[0].append(("-", 0, None))
+    return [part for part in out if part]
+
+
 def records(paths: Iterable[str | Path], pipeline: str, window: Window,
             counts: LogCounts) -> Iterator[dict[str, Any]]:
     """The pipeline's prediction and refusal records in ``window``, from every path in turn
     (``-`` is standard input); everything else is counted in ``counts``."""
+    return records_in([(str(p), 0, None) for p in paths], pipeline, window, counts)
+
+
+def records_in(parts: Iterable[Part], pipeline: str, window: Window,
+               counts: LogCounts) -> Iterator[dict[str, Any]]:
+    """:func:`records` of parts of logs. A part that starts inside a file skips to the first
+    line that starts in it and reads up to the first line that starts at or after its end;
+    its examples are named ``file@byte`` rather than ``file:line``."""
     start, end = window.start.encode(), window.end.encode()
     lo, hi = window.start, window.end
     loads, error = orjson.loads, orjson.JSONDecodeError
-    for path in paths:
-        name = str(path)
-        with _open(name) as f:
+    for path, first, stop in parts:
+        with _open(path) as f:
+            position = _seek(f, first)
+            name = path if first == 0 else f"{path}@"
             number = 0
             for line in f:
+                if stop is not None and position >= stop:
+                    break
                 number += 1
+                where = position
+                position += len(line)
                 # the stamp at its fixed place: most of a long log is outside the window
                 if line.startswith(_HEAD) and line[_STAMP.stop:_STAMP.stop + 1] == b'"':
                     stamp = line[_STAMP]
@@ -83,14 +133,15 @@ def records(paths: Iterable[str | Path], pipeline: str, window: Window,
                 except error:
                     if line.strip():
                         cut = not line.endswith(b"\n") and line.startswith(b"{")
-                        counts.skip("truncated" if cut else "not_json", f"{name}:{number}")
+                        counts.skip("truncated" if cut else "not_json",
+                                    _where(name, number, where))
                     continue
                 # the checks of a well-formed record, inline: this loop runs a million times
                 if type(record) is not dict or type(record.get("time")) is not str \
                         or type(record.get("model_version")) is not int:
-                    counts.skip("not_prediction", f"{name}:{number}")
+                    counts.skip("not_prediction", _where(name, number, where))
                 elif record.get("pipeline") != pipeline:
-                    counts.skip("other_pipeline", f"{name}:{number}")
+                    counts.skip("other_pipeline", _where(name, number, where))
                 elif not lo <= record["time"] <= hi:
                     counts.outside_window += 1
                 elif "refused" in record:
@@ -98,7 +149,7 @@ def records(paths: Iterable[str | Path], pipeline: str, window: Window,
                         counts.refused += 1
                         yield record
                     else:
-                        counts.skip("not_prediction", f"{name}:{number}")
+                        counts.skip("not_prediction", _where(name, number, where))
                 else:
                     inputs, predictions = record.get("inputs"), record.get("predictions")
                     if type(inputs) is list and type(predictions) is list \
@@ -106,8 +157,20 @@ def records(paths: Iterable[str | Path], pipeline: str, window: Window,
                         counts.predictions += 1
                         yield record
                     else:
-                        counts.skip("not_prediction", f"{name}:{number}")
+                        counts.skip("not_prediction", _where(name, number, where))
             counts.lines += number
+
+
+def _where(name: str, number: int, offset: int) -> str:
+    return f"{name}{offset}" if name.endswith("@") else f"{name}:{number}"
+
+
+def _seek(f: BinaryIO, first: int) -> int:
+    """Go to the first line that starts at or after byte ``first``; its position."""
+    if first == 0:
+        return 0
+    f.seek(first - 1)
+    return first - 1 + len(f.readline())
 
 
 class _Stdin:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from cd4ml.errors import DataError, StoreError
 from cd4ml.events import emit
-from cd4ml.watch.logread import LogCounts, records
+from cd4ml.watch.logread import LogCounts, Part, records_in, split
 from cd4ml.watch.window import Window
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ class MonitorConfig:
     logs: tuple[str, ...] = ()  # files (``-``: stdin); empty: the environment's host logs
     scrape: bool = True  # read the servers' /metrics
     record: bool = True  # keep the findings in the store
+    workers: int | None = None  # processes reading the log; None: one per core for long logs
 
 
 @dataclass(frozen=True)
@@ -145,16 +146,13 @@ def monitor(spec: Spec, store: Store, config: MonitorConfig) -> MonitorResult:
     paths = log_paths(spec, env, config.logs)
     emit("stage_started", "monitor", f"reading {len(paths)} log(s) of {spec.name}/{env.name}")
     labels = _labels(store, spec.name, config.window)
-    counts = LogCounts()
-    profiles: dict[int, VersionProfile] = {}
-    models: dict[int, ModelVersion | None] = {}
-    for record in records(paths, spec.name, config.window, counts):
-        version = record["model_version"]
-        profile = profiles.get(version)
-        if profile is None:
-            models[version] = _model(store, spec.name, version)
-            profile = profiles[version] = _profile(spec, store, models[version], version, labels)
-        profile.add(record)
+    workers = _workers(store, paths, config.workers)
+    if workers > 1:
+        profiles, counts = _parallel(spec, store, env, paths, config.window, labels, workers)
+    else:
+        profiles, counts = _scan(spec, store, [(p, 0, None) for p in paths], config.window,
+                                 labels)
+    models = {version: _model(store, spec.name, version) for version in profiles}
     traffic: tuple[Traffic, ...] = ()
     if config.scrape:
         from cd4ml.release.targets import get_target
@@ -164,7 +162,7 @@ def monitor(spec: Spec, store: Store, config: MonitorConfig) -> MonitorResult:
         traffic = (answered,) if answered else ()
     findings = []
     for version in sorted(profiles):
-        finding = _judge(spec, store, models[version], profiles[version].finish())
+        finding = _judge(spec, store, models[version], profiles[version])
         if config.record and models[version] is not None:
             model = models[version]
             assert model is not None
@@ -180,6 +178,77 @@ def monitor(spec: Spec, store: Store, config: MonitorConfig) -> MonitorResult:
     emit("stage_finished", "monitor", f"{counts.predictions} predictions of "
          f"{len(findings)} version(s): {breaches or 'no'} breach{'es' if breaches != 1 else ''}")
     return result
+
+
+#: logs shorter than this are read by one process: starting more costs more than it saves
+PARALLEL_BYTES = 64 << 20
+
+
+def _workers(store: Store, paths: tuple[str, ...], asked: int | None) -> int:
+    """How many processes read the log: ``asked``, or one per core (at most four) for long
+    logs in files; one for standard input and for an in-memory store (workers open their own)."""
+    import os
+
+    if "-" in paths or store.url in ("sqlite://", "sqlite:///:memory:"):
+        return 1
+    if asked is not None:
+        return max(1, asked)
+    size = sum(os.path.getsize(p) for p in paths)
+    return min(os.cpu_count() or 1, 4) if size >= PARALLEL_BYTES else 1
+
+
+def _scan(spec: Spec, store: Store, parts: list[Part], window: Window,
+          labels: dict[str, dict[int, tuple]]) -> tuple[dict[int, VersionProfile], LogCounts]:
+    """One reader over ``parts``: a profile per version met, and what the lines were."""
+    counts = LogCounts()
+    profiles: dict[int, VersionProfile] = {}
+    for record in records_in(parts, spec.name, window, counts):
+        version = record["model_version"]
+        profile = profiles.get(version)
+        if profile is None:
+            model = _model(store, spec.name, version)
+            profile = profiles[version] = _profile(spec, store, model, version, labels)
+        profile.add(record)
+    for profile in profiles.values():
+        profile.finish()
+    return profiles, counts
+
+
+def _scan_apart(job: tuple[Spec, str, list[Part], Window, dict[str, dict[int, tuple]]]
+                ) -> tuple[dict[int, VersionProfile], LogCounts]:
+    """:func:`_scan` in a worker process, on a store connection of its own."""
+    from cd4ml.store import Store
+
+    spec, url, parts, window, labels = job
+    with Store(url) as store:
+        return _scan(spec, store, parts, window, labels)
+
+
+def _parallel(spec: Spec, store: Store, env: EnvironmentSpec, paths: tuple[str, ...],
+              window: Window, labels: dict[str, dict[int, tuple]], workers: int
+              ) -> tuple[dict[int, VersionProfile], LogCounts]:
+    """The log cut in ``workers`` parts read at once; their profiles and counts added up."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from cd4ml.watch.baseline import ensure
+
+    # the baselines the workers will want, made once here rather than raced for there
+    for dep in store.deployments(spec.name, env.name, limit=20):
+        ensure(spec, store, store.model_by_id(dep.model_version_id))
+    jobs = [(spec, store.url, part, window, labels) for part in split(paths, workers)]
+    profiles: dict[int, VersionProfile] = {}
+    counts = LogCounts()
+    # fork: the workers inherit the imports; each opens its own store connection
+    with ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("fork")) as pool:
+        for found, seen in pool.map(_scan_apart, jobs):
+            counts.merge(seen)
+            for version, profile in found.items():
+                if version in profiles:
+                    profiles[version].merge(profile)
+                else:
+                    profiles[version] = profile
+    return profiles, counts
 
 
 def _with_id(finding: VersionFinding, monitoring_id: int) -> VersionFinding:

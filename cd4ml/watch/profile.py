@@ -109,6 +109,24 @@ class VersionProfile:
             proba = probabilities[i] if i < len(probabilities) else None
             self.joined.append(Joined(record["predictions"][i], label, proba, slices))
 
+    def merge(self, other: VersionProfile) -> None:
+        """Add what another reader of the same version found in another part of the log."""
+        other._fold()
+        self._fold()
+        self.requests += other.requests
+        self.rows += other.rows
+        self.refused += other.refused
+        for when in (other.first, other.last):
+            if when is not None:
+                self._stamp(when)
+        for name, counts in other.features.items():
+            _add_counts(self.features[name], counts)
+        _add_counts(self.prediction, other.prediction)
+        self.confidence += other.confidence
+        self.confidence_sum += other.confidence_sum
+        self.with_confidence += other.with_confidence
+        self.joined += other.joined
+
     # ---------------------------------------------------------------------------- folding
 
     def finish(self) -> VersionProfile:
@@ -183,6 +201,16 @@ class VersionProfile:
             else:
                 counts.values[label_key(value) if isinstance(value, bool) else str(value)] += n
         counts.unseen = sum(n for v, n in counts.values.items() if known and v not in known)
+
+
+def _add_counts(mine: FeatureCounts, theirs: FeatureCounts) -> None:
+    if mine.bins is not None:
+        mine.bins += theirs.bins
+    mine.values.update(theirs.values)
+    mine.missing += theirs.missing
+    mine.below += theirs.below
+    mine.above += theirs.above
+    mine.unseen += theirs.unseen
 
 
 def _bins(stats: dict) -> int:

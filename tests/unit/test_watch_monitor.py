@@ -95,3 +95,26 @@ def test_too_few_rows_are_shown_not_judged(world, tmp_path):
     (v,) = watch(world, log).versions
     assert not v.judged and not v.breaches
     assert any("min_rows" in n for n in v.notes)
+
+
+def test_several_readers_find_what_one_finds(spec, tmp_path):
+    from dataclasses import replace
+
+    from cd4ml.store import Store
+
+    with Store(f"sqlite:///{tmp_path / 'store.db'}") as store:
+        world = make_world(spec, store, versions=(1, 2))
+        log = tmp_path / "p.jsonl"
+        rows = world.frame.sample(frac=1.0, random_state=0)
+        world.log(log, 1, rows.iloc[:120])
+        world.log(log, 2, shifted(rows.iloc[120:]))
+        world.log(log, 1, rows.iloc[120:])
+        with log.open("a") as f:
+            f.write("not json\n")
+        one, three = (watch(world, log, workers=n, record=False) for n in (1, 3))
+    assert one.log["lines"] == three.log["lines"] and one.log["not_json"] == three.log["not_json"]
+    for a, b in zip(one.versions, three.versions, strict=True):
+        assert replace(a, estimate=None) == replace(b, estimate=None)
+        # the sum of confidences is added in another order: equal to the last bits or so
+        assert a.estimate.accuracy == b.estimate.accuracy
+        assert a.estimate.mean_confidence == pytest.approx(b.estimate.mean_confidence, rel=1e-12)
