@@ -150,7 +150,7 @@ def _check(rule: GateRule, col: str | None, value: str | None, observed: float |
         else:
             assert observed is not None
             passed, reason = _drop(rule.metric, name, observed, baseline, threshold, against)
-        out.append(_outcome(rule, kind, value, observed, passed, reason, shown_baseline))
+        out.append(_outcome(rule, kind, value, observed, passed, reason, shown_baseline, against))
     return out
 
 
@@ -174,14 +174,15 @@ def _drop(metric: str, name: str, observed: float, baseline: Any,
 
 
 def _outcome(rule: GateRule, kind: str, value: str | None, observed: float | None,
-             passed: bool, reason: str, baseline: float | None = None) -> RuleOutcome:
+             passed: bool, reason: str, baseline: float | None = None,
+             against: str = "production") -> RuleOutcome:
     if value is not None:
         where = f"[{rule.slice}={value}]"
     else:
         where = f" per {rule.slice}" if rule.slice else ""
     threshold = float(getattr(rule, kind))
     limit = {"min": f">= {threshold:g}", "max": f"<= {threshold:g}",
-             "max_drop": f"drop <= {threshold:g} vs production"}[kind]
+             "max_drop": f"drop <= {threshold:g} vs {against}"}[kind]
     return RuleOutcome(
         rule=f"{rule.metric}{where} {limit}", metric=rule.metric, slice=rule.slice,
         slice_value=value, kind=kind, observed=observed, threshold=threshold,

@@ -68,6 +68,9 @@ def realised(task: str, metrics: Sequence[str], rows: Sequence[Joined],
     for column in slice_columns:
         groups: dict[str, list[Joined]] = {}
         for r in rows:
+            # a slice column the label file did not give and the model does not take: no group
+            if column not in r.slices:
+                continue
             value = r.slices.get(column)
             groups.setdefault(MISSING if value is None else str(value), []).append(r)
         for value in sorted(groups):
@@ -158,6 +161,9 @@ def judge(spec: MonitoringSpec, results: Sequence[Realised]) -> tuple[list[RuleO
         ready = bool(slices.get(rule.slice)) if rule.slice else rule.metric in metrics
         if ready:
             rules.append(rule)
+        elif rule.slice and not any(r.slice == rule.slice for r in results):
+            notes.append(f"{rule.describe()}: no labelled row says its {rule.slice} (give it "
+                         "as a column of the label file); not judged")
         else:
             notes.append(f"{rule.describe()}: fewer than {spec.min_labels} labelled rows; not judged")
         if rule.slice:

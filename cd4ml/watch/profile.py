@@ -105,7 +105,8 @@ class VersionProfile:
             if i >= len(record["predictions"]):
                 continue
             row = record["inputs"][i] if isinstance(record["inputs"][i], dict) else {}
-            slices = {c: given.get(c, row.get(c)) for c in self._slices}
+            slices = {c: given[c] if c in given else row[c] for c in self._slices
+                      if c in given or c in row}
             proba = probabilities[i] if i < len(probabilities) else None
             self.joined.append(Joined(record["predictions"][i], label, proba, slices))
 
