@@ -114,14 +114,17 @@ def records_in(parts: Iterable[Part], pipeline: str, window: Window,
     for path, first, stop in parts:
         with _open(path) as f:
             position = _seek(f, first)
+            track = stop is not None or first != 0  # byte positions: only for cut files
             name = path if first == 0 else f"{path}@"
-            number = 0
+            number = predictions = 0
             for line in f:
-                if stop is not None and position >= stop:
-                    break
                 number += 1
                 where = position
-                position += len(line)
+                if track:
+                    if stop is not None and position >= stop:
+                        number -= 1
+                        break
+                    position += len(line)
                 # the stamp at its fixed place: most of a long log is outside the window
                 if line.startswith(_HEAD) and line[_STAMP.stop:_STAMP.stop + 1] == b'"':
                     stamp = line[_STAMP]
@@ -136,29 +139,42 @@ def records_in(parts: Iterable[Part], pipeline: str, window: Window,
                         counts.skip("truncated" if cut else "not_json",
                                     _where(name, number, where))
                     continue
-                # the checks of a well-formed record, inline: this loop runs a million times
-                if type(record) is not dict or type(record.get("time")) is not str \
-                        or type(record.get("model_version")) is not int:
-                    counts.skip("not_prediction", _where(name, number, where))
-                elif record.get("pipeline") != pipeline:
-                    counts.skip("other_pipeline", _where(name, number, where))
-                elif not lo <= record["time"] <= hi:
+                # a well-formed prediction in one test (this loop runs a million times)
+                try:
+                    if record["pipeline"] == pipeline and lo <= record["time"] <= hi \
+                            and type(record["model_version"]) is int \
+                            and type(record["inputs"]) is list \
+                            and len(record["inputs"]) == len(record["predictions"]) \
+                            and type(record["predictions"]) is list:
+                        predictions += 1
+                        yield record
+                        continue
+                except (KeyError, TypeError):
+                    pass
+                kind = _kind(record, pipeline, lo, hi)
+                if kind == "refused":
+                    counts.refused += 1
+                    yield record
+                elif kind == "outside_window":
                     counts.outside_window += 1
-                elif "refused" in record:
-                    if type(record["refused"]) is dict:
-                        counts.refused += 1
-                        yield record
-                    else:
-                        counts.skip("not_prediction", _where(name, number, where))
                 else:
-                    inputs, predictions = record.get("inputs"), record.get("predictions")
-                    if type(inputs) is list and type(predictions) is list \
-                            and len(inputs) == len(predictions):
-                        counts.predictions += 1
-                        yield record
-                    else:
-                        counts.skip("not_prediction", _where(name, number, where))
+                    counts.skip(kind, _where(name, number, where))
             counts.lines += number
+            counts.predictions += predictions
+
+
+def _kind(record: Any, pipeline: str, lo: str, hi: str) -> str:
+    """What a record that is not a well-formed prediction of the window is."""
+    if type(record) is not dict or type(record.get("time")) is not str \
+            or type(record.get("model_version")) is not int:
+        return "not_prediction"
+    if record.get("pipeline") != pipeline:
+        return "other_pipeline"
+    if not lo <= record["time"] <= hi:
+        return "outside_window"
+    if type(record.get("refused")) is dict:
+        return "refused"
+    return "not_prediction"
 
 
 def _where(name: str, number: int, offset: int) -> str:
