@@ -47,8 +47,10 @@ def test_no_breach_no_issue_and_no_token_a_file(spec, store, tmp_path, monkeypat
     world.log(quiet_log, 1, world.frame)
     quiet = monitor(spec, store, MonitorConfig("production", window("1h"),
                                                logs=(str(quiet_log),), scrape=False))
-    assert report(spec, store, quiet).issue is None
     monkeypatch.setenv("CD4ML_REPORTS", str(tmp_path / "reports"))
+    nothing = report(spec, store, quiet)
+    assert nothing.issue is None and nothing.file is None
+    assert not (tmp_path / "reports").exists()
     kept = report(spec, store, _breached(world, tmp_path))
     assert kept.file and "input drift" in (tmp_path / "reports" / "monitor-wine-production.md").read_text()
 

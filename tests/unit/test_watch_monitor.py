@@ -106,12 +106,19 @@ def test_several_readers_find_what_one_finds(spec, tmp_path):
         world = make_world(spec, store, versions=(1, 2))
         log = tmp_path / "p.jsonl"
         rows = world.frame.sample(frac=1.0, random_state=0)
-        world.log(log, 1, rows.iloc[:120])
+        ids = world.log(log, 1, rows.iloc[:120])
         world.log(log, 2, shifted(rows.iloc[120:]))
-        world.log(log, 1, rows.iloc[120:])
+        ids += world.log(log, 1, rows.iloc[120:])
         with log.open("a") as f:
             f.write("not json\n")
+        labels = tmp_path / "labels.csv"
+        labels.write_text("request_id,label\n" + "".join(
+            f"{rid},{target}\n" for rid, target in zip(ids, rows["target"], strict=True)))
+        from cd4ml.watch.labels import LabelsConfig, add_labels
+
+        assert add_labels(spec, store, LabelsConfig(labels, logs=(str(log),))).added == len(ids)
         one, three = (watch(world, log, workers=n, record=False) for n in (1, 3))
+    assert one.versions[0].realised[0].rows == len(ids)
     assert one.log["lines"] == three.log["lines"] and one.log["not_json"] == three.log["not_json"]
     for a, b in zip(one.versions, three.versions, strict=True):
         assert replace(a, estimate=None) == replace(b, estimate=None)
