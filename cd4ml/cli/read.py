@@ -360,9 +360,15 @@ def monitoring_lines(found: Any) -> list[str]:
 
     if not found:
         return []
+    def breaches(m: Any) -> str:
+        said = m.findings.get("breaches") or []
+        if not said:
+            return "-"
+        first = said[0] if len(said[0]) <= 60 else said[0][:59] + "…"
+        return first + (f" (+{len(said) - 1} more)" if len(said) > 1 else "")
+
     rows = [(m.environment, f"{_when(m.window_from)} .. {_when(m.window_to)}", m.rows,
-             paint("BREACH", "red") if m.breached else "ok",
-             "; ".join(m.findings.get("breaches") or []) or "-") for m in found]
+             paint("BREACH", "red") if m.breached else "ok", breaches(m)) for m in found]
     return ["  ↓", "monitoring", _indent(table(["environment", "window", "rows", "status",
                                                 "breaches"], rows))]
 

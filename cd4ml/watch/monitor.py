@@ -169,7 +169,7 @@ def monitor(spec: Spec, store: Store, config: MonitorConfig) -> MonitorResult:
             kept = store.record_monitoring(
                 spec.name, env.name, model.id, config.window.start, config.window.end,
                 finding.rows, finding.breached,
-                {**finding.as_dict(), "log": counts.as_dict(), "log_paths": list(paths)})
+                {**_stored(finding), "log": counts.as_dict(), "log_paths": list(paths)})
             finding = _with_id(finding, kept.id)
         findings.append(finding)
     result = MonitorResult(spec.name, env.name, config.window, tuple(findings),
@@ -249,6 +249,13 @@ def _parallel(spec: Spec, store: Store, env: EnvironmentSpec, paths: tuple[str, 
                 else:
                     profiles[version] = profile
     return profiles, counts
+
+
+def _stored(finding: VersionFinding) -> dict[str, Any]:
+    """The finding as the store keeps it (its own id is the row's)."""
+    out = finding.as_dict()
+    out.pop("monitoring_id")
+    return out
 
 
 def _with_id(finding: VersionFinding, monitoring_id: int) -> VersionFinding:
