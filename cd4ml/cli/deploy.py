@@ -8,7 +8,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
-from cd4ml.cli.common import add_common, load_pipeline, store_with_progress
+from cd4ml.cli.common import add_common, line_of_text, load_pipeline, person, store_with_progress
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
@@ -20,8 +20,8 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
 
 
 def add_actor(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--reason", help="why (recorded with the deployment)")
-    p.add_argument("--actor", metavar="USER",
+    p.add_argument("--reason", type=line_of_text, help="why (recorded with the deployment)")
+    p.add_argument("--actor", metavar="USER", type=person,
                    help="who acts (default: $GITHUB_ACTOR, git user.name, the login name)")
 
 

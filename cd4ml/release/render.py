@@ -178,7 +178,7 @@ def context(spec: Spec, env: EnvironmentSpec, model: ModelVersion, image: str, *
         "healthcheck": env.healthcheck,
         "resources": resources(env),
         "labels": {
-            "cd4ml.stages.pipeline": spec.name,
+            "cd4ml.pipeline": spec.name,
             "cd4ml.environment": env.name,
         },
         "proxy_image": proxy_image or base_image(spec),

@@ -1,22 +1,15 @@
-"""The store's schema: its tables and the numbered migrations that create and change them.
+"""The store's tables as the queries see them: the schema the migrations have built.
 
-A schema change is a new function appended to ``MIGRATIONS``; ``Store.migrate`` applies each one
-the store has not seen in its own transaction, together with its row in ``schema_version``.
+These definitions never create anything; ``migrations.py`` does, with frozen DDL. A change here
+comes with a new migration there, and ``tests/unit/test_migrations.py`` fails until the two agree.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import sqlalchemy as sa
 
 metadata = sa.MetaData()
 
-schema_version = sa.Table(
-    "schema_version", metadata,
-    sa.Column("version", sa.Integer, primary_key=True),
-    sa.Column("applied_at", sa.String(32), nullable=False),
-)
 datasets = sa.Table(
     "datasets", metadata,
     sa.Column("hash", sa.String(64), primary_key=True),
@@ -46,6 +39,8 @@ runs = sa.Table(
     sa.Column("ended_at", sa.String(32)),
     sa.Column("error", sa.Text),
     sa.Column("reused_from", sa.String(32)),
+    sa.Column("holder", sa.String(255)),  # host:pid:start of the process running it
+    sa.Column("heartbeat_at", sa.String(32)),
 )
 validations = sa.Table(
     "validations", metadata,
@@ -154,16 +149,8 @@ locks = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=False),
 )
 
-#: numbered migrations; each runs in its own transaction with its bookkeeping row
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [
-    lambda conn: metadata.create_all(conn, tables=[
-        datasets, runs, validations, metrics, model_versions, gate_decisions,
-        images, deployments, approvals, locks,
-    ]),
-]
-
 # ---- monitoring (issue 16): what the deployed model met, labels that came later, and the
-# held-out predictions each version is compared with. One migration, added in one piece.
+# held-out predictions each version is compared with; created by migration 0003_monitoring.
 prediction_baselines = sa.Table(
     "prediction_baselines", metadata,
     sa.Column("model_version_id", sa.Integer, sa.ForeignKey("model_versions.id"), primary_key=True),
@@ -179,7 +166,7 @@ labels = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("pipeline", sa.String(64), nullable=False),
     sa.Column("request_id", sa.String(200), nullable=False),
-    sa.Column("row", sa.Integer, nullable=False),
+    sa.Column("row_index", sa.Integer, nullable=False),  # which row of a multi-row request
     sa.Column("label", sa.JSON, nullable=False),
     sa.Column("slices", sa.JSON, nullable=False),
     sa.Column("label_time", sa.String(32)),
@@ -188,7 +175,7 @@ labels = sa.Table(
     sa.Column("model_version", sa.Integer, nullable=False),
     sa.Column("source", sa.String(64), nullable=False),  # sha256 of the label file
     sa.Column("created_at", sa.String(32), nullable=False),
-    sa.UniqueConstraint("pipeline", "request_id", "row", name="uq_label"),
+    sa.UniqueConstraint("pipeline", "request_id", "row_index", name="uq_label"),
     sa.Index("ix_labels_window", "pipeline", "prediction_time"),
 )
 monitorings = sa.Table(
@@ -206,10 +193,3 @@ monitorings = sa.Table(
     sa.Column("created_at", sa.String(32), nullable=False),
 )
 
-
-def _monitoring(conn: sa.Connection) -> None:
-    """Migration "monitoring" (issue 16): the three tables above."""
-    metadata.create_all(conn, tables=[prediction_baselines, labels, monitorings])
-
-
-MIGRATIONS.append(_monitoring)

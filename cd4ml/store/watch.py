@@ -35,7 +35,7 @@ class Label:
     id: int
     pipeline: str
     request_id: str
-    row: int
+    row_index: int
     label: Any
     slices: dict
     label_time: str | None
@@ -100,7 +100,7 @@ class WatchRecords:
         with self.tx() as conn:
             known = self._known_labels(conn, rows[0]["pipeline"], {r["request_id"] for r in rows})
             fresh = [{**r, "created_at": stamp} for r in rows
-                     if (r["request_id"], r["row"]) not in known]
+                     if (r["request_id"], r["row_index"]) not in known]
             if fresh:
                 conn.execute(labels.insert(), fresh)
         return len(fresh)
@@ -115,9 +115,9 @@ class WatchRecords:
         out: dict[tuple[str, int], Any] = {}
         chunk = sorted(ids)
         for i in range(0, len(chunk), 500):  # under every database's bound-parameter limit
-            q = sa.select(labels.c.request_id, labels.c.row, labels.c.label).where(
+            q = sa.select(labels.c.request_id, labels.c.row_index, labels.c.label).where(
                 labels.c.pipeline == pipeline, labels.c.request_id.in_(chunk[i:i + 500]))
-            out.update({(r.request_id, r.row): r.label for r in conn.execute(q)})
+            out.update({(r.request_id, r.row_index): r.label for r in conn.execute(q)})
         return out
 
     def labels_between(self, pipeline: str, start: str, end: str) -> Iterator[Label]:

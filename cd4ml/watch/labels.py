@@ -132,7 +132,7 @@ def add_labels(spec: Spec, store: Store, config: LabelsConfig) -> LabelsResult:
                 problems.add("conflict", f"{where} {r['request_id']}: {label!r} vs recorded "
                              f"{recorded[key]!r}")
             continue
-        fresh.append({"pipeline": spec.name, "request_id": r["request_id"], "row": r["row"],
+        fresh.append({"pipeline": spec.name, "request_id": r["request_id"], "row_index": r["row"],
                       "label": label, "slices": {c: r["slices"][c] for c in r["slices"]},
                       "label_time": r["time"], "prediction_time": found[1],
                       "model_version": found[0], "source": sha})

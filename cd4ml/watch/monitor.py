@@ -275,7 +275,7 @@ def _labels(store: Store, pipeline: str, window: Window) -> dict[str, dict[int, 
     """request id -> row -> (label, slice values) of the predictions made in the window."""
     out: dict[str, dict[int, tuple]] = {}
     for label in store.labels_between(pipeline, window.start, window.end):
-        out.setdefault(label.request_id, {})[label.row] = (label.label, label.slices)
+        out.setdefault(label.request_id, {})[label.row_index] = (label.label, label.slices)
     return out
 
 

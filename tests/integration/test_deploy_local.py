@@ -101,7 +101,7 @@ def test_blue_green_deploys_roll_back_and_count_no_failure(deploy_world, clean):
         assert served_version(port) == 2
         # containers: the front and one colour, nothing left of the failed releases
         names = sorted(c.name for c in LocalTarget().client.containers.list(
-            all=True, filters={"label": ["cd4ml.environment=staging", "cd4ml.stages.pipeline=wine"]}))
+            all=True, filters={"label": ["cd4ml.environment=staging", "cd4ml.pipeline=wine"]}))
         assert len(names) == 2 and "cd4ml-wine-staging-front" in names, names
 
 

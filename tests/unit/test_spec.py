@@ -428,7 +428,7 @@ def test_bad_monitoring(spec_dir, text, fragment):
     assert_error(spec_dir, text, fragment)
 
 
-def test_monitoring_defaults_to_drift_and_gates_and_leaves_the_spec_hash_alone(spec_dir):
+def test_monitoring_defaults_to_drift_and_gates_and_leaves_the_run_cache_alone(spec_dir):
     plain = load_spec(_write(spec_dir, BASE + "drift:\n  method: ks\n"))
     assert plain.monitoring.drift == plain.drift and plain.monitoring.rules == plain.gates
     tuned = load_spec(_write(spec_dir, BASE + "drift:\n  method: ks\n" + (
@@ -437,4 +437,4 @@ def test_monitoring_defaults_to_drift_and_gates_and_leaves_the_spec_hash_alone(s
     assert tuned.monitoring.drift.method == "ks" and tuned.monitoring.drift.threshold == 0.3
     assert tuned.monitoring.prediction_drift_threshold == 0.5
     assert [r.max_drop for r in tuned.monitoring.rules] == [0.05]
-    assert tuned.spec_hash == plain.spec_hash  # how a model is watched does not retrain it
+    assert tuned.training_hash == plain.training_hash  # how a model is watched: no retraining

@@ -259,7 +259,7 @@ class LocalTarget(DockerTarget):
 
     def _remove_others(self, conf: dict, keep: set[str]) -> None:
         labels = conf["model"].get("labels") or {}
-        flt = ["cd4ml.role=model", f"cd4ml.stages.pipeline={labels.get('cd4ml.stages.pipeline')}",
+        flt = ["cd4ml.role=model", f"cd4ml.pipeline={labels.get('cd4ml.pipeline')}",
                f"cd4ml.environment={labels.get('cd4ml.environment')}"]
         for c in self.client.containers.list(all=True, filters={"label": flt}):
             if c.name not in keep:
@@ -273,7 +273,7 @@ class LocalTarget(DockerTarget):
         from cd4ml.release.render import resource_name
 
         name = resource_name(spec, env)
-        flt = [f"cd4ml.stages.pipeline={spec.name}", f"cd4ml.environment={env.name}"]
+        flt = [f"cd4ml.pipeline={spec.name}", f"cd4ml.environment={env.name}"]
         for c in self.client.containers.list(all=True, filters={"label": flt}):
             _remove(c)
         try:
