@@ -6,7 +6,7 @@ concept; the tables are in :mod:`cd4ml.store.schema` (migration "monitoring").
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -64,8 +64,8 @@ class Monitoring:
 class WatchRecords:
     """Store methods for monitoring; ``tx``/``read`` come from the Store."""
 
-    def tx(self) -> AbstractContextManager[sa.Connection]: ...  # pragma: no cover
-    def read(self) -> AbstractContextManager[sa.Connection]: ...  # pragma: no cover
+    tx: Callable[[], AbstractContextManager[sa.Connection]]
+    read: Callable[[], AbstractContextManager[sa.Connection]]
 
     def record_prediction_baseline(self, model_version_id: int, rows: int, predictions: dict,
                                    calibration: dict) -> PredictionBaseline:

@@ -150,7 +150,7 @@ class VersionProfile:
         self.rows += len(rows)
         if self._labels:
             for r in records:
-                wanted = self._labels.get(r.get("request_id"))
+                wanted = self._labels.get(str(r.get("request_id")))
                 if wanted:
                     self._join(r, wanted)
         if self._numeric:
