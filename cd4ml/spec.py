@@ -302,11 +302,13 @@ _fences: dict[Path, Path] = {}
 
 
 def repository_root(file: Path) -> Path:
-    """The git work tree that holds ``file``, else the spec's own directory."""
+    """The git work tree that holds ``file``; outside git, the working directory when the spec
+    is under it (``cd4ml init``'s layout before ``git init``), else the spec's own directory."""
     for d in file.parents:
         if (d / ".git").exists():
             return d
-    return file.parent
+    cwd = Path.cwd().resolve()
+    return cwd if file.is_relative_to(cwd) else file.parent
 
 
 def _excerpt(value: object, limit: int = 60) -> str:

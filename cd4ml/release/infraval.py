@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cd4ml.events import emit
-from cd4ml.release.dockerfile import PORT
+from cd4ml.release.dockerfile import MODEL_DIR, PORT
 
 if TYPE_CHECKING:
     import docker
@@ -140,6 +140,7 @@ def _reference(c: docker.DockerClient, image: str, rows: list[dict]) -> tuple[li
         try:
             out = c.containers.run(
                 image, ["python", "-m", "cd4ml.serve.reference", "/in/rows.json"], remove=True,
+                environment={"CD4ML_MODEL_DIR": MODEL_DIR},
                 network_mode="none", read_only=True, tmpfs={"/tmp": "size=64m"},
                 volumes={tmp: {"bind": "/in", "mode": "ro"}}, stdout=True, stderr=False,
                 labels={"cd4ml.role": "infra-validation"})

@@ -23,14 +23,14 @@ def main(argv: list[str] | None = None) -> int:
     from cd4ml.serve.predictor import Predictor
     from cd4ml.serve.schema import RequestError, fields_of, parse
 
-    model_dir = Path(os.environ.get("CD4ML_MODEL_DIR", "/model"))
     try:
+        model_dir = Path(os.environ["CD4ML_MODEL_DIR"])
         estimator, meta = artifacts.load(model_dir, expected_sha256=os.environ.get("CD4ML_MODEL_SHA256"))
         fields = fields_of(meta.signature)
         batch = parse(json.loads(Path(argv[0]).read_text()), fields, max_rows=1_000_000)
         predictor = Predictor(estimator, fields, meta.task, meta.stats)
         labels = estimator.predict(predictor.matrix(batch.rows))
-    except (artifacts.ArtifactMismatch, RequestError, OSError, ValueError, IndexError) as e:
+    except (KeyError, artifacts.ArtifactMismatch, RequestError, OSError, ValueError, IndexError) as e:
         print(json.dumps({"error": f"{type(e).__name__}: {e}"[:500]}))
         return 1
     print(json.dumps({"predictions": [_native(v) for v in labels.tolist()]}))
