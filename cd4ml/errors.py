@@ -12,7 +12,8 @@
     ├── DeployError            a deploy, promotion or rollback was refused or failed
     ├── TrackerError           the tracker (GitHub) refused or could not be reached
     ├── TrackedRunError        the tracking API was misused (cd4ml.start_run, entry points)
-    └── CommandError           an external command exited non-zero
+    ├── CommandError           an external command exited non-zero
+    └── UiError                the web view (cd4ml ui) cannot listen where asked
 
 Messages name the file, field or value and end with what to do about it.
 """
@@ -102,3 +103,7 @@ class CommandError(Cd4mlError):
         self.argv = argv
         self.returncode = returncode
         self.stderr = stderr
+
+
+class UiError(Cd4mlError):
+    """The web view cannot start: its address is taken or cannot be bound."""

@@ -16,6 +16,7 @@ from typing import Any
 
 from cd4ml.cli.common import add_json, add_store, open_store, positive_int
 from cd4ml.errors import Cd4mlError
+from cd4ml.reporting.api import seconds_between as _seconds
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
@@ -82,11 +83,6 @@ def _when(stamp: str | None) -> str | None:
     return t.strftime("%Y-%m-%d %H:%M:%S") if t else stamp
 
 
-def _seconds(start: str | None, end: str | None) -> float | None:
-    a, b = _time(start), _time(end)
-    return (b - a).total_seconds() if a and b else None
-
-
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -125,33 +121,16 @@ def _status(status: str) -> str:
     return paint(status, colour) if colour else status
 
 
-def _deployed(store: Any, pipeline: str | None = None) -> dict[int, list[str]]:
-    """model version id -> environments it serves in now."""
-    where: dict[int, list[str]] = {}
-    for d in store.current_deployments(pipeline):
-        where.setdefault(d.model_version_id, []).append(d.environment)
-    return where
-
-
 # ----------------------------------------------------------------------------- runs, models
 
 
 def _runs(store: Any, args: argparse.Namespace) -> int:
-    from dataclasses import replace
+    from cd4ml.reporting.api import run_rows
+    from cd4ml.reporting.console import print_json, table
 
-    from cd4ml.reporting.console import print_json, table, to_jsonable
-    from cd4ml.store.liveness import shown_status
-
-    # a run whose process was killed shows as abandoned before the next run marks it so
-    runs = [replace(r, status=shown_status(r))
-            for r in store.runs(_pipeline_name(args.pipeline), limit=args.limit)]
-    rows = []
-    for r in runs:
-        model = store.model_for_run(r.reused_from or r.id)
-        rows.append((r, model, _seconds(r.started_at, r.ended_at)))
+    rows = run_rows(store, _pipeline_name(args.pipeline), limit=args.limit)
     if args.json:
-        print_json([{**to_jsonable(r), "model_version": m.version if m else None,
-                     "duration_seconds": s} for r, m, s in rows])
+        print_json([row.json() for row in rows])
         return 0
     if not rows:
         print("no runs recorded" + (f" for {args.pipeline}" if args.pipeline else ""))
@@ -159,69 +138,56 @@ def _runs(store: Any, args: argparse.Namespace) -> int:
     print(table(["run", "pipeline", "status", "model", "commit", "branch", "actor", "started",
                  "duration", "cached from"],
                 [(r.id, r.pipeline, _status(r.status), m.version if m else None,
-                  _short(r.git_commit), r.branch, r.actor, _when(r.started_at), _duration(s),
-                  r.reused_from) for r, m, s in rows]))
+                  _short(r.git_commit), r.branch, r.actor, _when(r.started_at),
+                  _duration(_seconds(r.started_at, r.ended_at)), r.reused_from)
+                 for r, m in ((row.run, row.model) for row in rows)]))
     return 0
 
 
 def _models(store: Any, args: argparse.Namespace) -> int:
-    from cd4ml.reporting.console import print_json, table, to_jsonable
+    from cd4ml.reporting.api import models_json
+    from cd4ml.reporting.console import print_json, table
 
     pipeline = _pipeline_name(args.pipeline)
-    models = store.models(pipeline, limit=args.limit)
-    deployed = _deployed(store, pipeline)
-    gates = {m.id: store.gate(m.run_id) for m in models}
+    models = models_json(store, pipeline, limit=args.limit)
     if args.json:
-        print_json([{**to_jsonable(m), "ref": m.ref, "deployed": deployed.get(m.id, []),
-                     "gate": _gate_json(gates[m.id])} for m in models])
+        print_json(models)
         return 0
     if not models:
         print("no model versions recorded" + (f" for {args.pipeline}" if args.pipeline else ""))
         return 0
     rows = []
     for m in models:
-        gate = gates[m.id]
-        blessed = "yes" if m.blessed else "no"
-        if gate is not None and gate.overridden:
-            blessed += f" (OVERRIDDEN by {gate.override_by})"
-        rows.append((m.ref, m.run_id, blessed, "BAD" if m.bad else "", _short(m.sha256, 12),
-                     _when(m.created_at), ", ".join(deployed.get(m.id, [])) or "-"))
+        gate = m["gate"]
+        blessed = "yes" if m["blessed"] else "no"
+        if gate is not None and gate["overridden"]:
+            blessed += f" (OVERRIDDEN by {gate['override_by']})"
+        rows.append((m["ref"], m["run_id"], blessed, "BAD" if m["bad"] else "",
+                     _short(m["sha256"], 12), _when(m["created_at"]),
+                     ", ".join(m["deployed"]) or "-"))
     print(table(["model", "run", "blessed", "bad", "sha256", "created", "deployed now"], rows))
     return 0
-
-
-def _gate_json(gate: Any) -> dict | None:
-    from cd4ml.reporting.console import to_jsonable
-
-    return None if gate is None else {**to_jsonable(gate), "blessed": gate.blessed}
 
 
 # ----------------------------------------------------------------------------- show
 
 
 def _show(store: Any, args: argparse.Namespace) -> int:
-    from cd4ml.reporting.console import print_json, to_jsonable
+    from cd4ml.reporting.api import deployed_now, show_json
+    from cd4ml.reporting.console import print_json
     from cd4ml.reporting.lineage import resolve
     from cd4ml.reporting.summary import summarize
 
+    if args.json:
+        print_json(show_json(store, args.ref))
+        return 0
     target = resolve(store, args.ref)
     summary = summarize(store, target.run.id)
     model = target.model or summary.model
     source = summary.source
     dataset = store.dataset(source.data_hash) if source.data_hash else None
-    deployed = _deployed(store).get(model.id, []) if model else []
+    deployed = deployed_now(store).get(model.id, []) if model else []
     monitored = list(reversed(store.monitorings(model_version_id=model.id, limit=20))) if model else []
-    if args.json:
-        print_json({
-            "run": to_jsonable(summary.run), "source_run": to_jsonable(source),
-            "cached": summary.cached, "model": to_jsonable(model) if model else None,
-            "dataset": to_jsonable(dataset) if dataset else None,
-            "validation": to_jsonable(summary.validation) if summary.validation else None,
-            "metrics": [{**to_jsonable(m), "delta": m.delta} for m in summary.metrics],
-            "gate": _gate_json(summary.gate), "deployed": deployed,
-            "monitorings": to_jsonable(monitored),
-        })
-        return 0
     print(_show_text(summary, model, dataset, deployed))
     if monitored:
         print("\n".join(monitoring_lines(monitored)[1:]))
@@ -271,6 +237,7 @@ def _show_text(summary: Any, model: Any, dataset: Any, deployed: list[str]) -> s
 
 
 def _lineage(store: Any, args: argparse.Namespace) -> int:
+    from cd4ml.reporting.api import lineage_json, prediction_json
     from cd4ml.reporting.console import print_json
     from cd4ml.reporting.lineage import (
         default_log_paths,
@@ -286,8 +253,7 @@ def _lineage(store: Any, args: argparse.Namespace) -> int:
         logs = args.log or default_log_paths()
         found = prediction_lineage(store, args.request_id, logs, args.pipeline)
         if args.json:
-            print_json({"prediction": found.prediction, "sha256_matches": found.sha256_matches,
-                        "lineage": _lineage_json(found.lineage)})
+            print_json(prediction_json(found))
         else:
             print(_prediction_text(found))
             print()
@@ -299,17 +265,10 @@ def _lineage(store: Any, args: argparse.Namespace) -> int:
                          "(e.g. wine:3); see 'cd4ml models'")
     result = lineage(store, *parsed)
     if args.json:
-        print_json(_lineage_json(result))
+        print_json(lineage_json(result))
     else:
         print(_lineage_text(result))
     return 0
-
-
-def _lineage_json(result: Any) -> dict:
-    from cd4ml.reporting.console import to_jsonable
-
-    return {**to_jsonable(result), "ref": result.model.ref, "gate": _gate_json(result.gate),
-            "environments": list(result.environments)}
 
 
 def _lineage_text(result: Any) -> str:
@@ -414,11 +373,12 @@ def _indent(text: str) -> str:
 
 
 def _compare(store: Any, args: argparse.Namespace) -> int:
-    from cd4ml.reporting.console import print_json, table, to_jsonable
+    from cd4ml.reporting.api import compare_json, label
+    from cd4ml.reporting.console import print_json, table
     from cd4ml.reporting.lineage import compare
 
     c = compare(store, args.a, args.b)
-    la, lb = _label(c.a), _label(c.b)
+    la, lb = label(c.a), label(c.b)
     header = ["kind", "name", "slice", "slice_value", la, lb, "delta"]
     rows = [("metric", m.name, m.slice, m.slice_value, m.a, m.b, m.delta) for m in c.metrics]
     rows += [("param", p.name, "", "", p.a, p.b, None) for p in c.params]
@@ -427,11 +387,7 @@ def _compare(store: Any, args: argparse.Namespace) -> int:
         if args.csv == "-":
             return 0
     if args.json:
-        print_json({"a": {"ref": la, **to_jsonable(c.a)}, "b": {"ref": lb, **to_jsonable(c.b)},
-                    "metrics": [{**to_jsonable(m), "delta": m.delta} for m in c.metrics],
-                    "params": to_jsonable(c.params),
-                    "changed_params": [p.name for p in c.changed_params],
-                    "differences": [{"what": w, "a": a, "b": b} for w, a, b in c.facts]})
+        print_json(compare_json(c))
         return 0
     out = [f"A: {la} (run {c.a.source.id})   B: {lb} (run {c.b.source.id})   delta = B - A"]
     out += [f"  {what:<16} {_fact(what, a)} -> {_fact(what, b)}" for what, a, b in c.facts]
@@ -453,10 +409,6 @@ def _compare(store: Any, args: argparse.Namespace) -> int:
 def _fact(what: str, value: str | None) -> str:
     # hashes are told apart by their first 12 characters; a branch name is shown whole
     return (value if what == "branch" else _short(value, 12)) or "-"
-
-
-def _label(r: Any) -> str:
-    return r.model.ref if r.model else r.source.id
 
 
 def _write_csv(target: str, header: list[str], rows: list[tuple]) -> None:

@@ -73,3 +73,8 @@ def git_info(cwd: str | Path | None = None) -> GitInfo:
              or os.environ.get("USER"))
     return GitInfo(commit=commit, branch=branch, dirty=bool(status), actor=actor,
                    producer=ci_producer())
+
+
+def remote_url(name: str, cwd: str | Path | None = None) -> str | None:
+    """The URL of the working repository's remote ``name`` (e.g. ``origin``); None without one."""
+    return _git(["remote", "get-url", name], Path(cwd or Path.cwd()))
