@@ -73,7 +73,7 @@ def scaffolded(tmp_path_factory) -> list[Path]:
 
 
 def test_scaffolded_workflows_match_githubs_schema_and_zizmor_finds_nothing(scaffolded):
-    assert [p.name for p in scaffolded] == ["cd4ml.yml", "promote.yml", "rollback.yml"]
+    assert [p.name for p in scaffolded] == ["cd4ml.yml", "monitor.yml", "promote.yml", "rollback.yml"]
     out = subprocess.run([_tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows",
                           *map(str, scaffolded)], capture_output=True, text=True, timeout=120,
                          check=False)
