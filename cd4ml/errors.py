@@ -1,6 +1,7 @@
 """The cd4ml exception tree.
 
     Cd4mlError                 every error a user can act on; exit code 2 unless said otherwise
+    ├── UsageError             the command line is wrong (a flag, an argument, their combination)
     ├── SpecError              the pipeline spec is wrong (file:line: what is wrong)
     ├── DataError              the data cannot be read or lacks what the spec names
     ├── StoreError             the metadata store cannot be reached or is inconsistent
@@ -27,6 +28,11 @@ class Cd4mlError(Exception):
     """Root of every error cd4ml raises on purpose."""
 
     exit_code = 2
+
+
+class UsageError(Cd4mlError):
+    """The command line (or the equivalent call) is malformed: a flag or argument is wrong,
+    missing, or goes only with another."""
 
 
 class SpecError(Cd4mlError):

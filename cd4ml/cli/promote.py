@@ -11,7 +11,7 @@ from cd4ml.cli.deploy import act, add_actor
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     add_common(p)
-    p.add_argument("version", metavar="MODEL_VERSION", help="e.g. 5 or wine:5")
+    p.add_argument("version", metavar="MODEL_VERSION", help="e.g. 5, wine:5 or wine@staging (the version running there)")
     p.add_argument("--to", required=True, metavar="ENV", help="the environment to promote into")
     p.add_argument("--approved-by", metavar="USER", type=person,
                    help="record USER's approval (checked on GitHub when GITHUB_TOKEN is set)")
@@ -19,8 +19,10 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cd4ml.refs import parse_model_ref
     from cd4ml.release.deploy import promote
 
-    return act(args, lambda spec, store: promote(spec, store, args.version, args.to,
+    ref = parse_model_ref(args.version)
+    return act(args, lambda spec, store: promote(spec, store, ref, args.to,
                                                  approved_by=args.approved_by, actor=args.actor,
-                                                 reason=args.reason))
+                                                 reason=args.reason), ref)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import getpass
 import os
-import re
 import socket
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from cd4ml.errors import Cd4mlError, DeployError
 from cd4ml.events import emit
+from cd4ml.refs import ModelRef, find_model
 
 if TYPE_CHECKING:
     from cd4ml.release.targets import Target
@@ -114,18 +114,6 @@ class HistoryEntry:
 # ----------------------------------------------------------------------------- choosing
 
 
-def parse_version(spec: Spec, text: str | int) -> int:
-    """``5``, ``v5`` or ``wine:5`` as the version number 5 (of this spec's pipeline)."""
-    s = str(text).strip()
-    m = re.fullmatch(r"(?:([a-z0-9][a-z0-9_-]*):)?v?(\d+)", s)
-    if not m:
-        raise DeployError(f"model version {s!r}: expected a number, v<number> or {spec.name}:<number>")
-    if m.group(1) and m.group(1) != spec.name:
-        raise DeployError(f"model version {s!r} belongs to pipeline {m.group(1)!r}, not {spec.name!r}; "
-                          f"pass --pipeline {m.group(1)}")
-    return int(m.group(2))
-
-
 def deployable_image(store: Store, model: ModelVersion) -> Image:
     """The newest image of ``model`` that passed infra validation."""
     for img in store.images_for(model.id):  # newest first
@@ -135,14 +123,14 @@ def deployable_image(store: Store, model: ModelVersion) -> Image:
                       f"'cd4ml build {model.version}'")
 
 
-def _choose(spec: Spec, store: Store, version: int | str | None) -> ModelVersion:
+def _choose(spec: Spec, store: Store, version: ModelRef | int | str | None) -> ModelVersion:
     if version is None:
         model = store.latest_model(spec.name, blessed=True)  # never one marked bad
         if model is None:
             raise DeployError(f"{spec.name} has no blessed version that is not marked bad; run "
                               "'cd4ml run', or name a version to deploy")
         return model
-    model = store.model(spec.name, parse_version(spec, version))
+    model = find_model(store, version, spec)
     if not model.blessed:
         raise DeployError(f"{model.ref} is not blessed (its gate did not pass); only blessed "
                           "versions are deployed: fix the model, or override the gate with a reason")
@@ -166,7 +154,7 @@ def actor_name(actor: str | None = None) -> str:
 # ----------------------------------------------------------------------------- actions
 
 
-def deploy(spec: Spec, store: Store, environment: str, version: int | str | None = None, *,
+def deploy(spec: Spec, store: Store, environment: str, version: ModelRef | int | str | None = None, *,
            actor: str | None = None, reason: str | None = None,
            target: Target | None = None) -> DeployResult:
     """Deploy ``version`` (default: the newest blessed one not marked bad) to ``environment``."""
@@ -177,7 +165,7 @@ def deploy(spec: Spec, store: Store, environment: str, version: int | str | None
                     actor=actor, reason=reason, target=target, preflight=True, failed_is_bad=True)
 
 
-def promote(spec: Spec, store: Store, version: int | str, to: str, *,
+def promote(spec: Spec, store: Store, version: ModelRef | int | str, to: str, *,
             approved_by: str | None = None, actor: str | None = None, reason: str | None = None,
             approver_check: ApproverCheck | None = _AUTO, target: Target | None = None,
             previous_target: Target | None = None) -> DeployResult:
@@ -195,7 +183,7 @@ def promote(spec: Spec, store: Store, version: int | str, to: str, *,
     if prev is None:
         raise DeployError(f"{to} is the first environment in {spec.path.name}; nothing is promoted "
                           f"into it: use 'cd4ml deploy --env {to}'")
-    model = store.model(spec.name, parse_version(spec, version))
+    model = find_model(store, version, spec)
     if not model.blessed:
         raise DeployError(f"{model.ref} is not blessed; only blessed versions are promoted")
     running = store.current_deployment(spec.name, prev.name)
@@ -225,7 +213,7 @@ def promote(spec: Spec, store: Store, version: int | str, to: str, *,
                     target=target, preflight=True, failed_is_bad=True)
 
 
-def rollback(spec: Spec, store: Store, environment: str, to: int | str | None = None, *,
+def rollback(spec: Spec, store: Store, environment: str, to: ModelRef | int | str | None = None, *,
              actor: str | None = None, reason: str | None = None,
              target: Target | None = None) -> DeployResult:
     """Put the previous good version back in ``environment`` (or version ``to``), with the image
@@ -233,7 +221,7 @@ def rollback(spec: Spec, store: Store, environment: str, to: int | str | None = 
     env = spec.environment(environment)
     current = store.current_deployment(spec.name, env.name)
     if to is not None:
-        model = store.model(spec.name, parse_version(spec, to))
+        model = find_model(store, to, spec)
         earlier = _earlier_deployment(store, spec, env, model.id)
         image_ref, digest = ((earlier.image_ref, earlier.details.get("image_digest")) if earlier
                              else _image_ref(deployable_image(store, model)))

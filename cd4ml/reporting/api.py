@@ -97,12 +97,12 @@ def models_json(store: Store, pipeline: str | None = None, limit: int = 50) -> l
 # ----------------------------------------------------------------------------- one run / version
 
 
-def show_json(store: Store, ref: str) -> dict:
-    """Everything recorded about a run id or ``PIPELINE:VERSION``."""
+def show_json(store: Store, ref: str, pipeline: str | None = None) -> dict:
+    """Everything recorded about a run id or a model version (a bare one of ``pipeline``)."""
     from cd4ml.reporting.lineage import resolve
     from cd4ml.reporting.summary import summarize
 
-    target = resolve(store, ref)
+    target = resolve(store, ref, pipeline)
     summary = summarize(store, target.run.id)
     model = target.model or summary.model
     source = summary.source

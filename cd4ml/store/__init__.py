@@ -329,6 +329,11 @@ class Store(WatchRecords):
         return "|".join([*("" if v is None else str(v) for v in row),
                          *(f"{status}={n}" for status, n in statuses)])
 
+    def pipelines(self) -> list[str]:
+        """The names of the pipelines with recorded runs, sorted."""
+        with self.read() as conn:
+            return sorted(conn.execute(sa.select(runs.c.pipeline).distinct()).scalars())
+
     def find_cached_run(self, pipeline: str, cache_key: str) -> Run | None:
         """The newest completed run with these inputs that produced a model."""
         q = (sa.select(runs).join(model_versions, model_versions.c.run_id == runs.c.id)

@@ -108,12 +108,14 @@ class Api:
         return error(404, f"no API route /api/{route}; see the table in cd4ml/ui/api.py")
 
     def _lineage(self, ref: str) -> Response:
-        from cd4ml.reporting.lineage import lineage, parse_model_ref
+        from cd4ml.errors import UsageError
+        from cd4ml.reporting.lineage import lineage
 
-        parsed = parse_model_ref(ref)
-        if parsed is None:
-            return error(400, f"{ref!r}: lineage starts from a model version, PIPELINE:VERSION")
-        return json_response(views.lineage_json(lineage(self.store, *parsed)))
+        try:
+            result = lineage(self.store, ref)  # the one grammar of model versions (cd4ml.refs)
+        except UsageError as e:
+            return error(400, str(e))
+        return json_response(views.lineage_json(result))
 
     def _compare(self, refs: list[str]) -> Response:
         from cd4ml.reporting.lineage import compare

@@ -52,8 +52,11 @@ def test_read_only_and_json_errors(ui):
     assert requests.post(ui + "api/runs", timeout=5).status_code == 405
     r = requests.get(ui + "api/nothing", timeout=5)
     assert r.status_code == 404 and "no API route" in r.json()["error"]
+    r = requests.get(ui + "api/show/fedcba987", timeout=5)
+    assert r.status_code == 404 and "no run 'fedcba987'" in r.json()["error"]
+    # neither a run id nor a model version: the one grammar's message (cd4ml.refs)
     r = requests.get(ui + "api/show/nosuchrun", timeout=5)
-    assert r.status_code == 404 and "no run 'nosuchrun'" in r.json()["error"]
+    assert r.status_code == 404 and "'nosuchrun': expected a run id" in r.json()["error"]
     r = requests.get(ui + "api/compare?ref=a", timeout=5)
     assert r.status_code == 400
     assert requests.get(ui + "static/../server.py", timeout=5).status_code == 404
