@@ -65,7 +65,7 @@ def body(spec: Spec, store: Store, result: MonitorResult) -> str:
     for v in result.versions:
         if not v.breaches:
             continue
-        lin = lineage(store, result.pipeline, v.model_version)
+        lin = lineage(store, v.model_version, result.pipeline)
         image = lin.images[-1] if lin.images else None
         data = f" ({lin.dataset.path}, {lin.dataset.rows} rows)" if lin.dataset else ""
         r = lin.run
