@@ -81,11 +81,13 @@ def _github() -> Any:
 
 def show(result: Any, as_json: bool) -> None:
     from cd4ml.reporting.console import paint, print_json
+    from cd4ml.states import DeploymentStatus
 
     if as_json:
         print_json(result)
         return
-    mark = {"healthy": ("✓", "green"), "unchanged": ("=", "green")}.get(result.status, ("✗", "red"))
+    mark = {DeploymentStatus.HEALTHY: ("✓", "green"),
+            DeploymentStatus.UNCHANGED: ("=", "green")}.get(result.status, ("✗", "red"))
     print(f"{paint(mark[0], mark[1])} {result.message}")
     print(f"  {result.action} {result.pipeline}:{result.version} -> {result.environment} "
           f"({result.target}), image {result.image}"

@@ -13,9 +13,10 @@
 Every action is recorded (store.start_deployment/finish_deployment) and holds the store lock
 ``deploy:<pipeline>:<env>``, so two deploys to one environment run one after the other. An
 action whose outcome is already in place (that version current and healthy) changes nothing
-and says so. Events (deployment_started, deployed, deployment_failed, rolled_back,
-deploy_unchanged) carry pipeline, environment, version, image, digest, url, status, action and
-the store's deployment id: the console and the GitHub reporter both listen to them.
+and says so. Events (:class:`~cd4ml.events.DeploymentStarted`, ``Deployed``,
+``DeploymentFailed``, ``RolledBack``, ``DeployUnchanged``) carry pipeline, environment, version,
+image, digest, url, status, action and the store's deployment id: the console and the GitHub
+reporter both listen to them.
 """
 
 from __future__ import annotations
@@ -29,10 +30,30 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cd4ml.errors import Cd4mlError, DeployError
-from cd4ml.events import emit
+from cd4ml.events import (
+    Deployed,
+    DeploymentFailed,
+    DeploymentStarted,
+    DeployUnchanged,
+    Event,
+    RolledBack,
+    StageFailed,
+    StageFinished,
+    StageStarted,
+    StageWarning,
+    emit,
+)
 from cd4ml.refs import ModelRef, find_model
+from cd4ml.states import (
+    ApprovalSource,
+    DeployAction,
+    DeploymentStatus,
+    GitHubDeploymentState,
+    InfraStatus,
+)
 
 if TYPE_CHECKING:
+    from cd4ml.integrations.github import GitHubReporter
     from cd4ml.release.targets import Target
     from cd4ml.spec import EnvironmentSpec, Spec
     from cd4ml.store import Deployment, Image, ModelVersion, Store
@@ -48,8 +69,8 @@ class DeployResult:
 
     pipeline: str
     environment: str
-    action: str  # deploy | promote | rollback
-    status: str  # healthy | unchanged | rolled_back | failed
+    action: DeployAction
+    status: DeploymentStatus  # healthy | unchanged | rolled_back | failed
     version: int
     image: str
     digest: str | None
@@ -63,7 +84,7 @@ class DeployResult:
 
     @property
     def ok(self) -> bool:
-        return self.status in ("healthy", "unchanged")
+        return self.status in (DeploymentStatus.HEALTHY, DeploymentStatus.UNCHANGED)
 
 
 class DeployFailed(DeployError):
@@ -83,7 +104,7 @@ class EnvironmentStatus:
     version: int | None
     image: str | None
     since: str | None
-    action: str | None
+    action: DeployAction | None
     actor: str | None
     deployment_id: int | None
     url: str | None
@@ -98,10 +119,10 @@ class HistoryEntry:
 
     id: int
     environment: str
-    action: str
+    action: DeployAction
     version: int
     image: str
-    status: str
+    status: DeploymentStatus
     current: bool
     actor: str | None
     reason: str | None
@@ -117,7 +138,7 @@ class HistoryEntry:
 def deployable_image(store: Store, model: ModelVersion) -> Image:
     """The newest image of ``model`` that passed infra validation."""
     for img in store.images_for(model.id):  # newest first
-        if img.infra_status == "passed":
+        if img.infra_status == InfraStatus.PASSED:
             return img
     raise DeployError(f"{model.ref} has no infra-validated image; build it with "
                       f"'cd4ml build {model.version}'")
@@ -135,7 +156,7 @@ def _choose(spec: Spec, store: Store, version: ModelRef | int | str | None) -> M
         raise DeployError(f"{model.ref} is not blessed (its gate did not pass); only blessed "
                           "versions are deployed: fix the model, or override the gate with a reason")
     if model.bad:
-        emit("warning", "deploy", f"{model.ref} is marked bad; deploying it because it was named")
+        emit(StageWarning("deploy", f"{model.ref} is marked bad; deploying it because it was named"))
     return model
 
 
@@ -161,7 +182,7 @@ def deploy(spec: Spec, store: Store, environment: str, version: ModelRef | int |
     env = spec.environment(environment)
     model = _choose(spec, store, version)
     image = deployable_image(store, model)
-    return _release(spec, store, env, model, image.reference, image.digest, action="deploy",
+    return _release(spec, store, env, model, image.reference, image.digest, action=DeployAction.DEPLOY,
                     actor=actor, reason=reason, target=target, preflight=True, failed_is_bad=True)
 
 
@@ -202,14 +223,14 @@ def promote(spec: Spec, store: Store, version: ModelRef | int | str, to: str, *,
             allowed, why = check(approved_by, model, env)
             if not allowed:
                 raise DeployError(f"{approved_by} may not approve {model.ref} for {to}: {why}")
-        store.record_approval(model.id, env.name, approved_by, "cli", details={"check": why})
+        store.record_approval(model.id, env.name, approved_by, ApprovalSource.CLI, details={"check": why})
     if env.requires_approval and not approved_by and not store.approvals(model.id, env.name):
         _record_review_approvals(store, model, env, approver_check)
     if env.requires_approval and not store.approvals(model.id, env.name):
         raise DeployError(f"{to} requires an approval of {model.ref}: pass --approved-by USER, or "
                           f"approve the '{to}' environment review on GitHub")
     return _release(spec, store, env, model, running.image_ref, running.details.get("image_digest"),
-                    action="promote", actor=actor, reason=reason or f"promoted from {prev.name}",
+                    action=DeployAction.PROMOTE, actor=actor, reason=reason or f"promoted from {prev.name}",
                     target=target, preflight=True, failed_is_bad=True)
 
 
@@ -234,19 +255,21 @@ def rollback(spec: Spec, store: Store, environment: str, to: ModelRef | int | st
                               "with --to VERSION")
         model = store.model_by_id(earlier.model_version_id)
         image_ref, digest = earlier.image_ref, earlier.details.get("image_digest")
-    result = _release(spec, store, env, model, image_ref, digest, action="rollback", actor=actor,
+    result = _release(spec, store, env, model, image_ref, digest, action=DeployAction.ROLLBACK, actor=actor,
                       reason=reason, target=target, preflight=False, failed_is_bad=False)
-    if result.status == "healthy" and current is not None and current.model_version_id != model.id:
+    if result.status == DeploymentStatus.HEALTHY and current is not None and current.model_version_id != model.id:
         bad = store.set_model_flags(current.model_version_id, bad=True)
-        emit("rolled_back", "rollback", f"{bad.ref} rolled back to {model.ref} in {env.name}; "
-             f"{bad.ref} is marked bad", **_event_data(result), rolled_back_version=bad.version)
+        emit(RolledBack(stage=DeployAction.ROLLBACK,
+                        message=f"{bad.ref} rolled back to {model.ref} in {env.name}; "
+                                f"{bad.ref} is marked bad",
+                        **_event_data(result), rolled_back_version=bad.version))
     return result
 
 
 def _previous_good(store: Store, spec: Spec, env: EnvironmentSpec,
                    current: Deployment) -> Deployment | None:
     for d in store.deployments(spec.name, env.name, limit=1000):  # newest first
-        if d.status == "replaced" and d.model_version_id != current.model_version_id \
+        if d.status == DeploymentStatus.REPLACED and d.model_version_id != current.model_version_id \
                 and not store.model_by_id(d.model_version_id).bad:
             return d
     return None
@@ -255,7 +278,7 @@ def _previous_good(store: Store, spec: Spec, env: EnvironmentSpec,
 def _earlier_deployment(store: Store, spec: Spec, env: EnvironmentSpec,
                         model_id: int) -> Deployment | None:
     for d in store.deployments(spec.name, env.name, model_version_id=model_id, limit=100):
-        if d.status in ("healthy", "replaced"):
+        if d.status in (DeploymentStatus.HEALTHY, DeploymentStatus.REPLACED):
             return d
     return None
 
@@ -268,7 +291,7 @@ def _image_ref(img: Image) -> tuple[str, str | None]:
 
 
 def _release(spec: Spec, store: Store, env: EnvironmentSpec, model: ModelVersion, image: str,
-             digest: str | None, *, action: str, actor: str | None, reason: str | None,
+             digest: str | None, *, action: DeployAction, actor: str | None, reason: str | None,
              target: Target | None, preflight: bool, failed_is_bad: bool) -> DeployResult:
     from cd4ml.release.render import render
     from cd4ml.release.targets import NotHealthy, get_target
@@ -280,27 +303,28 @@ def _release(spec: Spec, store: Store, env: EnvironmentSpec, model: ModelVersion
     with store.lock(f"deploy:{spec.name}:{env.name}", holder):
         current = store.current_deployment(spec.name, env.name)
         prev_model = store.model_by_id(current.model_version_id) if current else None
-        base = {"pipeline": spec.name, "environment": env.name, "action": action,
+        base: dict[str, Any] = {"pipeline": spec.name, "environment": env.name, "action": action,
                 "version": model.version, "image": image, "digest": digest, "target": env.target,
                 "previous_version": prev_model.version if prev_model else None}
         if current is not None and current.model_version_id == model.id and current.image_ref == image:
             health = target.health(spec, env)
             if health.ok:
-                result = DeployResult(**base, status="unchanged", url=current.url,
+                result = DeployResult(**base, status=DeploymentStatus.UNCHANGED, url=current.url,
                                       deployment_id=current.id, seconds=time.perf_counter() - started,
                                       message=f"{model.ref} already serves in {env.name} and is "
                                               "healthy; nothing to do")
-                emit("deploy_unchanged", action, result.message, **_event_data(result))
+                emit(DeployUnchanged(stage=action, message=result.message, **_event_data(result)))
                 return result
-        emit("stage_started", action, f"{action} {model.ref} to {env.name}")
+        emit(StageStarted(action, f"{action} {model.ref} to {env.name}"))
         dep = store.start_deployment(spec.name, env.name, model.id, image, env.target, action, who,
                                      reason, details={"image_digest": digest,
                                                       "previous_version": base["previous_version"]})
         # the commit the model was trained from is what is deployed (a rollback's is an old
         # one), not the commit of the workflow that happens to deploy it
-        emit("deployment_started", action, f"{action} {model.ref} to {env.name} ({env.target})",
-             **base, deployment_id=dep.id, actor=who, url=None, status="in_progress",
-             git_commit=store.run(model.run_id).git_commit)
+        emit(DeploymentStarted(stage=action, message=f"{action} {model.ref} to {env.name} ({env.target})",
+                               **base, deployment_id=dep.id, actor=who, url=None,
+                               status=DeploymentStatus.IN_PROGRESS,
+                               git_commit=store.run(model.run_id).git_commit))
         try:
             proxy_image = target.proxy_image(spec, env, image)
             rendered = render(spec, env, model, image, digest=digest, proxy_image=proxy_image)
@@ -310,7 +334,7 @@ def _release(spec: Spec, store: Store, env: EnvironmentSpec, model: ModelVersion
             applied = target.apply(rendered, timeout=env.health_timeout, previous=previous,
                                    preflight=preflight)
         except NotHealthy as e:
-            status = "rolled_back" if e.restored else "failed"
+            status = DeploymentStatus.ROLLED_BACK if e.restored else DeploymentStatus.FAILED
             store.finish_deployment(dep.id, status, details={"error": str(e), "restored": e.restored,
                                                                **_small(e.details)})
             if failed_is_bad:
@@ -322,30 +346,30 @@ def _release(spec: Spec, store: Store, env: EnvironmentSpec, model: ModelVersion
             result = DeployResult(**base, status=status, url=current.url if current else None,
                                   deployment_id=dep.id, seconds=time.perf_counter() - started,
                                   message=msg, details=_small(e.details))
-            emit("deployment_failed", action, msg, **_event_data(result))
-            emit("stage_failed", action, msg)
+            emit(DeploymentFailed(stage=action, message=msg, **_event_data(result)))
+            emit(StageFailed(action, msg))
             if e.restored and prev_model is not None:
-                emit("rolled_back", action, f"{env.name} rolled back to {prev_model.ref}",
-                     **{**_event_data(result), "version": prev_model.version,
-                        "image": current.image_ref if current else None,
-                        "rolled_back_version": model.version, "automatic": True})
+                emit(RolledBack(stage=action, message=f"{env.name} rolled back to {prev_model.ref}",
+                                **{**_event_data(result), "version": prev_model.version,
+                                   "image": current.image_ref if current else None},
+                                rolled_back_version=model.version, automatic=True))
             raise DeployFailed(msg, result) from None
         except BaseException as e:
             text = str(e) if isinstance(e, Cd4mlError) else f"{type(e).__name__}: {e}"
-            store.finish_deployment(dep.id, "failed", details={"error": text})
-            emit("deployment_failed", action, text, **base, deployment_id=dep.id, url=None,
-                 status="failed", actor=who)
-            emit("stage_failed", action, text)
+            store.finish_deployment(dep.id, DeploymentStatus.FAILED, details={"error": text})
+            emit(DeploymentFailed(stage=action, message=text, **base, deployment_id=dep.id, url=None,
+                                  status=DeploymentStatus.FAILED, actor=who))
+            emit(StageFailed(action, text))
             raise
-        done = store.finish_deployment(dep.id, "healthy", url=applied.url,
+        done = store.finish_deployment(dep.id, DeploymentStatus.HEALTHY, url=applied.url,
                                        details=_small(applied.details))
         seconds = time.perf_counter() - started
-        result = DeployResult(**base, status="healthy", url=applied.url, deployment_id=done.id,
+        result = DeployResult(**base, status=DeploymentStatus.HEALTHY, url=applied.url, deployment_id=done.id,
                               seconds=seconds, details=_small(applied.details),
                               message=f"{model.ref} serves in {env.name} at {applied.url} "
                                       f"({seconds:.1f} s)")
-        emit("deployed", action, result.message, **_event_data(result), actor=who)
-        emit("stage_finished", action, result.message)
+        emit(Deployed(stage=action, message=result.message, **_event_data(result), actor=who))
+        emit(StageFinished(action, result.message))
         return result
 
 
@@ -406,7 +430,7 @@ def _record_review_approvals(store: Store, model: ModelVersion, env: Environment
         if not allowed:
             refused.append(f"{review.user}: {why}")
             continue
-        store.record_approval(model.id, env.name, review.user, "github",
+        store.record_approval(model.id, env.name, review.user, ApprovalSource.GITHUB,
                               details={"check": why, "run_id": reporter.config.run_id,
                                        "comment": review.comment})
     if refused and not store.approvals(model.id, env.name):
@@ -414,21 +438,20 @@ def _record_review_approvals(store: Store, model: ModelVersion, env: Environment
                           f"people who may not approve {model.ref}: {'; '.join(refused)}")
 
 
-def github_listener(reporter: Any) -> Callable[[Any], None]:
-    """An event listener that mirrors deployments as GitHub Deployments through ``reporter``
-    (cd4ml.integrations.github.GitHubReporter): created in_progress when one starts, success or failure
-    when it ends."""
-    ids: dict[int, int | None] = {}
+def github_listener(reporter: GitHubReporter) -> Callable[[Event], None]:
+    """An event listener that mirrors deployments as GitHub Deployments through ``reporter``:
+    created in_progress when one starts, success or failure when it ends."""
+    ids: dict[int | None, int | None] = {}
 
-    def listen(e: Any) -> None:
-        d = e.data
-        if e.kind == "deployment_started":
-            ids[d["deployment_id"]] = reporter.deployment_started(
-                d["environment"], d["pipeline"], d["version"], d.get("image"), d.get("digest"),
-                ref=d.get("git_commit"), description=e.message)
-        elif e.kind in ("deployed", "deployment_failed") and d.get("deployment_id") in ids:
-            state = "success" if e.kind == "deployed" else "failure"
-            reporter.deployment_finished(ids.pop(d["deployment_id"]), state, d.get("url"),
+    def listen(e: Event) -> None:
+        if isinstance(e, DeploymentStarted):
+            ids[e.deployment_id] = reporter.deployment_started(
+                e.environment, e.pipeline, e.version, e.image, e.digest,
+                ref=e.git_commit, description=e.message)
+        elif isinstance(e, Deployed | DeploymentFailed) and e.deployment_id in ids:
+            state = (GitHubDeploymentState.SUCCESS if isinstance(e, Deployed)
+                     else GitHubDeploymentState.FAILURE)
+            reporter.deployment_finished(ids.pop(e.deployment_id), state, e.url,
                                          description=e.message[:140])
 
     return listen

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from cd4ml.states import MetricScope
 from cd4ml.store import GateDecision, Metric, ModelVersion, Run, Store, Validation
 
 
@@ -49,7 +50,7 @@ def metric_rows(metrics: list[Metric]) -> tuple[MetricRow, ...]:
     prod: dict[tuple[str, str, str], Metric] = {}
     for m in metrics:
         key = (m.name, m.slice, m.slice_value)
-        (prod if m.scope == "production" else cand)[key] = m
+        (prod if m.scope is MetricScope.PRODUCTION else cand)[key] = m
     rows = []
     for key in list(dict.fromkeys([*cand, *prod])):
         c, p = cand.get(key), prod.get(key)
