@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cd4ml.errors import DataError, StoreError
-from cd4ml.events import emit
+from cd4ml.events import StageFinished, StageStarted, emit
 from cd4ml.watch.logread import LogCounts, Part, records_in, split
 from cd4ml.watch.window import Window
 
@@ -144,7 +144,7 @@ def monitor(spec: Spec, store: Store, config: MonitorConfig) -> MonitorResult:
     """Monitor ``config.environment`` over ``config.window``; record and return the findings."""
     env = spec.environment(config.environment)
     paths = log_paths(spec, env, config.logs)
-    emit("stage_started", "monitor", f"reading {len(paths)} log(s) of {spec.name}/{env.name}")
+    emit(StageStarted("monitor", f"reading {len(paths)} log(s) of {spec.name}/{env.name}"))
     labels = _labels(store, spec.name, config.window)
     workers = _workers(store, paths, config.workers)
     if workers > 1:
@@ -175,8 +175,8 @@ def monitor(spec: Spec, store: Store, config: MonitorConfig) -> MonitorResult:
     result = MonitorResult(spec.name, env.name, config.window, tuple(findings),
                            counts.as_dict(), paths, traffic)
     breaches = sum(len(f.breaches) for f in findings)
-    emit("stage_finished", "monitor", f"{counts.predictions} predictions of "
-         f"{len(findings)} version(s): {breaches or 'no'} breach{'es' if breaches != 1 else ''}")
+    emit(StageFinished("monitor", f"{counts.predictions} predictions of {len(findings)} "
+                       f"version(s): {breaches or 'no'} breach{'es' if breaches != 1 else ''}"))
     return result
 
 

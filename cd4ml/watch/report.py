@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cd4ml.events import emit
+from cd4ml.events import StageProgress, emit
 
 if TYPE_CHECKING:
     from cd4ml.integrations.github import GitHubConfig
@@ -102,7 +102,7 @@ def report(spec: Spec, store: Store, result: MonitorResult, *, workflow: str | N
              f"(version {', '.join(map(str, breached))})")
     number, url, created = gh.upsert_issue(marker(result.pipeline, result.environment), title,
                                            text, LABEL)
-    emit("progress", "monitor", f"{'opened' if created else 'updated'} issue #{number}")
+    emit(StageProgress("monitor", f"{'opened' if created else 'updated'} issue #{number}"))
     dispatched = None
     if workflow:
         gh.dispatch_workflow(workflow, ref or "main")
