@@ -132,13 +132,13 @@ class WatchRecords:
     def record_monitoring(self, pipeline: str, environment: str, model_version_id: int,
                           window_from: str, window_to: str, rows: int, breached: bool,
                           findings: dict) -> Monitoring:
-        from cd4ml.store import now
+        from cd4ml.store import _inserted_id, now
 
         with self.tx() as conn:
-            mid = conn.execute(monitorings.insert().values(
+            mid = _inserted_id(conn.execute(monitorings.insert().values(
                 pipeline=pipeline, environment=environment, model_version_id=model_version_id,
                 window_from=window_from, window_to=window_to, rows=rows, breached=breached,
-                findings=findings, created_at=now())).inserted_primary_key[0]
+                findings=findings, created_at=now())))
             row = conn.execute(sa.select(monitorings).where(monitorings.c.id == mid)).first()
         return _to(Monitoring, row)
 
