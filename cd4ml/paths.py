@@ -31,3 +31,10 @@ def logs_root() -> Path:
     """``$CD4ML_LOGS``, else ``<home>/logs``: the prediction logs of deployed environments,
     ``<pipeline>/<environment>/<container>.jsonl``, kept when a container is replaced."""
     return _part("CD4ML_LOGS", "logs")
+
+
+def prediction_log_dir(pipeline: str, environment: str) -> Path:
+    """Where an environment's containers keep their prediction logs on the host: outlives the
+    containers, so a prediction stays traceable after its version was replaced (and
+    ``cd4ml monitor`` reads them back)."""
+    return (logs_root() / pipeline / environment).resolve()

@@ -30,10 +30,10 @@ REGRESSION_METRICS = ("rmse", "mae", "r2")
 LOWER_IS_BETTER = frozenset({"rmse", "mae"})
 DRIFT_METHODS = ("psi", "ks")
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
-# Where and how a model is served, not what it is or how it is judged: changing them must not
+# Where and how a model is served and watched, not what it is or how it is judged: changing them must not
 # retrain. Every other section is in the run cache key, a section added later too, since a cache
 # that retrains once too often costs minutes and one that reuses a stale model lies.
-SERVING_SECTIONS = ("environments", "image", "provenance")
+SERVING_SECTIONS = ("environments", "image", "provenance", "monitoring")
 _MODULE_ATTR = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
@@ -106,6 +106,30 @@ class DriftSpec:
 
 
 @dataclass(frozen=True)
+class MonitoringSpec:
+    """How ``cd4ml monitor`` judges a deployed version (see :mod:`cd4ml.watch`).
+
+    ``drift`` defaults to the spec's ``drift:`` section (the same methods and thresholds as
+    validation); ``rules`` default to the gates, with ``max_drop`` read against the offline
+    evaluation of the same version instead of production.
+    """
+
+    drift: DriftSpec = field(default_factory=DriftSpec)
+    prediction_threshold: float | None = None  # None: the drift threshold
+    rules: tuple[GateRule, ...] = ()
+    min_rows: int = 30  # fewer rows in a window: drift is shown, not judged
+    min_labels: int = 30  # fewer labelled rows: realised metrics are shown, not judged
+    max_refused_rate: float | None = None
+    max_out_of_range_rate: float | None = None
+
+    @property
+    def prediction_drift_threshold(self) -> float:
+        if self.prediction_threshold is not None:
+            return self.prediction_threshold
+        return self.drift.threshold
+
+
+@dataclass(frozen=True)
 class ImageSpec:
     """How the model server image is built and what budgets infra validation enforces."""
 
@@ -165,6 +189,7 @@ class Spec:
     image: ImageSpec
     environments: tuple[EnvironmentSpec, ...]
     expectations: Path | None = None
+    monitoring: MonitoringSpec = field(default_factory=MonitoringSpec)
     spec_hash: str = ""
     training_hash: str = ""  # the run cache's part of the spec: all but SERVING_SECTIONS
     lines: Mapping[str, int] = field(default_factory=dict, repr=False, compare=False)
@@ -492,22 +517,7 @@ def load_spec(path: str | Path) -> Spec:
         top.fail("no gates: a pipeline without gates would bless any model. Add gates: or say "
                  "allow_no_gates: true explicitly", "gates")
 
-    dr = top.section("drift", {})
-    drift = DriftSpec()
-    if dr:
-        feats = dr.get("features", dict, {})
-        for k, v in feats.items():
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-                dr.fail(f"expected a positive number, got {v!r}", "features", k)
-        drift = DriftSpec(
-            enabled=dr.get("enabled", bool, True),
-            method=dr.choice("method", DRIFT_METHODS, "psi"),
-            threshold=dr.get("threshold", float, 0.2 if dr.value.get("method", "psi") == "psi" else 0.1),
-            features={k: float(v) for k, v in feats.items()},
-        )
-        if drift.threshold <= 0:
-            dr.fail(f"must be a positive number, got {drift.threshold:g}", "threshold")
-        dr.done()
+    drift = _drift(top.section("drift", {}), DriftSpec())
 
     im = top.section("image", {})
     image = ImageSpec(repository=f"cd4ml/{name}")
@@ -537,6 +547,7 @@ def load_spec(path: str | Path) -> Spec:
 
     environments = _environments(top)
     expectations = top.file_path("expectations", root, None)
+    monitoring = _monitoring(top, lines, file, metrics, data, drift, gates)
     provenance = Provenance(top.choice("provenance", tuple(Provenance), Provenance.ANY.value))
     top.done()
 
@@ -545,17 +556,72 @@ def load_spec(path: str | Path) -> Spec:
     return Spec(
         name=name, path=file, data=data, model=model, split=split, metrics=tuple(metrics),
         gates=gates, allow_no_gates=allow_no_gates, drift=drift, image=image,
-        environments=environments, expectations=expectations, spec_hash=spec_hash,
-        training_hash=training_hash, lines=lines, provenance=provenance,
+        environments=environments, expectations=expectations, monitoring=monitoring,
+        spec_hash=spec_hash, training_hash=training_hash, lines=lines, provenance=provenance,
     )
 
 
+def _drift(dr: _Section | None, default: DriftSpec) -> DriftSpec:
+    """A ``drift:`` section (top level, or under ``monitoring:``) over ``default``."""
+    if not dr:
+        return default
+    feats = dr.get("features", dict, dict(default.features))
+    for k, v in feats.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            dr.fail(f"expected a positive number, got {v!r}", "features", k)
+    method = dr.choice("method", DRIFT_METHODS, default.method)
+    if method == default.method:
+        threshold = default.threshold
+    else:
+        threshold = 0.2 if method == "psi" else 0.1
+    drift = DriftSpec(
+        enabled=dr.get("enabled", bool, default.enabled),
+        method=method,
+        threshold=dr.get("threshold", float, threshold),
+        features={k: float(v) for k, v in feats.items()},
+    )
+    if drift.threshold <= 0:
+        dr.fail(f"must be a positive number, got {drift.threshold:g}", "threshold")
+    dr.done()
+    return drift
+
+
+def _monitoring(top: _Section, lines: dict[str, int], file: Path, metrics: tuple[str, ...],
+                data: DataSpec, drift: DriftSpec, gates: tuple[GateRule, ...]) -> MonitoringSpec:
+    mo = top.section("monitoring", {})
+    if not mo:
+        return MonitoringSpec(drift=drift, rules=gates)
+    rules = _gates(mo, lines, file, metrics, data, key="rules") if "rules" in mo.value else gates
+    out = MonitoringSpec(
+        drift=_drift(mo.section("drift", {}), drift),
+        prediction_threshold=mo.get("prediction_threshold", float, None),
+        rules=rules,
+        min_rows=mo.get("min_rows", int, 30),
+        min_labels=mo.get("min_labels", int, 30),
+        max_refused_rate=mo.get("max_refused_rate", float, None),
+        max_out_of_range_rate=mo.get("max_out_of_range_rate", float, None),
+    )
+    mo.seen.add("rules")
+    if out.prediction_threshold is not None and out.prediction_threshold <= 0:
+        mo.fail("must be a positive number", "prediction_threshold")
+    for key in ("min_rows", "min_labels"):
+        if getattr(out, key) < 1:
+            mo.fail("must be at least 1", key)
+    for key in ("max_refused_rate", "max_out_of_range_rate"):
+        value = getattr(out, key)
+        if value is not None and not 0 <= value <= 1:
+            mo.fail("must be a share between 0 and 1", key)
+    mo.done()
+    return out
+
+
 def _gates(top: _Section, lines: dict[str, int], file: Path, metrics: tuple[str, ...],
-           data: DataSpec) -> tuple[GateRule, ...]:
-    raw = top.get("gates", list, [])
+           data: DataSpec, key: str = "gates") -> tuple[GateRule, ...]:
+    raw = top.get(key, list, [])
     rules = []
     for i, item in enumerate(raw):
-        g = _Section(file, lines, ("gates", i), item)
+        path = top.path + (key, i)
+        g = _Section(file, lines, path, item)
         metric = g.get("metric", str)
         if metric not in metrics:
             g.fail(f"metric {metric!r} is not computed; add it to metrics: ({', '.join(metrics)})", "metric")
@@ -565,10 +631,11 @@ def _gates(top: _Section, lines: dict[str, int], file: Path, metrics: tuple[str,
             max=g.get("max", float, None),
             max_drop=g.get("max_drop", float, None),
             slice=g.get("slice", str, None),
-            line=lines.get(_key(("gates", i)), 0),
+            line=lines.get(_key(path), 0),
         )
         if rule.min is None and rule.max is None and rule.max_drop is None:
-            g.fail("a gate needs at least one of min, max, max_drop")
+            g.fail(f"a {'gate' if key == 'gates' else 'rule'} needs at least one of min, max, "
+                   "max_drop")
         if rule.max_drop is not None and rule.max_drop < 0:
             g.fail("max_drop must be >= 0 (the largest worsening allowed)", "max_drop")
         if rule.slice is not None and rule.slice not in data.slices:

@@ -138,8 +138,8 @@ def table_columns(url: str) -> dict[str, list[str]]:
 
 def table_rows(url: str, exclude: tuple[str, ...] = (),
                keep: dict[str, list[str]] | None = None) -> dict[str, list[tuple]]:
-    """Every row of every table, each table's rows sorted; with ``keep``, only those columns of
-    each table (what a store had before a migration added columns)."""
+    """Every row of every table, each table's rows sorted; with ``keep``, only those tables and
+    columns (what a store had before migrations added tables and columns)."""
     import sqlalchemy as sa
 
     engine = sa.create_engine(url)
@@ -149,7 +149,8 @@ def table_rows(url: str, exclude: tuple[str, ...] = (),
         with engine.connect() as conn:
             out = {}
             for name, table in sorted(meta.tables.items()):
-                if name in exclude:
+                # with ``keep``: a table a later migration created had no rows before it
+                if name in exclude or (keep is not None and name not in keep):
                     continue
                 cols = [table.c[c] for c in keep[name]] if keep is not None else [table]
                 out[name] = sorted((tuple(r) for r in conn.execute(sa.select(*cols))), key=repr)

@@ -38,6 +38,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("predict", "send rows to a deployed environment and show the answer"),
     "status": ("status", "what runs where: version, image, since when, health"),
     "history": ("history", "every deploy, promotion and rollback of an environment"),
+    "monitor": ("monitor", "judge what a deployed model met and how it did, from its prediction log"),
+    "labels": ("labels", "add ground truth for logged predictions (labels add FILE)"),
     "ui": ("ui", "a read-only web view of the store: runs, compare, lineage, environments"),
     "report": ("report", "post a run's results to GitHub (status, check run, PR comment)"),
     "init": ("init", "scaffold cd4ml in a repository from a sample of your data"),

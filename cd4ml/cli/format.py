@@ -66,3 +66,24 @@ def status(status: RunStatus) -> str:
 
 def indent(text: str) -> str:
     return "\n".join("  " + line for line in text.splitlines())
+
+
+def monitoring_lines(found: Any) -> list[str]:
+    """The recorded monitoring results of a version (``cd4ml monitor``), one row each: the
+    window, its rows, and the first breach with how many more."""
+    from cd4ml.reporting.console import paint, table
+
+    if not found:
+        return []
+
+    def breaches(m: Any) -> str:
+        said = m.findings.get("breaches") or []
+        if not said:
+            return "-"
+        first = said[0] if len(said[0]) <= 60 else said[0][:59] + "…"
+        return first + (f" (+{len(said) - 1} more)" if len(said) > 1 else "")
+
+    rows = [(m.environment, f"{when(m.window_from)} .. {when(m.window_to)}", m.rows,
+             paint("BREACH", "red") if m.breached else "ok", breaches(m)) for m in found]
+    return ["monitoring", indent(table(["environment", "window", "rows", "status", "breaches"],
+                                       rows))]

@@ -7,7 +7,7 @@ import argparse
 from typing import Any
 
 from cd4ml.cli.common import add_json, add_read_pipeline, add_store, open_store, read_pipeline
-from cd4ml.cli.format import gate_word, indent, override_line, short, status, when
+from cd4ml.cli.format import gate_word, indent, monitoring_lines, override_line, short, status, when
 from cd4ml.errors import UsageError
 
 
@@ -104,6 +104,8 @@ def _lineage_text(result: Any) -> str:
     else:
         out.append("deployments none")
     out.append(f"serving now: {', '.join(result.environments) or 'nowhere'}")
+    if result.monitorings:
+        out += ["  ↓", *monitoring_lines(result.monitorings)]
     return "\n".join(out)
 
 

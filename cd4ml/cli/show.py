@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from cd4ml.cli.common import add_json, add_read_pipeline, add_store, open_store, read_pipeline
-from cd4ml.cli.format import duration, override_line, status, when
+from cd4ml.cli.format import duration, monitoring_lines, override_line, status, when
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
@@ -35,7 +35,11 @@ def run(args: argparse.Namespace) -> int:
         source = summary.source
         dataset = store.dataset(source.data_hash) if source.data_hash else None
         deployed = deployed_now(store).get(model.id, []) if model else []
+        monitored = list(reversed(store.monitorings(model_version_id=model.id, limit=20))) \
+            if model else []
     print(_show_text(summary, model, dataset, deployed))
+    if monitored:
+        print("\n".join(monitoring_lines(monitored)))
     return 0
 
 

@@ -367,6 +367,35 @@ class GitHubReporter:
         created = self._call(f"POST issues/{number}/comments", lambda: issue.create_comment(body))
         return str(created.html_url)
 
+    # ---- issues and workflow dispatches (monitoring: raise TrackerError; the caller decides)
+
+    def upsert_issue(self, marker: str, title: str, body: str, label: str) -> tuple[int, str, bool]:
+        """The one open issue carrying ``marker`` (labelled ``label``), updated in place, or a
+        new one; (number, address, created)."""
+        body = _clip(body)
+        page = 1
+        while True:
+            found = self._api("GET", "/issues", 200, params={
+                "state": "open", "labels": label, "per_page": 100, "page": page}) or []
+            mine = next((i for i in found if marker in (i.get("body") or "")
+                         and "pull_request" not in i), None)
+            if mine is not None:
+                n = int(mine["number"])
+                done = self._api("PATCH", f"/issues/{n}", 200, {"title": title, "body": body})
+                return n, str(done.get("html_url") or ""), False
+            if len(found) < 100:
+                break
+            page += 1
+        made = self._api("POST", "/issues", 201, {"title": title, "body": body, "labels": [label]})
+        return int(made["number"]), str(made.get("html_url") or ""), True
+
+    def dispatch_workflow(self, workflow: str, ref: str, inputs: dict[str, str] | None = None) -> None:
+        """Start ``workflow`` (its file name or id) on ``ref`` (``workflow_dispatch``)."""
+        body: dict[str, Any] = {"ref": ref}
+        if inputs:
+            body["inputs"] = inputs
+        self._api("POST", f"/actions/workflows/{workflow}/dispatches", 204, body)
+
     # ---- deployments (notifications: warn unless strict)
 
     def deployment_started(self, environment: str, pipeline: str, model_version: int,

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cd4ml.errors import SpecError
+from cd4ml.paths import prediction_log_dir
 
 if TYPE_CHECKING:
     from cd4ml.spec import EnvironmentSpec, Spec
@@ -187,14 +188,6 @@ def context(spec: Spec, env: EnvironmentSpec, model: ModelVersion, image: str, *
         # swarm configs are immutable: a changed proxy gets a new name, an unchanged one keeps it
         "proxy_config": f"{name}-proxy-{hashlib.sha256(proxy.encode()).hexdigest()[:12]}",
     }
-
-
-def prediction_log_dir(pipeline: str, environment: str) -> Path:
-    """Where an environment's containers keep their prediction logs on the host: outlives the
-    containers, so a prediction stays traceable after its version was replaced."""
-    from cd4ml.paths import logs_root
-
-    return (logs_root() / pipeline / environment).resolve()
 
 
 def base_image(spec: Spec) -> str:

@@ -117,6 +117,9 @@ def show_json(store: Store, ref: str, pipeline: str | None = None) -> dict:
         "deployed": deployed_now(store).get(model.id, []) if model else [],
         "images": to_jsonable(store.images_for(model.id)) if model else [],
         "approvals": to_jsonable(store.approvals(model.id)) if model else [],
+        # what cd4ml monitor found for this version, oldest first (findings: see cd4ml.watch)
+        "monitorings": to_jsonable(list(reversed(store.monitorings(model_version_id=model.id,
+                                                                   limit=20)))) if model else [],
     }
 
 
@@ -124,7 +127,7 @@ def show_json(store: Store, ref: str, pipeline: str | None = None) -> dict:
 
 
 def lineage_json(result: Any) -> dict:
-    """A ``Lineage``: data set, run, model, gate, images and deployments."""
+    """A ``Lineage``: data set, run, model, gate, images, deployments and monitoring results."""
     return {**to_jsonable(result), "ref": result.model.ref, "gate": gate_json(result.gate),
             "environments": list(result.environments)}
 

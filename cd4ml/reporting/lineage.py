@@ -20,7 +20,16 @@ from typing import Any
 from cd4ml.errors import DataError, StoreError, UsageError
 from cd4ml.refs import ModelRef, find_model, parse_model_ref, parse_run_or_model
 from cd4ml.states import MetricScope
-from cd4ml.store import Dataset, Deployment, GateDecision, Image, ModelVersion, Run, Store
+from cd4ml.store import (
+    Dataset,
+    Deployment,
+    GateDecision,
+    Image,
+    ModelVersion,
+    Monitoring,
+    Run,
+    Store,
+)
 
 
 @dataclass(frozen=True)
@@ -33,6 +42,7 @@ class Lineage:
     gate: GateDecision | None
     images: tuple[Image, ...]
     deployments: tuple[Deployment, ...]
+    monitorings: tuple[Monitoring, ...] = ()  # what ``cd4ml monitor`` found, oldest first
 
     @property
     def environments(self) -> tuple[str, ...]:
@@ -94,6 +104,7 @@ def lineage(store: Store, ref: ModelRef | str | int, pipeline: str | None = None
         images=tuple(sorted(store.images_for(model.id), key=lambda i: i.id)),
         deployments=tuple(sorted(store.deployments(model_version_id=model.id, limit=10_000),
                                  key=lambda d: d.id)),
+        monitorings=tuple(reversed(store.monitorings(model_version_id=model.id, limit=20))),
     )
 
 

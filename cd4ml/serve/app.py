@@ -127,12 +127,17 @@ class App:
         if predictor is None:
             raise schema.RequestError(503, "the model is still loading; retry when GET /ready "
                                       "answers 200")
-        batch = schema.parse(schema.decode(request.body), self.fields, self.max_rows)
         try:
-            result = predictor.predict(batch.rows)
-        except (ValueError, TypeError, OverflowError) as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise schema.RequestError(422, f"the model refused the input: {first}") from None
+            batch = schema.parse(schema.decode(request.body), self.fields, self.max_rows)
+            try:
+                result = predictor.predict(batch.rows)
+            except (ValueError, TypeError, OverflowError) as e:
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise schema.RequestError(422, f"the model refused the input: {first}") from None
+        except schema.RequestError as e:
+            # monitoring counts refused requests over its window from the log
+            self.log.refuse(request.when, request.id, e.status, e.message)
+            raise
         # the probabilities are encoded once, for the answer and the log alike
         probabilities = result.probabilities_json()
         self.log.record(request.when, request.id, self.names, batch.rows, result.predictions,

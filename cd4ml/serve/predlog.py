@@ -9,8 +9,10 @@ their lines never interleave, whether the log is a file or a pipe (a pipe write 
 shutdown (SIGTERM included) loses nothing that was answered.
 
 Each line: ``{"time", "request_id", "pipeline", "model_version", "model_sha256", "inputs":
-[{feature: value}...], "predictions": [...], "probabilities": [{class: p}...] | null}``.
-Readers (``cd4ml lineage --request-id``, ``cd4ml monitor``) depend on it: add fields, never
+[{feature: value}...], "predictions": [...], "probabilities": [{class: p}...] | null}``; a
+``POST /predict`` the server refused (a body or row it could not take) is a line with
+``"refused": {"status", "error"}`` instead of inputs and predictions, so that monitoring can
+tell the rate of refused requests over any window. Readers (``cd4ml lineage --request-id``, ``cd4ml monitor``) depend on it: add fields, never
 rename them.
 
 The inputs are encoded with a per-request template (``{"f1":%r,...}``) instead of a dict per
@@ -120,6 +122,12 @@ class PredictionLog:
             self._pending += n
             self._cv.notify_all()
 
+    def refuse(self, when: float, request_id: str, status: int, error: str) -> None:
+        """Queue the line of a refused request (its body is not kept: it could not be read)."""
+        with self._cv:
+            self._queue.append((when, request_id, None, [], status, error))
+            self._cv.notify_all()
+
     def close(self) -> None:
         """Write out everything queued, then stop the writer (and close a file we opened)."""
         if self._thread.is_alive():
@@ -144,7 +152,8 @@ class PredictionLog:
             if stop:
                 batch.pop()
             if batch:
-                data = b"".join(self._line(*entry) for entry in batch)
+                data = b"".join(self._line(*entry) if entry[2] is not None
+                                else self._refused(*entry) for entry in batch)
                 with self._cv:
                     self._pending -= sum(len(entry[3]) for entry in batch)
                     self._cv.notify_all()
@@ -162,6 +171,14 @@ class PredictionLog:
             json.dumps(predictions, separators=(",", ":"), default=str), ',"probabilities":',
             probabilities if isinstance(probabilities, str) else
             json.dumps(probabilities, separators=(",", ":"), default=str), "}\n")).encode()
+
+    def _refused(self, when: float, request_id: str, names: None, rows: list, status: int,
+                 error: str) -> bytes:
+        stamp = datetime.fromtimestamp(when, UTC).isoformat(timespec="microseconds")
+        return "".join((
+            '{"time":"', stamp.replace("+00:00", "Z"), '","request_id":',
+            encode_basestring_ascii(request_id), ",", self._model, ',"refused":',
+            json.dumps({"status": status, "error": error[:500]}), "}\n")).encode()
 
     def _write(self, data: bytes, count: int) -> None:
         view = memoryview(data)

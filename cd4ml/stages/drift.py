@@ -156,51 +156,87 @@ def psi(expected: Iterable[float], actual: Iterable[float], epsilon: float = EPS
 
 def numeric_psi(stats: Mapping[str, Any], series: pd.Series) -> float:
     """PSI of a numeric column against its training statistics; missing values are a bin."""
-    import numpy as np
-
     values = _values(series)
-    n_new = len(series)
-    if n_new == 0:
-        return 0.0
-    train_missing = _missing_share(stats)
-    new_missing = 1.0 - len(values) / n_new
-    edges = stats.get("edges") or []
-    if len(edges) != BINS + 1:  # training saw no value: only the missing share can be compared
-        return psi([1 - train_missing, train_missing], [1 - new_missing, new_missing])
-    expected = np.asarray(stats["proportions"], dtype="float64") * (1 - train_missing)
-    actual = _bin_shares(values, edges) * (1 - new_missing)
-    return psi(np.append(expected, train_missing), np.append(actual, new_missing))
+    return binned_numeric_psi(stats, bin_counts(stats, values), len(series) - len(values))
 
 
 def numeric_ks(stats: Mapping[str, Any], series: pd.Series) -> float:
     """KS distance at the training deciles (see the module docstring for the approximation)."""
-    import numpy as np
-
-    values = _values(series)
-    edges = stats.get("edges") or []
-    if len(edges) != BINS + 1:
-        return 0.0 if len(values) == 0 else 1.0
-    if len(values) == 0:
-        return 1.0  # values were there in training and none are now
-    train_cdf = np.cumsum(np.asarray(stats["proportions"], dtype="float64"))[:-1]
-    new_cdf = np.cumsum(_bin_shares(values, edges))[:-1]
-    return float(np.max(np.abs(train_cdf - new_cdf)))
+    return binned_numeric_ks(stats, bin_counts(stats, _values(series)))
 
 
 def categorical_psi(stats: Mapping[str, Any], series: pd.Series) -> float:
     """PSI over category shares; unseen categories and missing values are categories too."""
     present = series.dropna().astype(str)
-    n_new = len(series)
+    counts = {str(k): int(v) for k, v in present.value_counts().items()}
+    return binned_categorical_psi(stats, counts, len(series) - len(present))
+
+
+# Counts instead of a column: what monitoring accumulates while it streams a prediction log,
+# scored by the very same formulas.
+
+
+def bin_counts(stats: Mapping[str, Any], values: np.ndarray) -> np.ndarray:
+    """How many of the finite ``values`` fall in each training bin (one count of all of them
+    when training saw no value and has no bins)."""
+    import numpy as np
+
+    edges = stats.get("edges") or []
+    if len(edges) != BINS + 1:
+        return np.array([len(values)], dtype="int64")
+    interior = np.asarray(edges, dtype="float64")[1:-1]
+    return np.bincount(np.searchsorted(interior, values, side="right"), minlength=BINS)
+
+
+def binned_numeric_psi(stats: Mapping[str, Any], counts: Any, missing: int) -> float:
+    """PSI from :func:`bin_counts` of the values present and the number of missing ones."""
+    import numpy as np
+
+    counts = np.asarray(counts, dtype="float64")
+    present = float(counts.sum())
+    n_new = present + missing
+    if n_new == 0:
+        return 0.0
+    train_missing = _missing_share(stats)
+    new_missing = 1.0 - present / n_new
+    edges = stats.get("edges") or []
+    if len(edges) != BINS + 1:  # training saw no value: only the missing share can be compared
+        return psi([1 - train_missing, train_missing], [1 - new_missing, new_missing])
+    expected = np.asarray(stats["proportions"], dtype="float64") * (1 - train_missing)
+    shares = counts / present if present else np.zeros(BINS)
+    actual = shares * (1 - new_missing)
+    return psi(np.append(expected, train_missing), np.append(actual, new_missing))
+
+
+def binned_numeric_ks(stats: Mapping[str, Any], counts: Any) -> float:
+    """KS distance at the training deciles from :func:`bin_counts` of the values present."""
+    import numpy as np
+
+    counts = np.asarray(counts, dtype="float64")
+    present = float(counts.sum())
+    edges = stats.get("edges") or []
+    if len(edges) != BINS + 1:
+        return 0.0 if present == 0 else 1.0
+    if present == 0:
+        return 1.0  # values were there in training and none are now
+    train_cdf = np.cumsum(np.asarray(stats["proportions"], dtype="float64"))[:-1]
+    new_cdf = np.cumsum(counts / present)[:-1]
+    return float(np.max(np.abs(train_cdf - new_cdf)))
+
+
+def binned_categorical_psi(stats: Mapping[str, Any], counts: Mapping[str, int],
+                           missing: int) -> float:
+    """PSI over category shares from the count of each value (as text) and of missing ones."""
+    n_new = sum(counts.values()) + missing
     if n_new == 0:
         return 0.0
     freqs: Mapping[str, float] = stats.get("frequencies") or {}
     train_missing = _missing_share(stats)
-    new_counts = present.value_counts()
-    cats = sorted(set(freqs) | set(new_counts.index))
+    cats = sorted(set(freqs) | set(counts))
     expected = [float(freqs.get(c, 0.0)) * (1 - train_missing) for c in cats]
-    actual = [float(new_counts.get(c, 0)) / n_new for c in cats]
+    actual = [float(counts.get(c, 0)) / n_new for c in cats]
     expected.append(train_missing)
-    actual.append(1 - len(present) / n_new)
+    actual.append(missing / n_new)
     return psi(expected, actual)
 
 
@@ -215,15 +251,35 @@ def feature_drift(name: str, stats: Mapping[str, Any], series: pd.Series, method
                   threshold: float) -> DriftOutcome:
     """One feature's drift; categorical features use PSI whatever ``method`` says."""
     if stats.get("kind") == "categorical":
-        used = "psi"
-        statistic = categorical_psi(stats, series)
-    elif method == "ks":
-        used, statistic = "ks", numeric_ks(stats, series)
-    else:
-        used, statistic = "psi", numeric_psi(stats, series)
+        return _outcome(name, "psi", categorical_psi(stats, series), threshold)
+    if method == "ks":
+        return _outcome(name, "ks", numeric_ks(stats, series), threshold)
+    return _outcome(name, "psi", numeric_psi(stats, series), threshold)
+
+
+def counted_drift(name: str, stats: Mapping[str, Any], counts: Any, missing: int, method: str,
+                  threshold: float) -> DriftOutcome:
+    """:func:`feature_drift` from counts: :func:`bin_counts` for a numeric feature, ``{value as
+    text: count}`` for a categorical one, and the number of missing values."""
+    if stats.get("kind") == "categorical":
+        return _outcome(name, "psi", binned_categorical_psi(stats, counts, missing), threshold)
+    if method == "ks":
+        return _outcome(name, "ks", binned_numeric_ks(stats, counts), threshold)
+    return _outcome(name, "psi", binned_numeric_psi(stats, counts, missing), threshold)
+
+
+def _outcome(name: str, method: str, statistic: float, threshold: float) -> DriftOutcome:
     statistic = round(statistic, 12) if math.isfinite(statistic) else statistic
-    return DriftOutcome(feature=name, method=used, statistic=statistic, threshold=float(threshold),
-                        drifted=bool(statistic > threshold))
+    return DriftOutcome(feature=name, method=method, statistic=statistic,
+                        threshold=float(threshold), drifted=bool(statistic > threshold))
+
+
+def threshold_for(spec: DriftSpec, name: str, stats: Mapping[str, Any]) -> float:
+    """The threshold a feature is held to: its own, else the spec's; a categorical feature
+    under KS gets the PSI threshold, as it is measured by PSI."""
+    if stats.get("kind") == "categorical" and spec.method != "psi" and name not in spec.features:
+        return CATEGORICAL_PSI_THRESHOLD
+    return spec.threshold_for(name)
 
 
 def detect_drift(frame: pd.DataFrame, baseline: Mapping[str, Mapping[str, Any]],
@@ -234,9 +290,6 @@ def detect_drift(frame: pd.DataFrame, baseline: Mapping[str, Mapping[str, Any]],
         stats = baseline.get(name)
         if stats is None or name not in frame.columns:
             continue
-        if stats.get("kind") == "categorical" and spec.method != "psi" and name not in spec.features:
-            threshold = CATEGORICAL_PSI_THRESHOLD
-        else:
-            threshold = spec.threshold_for(name)
-        out.append(feature_drift(name, stats, frame[name], spec.method, threshold))
+        out.append(feature_drift(name, stats, frame[name], spec.method,
+                                 threshold_for(spec, name, stats)))
     return tuple(out)

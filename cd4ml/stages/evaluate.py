@@ -94,6 +94,10 @@ def _evaluate(spec: Spec, store: Store, model: ModelVersion, run_id: str,
     _require_columns(spec, model, test, features)
     metrics, slices, cm, labels = _score_model(spec, candidate, model, test, features)
     rows = _metric_rows(metrics, slices, MetricScope.CANDIDATE, model.version)
+    # what monitoring later compares the deployed version's live predictions with
+    from cd4ml.watch import baseline
+
+    baseline.record(store, model, candidate, test[features], test[target])
 
     production = store.production_model(spec.name, spec.production.name if spec.production else None)
     prod_metrics = prod_slices = None

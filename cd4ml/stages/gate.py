@@ -57,8 +57,10 @@ _NO_PRODUCTION = object()  # no production model at all, as opposed to one witho
 
 def check_rules(rules: Iterable[GateRule], metrics: Mapping[str, float], slices: Slices | None,
                 production_metrics: Mapping[str, float] | None = None,
-                production_slices: Slices | None = None) -> list[RuleOutcome]:
-    """Check every rule against the candidate's metrics (and production's, for ``max_drop``).
+                production_slices: Slices | None = None,
+                against: str = "production") -> list[RuleOutcome]:
+    """Check every rule against the candidate's metrics (and production's, for ``max_drop``;
+    ``against`` names that baseline in the reasons: monitoring compares with "offline").
 
     Pure: no store, no I/O. A slice rule yields one outcome per value of its slice column.
     """
@@ -67,7 +69,7 @@ def check_rules(rules: Iterable[GateRule], metrics: Mapping[str, float], slices:
     for rule in rules:
         if rule.slice is None:
             baseline = _lookup(production_metrics, rule.metric) if has_production else _NO_PRODUCTION
-            out += _check(rule, None, None, _lookup(metrics, rule.metric), baseline)
+            out += _check(rule, None, None, _lookup(metrics, rule.metric), baseline, against)
             continue
         values = (slices or {}).get(rule.slice) or {}
         if not values:
@@ -79,7 +81,8 @@ def check_rules(rules: Iterable[GateRule], metrics: Mapping[str, float], slices:
         for value in sorted(values, key=str):
             baseline = (_lookup(prod_values.get(value), rule.metric) if has_production
                         else _NO_PRODUCTION)
-            out += _check(rule, rule.slice, str(value), _lookup(values[value], rule.metric), baseline)
+            out += _check(rule, rule.slice, str(value), _lookup(values[value], rule.metric),
+                          baseline, against)
     return out
 
 
@@ -113,7 +116,7 @@ def _at_most(a: float, b: float) -> bool:
 
 
 def _check(rule: GateRule, col: str | None, value: str | None, observed: float | None,
-           baseline: Any) -> list[RuleOutcome]:
+           baseline: Any, against: str = "production") -> list[RuleOutcome]:
     name = rule.metric + (f"[{col}={value}]" if col else "")
     shown_baseline = None if baseline is _NO_PRODUCTION else baseline
     bad = _unusable(name, observed)
@@ -132,16 +135,16 @@ def _check(rule: GateRule, col: str | None, value: str | None, observed: float |
             reason = f"{observed:.6g} {'<=' if passed else '>'} {threshold:g}"
         else:
             assert observed is not None
-            passed, reason = _drop(rule.metric, name, observed, baseline, threshold)
-        out.append(_outcome(rule, kind, value, observed, passed, reason, shown_baseline))
+            passed, reason = _drop(rule.metric, name, observed, baseline, threshold, against)
+        out.append(_outcome(rule, kind, value, observed, passed, reason, shown_baseline, against))
     return out
 
 
 def _drop(metric: str, name: str, observed: float, baseline: Any,
-          threshold: float) -> tuple[bool, str]:
+          threshold: float, against: str = "production") -> tuple[bool, str]:
     if baseline is _NO_PRODUCTION:
-        return True, "no production model to compare with"
-    bad = _unusable(f"production's {name}", baseline)
+        return True, f"no {against} model to compare with"
+    bad = _unusable(f"{against}'s {name}", baseline)
     if bad:
         return False, bad
     lower_better = metric in LOWER_IS_BETTER
@@ -152,19 +155,20 @@ def _drop(metric: str, name: str, observed: float, baseline: Any,
     else:
         moved = "did not get worse" if worse == 0 else f"improved by {-worse:.4g}"
     verdict = "within" if passed else "more than"
-    return passed, (f"{observed:.6g} vs production {baseline:.6g}: {moved}, {verdict} the "
+    return passed, (f"{observed:.6g} vs {against} {baseline:.6g}: {moved}, {verdict} the "
                     f"{threshold:g} allowed")
 
 
 def _outcome(rule: GateRule, kind: RuleKind, value: str | None, observed: float | None,
-             passed: bool, reason: str, baseline: float | None = None) -> RuleOutcome:
+             passed: bool, reason: str, baseline: float | None = None,
+             against: str = "production") -> RuleOutcome:
     if value is not None:
         where = f"[{rule.slice}={value}]"
     else:
         where = f" per {rule.slice}" if rule.slice else ""
     threshold = float(getattr(rule, kind))
     limit = {RuleKind.MIN: f">= {threshold:g}", RuleKind.MAX: f"<= {threshold:g}",
-             RuleKind.MAX_DROP: f"drop <= {threshold:g} vs production"}[kind]
+             RuleKind.MAX_DROP: f"drop <= {threshold:g} vs {against}"}[kind]
     return RuleOutcome(
         rule=f"{rule.metric}{where} {limit}", metric=rule.metric, slice=rule.slice,
         slice_value=value, kind=kind, observed=observed, threshold=threshold,

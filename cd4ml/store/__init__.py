@@ -1,5 +1,6 @@
 """The metadata and lineage store: data sets, runs, validations, metrics, gates, model versions,
-images, deployments, approvals and locks.
+images, deployments, approvals, locks, and monitoring (baselines, labels, results:
+``watch.py``).
 
 Embedded SQLite by default (``.cd4ml/cd4ml.db`` in the working repository), another SQLite file
 or a PostgreSQL database otherwise (``CD4ML_STORE_URL``, e.g. ``postgresql+psycopg://...``).
@@ -83,13 +84,14 @@ from cd4ml.store.schema import (
     runs,
     validations,
 )
+from cd4ml.store.watch import Label, Monitoring, PredictionBaseline, WatchRecords
 
 __all__ = [
-    "MIGRATIONS", "Approval", "Dataset", "Deployment", "GateDecision", "Image", "Metric",
-    "MetricValue", "Migration", "ModelSummary", "ModelVersion", "RuleOutcome", "Run", "Store",
-    "Validation", "approvals", "datasets", "default_url", "deployments", "gate_decisions",
-    "images", "locks", "metadata", "metrics", "model_versions", "now", "redact", "runs",
-    "schema_migrations", "validations",
+    "MIGRATIONS", "Approval", "Dataset", "Deployment", "GateDecision", "Image", "Label",
+    "Metric", "MetricValue", "Migration", "ModelSummary", "ModelVersion", "Monitoring",
+    "PredictionBaseline", "RuleOutcome", "Run", "Store", "Validation", "approvals", "datasets",
+    "default_url", "deployments", "gate_decisions", "images", "locks", "metadata", "metrics",
+    "model_versions", "now", "redact", "runs", "schema_migrations", "validations",
 ]
 
 
@@ -128,7 +130,7 @@ def default_url(root: Path | None = None) -> str:
     return f"sqlite:///{base / 'cd4ml.db'}"
 
 
-class Store:
+class Store(WatchRecords):
     """A connection to the metadata store. ``Store("sqlite://")`` is an in-memory store; a URL
     of a registered backend (``git+origin``, see backends.py) opens that backend instead."""
 

@@ -199,6 +199,49 @@ CREATE TABLE images (
 CREATE INDEX ix_images_model_version_id ON images (model_version_id)
 """
 
+_MONITORING = """
+CREATE TABLE prediction_baselines (
+    model_version_id INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    predictions JSON NOT NULL,
+    calibration JSON NOT NULL,
+    created_at VARCHAR(32) NOT NULL,
+    PRIMARY KEY (model_version_id),
+    FOREIGN KEY(model_version_id) REFERENCES model_versions (id)
+);
+CREATE TABLE labels (
+    id {serial} NOT NULL,
+    pipeline VARCHAR(64) NOT NULL,
+    request_id VARCHAR(200) NOT NULL,
+    row_index INTEGER NOT NULL,
+    label JSON NOT NULL,
+    slices JSON NOT NULL,
+    label_time VARCHAR(32),
+    prediction_time VARCHAR(32) NOT NULL,
+    model_version INTEGER NOT NULL,
+    source VARCHAR(64) NOT NULL,
+    created_at VARCHAR(32) NOT NULL,
+    PRIMARY KEY (id),
+    CONSTRAINT uq_label UNIQUE (pipeline, request_id, row_index)
+);
+CREATE INDEX ix_labels_window ON labels (pipeline, prediction_time);
+CREATE TABLE monitorings (
+    id {serial} NOT NULL,
+    pipeline VARCHAR(64) NOT NULL,
+    environment VARCHAR(64) NOT NULL,
+    model_version_id INTEGER NOT NULL,
+    window_from VARCHAR(32) NOT NULL,
+    window_to VARCHAR(32) NOT NULL,
+    rows INTEGER NOT NULL,
+    breached BOOLEAN NOT NULL,
+    findings JSON NOT NULL,
+    created_at VARCHAR(32) NOT NULL,
+    PRIMARY KEY (id),
+    FOREIGN KEY(model_version_id) REFERENCES model_versions (id)
+);
+CREATE INDEX ix_monitorings_model_version_id ON monitorings (model_version_id)
+"""
+
 #: every migration, in the order applied; append only (see the module's docstring)
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_initial", ddl(_INITIAL, serial=("INTEGER", "SERIAL"),
@@ -206,6 +249,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     # who runs a run, and its heartbeat: a run whose process died is shown and marked abandoned
     Migration("0002_run_liveness", ddl("ALTER TABLE runs ADD COLUMN holder VARCHAR(255);"
                                        "ALTER TABLE runs ADD COLUMN heartbeat_at VARCHAR(32)")),
+    # cd4ml monitor and cd4ml labels (issue 16): held-out predictions per version, labels
+    # joined to logged predictions, monitoring results
+    Migration("0003_monitoring", ddl(_MONITORING, serial=("INTEGER", "SERIAL"))),
 )
 
 _bookkeeping = sa.MetaData()

@@ -149,3 +149,47 @@ locks = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=False),
 )
 
+# ---- monitoring (issue 16): what the deployed model met, labels that came later, and the
+# held-out predictions each version is compared with; created by migration 0003_monitoring.
+prediction_baselines = sa.Table(
+    "prediction_baselines", metadata,
+    sa.Column("model_version_id", sa.Integer, sa.ForeignKey("model_versions.id"), primary_key=True),
+    sa.Column("rows", sa.Integer, nullable=False),
+    # statistics of the predictions on the held-out rows, in cd4ml.stages.drift's format
+    sa.Column("predictions", sa.JSON, nullable=False),
+    # confidence bins on the held-out rows (classifiers with probabilities), for estimates
+    sa.Column("calibration", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.String(32), nullable=False),
+)
+labels = sa.Table(
+    "labels", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("pipeline", sa.String(64), nullable=False),
+    sa.Column("request_id", sa.String(200), nullable=False),
+    sa.Column("row_index", sa.Integer, nullable=False),  # which row of a multi-row request
+    sa.Column("label", sa.JSON, nullable=False),
+    sa.Column("slices", sa.JSON, nullable=False),
+    sa.Column("label_time", sa.String(32)),
+    # from the prediction log line, so monitoring fetches only its window's labels
+    sa.Column("prediction_time", sa.String(32), nullable=False),
+    sa.Column("model_version", sa.Integer, nullable=False),
+    sa.Column("source", sa.String(64), nullable=False),  # sha256 of the label file
+    sa.Column("created_at", sa.String(32), nullable=False),
+    sa.UniqueConstraint("pipeline", "request_id", "row_index", name="uq_label"),
+    sa.Index("ix_labels_window", "pipeline", "prediction_time"),
+)
+monitorings = sa.Table(
+    "monitorings", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("pipeline", sa.String(64), nullable=False),
+    sa.Column("environment", sa.String(64), nullable=False),
+    sa.Column("model_version_id", sa.Integer, sa.ForeignKey("model_versions.id"), nullable=False,
+              index=True),
+    sa.Column("window_from", sa.String(32), nullable=False),
+    sa.Column("window_to", sa.String(32), nullable=False),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("breached", sa.Boolean, nullable=False),
+    sa.Column("findings", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.String(32), nullable=False),
+)
+

@@ -10,7 +10,8 @@ and is checked against the description before it leaves (see :mod:`tests.ghserve
         assert [s.json["state"] for s in gh.calls("POST", STATUSES)] == ["pending", "success"]
 
 The state is plain dictionaries, open to assertions: ``statuses[sha]``, ``check_runs[id]``,
-``annotations[id]``, ``comments[issue]``, ``deployments[id]``, ``deployment_statuses[id]``.
+``annotations[id]``, ``comments[issue]``, ``deployments[id]``, ``deployment_statuses[id]``,
+``issues[number]`` (plain issues, not pull requests), ``dispatches`` (workflow runs asked for).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ __all__ = [
     "COMMENTS",
     "DEPLOYMENTS",
     "DEPLOYMENT_STATUSES",
+    "DISPATCHES",
+    "ISSUE",
+    "ISSUES",
     "STATUSES",
     "GitHubServer",
     "Recorded",
@@ -43,7 +47,9 @@ STATUSES = REPO + "/statuses/{sha}"
 LIST_STATUSES = REPO + "/commits/{ref}/statuses"
 CHECK_RUNS = REPO + "/check-runs"
 CHECK_RUN = REPO + "/check-runs/{check_run_id}"
+ISSUES = REPO + "/issues"
 ISSUE = REPO + "/issues/{issue_number}"
+DISPATCHES = REPO + "/actions/workflows/{workflow_id}/dispatches"
 COMMENTS = REPO + "/issues/{issue_number}/comments"
 COMMENT = REPO + "/issues/comments/{comment_id}"
 DEPLOYMENTS = REPO + "/deployments"
@@ -87,11 +93,15 @@ class GitHubServer(HttpSide):
         self.comments: dict[int, list[dict]] = {}
         self.deployments: dict[int, dict] = {}
         self.deployment_statuses: dict[int, list[dict]] = {}
+        self.issues: dict[int, dict] = {}
+        self.dispatches: list[dict] = []
         for method, template, handler in [
             ("GET", REPO, self.get_repo),
             ("POST", STATUSES, self.create_status), ("GET", LIST_STATUSES, self.list_statuses),
             ("POST", CHECK_RUNS, self.create_check_run), ("PATCH", CHECK_RUN, self.update_check_run),
-            ("GET", ISSUE, self.get_issue),
+            ("GET", ISSUE, self.get_issue), ("PATCH", ISSUE, self.update_issue),
+            ("GET", ISSUES, self.list_issues), ("POST", ISSUES, self.create_issue),
+            ("POST", DISPATCHES, self.dispatch),
             ("GET", COMMENTS, self.list_comments), ("POST", COMMENTS, self.create_comment),
             ("PATCH", COMMENT, self.update_comment),
             ("POST", DEPLOYMENTS, self.create_deployment), ("GET", DEPLOYMENTS, self.list_deployments),
@@ -333,6 +343,51 @@ class GitHubServer(HttpSide):
         issue["pull_request"] = {"url": f"{api}/pulls/{n}", "html_url": html,
                                  "diff_url": html + ".diff", "patch_url": html + ".patch"}
         return 200, self._media(request, issue)
+
+    def list_issues(self, owner: str, repo: str, query: dict, request: Any, **_: Any) -> Any:
+        self._own(owner, repo)
+        wanted = {x for x in query.get("labels", "").split(",") if x}
+        state = query.get("state", "open")
+        found = [self._media(request, i) for i in self.issues.values()
+                 if (state == "all" or i["state"] == state)
+                 and wanted <= {label["name"] for label in i["labels"]}]
+        return self._page(found, query, f"/repos/{owner}/{repo}/issues")
+
+    def create_issue(self, owner: str, repo: str, body: dict, request: Any,
+                     **_: Any) -> tuple[int, Any]:
+        api = self._own(owner, repo)
+        n = next(self.ids)
+        issue = self._example("POST", ISSUES, 201)
+        label = issue["labels"][0]
+        issue.update(id=n * 7919, number=n, url=f"{api}/issues/{n}",
+                     html_url=f"{self.url}/{self.full_name}/issues/{n}",
+                     comments_url=f"{api}/issues/{n}/comments", comments=0, state="open",
+                     title=body["title"], body=body.get("body"), locked=False, closed_at=None,
+                     user=self.user(self.bot), created_at=_now(), updated_at=_now(),
+                     labels=[{**label, "name": name} for name in body.get("labels") or []])
+        issue.pop("pull_request", None)
+        issue.pop("closed_by", None)
+        issue.update(assignee=None, assignees=[], milestone=None)
+        self.issues[n] = issue
+        return 201, self._media(request, issue)
+
+    def update_issue(self, owner: str, repo: str, issue_number: str, body: dict, request: Any,
+                     **_: Any) -> tuple[int, Any]:
+        self._own(owner, repo)
+        issue = self.issues.get(int(issue_number))
+        if issue is None:
+            raise Reply(404, "Not Found")
+        issue.update({k: body[k] for k in ("title", "body", "state") if k in body},
+                     updated_at=_now())
+        return 200, self._media(request, issue)
+
+    def dispatch(self, owner: str, repo: str, workflow_id: str, body: dict,
+                 **_: Any) -> tuple[int, Any]:
+        self._own(owner, repo)
+        if not body.get("ref"):
+            raise Reply(422, "Invalid request.\n\n\"ref\" wasn't supplied.")
+        self.dispatches.append({"workflow": workflow_id, **body})
+        return 204, None
 
     def _comments_of(self, owner: str, repo: str, issue_number: str) -> tuple[str, int]:
         api = self._own(owner, repo)

@@ -15,7 +15,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / ".github" / "workflows"
-NAMES = ("cd4ml.yml", "promote.yml", "rollback.yml", "ci.yml")
+NAMES = ("cd4ml.yml", "promote.yml", "rollback.yml", "ci.yml", "monitor.yml")
 SHA_PIN = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}$")
 
 BAD = """\
@@ -73,7 +73,7 @@ def scaffolded(tmp_path_factory) -> list[Path]:
 
 
 def test_scaffolded_workflows_match_githubs_schema_and_zizmor_finds_nothing(scaffolded):
-    assert [p.name for p in scaffolded] == ["cd4ml.yml", "promote.yml", "rollback.yml"]
+    assert [p.name for p in scaffolded] == ["cd4ml.yml", "monitor.yml", "promote.yml", "rollback.yml"]
     out = subprocess.run([_tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows",
                           *map(str, scaffolded)], capture_output=True, text=True, timeout=120,
                          check=False)
@@ -164,6 +164,19 @@ def test_rollback_and_ci():
     assert "cd4ml \"$@\"" in _steps(rollback)[-1]["run"]
     ci = _load("ci.yml")
     assert [s["run"] for s in _steps(ci) if "run" in s] == ["bash .ci/run"]
+
+
+def test_monitoring_runs_on_a_schedule_and_may_only_open_issues_and_dispatch():
+    wf = _load("monitor.yml")
+    assert set(wf["on"]) == {"schedule", "workflow_dispatch"} and wf["on"]["schedule"][0]["cron"]
+    job = wf["jobs"]["monitor"]
+    assert job["permissions"] == {"contents": "read", "issues": "write", "actions": "write"}
+    step = next(s for s in job["steps"] if "cd4ml" in s.get("run", "") and "monitor" in s["run"])
+    assert "--report" in step["run"] and "--retrain-workflow" in step["run"]
+    assert step["env"]["GITHUB_TOKEN"] == "${{ github.token }}"
+    assert "promote" not in step["run"] and "deploy" not in step["run"]
+    for p in job["strategy"]["matrix"]["pipeline"]:
+        assert (ROOT / "pipelines" / f"{p}.yaml").is_file()
 
 
 @pytest.mark.parametrize("name", ("cd4ml.yml", "promote.yml", "rollback.yml"))

@@ -111,3 +111,26 @@ def test_an_unwritable_log_is_reported_once_and_counted(capsys):
     log.close()
     assert log.failed == 2 and log.written == 0
     assert capsys.readouterr().err.count("cannot write the prediction log to /dev/full") == 1
+
+
+def test_a_refused_request_is_a_line_of_its_own(tmp_path):
+    """What monitoring counts as refused: the server's 422 for a row it cannot take."""
+    from cd4ml.artifacts import ArtifactMeta
+    from cd4ml.serve import schema
+    from cd4ml.serve.app import ENDPOINTS, App, Request
+    from cd4ml.serve.metrics import Layout, Metrics
+
+    path = tmp_path / "predictions.jsonl"
+    log = PredictionLog(str(path), MODEL)
+    signature = {"inputs": [{"name": "a", "dtype": "float"}], "classes": [0, 1]}
+    meta = ArtifactMeta(pipeline="wine", task="classification", sha256="ab" * 32,
+                        signature=signature, version=3)
+    app = App(meta, schema.fields_of(signature), log, Metrics(Layout(ENDPOINTS, ["0", "1"])))
+    app.predictor = object()  # loaded: the request is refused before the model is asked
+    with pytest.raises(schema.RequestError) as refused:
+        app.predict(Request("req-bad", b'{"instances": [{"b": 1}]}', 1700000000.5))
+    log.close()
+    [line] = lines(path)
+    assert refused.value.status == 422
+    assert line == {"time": "2023-11-14T22:13:20.500000Z", "request_id": "req-bad", **MODEL,
+                    "refused": {"status": 422, "error": refused.value.message}}

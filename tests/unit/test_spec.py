@@ -410,3 +410,31 @@ def test_cli_reports_a_spec_error_in_one_line(spec_dir, command):
     assert re.fullmatch(rf"cd4ml: error: {re.escape(str(broken))}:15: gates\[0\]\.minn: unknown key 'minn'.*",
                         lines[0]), lines[0]
     assert "Traceback" not in out.stderr and out.stdout == ""
+
+
+# ------------------------------------------------------------------------------- monitoring
+
+
+@pytest.mark.parametrize("text,fragment", [
+    (BASE + "monitoring:\n  drift:\n    method: chi2  #<\n", "monitoring.drift.method: must be one of"),
+    (BASE + "monitoring:\n  min_rows: 0  #<\n", "monitoring.min_rows: must be at least 1"),
+    (BASE + "monitoring:\n  max_refused_rate: 2  #<\n", "monitoring.max_refused_rate: must be a share"),
+    (BASE + "monitoring:\n  rules:\n    - metric: rmse  #<\n      min: 1\n",
+     "monitoring.rules[0].metric: metric 'rmse' is not computed"),
+    (BASE + "monitoring:\n  rules:\n    - metric: accuracy  #<\n", "monitoring.rules[0]: a rule needs"),
+    (BASE + "monitoring:\n  windows: 3  #<\n", "monitoring.windows: unknown key 'windows'"),
+], ids=["method", "min-rows", "refused-rate", "rule-metric", "rule-bound", "unknown-key"])
+def test_bad_monitoring(spec_dir, text, fragment):
+    assert_error(spec_dir, text, fragment)
+
+
+def test_monitoring_defaults_to_drift_and_gates_and_leaves_the_run_cache_alone(spec_dir):
+    plain = load_spec(_write(spec_dir, BASE + "drift:\n  method: ks\n"))
+    assert plain.monitoring.drift == plain.drift and plain.monitoring.rules == plain.gates
+    tuned = load_spec(_write(spec_dir, BASE + "drift:\n  method: ks\n" + (
+        "monitoring:\n  drift:\n    threshold: 0.3\n  prediction_threshold: 0.5\n"
+        "  rules:\n    - metric: accuracy\n      max_drop: 0.05\n")))
+    assert tuned.monitoring.drift.method == "ks" and tuned.monitoring.drift.threshold == 0.3
+    assert tuned.monitoring.prediction_drift_threshold == 0.5
+    assert [r.max_drop for r in tuned.monitoring.rules] == [0.05]
+    assert tuned.training_hash == plain.training_hash  # how a model is watched: no retraining
