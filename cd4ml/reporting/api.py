@@ -69,10 +69,11 @@ class RunRow:
 def run_rows(store: Store, pipeline: str | None = None, limit: int | None = None) -> list[RunRow]:
     """The newest runs (all when ``limit`` is None) with their models and metrics, in three
     queries however many runs there are."""
+    from cd4ml.states import RunStatus
     from cd4ml.store.liveness import shown_status
 
     # a run whose process was killed shows as abandoned before the next run marks it so
-    runs = [replace(r, status=shown_status(r))
+    runs = [r if r.status != RunStatus.RUNNING else replace(r, status=shown_status(r))
             for r in store.runs(pipeline, limit=limit if limit is not None else 2**62)]
     sources = [r.reused_from or r.id for r in runs]
     every = limit is None and pipeline is None  # no list of ids to send to the database
