@@ -29,6 +29,7 @@ REGRESSION_METRICS = ("rmse", "mae", "r2")
 LOWER_IS_BETTER = frozenset({"rmse", "mae"})
 DRIFT_METHODS = ("psi", "ks")
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
+PROJECT_PATTERN = r"[a-z0-9][a-z0-9-]{0,29}"
 _MODULE_ATTR = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
@@ -132,6 +133,8 @@ class EnvironmentSpec:
     # let the orchestrator (Swarm) health-check the model containers; off on engines that
     # cannot bind a healthy Swarm task to its service ("network sandbox does not exist")
     healthcheck: bool = True
+    # the audited break-glass path (--override --reason --by) past this environment's policy
+    allow_override: bool = True
     line: int = 0
 
 
@@ -153,6 +156,10 @@ class Spec:
     expectations: Path | None = None
     spec_hash: str = ""
     lines: Mapping[str, int] = field(default_factory=dict, repr=False, compare=False)
+    # namespaces everything cd4ml creates on shared infrastructure (containers, networks,
+    # stacks, Kubernetes objects, log folders): two repositories with a pipeline of the same
+    # name on one engine never touch each other's
+    project: str = ""
 
     @property
     def root(self) -> Path:
@@ -346,6 +353,11 @@ def load_spec(path: str | Path) -> Spec:
     name = top.get("name", str)
     if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", name):
         top.fail("must be lower-case letters, digits, '-' or '_' (it names images and services)", "name")
+    project = top.get("project", str, None)
+    if project is not None and not re.fullmatch(PROJECT_PATTERN, project):
+        top.fail("must be 1-30 lower-case letters, digits or '-', starting with a letter or digit "
+                 "(it prefixes container, stack and Kubernetes names)", "project")
+    project = project or derive_project(root)
 
     d = top.section("data")
     data_path = d.file_path("path", root)
@@ -432,12 +444,12 @@ def load_spec(path: str | Path) -> Spec:
         dr.done()
 
     im = top.section("image", {})
-    image = ImageSpec(repository=f"cd4ml/{name}")
+    image = ImageSpec(repository=f"cd4ml/{project}/{name}")
     if im:
         budgets = im.section("budgets", {})
         image = ImageSpec(
             base=im.get("base", str, DEFAULT_BASE_IMAGE),
-            repository=im.get("repository", str, f"cd4ml/{name}"),
+            repository=im.get("repository", str, f"cd4ml/{project}/{name}"),
             registry=im.get("registry", str, None),
             dockerfile=im.file_path("dockerfile", root, None),
             max_p99_ms=budgets.get("p99_ms", float, None) if budgets else None,
@@ -456,6 +468,7 @@ def load_spec(path: str | Path) -> Spec:
         name=name, path=file, data=data, model=model, split=split, metrics=tuple(metrics),
         gates=gates, allow_no_gates=allow_no_gates, drift=drift, image=image,
         environments=environments, expectations=expectations, spec_hash=spec_hash, lines=lines,
+        project=project,
     )
 
 
@@ -525,6 +538,7 @@ def _environments(top: _Section) -> tuple[EnvironmentSpec, ...]:
             autoscale=autoscale,
             health_timeout=e.get("health_timeout", float, 60.0),
             healthcheck=e.get("healthcheck", bool, True),
+            allow_override=e.get("allow_override", bool, True),
             line=e.lines.get(_key(e.path), 0),
         )
         if env.replicas < 1:
@@ -538,6 +552,17 @@ def _environments(top: _Section) -> tuple[EnvironmentSpec, ...]:
         envs.append(env)
     envs_sec.done()
     return tuple(envs)
+
+
+def derive_project(root: Path) -> str:
+    """The project a spec belongs to, from its repository: the name of the ``origin`` remote's
+    repository, else the repository's folder, else the folder holding ``pipelines/``. Stable
+    between a developer's clone and CI's checkout (both have the same origin)."""
+    from cd4ml.integrations.git import repository_name
+
+    found = repository_name(root) or (root.parent if root.name == "pipelines" else root).name
+    slug = re.sub(r"[^a-z0-9-]+", "-", found.lower()).strip("-")[:30].rstrip("-")
+    return slug or "default"
 
 
 def _str_or_num(sec: _Section, key: str) -> str | None:

@@ -1,4 +1,5 @@
-"""``cd4ml history [--env ENV]``: every deploy, promotion and rollback, by whom, why and when."""
+"""``cd4ml history [--env ENV]``: every deploy, promotion, rollback and take-down: by whom,
+approved by whom, why, when, and any override of the policy."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cd4ml.release.deploy import history
+    from cd4ml.release.state import history
     from cd4ml.reporting.console import print_json, table
 
     spec = load_pipeline(args)
@@ -26,8 +27,14 @@ def run(args: argparse.Namespace) -> int:
     if not rows:
         print(f"no deployments of {spec.name}" + (f" in {args.env}" if args.env else ""))
         return 0
-    print(table(["#", "when", "env", "action", "version", "status", "by", "why"],
+    def why(r):
+        if r.override:
+            return (f"OVERRIDDEN by {r.override['by']}: {r.override['reason']}"
+                    + (f" ({r.reason})" if r.reason and r.reason != r.override["reason"] else ""))
+        return r.error or r.reason
+
+    print(table(["#", "when", "env", "action", "version", "status", "by", "approved by", "why"],
                 [[r.id, r.started_at[:19].replace("T", " "), r.environment, r.action,
                   f"{spec.name}:{r.version}", r.status + (" *" if r.current else ""), r.actor,
-                  r.error or r.reason] for r in rows]))
+                  ", ".join(r.approvers) or "-", why(r)] for r in rows]))
     return 0

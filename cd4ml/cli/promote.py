@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from cd4ml.cli.common import add_common
-from cd4ml.cli.deploy import act, add_actor
+from cd4ml.cli.deploy import act, add_actor, policy_override
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
@@ -14,13 +14,14 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("version", metavar="MODEL_VERSION", help="e.g. 5 or wine:5")
     p.add_argument("--to", required=True, metavar="ENV", help="the environment to promote into")
     p.add_argument("--approved-by", metavar="USER",
-                   help="record USER's approval (checked on GitHub when GITHUB_TOKEN is set)")
+                   help="record USER's approval (checked: GitHub with GITHUB_TOKEN, else git)")
     add_actor(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from cd4ml.release.deploy import promote
 
+    override = policy_override(args)
     return act(args, lambda spec, store: promote(spec, store, args.version, args.to,
                                                  approved_by=args.approved_by, actor=args.actor,
-                                                 reason=args.reason))
+                                                 reason=args.reason, override=override))

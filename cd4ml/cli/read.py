@@ -205,6 +205,7 @@ def _show(store: Any, args: argparse.Namespace) -> int:
     source = summary.source
     dataset = store.dataset(source.data_hash) if source.data_hash else None
     deployed = _deployed(store).get(model.id, []) if model else []
+    approvals = store.approvals(model.id) if model else []
     if args.json:
         print_json({
             "run": to_jsonable(summary.run), "source_run": to_jsonable(source),
@@ -212,14 +213,16 @@ def _show(store: Any, args: argparse.Namespace) -> int:
             "dataset": to_jsonable(dataset) if dataset else None,
             "validation": to_jsonable(summary.validation) if summary.validation else None,
             "metrics": [{**to_jsonable(m), "delta": m.delta} for m in summary.metrics],
-            "gate": _gate_json(summary.gate), "deployed": deployed,
+            "gate": _gate_json(summary.gate), "deployed": deployed, "state": summary.state,
+            "approvals": [to_jsonable(a) for a in approvals],
         })
         return 0
-    print(_show_text(summary, model, dataset, deployed))
+    print(_show_text(summary, model, dataset, deployed, approvals))
     return 0
 
 
-def _show_text(summary: Any, model: Any, dataset: Any, deployed: list[str]) -> str:
+def _show_text(summary: Any, model: Any, dataset: Any, deployed: list[str],
+               approvals: list[Any]) -> str:
     from cd4ml.reporting.console import fmt, paint
     from cd4ml.reporting.views import gate_lines, metric_lines, validation_lines
 
@@ -250,8 +253,12 @@ def _show_text(summary: Any, model: Any, dataset: Any, deployed: list[str]) -> s
     if model is not None:
         flags = ["blessed" if model.blessed else "not blessed"] + (["BAD"] if model.bad else [])
         out.append(f"model: {model.ref} ({', '.join(flags)}) sha256 {model.sha256}")
+        if summary.state:
+            out.append(f"  now: {summary.state}")
         out.append(f"  artifact {model.artifact_uri}")
         out.append(f"  deployed now: {', '.join(deployed) or '-'}")
+        out += [f"  approved for {a.environment} by {a.approver} ({a.source}): "
+                f"{(a.details or {}).get('check') or '-'}" for a in approvals]
     else:
         out.append("model: none")
     out += validation_lines(summary) + metric_lines(summary) + gate_lines(summary)
@@ -303,7 +310,16 @@ def _lineage_json(result: Any) -> dict:
             "environments": list(result.environments)}
 
 
+def policy_word(details: dict) -> str:
+    """A deployment's policy outcome in a word: passed, OVERRIDDEN (by whom), or -."""
+    if details.get("override"):
+        return f"OVERRIDDEN by {details['override'].get('by')}: {details['override'].get('reason')}"
+    checks = details.get("policy") or []
+    return "passed" if checks and all(c.get("passed") for c in checks) else "-"
+
+
 def _lineage_text(result: Any) -> str:
+    from cd4ml.release.state import approvers_of
     from cd4ml.reporting.console import paint, table
 
     m, r, d = result.model, result.run, result.dataset
@@ -340,9 +356,11 @@ def _lineage_text(result: Any) -> str:
     if result.deployments:
         out.append("deployments")
         out.append(_indent(table(
-            ["environment", "action", "status", "current", "target", "by", "started", "url"],
+            ["environment", "action", "status", "current", "target", "by", "approved by",
+             "policy", "started", "url"],
             [(x.environment, x.action, x.status, "CURRENT" if x.current else "", x.target,
-              x.actor, _when(x.started_at), x.url) for x in result.deployments])))
+              x.actor, ", ".join(approvers_of(x.details or {})) or "-", policy_word(x.details or {}),
+              _when(x.started_at), x.url) for x in result.deployments])))
     else:
         out.append("deployments none")
     out.append(f"serving now: {', '.join(result.environments) or 'nowhere'}")
@@ -364,6 +382,9 @@ def _prediction_text(found: Any) -> str:
         out.append(f"  probabilities {_compact(p.get('probabilities'))}")
     image = next((i for i in reversed(lin.images)), None)
     out.append(f"  image      {image.reference} {image.digest or ''}".rstrip() if image else "  image      -")
+    if found.named:
+        out.append(paint(f"  note: the log line names {found.named}, but its sha256 is "
+                         f"{lin.model.ref}'s: the sha256 is what identifies the model", "yellow"))
     if found.sha256_matches is False:
         out.append(paint(f"  warning: the server's model sha256 {p.get('model_sha256')} is not the "
                          f"recorded {lin.model.sha256}", "red"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from cd4ml.cli.common import add_common
-from cd4ml.cli.deploy import act, add_actor
+from cd4ml.cli.deploy import act, add_actor, policy_override
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
@@ -20,5 +20,6 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from cd4ml.release.deploy import rollback
 
+    override = policy_override(args)
     return act(args, lambda spec, store: rollback(spec, store, args.env, args.to, actor=args.actor,
-                                                  reason=args.reason))
+                                                  reason=args.reason, override=override))

@@ -169,7 +169,9 @@ def _stages(spec: Spec, store: Store, current: Run, stages: list[tuple[str, str,
         return out
 
     frame = load_frame(spec.data)
-    validation = timed("validate", lambda: validate(spec, store, current.id, frame), "success")
+    validation = timed("validate", lambda: validate(spec, store, current.id, frame,
+                                                    override_by=override_by, reason=reason),
+                       "success")
     if not validation.success:
         return "validation_failed", None
     if spec.model.entry_point:

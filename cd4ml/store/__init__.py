@@ -366,12 +366,13 @@ class Store:
 
     def production_model(self, pipeline: str, environment: str | None) -> ModelVersion | None:
         """The baseline a candidate is compared with: the version serving in ``environment``
-        now, or, before anything was deployed there, the newest blessed version."""
-        if environment:
-            dep = self.current_deployment(pipeline, environment)
-            if dep is not None:
-                return self.model_by_id(dep.model_version_id)
-        return self.latest_model(pipeline, blessed=True)
+        (the last of the promotion order) now; None when nothing serves there. Never the
+        newest blessed version: comparing each candidate with the one before would let a
+        metric slide a little every run."""
+        if not environment:
+            return None
+        dep = self.current_deployment(pipeline, environment)
+        return self.model_by_id(dep.model_version_id) if dep is not None else None
 
     # ---- images, deployments, approvals
 
@@ -415,7 +416,8 @@ class Store:
 
     def finish_deployment(self, deployment_id: int, status: str, url: str | None = None,
                           details: dict | None = None) -> Deployment:
-        """Close a deployment; a healthy one becomes the environment's only current one."""
+        """Close a deployment; a healthy one becomes the environment's only current one, a
+        ``down`` one (the environment taken down) leaves it with none."""
         with self.tx() as conn:
             dep = _to(Deployment, conn.execute(
                 sa.select(deployments).where(deployments.c.id == deployment_id)).first())
@@ -424,12 +426,13 @@ class Store:
                 values["url"] = url
             if details is not None:
                 values["details"] = {**dep.details, **details}
-            if status == "healthy":
+            if status in ("healthy", "down"):
+                # a healthy release replaces the current one; a take-down leaves none current
                 conn.execute(deployments.update().where(
                     deployments.c.pipeline == dep.pipeline,
                     deployments.c.environment == dep.environment,
                     deployments.c.current.is_(True)).values(current=False, status="replaced"))
-                values["current"] = True
+                values["current"] = status == "healthy"
             conn.execute(deployments.update().where(deployments.c.id == deployment_id).values(**values))
         return self.deployment(deployment_id)
 

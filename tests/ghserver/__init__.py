@@ -27,6 +27,7 @@ from tests.ghserver.server import HttpSide, Recorded, Reply
 
 __all__ = [
     "CHECK_RUN",
+    "CHECK_RUNS_FOR_REF",
     "CHECK_RUNS",
     "COMMENT",
     "COMMENTS",
@@ -43,6 +44,7 @@ STATUSES = REPO + "/statuses/{sha}"
 LIST_STATUSES = REPO + "/commits/{ref}/statuses"
 CHECK_RUNS = REPO + "/check-runs"
 CHECK_RUN = REPO + "/check-runs/{check_run_id}"
+CHECK_RUNS_FOR_REF = REPO + "/commits/{ref}/check-runs"
 ISSUE = REPO + "/issues/{issue_number}"
 COMMENTS = REPO + "/issues/{issue_number}/comments"
 COMMENT = REPO + "/issues/comments/{comment_id}"
@@ -91,6 +93,7 @@ class GitHubServer(HttpSide):
             ("GET", REPO, self.get_repo),
             ("POST", STATUSES, self.create_status), ("GET", LIST_STATUSES, self.list_statuses),
             ("POST", CHECK_RUNS, self.create_check_run), ("PATCH", CHECK_RUN, self.update_check_run),
+            ("GET", CHECK_RUNS_FOR_REF, self.list_check_runs),
             ("GET", ISSUE, self.get_issue),
             ("GET", COMMENTS, self.list_comments), ("POST", COMMENTS, self.create_comment),
             ("PATCH", COMMENT, self.update_comment),
@@ -311,6 +314,12 @@ class GitHubServer(HttpSide):
         self.annotations[rid] = []
         self.check_runs[rid] = self._check_run(run, body)
         return 201, run
+
+    def list_check_runs(self, owner: str, repo: str, ref: str, query: dict, **_: Any) -> Any:
+        self._own(owner, repo)
+        found = [r for r in sorted(self.check_runs.values(), key=lambda r: -r["id"])
+                 if r["head_sha"] == ref and query.get("check_name") in (None, r["name"])]
+        return 200, {"total_count": len(found), "check_runs": found[:int(query.get("per_page", 30))]}
 
     def update_check_run(self, owner: str, repo: str, check_run_id: str, body: dict,
                          **_: Any) -> tuple[int, Any]:

@@ -11,7 +11,8 @@ import time
 import pytest
 
 from cd4ml.errors import DeployError
-from cd4ml.release.deploy import DeployFailed, deploy, history, promote, rollback, status
+from cd4ml.release.deploy import DeployFailed, deploy, promote, rollback
+from cd4ml.release.state import history, status
 from cd4ml.release.targets.local import LocalTarget
 from tests.fixtures.deploy import PORTS, Load, served_version
 

@@ -9,7 +9,8 @@ import time
 import pytest
 import yaml
 
-from cd4ml.release.deploy import DeployFailed, deploy, history, rollback, status
+from cd4ml.release.deploy import DeployFailed, deploy, rollback
+from cd4ml.release.state import history, status
 from cd4ml.release.render import render
 from cd4ml.release.targets import NotHealthy
 from cd4ml.release.targets.swarm import SwarmTarget

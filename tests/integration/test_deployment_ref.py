@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from cd4ml.events import emit, listening
 from cd4ml.integrations.github import GitHubConfig, GitHubReporter
-from cd4ml.release.deploy import github_listener
+from cd4ml.release.ghdeploy import github_listener
 
 
 def _reporter(gh, workflow_sha: str) -> GitHubReporter:

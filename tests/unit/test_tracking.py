@@ -439,8 +439,15 @@ def test_a_run_missing_a_gated_metric_fails_closed_naming_it(store, project, win
 
 def test_max_drop_compares_with_what_the_production_run_logged(store, project, wine):
     spec = tiny_spec(project, "fit")
+    spec.path.write_text(spec.path.read_text() + "environments:\n  production: {}\n")
+    spec = load_spec(spec.path)
     good = _tracked(store, spec, wine, {"accuracy": 0.95, "f1_macro": 0.95})
     assert gate_run(spec, good.id, store).blessed  # the first: nothing to compare with
+    # production is what serves in the last environment, not merely the newest blessed version
+    serving = store.model_for_run(good.id)
+    dep = store.start_deployment(spec.name, spec.production.name, serving.id, "img:1", "local",
+                                 "deploy", "ana")
+    store.finish_deployment(dep.id, "healthy")
     worse = _tracked(store, spec, wine, {"accuracy": 0.95, "f1_macro": 0.85})
     result = gate_run(spec, worse.id, store)
     drop = next(o for o in result.outcomes if o.kind == "max_drop")
