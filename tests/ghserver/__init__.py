@@ -27,8 +27,8 @@ from tests.ghserver.server import HttpSide, Recorded, Reply
 
 __all__ = [
     "CHECK_RUN",
-    "CHECK_RUNS_FOR_REF",
     "CHECK_RUNS",
+    "CHECK_RUNS_FOR_REF",
     "COMMENT",
     "COMMENTS",
     "DEPLOYMENTS",

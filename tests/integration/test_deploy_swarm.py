@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from cd4ml.release.deploy import DeployFailed, deploy, rollback
+from cd4ml.release.render import render, resource_name
 from cd4ml.release.state import history, status
-from cd4ml.release.render import render
 from cd4ml.release.targets import NotHealthy
 from cd4ml.release.targets.swarm import SwarmTarget
 from tests.fixtures.deploy import PORTS, Load, served_version
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.docker
 
 @pytest.fixture
 def stack(deploy_world, swarm):
-    spec = deploy_world.spec()
+    spec = deploy_world.swarm_spec()
     env = spec.environment("swarm")
     target = SwarmTarget()
     target.teardown(spec, env)
@@ -42,10 +42,10 @@ def test_swarm_rolling_updates_and_rollbacks_under_load(deploy_world, stack):
     with deploy_world.store() as store:
         first = deploy(spec, store, "swarm", 1)
         assert first.status == "healthy" and served_version(port) == 1
-        service = target.client.services.get("cd4ml-wine-swarm_model").attrs["Spec"]
+        service = target.client.services.get(f"{resource_name(spec, env)}_model").attrs["Spec"]
         update = service["UpdateConfig"]
         assert (update["Order"], update["FailureAction"]) == ("start-first", "rollback")
-        front_tasks = _running_tasks(target, "cd4ml-wine-swarm_front")
+        front_tasks = _running_tasks(target, f"{resource_name(spec, env)}_front")
 
         with Load(port, deploy_world.row) as load:
             load.wait_for_requests()
@@ -91,7 +91,7 @@ def test_swarm_rolling_updates_and_rollbacks_under_load(deploy_world, stack):
             ("deploy", 1, "replaced")]
         assert status(spec, store, "swarm")[0].healthy is True
         # the front's task never changed: it held the port through every change
-        assert _running_tasks(target, "cd4ml-wine-swarm_front") == front_tasks
+        assert _running_tasks(target, f"{resource_name(spec, env)}_front") == front_tasks
 
 
 def _running_tasks(target, service: str) -> set[str]:
@@ -100,9 +100,13 @@ def _running_tasks(target, service: str) -> set[str]:
 
 
 def test_rendered_stack_is_what_runs(deploy_world, stack, tmp_path):
-    out = deploy_world.cli("render", "--env", "swarm", "1", "-o", str(tmp_path))
+    out = deploy_world.cli("render", "--env", "swarm", "1", "-o", str(tmp_path),
+                           spec=deploy_world.swarm_spec_path)
     assert out.returncode == 0, out.stderr
     doc = yaml.safe_load((tmp_path / "stack.yml").read_text())
-    assert doc["services"]["model"]["image"] == "cd4ml-test/deploy-wine:1"
+    with deploy_world.store() as store:
+        (image,) = store.images_for(deploy_world.versions[1].id)
+    # the exact image by ID: a tag can be moved by anyone
+    assert doc["services"]["model"]["image"] == image.image_id
     assert doc["services"]["front"]["ports"][0]["published"] == PORTS["swarm"]
     assert (tmp_path / "proxy.py").is_file()

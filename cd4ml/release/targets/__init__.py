@@ -152,23 +152,22 @@ class DockerTarget:
                               "the image that was built")
 
     def check_port(self, host: str, port: int) -> None:
-        """Refuse, before anything is stopped or started, a port another process or container
-        holds: a deploy must not take an environment down only to find it cannot publish."""
+        """Refuse, before anything is stopped or started, a port another container or process
+        holds: a deploy must not take an environment down only to find it cannot publish.
+        Called when this environment's own front does not hold the port."""
         import socket
 
+        for c in self.client.containers.list(filters={"publish": str(port)}):
+            owner = c.labels.get("cd4ml.project")
+            raise DeployError(f"{host}:{port} is in use by container {c.name}"
+                              + (f" (project {owner})" if owner else "") + "; nothing was "
+                              "changed: free the port or change environments.<env>.port")
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
             try:
                 s.bind((host if host not in ("", "::") else "0.0.0.0", port))
-                return
             except OSError:
-                pass
-        holder = "another process"
-        for c in self.client.containers.list(filters={"publish": str(port)}):
-            holder = f"container {c.name}" + (f" (project {c.labels['cd4ml.project']})"
-                                              if c.labels.get("cd4ml.project") else "")
-            break
-        raise DeployError(f"{host}:{port} is in use by {holder}; nothing was changed: free the "
-                          "port or change environments.<env>.port")
+                raise DeployError(f"{host}:{port} is in use by another process; nothing was "
+                                  "changed: free the port or change environments.<env>.port") from None
 
 
 def get_target(env: EnvironmentSpec) -> Target:
