@@ -37,9 +37,9 @@ class Project:
         staging, prod = PORTS[name]
         raw["project"] = name
         raw["environments"] = {
-            "staging": {"target": "local", "port": staging, "health_timeout": 10},
+            "staging": {"target": "local", "port": staging, "health_timeout": 30},
             "production": {"target": "local", "port": prod, "requires_approval": True,
-                           "health_timeout": 10, **production},
+                           "health_timeout": 30, **production},
         }
         folder = tmp / name
         folder.mkdir(exist_ok=True)

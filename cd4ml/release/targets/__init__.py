@@ -163,6 +163,8 @@ class DockerTarget:
                               + (f" (project {owner})" if owner else "") + "; nothing was "
                               "changed: free the port or change environments.<env>.port")
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            # connections just closed (TIME_WAIT) do not hold the port; a listener does
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind((host if host not in ("", "::") else "0.0.0.0", port))
             except OSError:
