@@ -88,6 +88,13 @@ class TrackedRunError(Cd4mlError):
     """A tracked run was misused: a bad name or value, no model logged, logging after the end."""
 
 
+class TrainingFailed(TrackedRunError):
+    """The user's training code failed: raised, called ``sys.exit`` or was interrupted. A
+    failed run, not a usage error: exit 1, so CI goes red."""
+
+    exit_code = 1
+
+
 class CommandError(Cd4mlError):
     """An external command exited non-zero."""
 

@@ -14,6 +14,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,10 @@ LOWER_IS_BETTER = frozenset({"rmse", "mae"})
 DRIFT_METHODS = ("psi", "ks")
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
 PROJECT_PATTERN = r"[a-z0-9][a-z0-9-]{0,29}"
+# Where and how a model is served, not what it is or how it is judged: changing them must not
+# retrain. Every other section is in the run cache key, a section added later too, since a cache
+# that retrains once too often costs minutes and one that reuses a stale model lies.
+SERVING_SECTIONS = ("environments", "image", "provenance", "project")
 _MODULE_ATTR = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
@@ -42,6 +47,7 @@ class DataSpec:
     target: str
     features: tuple[str, ...] | None = None  # None: every column but the target and slices
     slices: tuple[str, ...] = ()
+    relax: tuple[str, ...] = ()  # built-in sanity checks turned into warnings (stages/sanity.py)
 
 
 @dataclass(frozen=True)
@@ -138,6 +144,14 @@ class EnvironmentSpec:
     line: int = 0
 
 
+class Provenance(StrEnum):
+    """Which model versions may be built and deployed, by who trained them (``provenance:``)."""
+
+    ANY = "any"
+    CI = "ci"  # trained by a CI run (GitHub Actions)
+    CI_DEFAULT_BRANCH = "ci_default_branch"  # ... of a push to the repository's default branch
+
+
 @dataclass(frozen=True)
 class Spec:
     """A whole pipeline spec, validated."""
@@ -155,7 +169,9 @@ class Spec:
     environments: tuple[EnvironmentSpec, ...]
     expectations: Path | None = None
     spec_hash: str = ""
+    training_hash: str = ""  # the run cache's part of the spec: all but SERVING_SECTIONS
     lines: Mapping[str, int] = field(default_factory=dict, repr=False, compare=False)
+    provenance: Provenance = field(default_factory=lambda: Provenance.ANY)
     # namespaces everything cd4ml creates on shared infrastructure (containers, networks,
     # stacks, Kubernetes objects, log folders): two repositories with a pipeline of the same
     # name on one engine never touch each other's
@@ -200,13 +216,28 @@ def _key(path: tuple[Any, ...]) -> str:
     return out
 
 
+#: values a spec may expand to: YAML aliases make a few lines stand for billions ("billion
+#: laughs"); a real spec has a few hundred
+MAX_SPEC_VALUES = 20_000
+_PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+
+
 def _compose(text: str, file: Path) -> tuple[Any, dict[str, int]]:
-    """Parse YAML keeping the line of every node, and refusing duplicate keys."""
+    """Parse YAML keeping the line of every node, refusing duplicate keys and specs that expand
+    (through aliases) past :data:`MAX_SPEC_VALUES` values."""
     loader = yaml.SafeLoader(text)
     lines: dict[str, int] = {}
+    seen = [0]
 
     def walk(node: yaml.Node, path: tuple[Any, ...]) -> Any:
+        seen[0] += 1
+        if seen[0] > MAX_SPEC_VALUES:
+            raise SpecError(f"{file}:{node.start_mark.line + 1}: the spec expands to more than "
+                            f"{MAX_SPEC_VALUES} values (YAML aliases?); write the values out")
         lines[_key(path)] = node.start_mark.line + 1
+        if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in _PLAIN_TAGS:
+            raise SpecError(f"{file}:{node.start_mark.line + 1}: unsupported YAML tag "
+                            f"{_excerpt(node.tag)!r}; a spec holds plain mappings, lists and values")
         if isinstance(node, yaml.MappingNode):
             out: dict[Any, Any] = {}
             for knode, vnode in node.value:
@@ -246,6 +277,26 @@ def _compose(text: str, file: Path) -> tuple[Any, dict[str, int]]:
 
 
 _REQUIRED = object()
+#: the top-level key that lets a spec name files outside its repository
+OUTSIDE_KEY = "allow_paths_outside_repository"
+# spec file -> the directory its paths must stay in (absent: the spec opted out)
+_fences: dict[Path, Path] = {}
+
+
+def repository_root(file: Path) -> Path:
+    """The git work tree that holds ``file``; outside git, the working directory when the spec
+    is under it (``cd4ml init``'s layout before ``git init``), else the spec's own directory."""
+    for d in file.parents:
+        if (d / ".git").exists():
+            return d
+    cwd = Path.cwd().resolve()
+    return cwd if file.is_relative_to(cwd) else file.parent
+
+
+def _excerpt(value: object, limit: int = 60) -> str:
+    from cd4ml.secrets import excerpt
+
+    return excerpt(value, limit)
 
 
 class _Section:
@@ -309,8 +360,13 @@ class _Section:
         if v is None:
             return None
         p = (root / v).resolve()
+        fence = _fences.get(self.file)
+        if fence is not None and not p.is_relative_to(fence):
+            self.fail(f"{_excerpt(v)!r} is outside the repository ({fence}); keep the file in the "
+                      f"repository or set {OUTSIDE_KEY}: true at the top of the spec", key)
         if not p.is_file():
-            self.fail(f"no such file {v!r} (looked at {p}); fix the path, relative to the spec", key)
+            self.fail(f"no such file {_excerpt(v)!r} (looked at {_excerpt(p, 120)}); fix the path, "
+                      "relative to the spec", key)
         return p
 
     def done(self) -> None:
@@ -349,6 +405,10 @@ def load_spec(path: str | Path) -> Spec:
     raw, lines = _compose(text, file)
     top = _Section(file, lines, (), raw)
     root = file.parent
+    if top.get(OUTSIDE_KEY, bool, False):
+        _fences.pop(file, None)
+    else:
+        _fences[file] = repository_root(file)
 
     name = top.get("name", str)
     if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", name):
@@ -368,7 +428,13 @@ def load_spec(path: str | Path) -> Spec:
         target=d.get("target", str),
         features=d.strings("features", None),
         slices=d.strings("slices", ()) or (),
+        relax=d.strings("relax", ()) or (),
     )
+    from cd4ml.stages.sanity import Check
+
+    for i, check in enumerate(data.relax):
+        if check not in set(Check):
+            d.fail(f"unknown check {_excerpt(check)!r} (known: {', '.join(Check)})", "relax", i)
     d.done()
     if data.features is not None and data.target in data.features:
         d.fail(f"the target {data.target!r} cannot also be a feature", "features")
@@ -404,6 +470,7 @@ def load_spec(path: str | Path) -> Spec:
         seed=m.get("seed", int, 0),
     )
     m.done()
+    _check_seed(m, model.seed, "seed")
 
     s = top.section("split", {})
     split = SplitSpec(
@@ -414,6 +481,7 @@ def load_spec(path: str | Path) -> Spec:
     if s:
         if not 0 < split.test_size < 1:
             s.fail("must be between 0 and 1 (the share of rows held out)", "test_size")
+        _check_seed(s, split.seed, "seed")
         s.done()
 
     known_metrics = CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
@@ -441,6 +509,8 @@ def load_spec(path: str | Path) -> Spec:
             threshold=dr.get("threshold", float, 0.2 if dr.value.get("method", "psi") == "psi" else 0.1),
             features={k: float(v) for k, v in feats.items()},
         )
+        if drift.threshold <= 0:
+            dr.fail(f"must be a positive number, got {drift.threshold:g}", "threshold")
         dr.done()
 
     im = top.section("image", {})
@@ -457,18 +527,30 @@ def load_spec(path: str | Path) -> Spec:
         )
         if budgets:
             budgets.done()
+        for key, value, pattern, what in (
+                ("base", image.base, _IMAGE_REF, "an image reference like python:3.11-slim"),
+                ("repository", image.repository, _REPOSITORY,
+                 "lower-case letters, digits and . _ - / (Docker's rule)"),
+                ("registry", image.registry, _REGISTRY, "a host[:port], e.g. registry.example.com:5000")):
+            if value is not None and not pattern.fullmatch(value):
+                im.fail(f"{_excerpt(value)!r} is not {what}", key)
+        for key, budget in (("p99_ms", image.max_p99_ms), ("size_mb", image.max_size_mb)):
+            if budget is not None and budget <= 0 and budgets is not None:
+                budgets.fail(f"must be a positive number, got {budget:g}", key)
         im.done()
 
     environments = _environments(top)
     expectations = top.file_path("expectations", root, None)
+    provenance = Provenance(top.choice("provenance", tuple(Provenance), Provenance.ANY.value))
     top.done()
 
     spec_hash = _spec_hash(raw, expectations)
+    training_hash = _spec_hash({k: v for k, v in raw.items() if k not in SERVING_SECTIONS}, expectations)
     return Spec(
         name=name, path=file, data=data, model=model, split=split, metrics=tuple(metrics),
         gates=gates, allow_no_gates=allow_no_gates, drift=drift, image=image,
-        environments=environments, expectations=expectations, spec_hash=spec_hash, lines=lines,
-        project=project,
+        environments=environments, expectations=expectations, spec_hash=spec_hash,
+        training_hash=training_hash, lines=lines, provenance=provenance, project=project,
     )
 
 
@@ -543,6 +625,18 @@ def _environments(top: _Section) -> tuple[EnvironmentSpec, ...]:
         )
         if env.replicas < 1:
             e.fail("must be at least 1", "replicas")
+        if env.health_timeout <= 0:
+            e.fail(f"must be a positive number of seconds, got {env.health_timeout:g}", "health_timeout")
+        if not _HOST.fullmatch(env.host):
+            e.fail(f"{_excerpt(env.host)!r} is not a host name or IP address", "host")
+        if env.memory is not None and not _MEMORY.fullmatch(env.memory):
+            e.fail(f"{_excerpt(env.memory)!r} is not an amount of memory like 512m, 2g or 1Gi", "memory")
+        if env.cpu is not None and not _CPU.fullmatch(env.cpu):
+            e.fail(f"{_excerpt(env.cpu)!r} is not a number of CPUs like 0.5, 2 or 500m", "cpu")
+        for key in ("namespace", "context"):
+            value = getattr(env, key)
+            if value is not None and not _K8S_NAME.fullmatch(value):
+                e.fail(f"{_excerpt(value)!r} is not a Kubernetes name (letters, digits, . _ - :)", key)
         if not 1 <= env.port <= 65535:
             e.fail("must be a TCP port (1-65535)", "port")
         if (env.host, env.port) in ports and env.target != "kubernetes":
@@ -565,6 +659,22 @@ def derive_project(root: Path) -> str:
     return slug or "default"
 
 
+_IMAGE_REF = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9._/:@-]{0,254}")
+_REPOSITORY = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*")
+_REGISTRY = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9.-]{0,252}(?::[0-9]{1,5})?")
+_HOST = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9.-]{0,252}|\[?[0-9a-fA-F:.]+\]?")
+_MEMORY = re.compile(r"[0-9]+(?:\.[0-9]+)?(?:[bkmgtBKMGT]|[kmgtKMGT]i|[kmgtKMGT]B)?")
+_CPU = re.compile(r"[0-9]+(?:\.[0-9]+)?m?")
+_K8S_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9._:@-]{0,252}")
+#: numpy's RandomState takes seeds in [0, 2**32)
+_MAX_SEED = 2**32 - 1
+
+
+def _check_seed(sec: _Section, seed: int, key: str) -> None:
+    if not 0 <= seed <= _MAX_SEED:
+        sec.fail(f"must be between 0 and {_MAX_SEED} (numpy's seed range), got {seed}", key)
+
+
 def _str_or_num(sec: _Section, key: str) -> str | None:
     v = sec.get(key, (str, int, float), None)
     return None if v is None else str(v)
@@ -583,7 +693,8 @@ def _check_csv_header(data: DataSpec, sec: _Section) -> None:
     for key, names in (("target", (data.target,)), ("features", data.features or ()), ("slices", data.slices)):
         for n in names:
             if n not in cols:
-                sec.fail(f"column {n!r} is not in {data.path.name} (columns: {', '.join(header[:12])}"
+                shown = ", ".join(_excerpt(c, 30) for c in header[:12])
+                sec.fail(f"column {_excerpt(n)!r} is not in {data.path.name} (columns: {shown}"
                          f"{', ...' if len(header) > 12 else ''})", key)
 
 
@@ -646,5 +757,27 @@ def check_imports(spec: Spec) -> None:
     except SpecError as e:
         key = "model.estimator" if spec.model.estimator else "model.entry_point"
         raise SpecError(f"{spec.path}:{spec.line_of('model', key.split('.')[1])}: {key}: {e}") from None
-    if not callable(obj):
-        raise SpecError(f"{spec.path}:{spec.line_of('model')}: model: {ref} is not callable")
+    check_trainable(spec, obj)
+
+
+def check_trainable(spec: Spec, obj: Any) -> None:
+    """Refuse, before calling it, anything the spec names that is neither an estimator class nor
+    a function of the user's own code: ``estimator: os:system`` with ``params: {command: ...}``
+    would otherwise run a shell command."""
+    import inspect
+
+    key = "estimator" if spec.model.estimator else "entry_point"
+    ref = spec.model.estimator or spec.model.entry_point
+    where = f"{spec.path}:{spec.line_of('model', key)}: model.{key}"
+    if key == "estimator" and inspect.isclass(obj):
+        if callable(getattr(obj, "fit", None)) and callable(getattr(obj, "predict", None)):
+            return
+        raise SpecError(f"{where}: {ref} is a class without fit/predict; name a scikit-learn "
+                        "estimator class")
+    source = inspect.getsourcefile(obj) if inspect.isfunction(obj) else None
+    fence = repository_root(spec.path)
+    if source is not None and Path(source).resolve().is_relative_to(fence):
+        return
+    what = "an estimator class or a factory function" if key == "estimator" else "a function"
+    raise SpecError(f"{where}: {ref} is not {what} defined in this repository ({fence}); cd4ml "
+                    "calls only estimator classes and functions of your own code")

@@ -25,6 +25,7 @@ def wine_spec_dict() -> dict[str, Any]:
     raw = yaml.safe_load((ROOT / "pipelines" / "wine.yaml").read_text())
     raw["data"]["path"] = str(ROOT / "pipelines" / raw["data"]["path"])
     raw["expectations"] = str(ROOT / "pipelines" / raw["expectations"])
+    raw["allow_paths_outside_repository"] = True
     return raw
 
 
@@ -76,3 +77,94 @@ def run_workers(procs: list, results: Any, timeout: float = 120) -> list:
         p.join(timeout=30)
         assert p.exitcode == 0
     return outcomes
+
+
+#: stores made by cd4ml 0.1.0 (how: tests/data/store-0.1.0/README.md)
+STORE_0_1_0 = ROOT / "tests" / "data" / "store-0.1.0"
+
+
+def reflect_schema(url: str, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Everything the database says about its tables, as comparable plain data: columns (type,
+    nullability, default), keys, foreign keys, indexes with their options, and sequences."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        insp = sa.inspect(engine)
+        out: dict[str, Any] = {}
+        for table in sorted(set(insp.get_table_names()) - set(exclude)):
+            out[table] = {
+                "columns": [(c["name"], str(c["type"]), c["nullable"], c.get("default"))
+                            for c in insp.get_columns(table)],
+                "primary_key": insp.get_pk_constraint(table),
+                "foreign_keys": sorted((fk.get("name") or "", tuple(fk["constrained_columns"]),
+                                        fk["referred_table"], tuple(fk["referred_columns"]))
+                                       for fk in insp.get_foreign_keys(table)),
+                "indexes": sorted((ix["name"], tuple(ix["column_names"]), bool(ix["unique"]),
+                                   sorted((k, str(v)) for k, v in ix.get("dialect_options", {}).items()))
+                                  for ix in insp.get_indexes(table)),
+                "unique": sorted((u["name"], tuple(u["column_names"]))
+                                 for u in insp.get_unique_constraints(table)),
+            }
+        if engine.dialect.name == "postgresql":
+            out["<sequences>"] = sorted(insp.get_sequence_names())
+        return out
+    finally:
+        engine.dispose()
+
+
+def table_columns(url: str) -> dict[str, list[str]]:
+    """Each table's column names, in order."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        meta = sa.MetaData()
+        meta.reflect(engine)
+        return {name: [c.name for c in table.columns] for name, table in meta.tables.items()}
+    finally:
+        engine.dispose()
+
+
+def table_rows(url: str, exclude: tuple[str, ...] = (),
+               keep: dict[str, list[str]] | None = None) -> dict[str, list[tuple]]:
+    """Every row of every table, each table's rows sorted; with ``keep``, only those columns of
+    each table (what a store had before a migration added columns)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        meta = sa.MetaData()
+        meta.reflect(engine)
+        with engine.connect() as conn:
+            out = {}
+            for name, table in sorted(meta.tables.items()):
+                if name in exclude:
+                    continue
+                cols = [table.c[c] for c in keep[name]] if keep is not None else [table]
+                out[name] = sorted((tuple(r) for r in conn.execute(sa.select(*cols))), key=repr)
+            return out
+    finally:
+        engine.dispose()
+
+
+
+def start_reader(url: str) -> tuple[Any, list]:
+    """A thread, started, that opens the store at ``url`` and lists its runs, and the list it
+    puts the runs (or its error) in."""
+    import threading
+
+    from cd4ml.store import Store
+
+    seen: list = []
+
+    def read() -> None:
+        try:
+            with Store(url) as s:
+                seen.append(s.runs())
+        except Exception as e:  # noqa: BLE001 -- the caller asserts on it
+            seen.append(e)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    return reader, seen

@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 
 from cd4ml import __version__
 from cd4ml.errors import Cd4mlError
+from cd4ml.secrets import redact
 
 #: name -> (module, one-line help), in the order ``--help`` lists them
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -81,21 +83,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except Cd4mlError as e:
-        if args.debug:
-            raise
-        print(f"cd4ml: error: {e}", file=sys.stderr)
+        if args.debug:  # the traceback, and still the exit code a script relies on
+            traceback.print_exc()
+        print(f"cd4ml: error: {redact(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("cd4ml: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 -- the one place every failure becomes one line
         # a path that cannot be read or written, or a bug: one line all the same, never a
         # traceback unless asked for
         if args.debug:
-            raise
-        print(f"cd4ml: error: {_one_line(e)}", file=sys.stderr)
+            traceback.print_exc()
+        print(f"cd4ml: error: {redact(_one_line(e))}", file=sys.stderr)
         return 2
 
 

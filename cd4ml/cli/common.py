@@ -18,9 +18,19 @@ if TYPE_CHECKING:
     from cd4ml.store import ModelVersion, Store
 
 
+class _Redacting(logging.Formatter):
+    """Known secrets never reach a log line, whatever a library put into the message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from cd4ml.secrets import redact
+
+        return redact(super().format(record))
+
+
 def setup_logging(debug: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Redacting("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, handlers=[handler])
 
 
 def add_pipeline(p: argparse.ArgumentParser) -> None:
@@ -57,12 +67,45 @@ def positive_int(text: str) -> int:
     return n
 
 
+def person(text: str) -> str:
+    """An argparse type for a person's name (``--by``, ``--approved-by``): recorded and shown in
+    terminals, PR comments and the web view, so no control characters (a forged line, an escape
+    sequence) and not blank."""
+    name = line_of_text(text)
+    if not name:
+        raise argparse.ArgumentTypeError("must not be blank")
+    if len(name) > 100:
+        raise argparse.ArgumentTypeError(f"a name of at most 100 characters, got {len(name)}")
+    return name
+
+
+def line_of_text(text: str) -> str:
+    """An argparse type for one line of recorded text (``--reason``): no control characters."""
+    import unicodedata
+
+    bad = [c for c in text if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")]
+    if bad:
+        raise argparse.ArgumentTypeError(f"control character {bad[0]!r} is not allowed here")
+    return text.strip()
+
+
+def port(text: str) -> int:
+    """An argparse type: a TCP port, 0 (any free one) to 65535."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"a TCP port is 0-65535, got {n}")
+    return n
+
+
 def add_override(p: argparse.ArgumentParser,
                  what: str = "bless despite a failed gate, or accept drift") -> None:
     """``--override --reason TEXT [--by USER]``: past a failed check, on the record."""
     p.add_argument("--override", action="store_true", help=f"{what} (needs --reason)")
-    p.add_argument("--reason", help="why (recorded with the decision)")
-    p.add_argument("--by", metavar="USER",
+    p.add_argument("--reason", type=line_of_text, help="why (recorded with the decision)")
+    p.add_argument("--by", metavar="USER", type=person,
                    help="who overrides (default: $GITHUB_ACTOR or git user.name)")
 
 

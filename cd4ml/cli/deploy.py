@@ -8,7 +8,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
-from cd4ml.cli.common import add_common, load_pipeline, store_with_progress
+from cd4ml.cli.common import add_common, line_of_text, load_pipeline, person, store_with_progress
 from cd4ml.errors import SpecError
 
 
@@ -17,20 +17,21 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("--env", required=True, metavar="ENV", help="the environment (from the spec)")
     p.add_argument("version", nargs="?", metavar="MODEL_VERSION",
                    help="e.g. 5 or wine:5 (default: the newest blessed version not marked bad)")
-    p.add_argument("--approved-by", metavar="USER",
+    p.add_argument("--approved-by", metavar="USER", type=person,
                    help="record USER's approval (checked: GitHub with GITHUB_TOKEN, else git)")
     add_actor(p)
 
 
 def add_actor(p: argparse.ArgumentParser, override: bool = True) -> None:
-    p.add_argument("--reason", help="why (recorded with the deployment; required with --override)")
-    p.add_argument("--actor", metavar="USER",
+    p.add_argument("--reason", type=line_of_text,
+                   help="why (recorded with the deployment; required with --override)")
+    p.add_argument("--actor", metavar="USER", type=person,
                    help="who acts (default: $GITHUB_ACTOR, git user.name, the login name)")
     if override:
         p.add_argument("--override", action="store_true",
                        help="break glass: release past the environment's policy (order, "
                             "approval, marked bad), recorded with --reason and --by")
-        p.add_argument("--by", metavar="USER", help="who overrides (with --override)")
+        p.add_argument("--by", metavar="USER", type=person, help="who overrides (with --override)")
 
 
 def policy_override(args: argparse.Namespace) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from cd4ml.cli.common import add_common
+from cd4ml.cli.common import add_common, person
 from cd4ml.cli.deploy import act, add_actor, policy_override
 
 
@@ -13,7 +13,7 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     add_common(p)
     p.add_argument("version", metavar="MODEL_VERSION", help="e.g. 5 or wine:5")
     p.add_argument("--to", required=True, metavar="ENV", help="the environment to promote into")
-    p.add_argument("--approved-by", metavar="USER",
+    p.add_argument("--approved-by", metavar="USER", type=person,
                    help="record USER's approval (checked: GitHub with GITHUB_TOKEN, else git)")
     add_actor(p)
 

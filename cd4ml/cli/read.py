@@ -121,7 +121,7 @@ def _status(status: str) -> str:
     from cd4ml.reporting.console import paint
 
     colour = {"succeeded": "green", "failed": "red", "gate_failed": "red",
-              "validation_failed": "red", "running": "yellow"}.get(status)
+              "validation_failed": "red", "running": "yellow", "abandoned": "red"}.get(status)
     return paint(status, colour) if colour else status
 
 
@@ -137,9 +137,14 @@ def _deployed(store: Any, pipeline: str | None = None) -> dict[int, list[str]]:
 
 
 def _runs(store: Any, args: argparse.Namespace) -> int:
-    from cd4ml.reporting.console import print_json, table, to_jsonable
+    from dataclasses import replace
 
-    runs = store.runs(_pipeline_name(args.pipeline), limit=args.limit)
+    from cd4ml.reporting.console import print_json, table, to_jsonable
+    from cd4ml.store.liveness import shown_status
+
+    # a run whose process was killed shows as abandoned before the next run marks it so
+    runs = [replace(r, status=shown_status(r))
+            for r in store.runs(_pipeline_name(args.pipeline), limit=args.limit)]
     rows = []
     for r in runs:
         model = store.model_for_run(r.reused_from or r.id)

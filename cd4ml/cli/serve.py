@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from cd4ml.cli.common import add_common, load_pipeline, model_ref, open_store
+from cd4ml.cli.common import add_common, load_pipeline, model_ref, open_store, port, positive_int
 from cd4ml.errors import ArtifactError, Cd4mlError, SpecError
 
 
@@ -19,8 +19,8 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
                    help="PIPELINE:VERSION, or a version number of the pipeline chosen with -p")
     add_common(p, json=False)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
-    p.add_argument("--workers", type=int, default=1,
+    p.add_argument("--port", type=port, default=8080, help="port (default 8080; 0 picks a free one)")
+    p.add_argument("--workers", type=positive_int, default=1,
                    help="server processes sharing the port (default 1)")
 
 

@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
             spec.name, git_commit=git.commit, branch=git.branch, actor=git.actor,
             spec_hash=spec.spec_hash, data_hash=file_hash(spec.data.path),
             params={"model": dict(spec.model.params), "seed": spec.model.seed},
-            tags={"stage": "train", **({"dirty": True} if git.dirty else {})})
+            tags={"stage": "train", **git.tags})
         try:
             result = train(spec, store, current.id)
         except BaseException as e:

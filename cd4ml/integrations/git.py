@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -17,6 +17,40 @@ class GitInfo:
     branch: str | None
     dirty: bool
     actor: str | None
+    #: who produced a run when CI did: ``ci.workflow``, ``ci.run_id``, ``ci.ref``, ... (empty
+    #: outside GitHub Actions)
+    producer: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def tags(self) -> dict[str, object]:
+        """What a run records of its origin beside commit, branch and actor."""
+        return {**({"dirty": True} if self.dirty else {}), **self.producer}
+
+
+#: tag -> GitHub Actions variable, recorded on every run CI starts
+_CI_TAGS = {"ci.repository": "GITHUB_REPOSITORY", "ci.workflow": "GITHUB_WORKFLOW",
+            "ci.run_id": "GITHUB_RUN_ID", "ci.run_attempt": "GITHUB_RUN_ATTEMPT",
+            "ci.event": "GITHUB_EVENT_NAME", "ci.ref": "GITHUB_REF", "ci.actor": "GITHUB_ACTOR",
+            "ci.sha": "GITHUB_SHA"}
+
+
+def ci_producer(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The CI identity of this process (GitHub Actions' own variables, and the repository's
+    default branch from the event payload), or ``{}`` outside CI."""
+    import json
+
+    env = os.environ if environ is None else environ
+    if env.get("GITHUB_ACTIONS") != "true":
+        return {}
+    out = {tag: env[var] for tag, var in _CI_TAGS.items() if env.get(var)}
+    try:
+        with open(env.get("GITHUB_EVENT_PATH") or "", encoding="utf-8") as f:
+            default = json.load(f).get("repository", {}).get("default_branch")
+    except (OSError, ValueError, AttributeError):
+        default = None
+    if isinstance(default, str) and default:
+        out["ci.default_branch"] = default
+    return out
 
 
 def _git(args: list[str], cwd: Path) -> str | None:
@@ -37,7 +71,8 @@ def git_info(cwd: str | Path | None = None) -> GitInfo:
     status = _git(["status", "--porcelain", "--untracked-files=no"], where)
     actor = (os.environ.get("GITHUB_ACTOR") or _git(["config", "user.name"], where)
              or os.environ.get("USER"))
-    return GitInfo(commit=commit, branch=branch, dirty=bool(status), actor=actor)
+    return GitInfo(commit=commit, branch=branch, dirty=bool(status), actor=actor,
+                   producer=ci_producer())
 
 
 def repository_name(where: Path) -> str | None:

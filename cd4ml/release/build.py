@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from cd4ml.release.infraval import InfraReport
     from cd4ml.release.registry import Credentials
     from cd4ml.spec import Spec
-    from cd4ml.store import Image, ModelVersion, Store
+    from cd4ml.store import Image, ModelVersion, Run, Store
 
 log = logging.getLogger("cd4ml.release.build")
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
@@ -86,6 +86,29 @@ def check_buildable(spec: Spec, model: ModelVersion) -> None:
                          "models are built. Fix the gate failures or override the gate with a reason")
 
 
+def check_provenance(spec: Spec, model: ModelVersion, run: Run) -> None:
+    """Refuse a model whose training run the spec's ``provenance:`` does not accept: a model
+    logged from a laptop, or blessed on a pull request's branch, never reaches an image of a
+    repository that asks for CI-trained models of its default branch."""
+    from cd4ml.spec import Provenance
+
+    if spec.provenance is Provenance.ANY:
+        return
+    tags = run.tags or {}
+    where = f"{spec.path}:{spec.line_of('provenance')}: provenance: {spec.provenance}"
+    if not tags.get("ci.run_id"):
+        raise BuildError(f"{model.ref} was trained outside CI (run {run.id}, by "
+                         f"{run.actor or 'unknown'}), but {where} asks for a CI run; train it "
+                         "in the workflow")
+    default = tags.get("ci.default_branch")
+    if spec.provenance is Provenance.CI_DEFAULT_BRANCH and (
+            not default or tags.get("ci.ref") != f"refs/heads/{default}"):
+        raise BuildError(f"{model.ref} was trained by CI run {tags['ci.run_id']} of "
+                         f"{tags.get('ci.ref') or 'an unknown ref'}, but {where} asks for the "
+                         f"default branch ({default or 'unknown'}); merge, then build the "
+                         "version main trains")
+
+
 def build(spec: Spec, store: Store, model: ModelVersion, push: bool = False, *,
           nocache: bool = False, network_mode: str = "host", ready_timeout: float = 60.0,
           latency_requests: int = 200, credentials: Credentials | None = None) -> BuildResult:
@@ -97,6 +120,7 @@ def build(spec: Spec, store: Store, model: ModelVersion, push: bool = False, *,
     from cd4ml.integrations.docker import client
 
     check_buildable(spec, model)
+    check_provenance(spec, model, store.run(model.run_id))
     if push and not spec.image.registry:
         raise BuildError(_NO_REGISTRY.format(path=spec.path))
     started = time.perf_counter()

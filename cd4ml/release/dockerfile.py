@@ -170,26 +170,12 @@ def requirements(spec: Spec, model_dir: Path, frame: bool = True) -> Requirement
 
 
 def needs_frame(model: ModelVersion) -> bool:
-    """Ask the server's own predictor whether it would build a DataFrame for this model.
-
-    A model that cannot be loaded here (its artifact does not match its record) cannot be
-    served either, and infra validation will say so; its signature decides (text features
-    always go in a DataFrame), so that such a build still reuses the dependency layer."""
-    from cd4ml import artifacts
-
-    text = any(f.get("dtype") == "str" for f in model.signature.get("inputs", []))
-    try:
-        estimator, meta = artifacts.load(model.artifact_uri, expected_sha256=model.sha256)
-    except artifacts.ArtifactMismatch:
-        return text
-    try:
-        from cd4ml.serve.predictor import Predictor
-        from cd4ml.serve.schema import fields_of
-
-        predictor = Predictor(estimator, fields_of(meta.signature), meta.task, meta.stats)
-    except Exception:  # noqa: BLE001 - a model the predictor balks at: carry pandas, to be safe
-        return True
-    return bool(predictor.needs_frame)
+    """Whether the server will build a DataFrame for this model (and so needs pandas), as the
+    predictor decided when the model was registered (``signature["frame"]``). The build host
+    never unpickles a model to find out; a version recorded before cd4ml kept that answer
+    carries pandas, to be safe."""
+    recorded = model.signature.get("frame")
+    return recorded if isinstance(recorded, bool) else True
 
 
 def _user_module(root: Path, name: str) -> Path | None:
@@ -282,7 +268,7 @@ def labels(spec: Spec, model: ModelVersion, git_commit: str | None, data_hash: s
         "cd4ml.model.sha256": model.sha256,
         "cd4ml.run.id": model.run_id,
         "cd4ml.git.commit": git_commit or "",
-        "cd4ml.stages.data.hash": data_hash or "",
+        "cd4ml.data.hash": data_hash or "",
         "cd4ml.version": __version__,
     }
     return out

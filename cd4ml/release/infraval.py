@@ -2,7 +2,8 @@
 
 Like TFX's InfraValidator, an image is not deployable because it built, but because a container
 of it, started cold, became ready, answered the held-out rows with exactly the predictions the
-model gives in-process, refused a malformed request with 422, stayed within the spec's p99
+model itself gives (computed in a second, network-less container of the image, never by
+unpickling on the build host), refused a malformed request with 422, stayed within the spec's p99
 latency and size budgets, and reported the model it was built with. The container runs with a
 read-only root file system, published on a free loopback port only, and is always removed.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 import urllib.error
 import urllib.request
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cd4ml.events import emit
-from cd4ml.release.dockerfile import PORT
+from cd4ml.release.dockerfile import MODEL_DIR, PORT
 
 if TYPE_CHECKING:
     import docker
@@ -67,7 +69,7 @@ def validate_image(c: docker.DockerClient, spec: Spec, model: ModelVersion, imag
     started = time.perf_counter()
     emit("stage_started", "infra", f"validating {image[:19]}")
     checks: list[Check] = []
-    rows, expected, load_error = _held_out(spec, model)
+    rows = _held_out(spec, model)
     p99 = ready_s = None
     name = f"cd4ml-infraval-{spec.name}-{model.version}-{uuid.uuid4().hex[:6]}"
     container = None
@@ -88,6 +90,7 @@ def validate_image(c: docker.DockerClient, spec: Spec, model: ModelVersion, imag
                 checks[-1] = Check("ready", False, None, ready_timeout, f"{why}: {tail[0][:300]}")
         else:
             checks.append(_identity(url, model))
+            expected, load_error = _reference(c, image, rows)
             checks.append(_predictions(url, rows, expected, load_error))
             checks.append(_malformed(url))
             latency, p99 = _latency(url, rows, latency_requests, spec.image.max_p99_ms)
@@ -114,21 +117,43 @@ def validate_image(c: docker.DockerClient, spec: Spec, model: ModelVersion, imag
 # ---------------------------------------------------------------------------------- the checks
 
 
-def _held_out(spec: Spec, model: ModelVersion) -> tuple[list[dict], list | None, str | None]:
-    """The held-out rows (features only, as JSON records) and the in-process predictions."""
-    from cd4ml import artifacts
+def _held_out(spec: Spec, model: ModelVersion) -> list[dict]:
+    """The held-out rows, features only, as JSON records."""
     from cd4ml.stages.data import load_frame, split
 
     frame = load_frame(spec.data)
     test = frame.iloc[split(spec, frame).test_index]
     names = [f["name"] for f in model.signature.get("inputs", [])]
-    X = test[names]
-    rows = [{k: _native(v) for k, v in r.items()} for r in X.to_dict("records")]
+    return [{k: _native(v) for k, v in r.items()} for r in test[names].to_dict("records")]
+
+
+def _reference(c: docker.DockerClient, image: str, rows: list[dict]) -> tuple[list | None, str | None]:
+    """The model's own predictions on ``rows``, computed by ``cd4ml.serve.reference`` in a
+    throwaway container of ``image`` (its unprivileged user, no network, read-only root): the
+    build host never unpickles a model."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory(prefix="cd4ml-infraval-") as tmp:
+        os.chmod(tmp, 0o755)  # the image's user is not the host's
+        (Path(tmp) / "rows.json").write_text(json.dumps({"instances": rows}))
+        os.chmod(Path(tmp) / "rows.json", 0o644)
+        try:
+            out = c.containers.run(
+                image, ["python", "-m", "cd4ml.serve.reference", "/in/rows.json"], remove=True,
+                environment={"CD4ML_MODEL_DIR": MODEL_DIR},
+                network_mode="none", read_only=True, tmpfs={"/tmp": "size=64m"},
+                volumes={tmp: {"bind": "/in", "mode": "ro"}}, stdout=True, stderr=False,
+                labels={"cd4ml.role": "infra-validation"})
+        except Exception as e:  # noqa: BLE001 -- ContainerError carries the refusal; any is a failed check
+            return None, str(e).splitlines()[0][:300]
     try:
-        estimator, _ = artifacts.load(model.artifact_uri, expected_sha256=model.sha256)
-    except artifacts.ArtifactMismatch as e:
-        return rows, None, str(e)
-    return rows, [_native(v) for v in estimator.predict(X).tolist()], None
+        doc = json.loads(out.decode().strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None, f"no answer from cd4ml.serve.reference: {out[-200:]!r}"
+    if "predictions" not in doc:
+        return None, str(doc.get("error"))
+    return doc["predictions"], None
 
 
 def _native(v: Any) -> Any:
@@ -193,7 +218,7 @@ def _find(doc: Any, key: str) -> Any:
 def _predictions(url: str, rows: list[dict], expected: list | None, load_error: str | None) -> Check:
     if expected is None:
         return Check("predictions", False, None, len(rows),
-                     f"the model cannot be loaded in-process: {load_error}")
+                     f"the model's own predictions could not be had in the image: {load_error}")
     served: list = []
     for i in range(0, len(rows), BATCH):
         status, body = _request(f"{url}/predict", {"instances": rows[i:i + BATCH]}, timeout=30)

@@ -39,6 +39,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from cd4ml.serve.server import StartError, serve
 
+    if not os.environ.get("CD4ML_MODEL_SHA256"):
+        # model.json names its own sha256: it proves the file is whole, not that it is the
+        # model anyone recorded. cd4ml's images and `cd4ml serve` always pin it.
+        print("cd4ml.serve: warning: CD4ML_MODEL_SHA256 is not set: serving whatever model "
+              f"{args.model_dir}/model.json describes, unchecked against any record; set it to "
+              "the recorded sha256", file=sys.stderr, flush=True)
     try:
         return serve(args.model_dir, host=args.host, port=args.port, workers=args.workers,
                      expected_sha256=os.environ.get("CD4ML_MODEL_SHA256") or None,

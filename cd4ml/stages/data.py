@@ -1,4 +1,5 @@
-"""Reading a pipeline's data, hashing it, and choosing the held-out rows.
+"""Reading a pipeline's data, hashing it (a file, or a frame a tracked run logs), and choosing
+the held-out rows.
 
 The held-out split depends only on the data, the spec's split settings and the seed, so the
 candidate and the production model are always scored on the same rows.
@@ -7,6 +8,7 @@ candidate and the production model are always scored on the same rows.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +21,10 @@ if TYPE_CHECKING:
     from cd4ml.spec import DataSpec, Spec
 
 
+_READERS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet",
+            ".json": "json", ".jsonl": "jsonl"}
+
+
 def file_hash(path: str | Path) -> str:
     """sha256 of a file's bytes: the identity of a data set."""
     h = hashlib.sha256()
@@ -29,6 +35,46 @@ def file_hash(path: str | Path) -> str:
     except OSError as e:
         raise DataError(f"{path}: cannot read the data: {e.strerror or e}") from None
     return h.hexdigest()
+
+
+def frame_hash(frame: pd.DataFrame) -> str:
+    """sha256 of a DataFrame's content: column names and dtypes, then every row's values in
+    order. The index is left out, so a filtered-and-reset copy hashes like the original rows."""
+    import pandas as pd
+
+    h = hashlib.sha256()
+    h.update(json.dumps([[str(c), str(t)] for c, t in frame.dtypes.items()]).encode())
+    try:
+        rows = pd.util.hash_pandas_object(frame, index=False)
+    except TypeError as e:
+        raise DataError(f"cannot hash the frame: {e}; columns must hold scalars "
+                        "(numbers, text, booleans, dates), not lists or dicts") from None
+    h.update(rows.to_numpy().tobytes())
+    return h.hexdigest()
+
+
+def file_shape(path: Path) -> tuple[str, int, list[str]]:
+    """Format, row count and column names of a data file, read as cheaply as the format allows."""
+    import pandas as pd
+
+    fmt = _READERS.get(path.suffix.lower())
+    if fmt is None:
+        raise DataError(f"{path}: cannot count the rows of a {path.suffix or 'suffix-less'} file; "
+                        "log a .csv, .tsv, .parquet or .json(l) file, or pass a DataFrame")
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            meta = pq.ParquetFile(path).metadata
+            return fmt, int(meta.num_rows), [str(n) for n in meta.schema.names]
+        if fmt in ("csv", "tsv"):
+            frame = pd.read_csv(path, sep="\t" if fmt == "tsv" else ",")
+        else:
+            frame = pd.read_json(path, lines=fmt == "jsonl")
+    except Exception as e:  # noqa: BLE001 - each reader raises its own types for a bad file
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"{path}: cannot read as {fmt}: {first}") from None
+    return fmt, len(frame), [str(c) for c in frame.columns]
 
 
 def load_frame(data: DataSpec) -> pd.DataFrame:

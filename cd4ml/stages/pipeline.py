@@ -1,12 +1,13 @@
 """``cd4ml run``: validate, train, evaluate and gate in one pass, skipping work whose inputs did
 not change.
 
-The cache key is the data's content hash, the spec's hash (which covers the expectation suite)
-and the training code's identity: cd4ml's own stage code, and the estimator's library version or
-the user's entry-point source. A cached result is reused only while the baseline it was gated
-against still stands (or is the cached model itself), since a relative gate against another
-production model could decide differently. None of this imports pandas or scikit-learn, so a no-op
-run costs little more than opening the store.
+The cache key is the data's content hash, the spec's training hash (every section but where and
+how the model is served, ``environments`` and ``image``; the expectation suite's content too) and
+the training code's identity: cd4ml's stage package as a whole with the spec reader and the
+artifact writer, and the estimator's library version or the user's entry-point source. A cached result is reused only while the baseline it
+was gated against still stands (or is the cached model itself), since a relative gate against
+another production model could decide differently. None of this imports pandas or
+scikit-learn, so a no-op run costs little more than opening the store.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from cd4ml.integrations.git import git_info
 from cd4ml.spec import Spec, check_imports, find_module
 from cd4ml.stages.data import file_hash
 from cd4ml.store import ModelVersion, Run, Store
+from cd4ml.store.liveness import Heartbeat
 
 # import names whose distribution is named differently
 _DIST_ALIASES = {"sklearn": "scikit-learn"}
@@ -60,13 +62,14 @@ def _library_version(top: str) -> str | None:
 
 
 def code_hash(spec: Spec) -> str:
-    """Identity of the training code: cd4ml's stage modules plus the estimator's library version
-    (an installed distribution) or the source file of the user's estimator or entry point."""
+    """Identity of the training code: cd4ml's stage package, the spec reader (its defaults
+    decide what a spec means) and the artifact writer, plus the estimator's library version (an
+    installed distribution) or the source file of the user's estimator or entry point."""
     h = hashlib.sha256(f"cd4ml=={__version__}".encode())
-    # the stage package as a whole: a new or renamed stage module changes the identity too
+    # the package as a whole: a new, renamed or moved stage module changes the identity too
     here = Path(__file__).parent
-    for path in sorted(here.glob("*.py")):
-        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    for path in [*sorted(here.rglob("*.py")), here.parent / "spec.py", here.parent / "artifacts.py"]:
+        h.update(path.relative_to(here.parent).as_posix().encode() + b"\0" + path.read_bytes())
     ref = spec.model.estimator or spec.model.entry_point or ""
     if ref.endswith(".py"):
         h.update(Path(ref).read_bytes())
@@ -86,7 +89,9 @@ def code_hash(spec: Spec) -> str:
 
 
 def cache_key(spec: Spec, data_hash: str, code: str) -> str:
-    return hashlib.sha256(f"{data_hash}\n{spec.spec_hash}\n{code}".encode()).hexdigest()
+    """What decides the trained model and its evaluation: data, spec (not its serving
+    sections) and code. Two runs with one key train the same model and judge it alike."""
+    return hashlib.sha256(f"{data_hash}\n{spec.training_hash}\n{code}".encode()).hexdigest()
 
 
 def _baseline_env(spec: Spec) -> str | None:
@@ -120,7 +125,7 @@ def run(spec: Spec, store: Store, *, force: bool = False, override_by: str | Non
         "kind": "pipeline", "git_commit": git.commit, "branch": git.branch, "actor": git.actor,
         "spec_hash": spec.spec_hash, "code_hash": code, "data_hash": data_hash, "cache_key": key,
         "params": {"model": dict(spec.model.params), "seed": spec.model.seed},
-        "tags": {"dirty": git.dirty} if git.dirty else {},
+        "tags": git.tags,
     }
 
     if not force:
@@ -137,10 +142,14 @@ def run(spec: Spec, store: Store, *, force: bool = False, override_by: str | Non
                                   time.perf_counter() - started, ())
 
     check_imports(spec)
+    for dead in store.abandon_dead_runs(spec.name):
+        emit("warning", "run", f"run {dead.id} was left running by a process that is gone "
+             f"({dead.holder}): marked abandoned")
     current = store.start_run(spec.name, **identity)
     stages: list[tuple[str, str, float]] = []
     try:
-        result = _stages(spec, store, current, stages, override_by, reason)
+        with Heartbeat(store, current.id):
+            result = _stages(spec, store, current, stages, override_by, reason)
     except Cd4mlError as e:
         store.finish_run(current.id, "failed", error=str(e))
         raise
@@ -155,6 +164,7 @@ def run(spec: Spec, store: Store, *, force: bool = False, override_by: str | Non
 
 def _stages(spec: Spec, store: Store, current: Run, stages: list[tuple[str, str, float]],
             override_by: str | None, reason: str | None) -> tuple[str, ModelVersion | None]:
+    from cd4ml.stages import sanity
     from cd4ml.stages.data import load_frame
     from cd4ml.stages.evaluate import evaluate
     from cd4ml.stages.gate import gate
@@ -169,6 +179,7 @@ def _stages(spec: Spec, store: Store, current: Run, stages: list[tuple[str, str,
         return out
 
     frame = load_frame(spec.data)
+    sanity.check(spec, frame)
     validation = timed("validate", lambda: validate(spec, store, current.id, frame,
                                                     override_by=override_by, reason=reason),
                        "success")

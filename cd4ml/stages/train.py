@@ -70,8 +70,11 @@ def _train(spec: Spec, store: Store, run_id: str, frame: pd.DataFrame | None) ->
         raise SpecError(f"{spec.path}:{spec.line_of('model', 'entry_point')}: model.entry_point: "
                         "entry points are run by 'cd4ml run' (the tracking API), not 'cd4ml train'")
     data_hash = file_hash(spec.data.path)
-    if frame is None:
+    if frame is None:  # 'cd4ml train' alone; 'cd4ml run' checked the frame it passes
+        from cd4ml.stages import sanity
+
         frame = load_frame(spec.data)
+        sanity.check(spec, frame)
     features = feature_columns(spec.data, frame)
     check_target(spec, frame)
     rows = split(spec, frame).train_index
@@ -100,6 +103,7 @@ def register_artifact(store: Store, *, pipeline: str, run_id: str, task: str, es
                       git_commit: str | None, spec_hash: str | None) -> tuple[ModelVersion, Path]:
     """Save the fitted estimator, give it the pipeline's next version, and publish the artifact
     directory of that version; returns the version (with its final artifact_uri) and the dir."""
+    signature = {**signature, "frame": _needs_frame(estimator, signature, task, stats)}
     blob, digest = artifacts.save(artifacts_root(), pipeline, estimator)
     model = store.register_model(pipeline, run_id, task, str(blob), digest, signature, stats)
     directory = artifacts.publish(blob, artifacts.ArtifactMeta(
@@ -107,6 +111,18 @@ def register_artifact(store: Store, *, pipeline: str, run_id: str, task: str, es
         version=model.version, run_id=run_id, data_hash=data_hash, git_commit=git_commit,
         spec_hash=spec_hash, created_at=model.created_at))
     return store.set_artifact_uri(model.id, str(directory)), directory
+
+
+def _needs_frame(estimator: Any, signature: dict, task: str, stats: dict) -> bool:
+    """Ask the server's own predictor, while the fitted model is in memory, whether it will
+    feed the model a DataFrame: recorded, so that a build never unpickles the model to know."""
+    from cd4ml.serve.predictor import Predictor
+    from cd4ml.serve.schema import fields_of
+
+    try:
+        return bool(Predictor(estimator, fields_of(signature), task, stats).needs_frame)
+    except Exception:  # noqa: BLE001 -- a model the predictor balks at: carry pandas, to be safe
+        return True
 
 
 def check_target(spec: Spec, frame: pd.DataFrame) -> None:
@@ -139,7 +155,7 @@ def categorical_columns(X: pd.DataFrame) -> list[str]:
 
 def build_estimator(spec: Spec, categorical: list[str]) -> Any:
     """Instantiate ``model.estimator`` (a class or a factory) with ``model.params`` and the seed."""
-    from cd4ml.spec import import_object
+    from cd4ml.spec import check_trainable, import_object
 
     ref = spec.model.estimator
     assert ref is not None
@@ -148,6 +164,7 @@ def build_estimator(spec: Spec, categorical: list[str]) -> Any:
         factory = import_object(ref, spec.root)
     except SpecError as e:
         raise SpecError(f"{where}: {e}") from None
+    check_trainable(spec, factory)
     params = dict(spec.model.params)
     try:
         estimator = factory(**params)

@@ -1,17 +1,19 @@
 """The metadata and lineage store: data sets, runs, validations, metrics, gates, model versions,
 images, deployments, approvals and locks.
 
-Embedded SQLite by default (``.cd4ml/cd4ml.db`` in the working repository), any SQLAlchemy URL
-otherwise (``CD4ML_STORE_URL``, e.g. ``postgresql+psycopg://...``). Several CI jobs may write at
-once: SQLite runs in WAL mode and every write transaction starts with ``BEGIN IMMEDIATE`` (so two
-writers queue on the busy timeout instead of failing with "database is locked"); model version
-numbers come from ``max + 1`` under a unique constraint and are retried on a clash, which is what
-keeps them unique on PostgreSQL too. The schema is versioned: migrations are numbered and each is
-applied in its own transaction together with its bookkeeping row.
+Embedded SQLite by default (``.cd4ml/cd4ml.db`` in the working repository), another SQLite file
+or a PostgreSQL database otherwise (``CD4ML_STORE_URL``, e.g. ``postgresql+psycopg://...``).
+Several CI jobs may write at once: SQLite runs in WAL mode and every write transaction starts
+with ``BEGIN IMMEDIATE`` (so two writers queue on the busy timeout instead of failing with
+"database is locked"); model version numbers come from ``max + 1`` under a unique constraint and
+are retried on a clash, which is what keeps them unique on PostgreSQL too. The schema is built by named migrations, each applied in its
+own transaction together with its bookkeeping row; opening a store whose schema is current only
+reads, so read-only commands work on a read-only database and never queue behind a writer.
 
-The package: ``schema.py`` holds the tables and ``MIGRATIONS``, ``records.py`` the frozen
-dataclass each query returns, ``engine.py`` how the database is opened; ``Store`` is here, and
-everything is importable from ``cd4ml.store``.
+The package: ``migrations.py`` holds the frozen schema history (``MIGRATIONS``), ``schema.py``
+the tables the queries use, ``records.py`` the frozen dataclass each query returns,
+``engine.py`` how the database is opened; ``Store`` is here, and everything is importable from
+``cd4ml.store``.
 """
 
 from __future__ import annotations
@@ -29,7 +31,17 @@ from typing import Any, Self
 import sqlalchemy as sa
 
 from cd4ml.errors import StoreError
+from cd4ml.store import liveness
 from cd4ml.store.engine import create_engine, first_line, redact
+from cd4ml.store.migrations import (
+    MIGRATIONS,
+    Migration,
+    applied,
+    check_dialect,
+    pending,
+    prepare_bookkeeping,
+    schema_migrations,
+)
 from cd4ml.store.records import (
     Approval,
     Dataset,
@@ -43,7 +55,6 @@ from cd4ml.store.records import (
     _to,
 )
 from cd4ml.store.schema import (
-    MIGRATIONS,
     approvals,
     datasets,
     deployments,
@@ -54,15 +65,14 @@ from cd4ml.store.schema import (
     metrics,
     model_versions,
     runs,
-    schema_version,
     validations,
 )
 
 __all__ = [
     "MIGRATIONS", "Approval", "Dataset", "Deployment", "GateDecision", "Image", "Metric",
-    "ModelVersion", "Run", "Store", "Validation", "approvals", "datasets", "default_url",
-    "deployments", "gate_decisions", "images", "locks", "metadata", "metrics", "model_versions",
-    "now", "redact", "runs", "schema_version", "validations",
+    "Migration", "ModelVersion", "Run", "Store", "Validation", "approvals", "datasets",
+    "default_url", "deployments", "gate_decisions", "images", "locks", "metadata", "metrics",
+    "model_versions", "now", "redact", "runs", "schema_migrations", "validations",
 ]
 
 
@@ -121,46 +131,49 @@ class Store:
 
     # ---- migrations
 
-    def migrate(self) -> int:
-        """Apply the migrations this store has not seen; return the schema version."""
-        for attempt in range(20):
-            try:
-                with self.tx() as conn:
-                    # on PostgreSQL two processes could both find the table missing and both
-                    # create it; under the lock the second one sees the first one's table
-                    self._migration_lock(conn)
-                    schema_version.create(conn, checkfirst=True)
-                break
-            except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
-                time.sleep(0.05 * (attempt + 1))
-        else:
-            raise StoreError(f"store {redact(self.url)}: could not create the schema_version table")
-        for number, migration in enumerate(MIGRATIONS, start=1):
-            for attempt in range(20):
-                try:
-                    with self.tx() as conn:
-                        self._migration_lock(conn)
-                        done = conn.execute(sa.select(schema_version.c.version).where(
-                            schema_version.c.version == number)).first()
-                        if done is None:
-                            migration(conn)
-                            conn.execute(schema_version.insert().values(version=number, applied_at=now()))
-                    break
-                except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
-                    # another process created the bookkeeping table or applied it first
-                    time.sleep(0.05 * (attempt + 1))
-            else:
-                raise StoreError(f"store {redact(self.url)}: migration {number} could not be applied")
-        return len(MIGRATIONS)
+    def migrate(self) -> list[str]:
+        """Apply the migrations this store has not seen, each in its own transaction with its
+        bookkeeping row; return the names applied now. A store that is current is only read."""
+        with self.read() as conn:
+            check_dialect(conn)
+            done = applied(conn)
+        todo = pending(done)
+        if done is not None and not todo:
+            return []
+        step = "its bookkeeping"
+        try:
+            with self.engine.begin() as conn:
+                # one migrator at a time: under the lock the next one sees the last one's work
+                self._migration_lock(conn)
+                prepare_bookkeeping(conn, now())
+            names = []
+            for migration in todo:
+                step = f"migration {migration.name}"
+                if self._apply(migration):
+                    names.append(migration.name)
+            return names
+        except sa.exc.DBAPIError as e:
+            raise StoreError(f"store {redact(self.url)}: cannot upgrade {step}: {first_line(e)}; "
+                             "it was rolled back: open the store once with write access") from None
+
+    def _apply(self, migration: Migration) -> bool:
+        with self.engine.begin() as conn:
+            self._migration_lock(conn)
+            if migration.name in (applied(conn) or ()):
+                return False  # another process applied it while this one waited for the lock
+            migration.apply(conn)
+            conn.execute(schema_migrations.insert().values(name=migration.name, applied_at=now()))
+        return True
 
     def _migration_lock(self, conn: sa.Connection) -> None:
-        # one migrator at a time across processes (SQLite: BEGIN IMMEDIATE already is one)
+        # SQLite: BEGIN IMMEDIATE already is one
         if not self.is_sqlite:
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(4242)"))
 
-    def schema_version(self) -> int:
+    def applied_migrations(self) -> list[str]:
+        """The names of the migrations applied to this store, oldest first."""
         with self.read() as conn:
-            return conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
+            return applied(conn) or []
 
     # ---- data sets and runs
 
@@ -194,8 +207,29 @@ class Store:
                 id=run_id, pipeline=pipeline, kind=kind, status="running", git_commit=git_commit,
                 branch=branch, actor=actor, spec_hash=spec_hash, code_hash=code_hash,
                 data_hash=data_hash, cache_key=cache_key, params=params or {}, tags=tags or {},
-                started_at=now()))
+                started_at=now(), holder=liveness.holder(), heartbeat_at=now()))
         return self.run(run_id)
+
+    def beat(self, run_id: str) -> None:
+        """Refresh a working run's heartbeat (:class:`cd4ml.store.liveness.Heartbeat`)."""
+        with self.tx() as conn:
+            conn.execute(runs.update().where(runs.c.id == run_id, runs.c.status == "running")
+                         .values(heartbeat_at=now()))
+
+    def abandon_dead_runs(self, pipeline: str) -> list[Run]:
+        """Mark ``abandoned`` the runs of ``pipeline`` still ``running`` whose process is gone
+        (killed mid-way); returns them."""
+        with self.read() as conn:
+            rows = conn.execute(sa.select(runs).where(runs.c.pipeline == pipeline,
+                                                      runs.c.status == "running")).all()
+        dead = [r for r in (_to(Run, row) for row in rows) if liveness.is_abandoned(r)]
+        for r in dead:
+            with self.tx() as conn:
+                conn.execute(runs.update().where(runs.c.id == r.id, runs.c.status == "running")
+                             .values(status="abandoned", ended_at=now(),
+                                     error=f"abandoned: the process running it ({r.holder}) "
+                                           "ended without finishing it"))
+        return [self.run(r.id) for r in dead]
 
     def update_run(self, run_id: str, **values: Any) -> Run:
         with self.tx() as conn:
@@ -204,8 +238,10 @@ class Store:
 
     def finish_run(self, run_id: str, status: str, error: str | None = None,
                    reused_from: str | None = None) -> Run:
-        return self.update_run(run_id, status=status, error=error, reused_from=reused_from,
-                               ended_at=now())
+        from cd4ml.secrets import redact
+
+        return self.update_run(run_id, status=status, error=redact(error) if error else error,
+                               reused_from=reused_from, ended_at=now())
 
     def run(self, run_id: str) -> Run:
         with self.read() as conn:

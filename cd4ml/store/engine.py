@@ -28,14 +28,15 @@ def create_engine(url: str) -> tuple[sa.Engine, bool]:
     is_sqlite = parsed.get_backend_name() == "sqlite"
     kwargs: dict[str, Any] = {"json_serializer": _dumps}
     if is_sqlite:
-        if parsed.database and parsed.database != ":memory:":
+        if not parsed.database or parsed.database == ":memory:":
+            kwargs["poolclass"] = sa.pool.StaticPool  # one shared in-memory database
+        elif not parsed.query.get("uri"):  # a URI filename (file:path?mode=ro) must exist already
             try:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise StoreError(f"cannot create the store's directory for {redact(url)}: "
                                  f"{e.strerror}; set CD4ML_HOME or CD4ML_STORE_URL elsewhere") from None
-        else:
-            kwargs["poolclass"] = sa.pool.StaticPool  # one shared in-memory database
+            _check_or_create_sqlite(Path(parsed.database))
         kwargs["connect_args"] = {"timeout": 60, "check_same_thread": False}
     else:
         kwargs["pool_pre_ping"] = True
@@ -47,6 +48,42 @@ def create_engine(url: str) -> tuple[sa.Engine, bool]:
         sa.event.listen(engine, "connect", _sqlite_connect)
         sa.event.listen(engine, "begin", _sqlite_begin)
     return engine, is_sqlite
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _check_or_create_sqlite(path: Path) -> None:
+    """Refuse a store file that exists but is empty or not SQLite — opening it would silently
+    start a new store at version 1, whose artifacts then collide with the old ones — and create
+    a missing one with its header written at once. Both under a lock on the folder, so that a
+    file another process is creating this instant is never taken for a truncated one."""
+    import fcntl
+    import os
+    import sqlite3
+
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        try:
+            with open(path, "rb") as f:
+                head = f.read(len(_SQLITE_HEADER))
+        except FileNotFoundError:
+            conn = sqlite3.connect(path)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")  # writes the header now
+            finally:
+                conn.close()
+            return
+        except OSError as e:
+            raise StoreError(f"{path}: cannot read the store: {e.strerror}") from None
+        if head != _SQLITE_HEADER:
+            what = "empty (0 bytes)" if not head else "not a SQLite database"
+            raise StoreError(f"{path}: the store exists but is {what}; cd4ml never replaces a "
+                             "store silently: restore it from a backup, or move it away to "
+                             "start an empty one")
+    finally:
+        os.close(folder)
 
 
 def redact(url: str) -> str:

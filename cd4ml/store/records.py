@@ -27,6 +27,8 @@ class Run:
     ended_at: str | None
     error: str | None
     reused_from: str | None
+    holder: str | None = None
+    heartbeat_at: str | None = None
 
 
 @dataclass(frozen=True)

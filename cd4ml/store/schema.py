@@ -1,22 +1,15 @@
-"""The store's schema: its tables and the numbered migrations that create and change them.
+"""The store's tables as the queries see them: the schema the migrations have built.
 
-A schema change is a new function appended to ``MIGRATIONS``; ``Store.migrate`` applies each one
-the store has not seen in its own transaction, together with its row in ``schema_version``.
+These definitions never create anything; ``migrations.py`` does, with frozen DDL. A change here
+comes with a new migration there, and ``tests/unit/test_migrations.py`` fails until the two agree.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import sqlalchemy as sa
 
 metadata = sa.MetaData()
 
-schema_version = sa.Table(
-    "schema_version", metadata,
-    sa.Column("version", sa.Integer, primary_key=True),
-    sa.Column("applied_at", sa.String(32), nullable=False),
-)
 datasets = sa.Table(
     "datasets", metadata,
     sa.Column("hash", sa.String(64), primary_key=True),
@@ -46,6 +39,8 @@ runs = sa.Table(
     sa.Column("ended_at", sa.String(32)),
     sa.Column("error", sa.Text),
     sa.Column("reused_from", sa.String(32)),
+    sa.Column("holder", sa.String(255)),  # host:pid:start of the process running it
+    sa.Column("heartbeat_at", sa.String(32)),
 )
 validations = sa.Table(
     "validations", metadata,
@@ -154,10 +149,3 @@ locks = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=False),
 )
 
-#: numbered migrations; each runs in its own transaction with its bookkeeping row
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [
-    lambda conn: metadata.create_all(conn, tables=[
-        datasets, runs, validations, metrics, model_versions, gate_decisions,
-        images, deployments, approvals, locks,
-    ]),
-]

@@ -121,7 +121,7 @@ def test_cli_builds_validates_and_pushes_a_blessed_model(world, docker_client):
     assert labels["cd4ml.model.sha256"] == v1.sha256
     assert labels["cd4ml.model.version"] == "1"
     assert labels["cd4ml.run.id"] == v1.run_id
-    assert len(labels["cd4ml.stages.data.hash"]) == 64
+    assert len(labels["cd4ml.data.hash"]) == 64
     assert "cd4ml.git.commit" in labels and labels["org.opencontainers.image.version"] == "1"
     assert f"CD4ML_MODEL_SHA256={v1.sha256}" in attrs["Config"]["Env"]
     assert attrs["Config"]["User"] not in ("", "0", "root")

@@ -66,6 +66,33 @@ def test_a_new_production_model_invalidates_the_cache(work, store):
     assert first.model.version == 1
 
 
+def test_a_cached_model_gated_against_another_baseline_is_not_reused(work, store):
+    wine, data = work / "wine.yaml", work / "data" / "wine.csv"
+    original = data.read_text()
+    first = pipeline.run(load_spec(wine), store)  # v1, gated against no production model
+    data.write_text("\n".join(original.splitlines()[:-3]) + "\n")
+    second = pipeline.run(load_spec(wine), store)
+    assert second.model.version == 2 and second.model.blessed  # v2 is the baseline now
+    data.write_text(original)  # v1's inputs again: its run has this very cache key
+    third = pipeline.run(load_spec(wine), store)
+    # but v1's gate never compared it with v2, which a max_drop rule must: judge it again
+    assert first.run.cache_key == third.run.cache_key
+    assert not third.cached and third.model.version == 3
+
+
+def test_where_the_model_is_served_does_not_retrain_how_it_is_judged_does(work, store):
+    wine = work / "wine.yaml"
+    first = pipeline.run(load_spec(wine), store)
+    wine.write_text(wine.read_text().replace("port: 8701", "port: 8799")
+                    .replace("base: python:3.11-slim", "base: python:3.12-slim"))
+    moved = pipeline.run(load_spec(wine), store)
+    assert moved.cached and moved.model.id == first.model.id
+    assert moved.run.spec_hash != first.run.spec_hash  # the run records the spec it ran with
+    wine.write_text(wine.read_text().replace("min: 0.85\n  - metric: f1_macro", "min: 0.8\n  - metric: f1_macro"))
+    regated = pipeline.run(load_spec(wine), store)
+    assert not regated.cached and regated.model.version == 2
+
+
 def test_failed_gate_is_a_result_and_exit_1(work, store, capsys):
     wine = work / "wine.yaml"
     wine.write_text(wine.read_text().replace("min: 0.85\n  - metric: f1_macro", "min: 1.01\n  - metric: f1_macro"))

@@ -21,7 +21,7 @@ from cd4ml.store import Store
 REQUIRED_LABELS = (
     "org.opencontainers.image.title", "org.opencontainers.image.version",
     "org.opencontainers.image.created", "org.opencontainers.image.revision",
-    "cd4ml.model.version", "cd4ml.run.id", "cd4ml.git.commit", "cd4ml.stages.data.hash",
+    "cd4ml.model.version", "cd4ml.run.id", "cd4ml.git.commit", "cd4ml.data.hash",
     "cd4ml.model.sha256",
 )
 
@@ -38,7 +38,7 @@ def model(tmp_path, spec):
     est = DecisionTreeClassifier(max_depth=3, random_state=0).fit(frame[features], frame["target"])
     directory, sha = artifacts.save(tmp_path / "artifacts", spec.name, est)
     signature = {"inputs": [{"name": f, "dtype": "float", "nullable": False} for f in features],
-                 "target": "target", "classes": [int(c) for c in est.classes_]}
+                 "target": "target", "classes": [int(c) for c in est.classes_], "frame": False}
     store = Store("sqlite://")
     run = store.start_run(spec.name)
     mv = store.register_model(spec.name, run.id, "classification", str(directory), sha,
@@ -252,3 +252,61 @@ def test_base_image_env_stands_in_for_the_spec(spec, monkeypatch):
     assert dockerfile.base_image(spec) == spec.image.base
     monkeypatch.setenv("CD4ML_BASE_IMAGE", "local/python:3.11")
     assert dockerfile.base_image(spec) == "local/python:3.11"
+
+
+class _Trap:
+    """Unpickling this runs code: it writes the file it names."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.write_text, (self.path, "unpickled on this host"))
+
+
+def test_the_build_context_never_unpickles_the_model(tmp_path, spec, monkeypatch):
+    """A model logged by someone else's training code is data to the build host: making the
+    context (which decides whether pandas goes in) must not load it."""
+    from cd4ml.stages.train import register_artifact
+
+    monkeypatch.setenv("CD4ML_ARTIFACTS", str(tmp_path / "artifacts"))
+    marker = tmp_path / "pwned"
+    store = Store("sqlite://")
+    run = store.start_run(spec.name)
+    signature = {"inputs": [{"name": "x", "dtype": "float", "nullable": False}], "target": "y"}
+    model, _ = register_artifact(store, pipeline=spec.name, run_id=run.id, task="classification",
+                                 estimator=_Trap(marker), signature=signature, stats={},
+                                 data_hash=None, git_commit=None, spec_hash=None)
+    store.record_gate(run.id, model.id, True, [], None)
+    _context(tmp_path, spec, store.model_by_id(model.id))
+    assert not marker.exists(), "the build host unpickled the model"
+
+
+@pytest.mark.parametrize("text_feature", [False, True])
+def test_registration_records_whether_the_server_needs_a_dataframe(tmp_path, spec, monkeypatch,
+                                                                   text_feature):
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    from cd4ml.stages.train import input_signature, register_artifact
+
+    monkeypatch.setenv("CD4ML_ARTIFACTS", str(tmp_path / "artifacts"))
+    X = pd.DataFrame({"colour": ["red", "white", "red", "rose"], "x": [1.0, 2.0, 3.0, 4.0]})
+    if text_feature:
+        est = Pipeline([("enc", ColumnTransformer([("c", OneHotEncoder(handle_unknown="ignore"),
+                                                    ["colour"])], remainder="passthrough")),
+                        ("m", RandomForestClassifier(n_estimators=3, random_state=0))])
+    else:
+        X = X[["x"]]
+        est = RandomForestClassifier(n_estimators=3, random_state=0)
+    est.fit(X, [0, 1, 0, 1])
+    store = Store("sqlite://")
+    run = store.start_run(spec.name)
+    model, _ = register_artifact(store, pipeline=spec.name, run_id=run.id, task="classification",
+                                 estimator=est, signature=input_signature(X, "y", [0, 1]), stats={},
+                                 data_hash=None, git_commit=None, spec_hash=None)
+    assert model.signature["frame"] is text_feature
+    assert dockerfile.needs_frame(model) is text_feature

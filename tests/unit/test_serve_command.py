@@ -18,3 +18,15 @@ def test_model_references():
 def test_anything_else_is_a_usage_error_with_an_example(text):
     with pytest.raises(SpecError, match="expected PIPELINE:VERSION or a version number, e.g. wine:3"):
         model_ref(text)
+
+
+def test_serving_without_a_pinned_sha256_says_so(tmp_path, monkeypatch, capsys):
+    from cd4ml.serve.__main__ import main as serve_main
+
+    monkeypatch.delenv("CD4ML_MODEL_SHA256", raising=False)
+    assert serve_main(["--model-dir", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert "warning: CD4ML_MODEL_SHA256 is not set" in err
+    monkeypatch.setenv("CD4ML_MODEL_SHA256", "ab" * 32)
+    serve_main(["--model-dir", str(tmp_path / "missing")])
+    assert "warning" not in capsys.readouterr().err

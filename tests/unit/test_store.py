@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import re
 import threading
 import time
 
@@ -13,7 +14,7 @@ import sqlalchemy as sa
 
 from cd4ml import store as store_mod
 from cd4ml.errors import StoreError
-from cd4ml.store import Store, default_url, redact
+from cd4ml.store import Migration, Store, default_url, migrations, redact
 
 
 @pytest.fixture
@@ -34,14 +35,17 @@ def _model(store: Store, pipeline: str = "wine", **run_fields):
                                 {"x": {"kind": "numeric"}})
 
 
-def _versions_table(url: str) -> list[tuple]:
+def _bookkeeping(url: str) -> list[tuple]:
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
             return [tuple(r) for r in conn.execute(sa.text(
-                "SELECT version, applied_at FROM schema_version ORDER BY version"))]
+                "SELECT name, applied_at FROM schema_migrations ORDER BY applied_at"))]
     finally:
         engine.dispose()
+
+
+ALL = [m.name for m in migrations.MIGRATIONS]
 
 
 # ------------------------------------------------------------------------------- migrations
@@ -49,29 +53,41 @@ def _versions_table(url: str) -> list[tuple]:
 
 def test_fresh_store_is_migrated_with_bookkeeping(db_url):
     with Store(db_url) as s:
-        assert s.schema_version() == len(store_mod.MIGRATIONS)
-    rows = _versions_table(db_url)
-    assert [v for v, _ in rows] == list(range(1, len(store_mod.MIGRATIONS) + 1))
+        assert s.applied_migrations() == ALL
+    rows = _bookkeeping(db_url)
+    assert [name for name, _ in rows] == ALL
     assert all(applied.endswith("Z") for _, applied in rows)
 
 
 def test_reopening_does_not_reapply(db_url, monkeypatch):
     Store(db_url).close()
-    before = _versions_table(db_url)
+    before = _bookkeeping(db_url)
     calls = []
 
     def extra(conn):
         calls.append(1)
         conn.execute(sa.text("CREATE TABLE extra (x INTEGER)"))
 
-    monkeypatch.setattr(store_mod, "MIGRATIONS", [*store_mod.MIGRATIONS, extra])
+    monkeypatch.setattr(migrations, "MIGRATIONS", (*migrations.MIGRATIONS, Migration("9999_extra", extra)))
     with Store(db_url) as s:
-        assert s.schema_version() == len(before) + 1
+        assert s.applied_migrations() == [*ALL, "9999_extra"]
     with Store(db_url) as s:  # a third opening: nothing left to apply
-        assert s.schema_version() == len(before) + 1
+        assert s.migrate() == []
     assert calls == [1]
-    after = _versions_table(db_url)
+    after = _bookkeeping(db_url)
     assert after[: len(before)] == before  # the old bookkeeping rows are untouched
+
+
+def test_migrations_are_applied_by_name_not_position(db_url, monkeypatch):
+    Store(db_url).close()
+    calls = []
+    # a migration placed before one already applied is still applied, exactly once
+    first = Migration("0000_before", lambda conn: calls.append("before"))
+    monkeypatch.setattr(migrations, "MIGRATIONS", (first, *migrations.MIGRATIONS))
+    with Store(db_url) as s:
+        assert sorted(s.applied_migrations()) == sorted(["0000_before", *ALL])
+        assert s.migrate() == []
+    assert calls == ["before"]
 
 
 def test_failed_migration_leaves_no_bookkeeping_row(db_url, monkeypatch):
@@ -81,11 +97,11 @@ def test_failed_migration_leaves_no_bookkeeping_row(db_url, monkeypatch):
         conn.execute(sa.text("CREATE TABLE half (x INTEGER)"))
         conn.execute(sa.text("SELECT * FROM no_such_table"))
 
-    monkeypatch.setattr(store_mod, "MIGRATIONS", [*store_mod.MIGRATIONS, broken])
-    with pytest.raises(StoreError, match="no such table: no_such_table"):
+    monkeypatch.setattr(migrations, "MIGRATIONS", (*migrations.MIGRATIONS, Migration("9999_broken", broken)))
+    with pytest.raises(StoreError, match="9999_broken: no such table: no_such_table"):
         Store(db_url)
     # the migration and its row share one transaction: neither the table nor the row is there
-    assert len(_versions_table(db_url)) == len(store_mod.MIGRATIONS) - 1
+    assert [name for name, _ in _bookkeeping(db_url)] == ALL
     engine = sa.create_engine(db_url)
     with engine.connect() as conn:
         assert "half" not in sa.inspect(conn).get_table_names()
@@ -96,7 +112,7 @@ def _open(url: str, barrier, results) -> None:
     try:
         barrier.wait(timeout=30)
         with Store(url) as s:
-            results.put(s.schema_version())
+            results.put(s.applied_migrations())
     except Exception as e:  # noqa: BLE001 -- sent to the parent, which asserts on it
         results.put(repr(e))
 
@@ -110,15 +126,15 @@ def test_two_processes_open_a_fresh_store_at_once(db_url):
     got = [results.get(timeout=60) for _ in procs]
     for p in procs:
         p.join(timeout=30)
-    assert got == [len(store_mod.MIGRATIONS)] * 2
-    assert [v for v, _ in _versions_table(db_url)] == list(range(1, len(store_mod.MIGRATIONS) + 1))
+    assert got == [ALL] * 2
+    assert [name for name, _ in _bookkeeping(db_url)] == ALL
 
 
 def test_in_memory_store_keeps_its_data_and_is_private():
     with Store("sqlite://") as a, Store("sqlite://") as b:
         run = a.start_run("wine")
         assert a.run(run.id).pipeline == "wine"
-        assert a.schema_version() == len(store_mod.MIGRATIONS)
+        assert a.applied_migrations() == ALL
         assert b.runs() == []
 
 
@@ -439,3 +455,18 @@ def test_lock_is_released_when_the_body_raises(store):
         raise RuntimeError("deploy failed")
     with store.lock("deploy:wine", "job-b", timeout=0.1):
         pass
+
+
+@pytest.mark.parametrize("content,says", [(b"", "empty (0 bytes)"),
+                                          (b"PK\x03\x04 not a database at all", "not a SQLite database")])
+def test_a_truncated_or_foreign_store_file_is_refused_not_replaced(tmp_path, content, says):
+    path = tmp_path / "cd4ml.db"
+    with Store(f"sqlite:///{path}") as store:
+        run = store.start_run("wine")
+        store.register_model("wine", run.id, "classification", "/a", "ab" * 32, {}, {})
+    path.write_bytes(content)
+    for f in tmp_path.glob("cd4ml.db-*"):
+        f.unlink()
+    with pytest.raises(StoreError, match=re.escape(says)):
+        Store(f"sqlite:///{path}")
+    assert path.read_bytes() == content  # left as found, for whoever restores it

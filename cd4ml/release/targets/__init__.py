@@ -83,15 +83,28 @@ class Target(Protocol):
 
 
 def prepare_log_dir(rendered: Rendered) -> None:
-    """Make the host directory the model containers write their prediction logs to. The
-    servers run as an unprivileged user of the image, not the host's: like /tmp, anyone may
-    write there and nobody may remove another's file."""
+    """Make the host directory the model containers write their prediction logs to, writable by
+    the image's unprivileged user and nobody else: a line there is evidence (``lineage
+    --request-id`` trusts it), so no other local user may add or change one."""
     import os
     from pathlib import Path
 
+    from cd4ml.release.dockerfile import UID
+
     directory = rendered.context.get("prediction_logs")
-    if directory:
-        Path(directory).mkdir(parents=True, exist_ok=True)
+    if not directory:
+        return
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        os.chown(directory, UID, 0)
+        os.chmod(directory, 0o750)
+    else:
+        # an unprivileged cd4ml cannot hand the folder to the image's user; like /tmp, then
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "%s: cd4ml is not root, so the prediction log folder is writable by every local "
+            "user; lineage checks each line against the store", directory)
         os.chmod(directory, 0o1777)
 
 

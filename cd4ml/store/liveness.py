@@ -1,0 +1,96 @@
+"""Whether the process running a run is still there.
+
+A run records its holder (host, pid and the process's start time, so a recycled pid is not
+taken for the original) and a heartbeat it refreshes while it works. A run left ``running`` by a
+process that was killed (kill -9, a cancelled CI job) is *abandoned*: on this host as soon as its
+process is gone, elsewhere once its heartbeat is older than :data:`STALE_AFTER` seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cd4ml.store import Run, Store
+
+#: how often a working run refreshes its heartbeat, and when another host gives up on it
+BEAT_EVERY = 30.0
+STALE_AFTER = 300.0
+
+
+def _start_ticks(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            # the command name (field 2) may hold spaces and parentheses: split after its end
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "?"
+
+
+def holder() -> str:
+    """This process, as a run records it: ``host:pid:start``."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_start_ticks(pid)}"
+
+
+def _alive_here(pid: int, start: str) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: it exists
+    return start == "?" or _start_ticks(pid) == start
+
+
+def is_abandoned(run: Run, now: datetime | None = None) -> bool:
+    """Whether ``run`` says ``running`` but nothing is running it any more."""
+    if run.status != "running" or not run.holder:
+        return False
+    host, _, rest = run.holder.partition(":")
+    pid, _, start = rest.partition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        return not _alive_here(int(pid), start)
+    beat = run.heartbeat_at or run.started_at
+    try:
+        last = datetime.fromisoformat(beat)
+    except ValueError:
+        return False
+    return ((now or datetime.now(UTC)) - last).total_seconds() > STALE_AFTER
+
+
+def shown_status(run: Run) -> str:
+    """The status to show: ``abandoned`` for a run whose process is gone, before anyone has
+    marked it so."""
+    return "abandoned" if is_abandoned(run) else run.status
+
+
+class Heartbeat:
+    """Refresh a run's heartbeat in the background while the ``with`` block works."""
+
+    def __init__(self, store: Store, run_id: str, every: float = BEAT_EVERY):
+        self.store, self.run_id, self.every = store, run_id, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"cd4ml-heartbeat-{run_id}",
+                                        daemon=True)
+
+    def __enter__(self) -> Heartbeat:  # noqa: PYI034 -- final in practice; Self needs 3.11 typing
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        import logging
+
+        while not self._stop.wait(self.every):
+            try:
+                self.store.beat(self.run_id)
+            except Exception as e:  # noqa: BLE001 -- a missed beat must not fail the run
+                logging.getLogger(__name__).debug("heartbeat of %s: %s", self.run_id, e)
