@@ -72,7 +72,10 @@ def test_a_cached_model_gated_against_another_baseline_is_not_reused(work, store
     first = pipeline.run(load_spec(wine), store)  # v1, gated against no production model
     data.write_text("\n".join(original.splitlines()[:-3]) + "\n")
     second = pipeline.run(load_spec(wine), store)
-    assert second.model.version == 2 and second.model.blessed  # v2 is the baseline now
+    assert second.model.version == 2 and second.model.blessed
+    # v2 serves in production: the baseline now
+    dep = store.start_deployment("wine", "production", second.model.id, "img", "local", "deploy", "ana")
+    store.finish_deployment(dep.id, "healthy")
     data.write_text(original)  # v1's inputs again: its run has this very cache key
     third = pipeline.run(load_spec(wine), store)
     # but v1's gate never compared it with v2, which a max_drop rule must: judge it again
