@@ -59,12 +59,15 @@ def test_swarm_rolling_updates_and_rollbacks_under_load(deploy_world, stack):
 
             # a server that exits on start, past the pre-flight: Swarm rolls the update back
             v2, v4 = store.model(spec.name, 2), store.model(spec.name, 4)
-            img2 = store.current_deployment(spec.name, "swarm").image_ref
-            img4 = store.images_for(v4.id)[0].reference
+            # by image ID, as cd4ml deploys them: the previous stack must be the very one that
+            # runs (a tag would make Swarm restart v2's tasks when it is put back)
+            current = store.current_deployment(spec.name, "swarm")
+            img2, id2 = current.image_ref, current.details["image_id"]
+            img4, id4 = store.images_for(v4.id)[0].reference, store.images_for(v4.id)[0].image_id
             proxy = target.proxy_image(spec, env, img4)
             with pytest.raises(NotHealthy) as crash:
-                target.apply(render(spec, env, v4, img4, proxy_image=proxy), timeout=60,
-                             previous=render(spec, env, v2, img2, proxy_image=proxy),
+                target.apply(render(spec, env, v4, img4, proxy_image=proxy, image_id=id4), timeout=60,
+                             previous=render(spec, env, v2, img2, proxy_image=proxy, image_id=id2),
                              preflight=False)
             load.wait_for_requests()
             assert served_version(port) == 2
