@@ -1,6 +1,7 @@
 """The cd4ml exception tree.
 
     Cd4mlError                 every error a user can act on; exit code 2 unless said otherwise
+    ├── UsageError             the command line is wrong (a flag, an argument, their combination)
     ├── SpecError              the pipeline spec is wrong (file:line: what is wrong)
     ├── DataError              the data cannot be read or lacks what the spec names
     ├── StoreError             the metadata store cannot be reached or is inconsistent
@@ -12,7 +13,8 @@
     ├── DeployError            a deploy, promotion or rollback was refused or failed
     ├── TrackerError           the tracker (GitHub) refused or could not be reached
     ├── TrackedRunError        the tracking API was misused (cd4ml.start_run, entry points)
-    └── CommandError           an external command exited non-zero
+    ├── CommandError           an external command exited non-zero
+    └── UiError                the web view (cd4ml ui) cannot listen where asked
 
 Messages name the file, field or value and end with what to do about it.
 """
@@ -26,6 +28,11 @@ class Cd4mlError(Exception):
     """Root of every error cd4ml raises on purpose."""
 
     exit_code = 2
+
+
+class UsageError(Cd4mlError):
+    """The command line (or the equivalent call) is malformed: a flag or argument is wrong,
+    missing, or goes only with another."""
 
 
 class SpecError(Cd4mlError):
@@ -109,3 +116,7 @@ class CommandError(Cd4mlError):
         self.argv = argv
         self.returncode = returncode
         self.stderr = stderr
+
+
+class UiError(Cd4mlError):
+    """The web view cannot start: its address is taken or cannot be bound."""

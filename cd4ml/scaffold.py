@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,9 +24,15 @@ if TYPE_CHECKING:
     import pandas as pd
 
 SAMPLE_ROWS = 10_000
-#: cd4ml's own workflows, shipped as the user's (ci.yml is this project's own CI)
-WORKFLOWS = ("cd4ml.yml", "promote.yml", "rollback.yml")
+#: cd4ml's own workflows that are not the user's: its CI. Every other workflow cd4ml ships is
+#: scaffolded, so a new one (monitoring, ...) needs only its file.
+OWN_WORKFLOWS = frozenset({"ci.yml"})
 MAX_CATEGORIES = 20
+FIRST_PORT = 8701
+#: the install line of cd4ml's own workflows (its checkout) and what init writes instead: the
+#: release that ran init, unless the repository variable CD4ML_INSTALL says otherwise
+OWN_INSTALL = re.compile(r"(?m)^(\s+CD4ML_INSTALL: )\.\[postgres\]$")
+PINNED_INSTALL = "${{{{ vars.CD4ML_INSTALL || 'cd4ml[postgres]=={version}' }}}}"
 
 
 @dataclass(frozen=True)
@@ -36,12 +43,88 @@ class InitResult:
     suite: Path
     written: tuple[Path, ...]
     skipped: tuple[Path, ...]  # already there, left alone
+    updated: tuple[Path, ...] = ()  # already there, the new pipeline added to its lists
+    ports: tuple[int, int] = (FIRST_PORT, FIRST_PORT + 1)
 
 
-def workflow_for(text: str, pipeline: str) -> str:
-    """cd4ml's workflow made the user's: the pipeline matrix and input defaults name theirs."""
-    text = re.sub(r"(?m)^(\s+pipeline: )\[[^\]]*\]$", rf"\g<1>[{pipeline}]", text)
-    return re.sub(r"(?m)^(\s+default: )wine$", rf"\g<1>{pipeline}", text)
+def workflow_names() -> tuple[str, ...]:
+    """The workflows ``init`` writes into a repository."""
+    from cd4ml.release.render import templates_root
+
+    return tuple(sorted(p.name for p in (templates_root() / "workflows").glob("*.yml")
+                        if p.name not in OWN_WORKFLOWS))
+
+
+def _pipeline_lists(text: str) -> list[Any]:
+    """The YAML nodes that list the repository's pipelines: each job's ``strategy.matrix.pipeline``
+    and the ``pipeline`` input's ``options`` of a manual workflow."""
+    import yaml
+
+    def get(node: Any, *keys: str) -> Any:
+        for key in keys:
+            if not isinstance(node, yaml.MappingNode):
+                return None
+            node = next((v for k, v in node.value if k.value == key), None)
+        return node
+
+    root = yaml.compose(text)
+    jobs = get(root, "jobs")
+    nodes = [get(job, "strategy", "matrix", "pipeline") for _, job in jobs.value] if jobs else []
+    nodes.append(get(root, "on", "workflow_dispatch", "inputs", "pipeline", "options"))
+    return [n for n in nodes if isinstance(n, yaml.SequenceNode)]
+
+
+def with_pipelines(text: str, pipelines: Callable[[list[str]], list[str]]) -> str:
+    """``text`` with each list of pipelines replaced by ``pipelines(old list)``; comments and
+    layout elsewhere stay as they are."""
+    for node in sorted(_pipeline_lists(text), key=lambda n: -n.start_mark.index):
+        names = pipelines([item.value for item in node.value])
+        text = (text[:node.start_mark.index] + "[" + ", ".join(names) + "]"
+                + text[node.end_mark.index:])
+    return text
+
+
+def listed_pipelines(text: str) -> list[str]:
+    """The pipelines a workflow lists (its first list of them), in order."""
+    nodes = sorted(_pipeline_lists(text), key=lambda n: n.start_mark.index)
+    return [item.value for item in nodes[0].value] if nodes else []
+
+
+def workflow_for(text: str, pipelines: list[str], version: str) -> str:
+    """cd4ml's workflow made the user's: their pipelines (the first one the default of manual
+    runs), and cd4ml installed at ``version``."""
+    text = with_pipelines(text, lambda _: pipelines)
+    text = re.sub(r"(?m)^(\s+default: )wine$", rf"\g<1>{pipelines[0]}", text)
+    return OWN_INSTALL.sub(lambda m: m.group(1) + PINNED_INSTALL.format(version=version), text)
+
+
+def used_ports(pipelines: Path, exclude: Path | None = None) -> set[int]:
+    """Every port the specs under ``pipelines`` (but ``exclude``) give an environment
+    (``8080+i`` when unset)."""
+    import yaml
+
+    ports: set[int] = set()
+    for path in [*pipelines.glob("*.yaml"), *pipelines.glob("*.yml")]:
+        if path == exclude:
+            continue
+        try:
+            doc = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        envs = doc.get("environments") if isinstance(doc, dict) else None
+        for i, env in enumerate((envs or {}).values() if isinstance(envs, dict) else ()):
+            port = env.get("port") if isinstance(env, dict) else None
+            ports.add(port if isinstance(port, int) else 8080 + i)
+    return ports
+
+
+def free_ports(pipelines: Path, exclude: Path | None = None, first: int = FIRST_PORT) -> int:
+    """The first of two neighbouring ports (staging, production) no other spec here uses."""
+    used = used_ports(pipelines, exclude)
+    port = first
+    while port in used or port + 1 in used:
+        port += 2
+    return port
 
 
 def infer_task(target: pd.Series) -> str:
@@ -98,17 +181,23 @@ def suite_from_sample(name: str, sample: pd.DataFrame, target: str, task: str) -
             "meta": {"great_expectations_version": version, "made_by": "cd4ml init"}, "notes": None}
 
 
-def _default_gates(sample: pd.DataFrame, target: str, task: str) -> list[dict]:
-    """Gates a team can start from: better than a constant guess, and no worse than production."""
+def _default_gates(sample: pd.DataFrame, target: str, task: str,
+                   slices: tuple[str, ...] = ()) -> list[dict]:
+    """Gates a team can start from: better than a constant guess, and no worse than production;
+    per slice column, no slice worse than production's by more than a wider margin (a slice
+    has fewer held-out rows, so its metric moves more)."""
     y = sample[target].dropna()
     if task == "classification":
         majority = float(y.value_counts(normalize=True).iloc[0]) if len(y) else 0.5
         floor = round(min(0.99, majority + (1 - majority) * 0.25), 2)
         return [{"metric": "accuracy", "min": floor},
-                {"metric": "f1_macro", "max_drop": 0.02}]
+                {"metric": "f1_macro", "max_drop": 0.02},
+                *({"metric": "accuracy", "max_drop": 0.05, "slice": s} for s in slices)]
     spread = float(y.std()) if len(y) > 1 and math.isfinite(float(y.std())) else 1.0
     return [{"metric": "r2", "min": 0.0},
-            {"metric": "rmse", "max_drop": round(spread * 0.05, 4) or 0.01}]
+            {"metric": "rmse", "max_drop": round(spread * 0.05, 4) or 0.01},
+            *({"metric": "rmse", "max_drop": round(spread * 0.1, 4) or 0.02, "slice": s}
+              for s in slices)]
 
 
 def spec_text(name: str, data_rel: str, target: str, task: str, slices: list[str],
@@ -139,8 +228,12 @@ def spec_text(name: str, data_rel: str, target: str, task: str, slices: list[str
 
 def init(data: str | Path, target: str, *, directory: str | Path = ".", name: str | None = None,
          task: str | None = None, slices: tuple[str, ...] = (), force: bool = False,
-         port: int = 8701) -> InitResult:
-    """Scaffold cd4ml in ``directory`` for ``data``; returns what was written and left alone."""
+         port: int | None = None) -> InitResult:
+    """Scaffold cd4ml in ``directory`` for ``data``; returns what was written and left alone.
+
+    A repository that has pipelines already gets one more: ports no other spec uses (unless
+    ``port`` is given), and its name added to the pipeline lists of the workflows there."""
+    from cd4ml import __version__
     from cd4ml.spec import TASKS, DataSpec
     from cd4ml.stages.data import load_frame
 
@@ -159,23 +252,37 @@ def init(data: str | Path, target: str, *, directory: str | Path = ".", name: st
     task = task or infer_task(frame[target])
 
     pipelines = root / "pipelines"
+    spec_path = pipelines / f"{name}.yaml"
+    if port is None:
+        port = free_ports(pipelines, exclude=spec_path)
     files: dict[Path, str] = {
-        pipelines / f"{name}.yaml": spec_text(
+        spec_path: spec_text(
             name, os.path.relpath(data_path, pipelines), target, task, list(slices),
-            _default_gates(sample, target, task), port),
+            _default_gates(sample, target, task, tuple(slices)), port),
         pipelines / "expectations" / f"{name}.json": json.dumps(
             suite_from_sample(name, sample, target, task), indent=2) + "\n",
     }
     written: list[Path] = []
     skipped: list[Path] = []
+    updated: list[Path] = []
     from cd4ml.release.render import templates_root
 
     templates = templates_root()
     for src in sorted(p for p in (templates / "infra").rglob("*") if p.is_file() and "__pycache__" not in p.parts):
         files[root / "infra" / src.relative_to(templates / "infra")] = src.read_text()
-    for wf in WORKFLOWS:
-        files[root / ".github" / "workflows" / wf] = workflow_for(
-            (templates / "workflows" / wf).read_text(), name)
+    workflows = {root / ".github" / "workflows" / wf: wf for wf in workflow_names()}
+    for path, wf in workflows.items():
+        # a workflow already there lists the repository's other pipelines: they stay
+        listed = listed_pipelines(path.read_text()) if path.exists() else []
+        names = listed if name in listed else [*listed, name]
+        if path.exists() and not force:
+            old = path.read_text()
+            new = with_pipelines(old, lambda _, n=names: n)
+            if new != old:
+                path.write_text(new)
+            (updated if new != old else skipped).append(path)
+            continue
+        files[path] = workflow_for((templates / "workflows" / wf).read_text(), names, __version__)
     for path, text in files.items():
         if path.exists() and not force:
             skipped.append(path)
@@ -188,5 +295,5 @@ def init(data: str | Path, target: str, *, directory: str | Path = ".", name: st
     if ".cd4ml/" not in lines:
         gitignore.write_text("\n".join([*lines, ".cd4ml/"]) + "\n")
         written.append(gitignore)
-    return InitResult(name, task, pipelines / f"{name}.yaml",
-                      pipelines / "expectations" / f"{name}.json", tuple(written), tuple(skipped))
+    return InitResult(name, task, spec_path, pipelines / "expectations" / f"{name}.json",
+                      tuple(written), tuple(skipped), tuple(updated), (port, port + 1))

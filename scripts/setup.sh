@@ -8,8 +8,9 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 # Debian packages: the Docker engine, PostgreSQL and an OCI registry for the tests, debootstrap
-# to build a base image where none can be pulled.
-pkgs=(docker.io postgresql docker-registry debootstrap git)
+# to build a base image where none can be pulled, chromium for the web view's browser tests
+# (Playwright drives Debian's build; it never downloads a browser of its own).
+pkgs=(docker.io postgresql docker-registry debootstrap git chromium)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

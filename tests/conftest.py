@@ -70,3 +70,13 @@ def store():
 
     with Store("sqlite://") as s:
         yield s
+
+
+@pytest.fixture
+def file_store(tmp_path):
+    """A store in a SQLite file: what several threads (the web view's) or processes share; an
+    in-memory store is a single connection."""
+    from cd4ml.store import Store
+
+    with Store(f"sqlite:///{tmp_path / 'store.db'}") as s:
+        yield s

@@ -23,11 +23,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "train a model version from the pipeline spec"),
     "evaluate": ("evaluate", "score a model version and production on the held-out rows"),
     "gate": ("gate", "decide whether a run's model may be promoted (blessed)"),
-    "runs": ("read", "list recorded runs"),
-    "models": ("read", "list model versions"),
-    "show": ("read", "show one run or model version (RUN_ID or PIPELINE:VERSION)"),
-    "lineage": ("read", "data -> run -> model -> image -> deployments, or a prediction's origin"),
-    "compare": ("read", "metrics of two runs or model versions side by side"),
+    "runs": ("runs", "list recorded runs"),
+    "models": ("models", "list model versions"),
+    "show": ("show", "show one run or model version (a run id or e.g. wine:3)"),
+    "lineage": ("lineage", "data -> run -> model -> image -> deployments, or a prediction's origin"),
+    "compare": ("compare", "metrics of two runs or model versions side by side"),
     "serve": ("serve", "serve a model version over HTTP, without Docker"),
     "build": ("build", "build, infra-validate (and push) the model server image"),
     "push": ("push", "push a model version's image to the registry"),
@@ -39,8 +39,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("predict", "send rows to a deployed environment and show the answer"),
     "status": ("status", "what runs where: version, image, since when, health"),
     "history": ("history", "every deploy, promotion and rollback of an environment"),
+    "ui": ("ui", "a read-only web view of the store: runs, compare, lineage, environments"),
     "report": ("report", "post a run's results to GitHub (status, check run, PR comment)"),
     "init": ("init", "scaffold cd4ml in a repository from a sample of your data"),
+    "preflight": ("preflight", "in CI: whether a job has the configuration it needs, else what to set"),
 }
 
 
@@ -78,8 +80,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     from cd4ml.cli.common import setup_logging
+    from cd4ml.cli.streams import readers_may_leave
 
-    setup_logging(args.debug)
+    with readers_may_leave():
+        setup_logging(args.debug)
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args._run(args) or 0)
     except Cd4mlError as e:
@@ -91,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         print("cd4ml: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        return 0
+        return 0  # a write past the streams' guard (e.g. to a raw descriptor): the reader left
     except Exception as e:  # noqa: BLE001 -- the one place every failure becomes one line
         # a path that cannot be read or written, or a bug: one line all the same, never a
         # traceback unless asked for

@@ -6,12 +6,18 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cd4ml.cli.common import add_common, chosen_model, load_pipeline, store_with_progress
+from cd4ml.cli.common import (
+    add_common,
+    chosen_model,
+    load_pipeline,
+    model_arg,
+    store_with_progress,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("model_version", nargs="?", metavar="MODEL_VERSION",
-                   help="version to build, e.g. 3 or wine:3 (default: the latest blessed one)")
+                   help="the version to build (see README: model versions; default: the newest blessed one)")
     add_common(p)
     p.add_argument("--push", action="store_true",
                    help="push to image.registry once validated (login from "
@@ -24,9 +30,10 @@ def run(args: argparse.Namespace) -> int:
     from cd4ml.release.build import build
     from cd4ml.reporting.console import print_json
 
-    spec = load_pipeline(args)
+    ref = model_arg(args.model_version)
+    spec = load_pipeline(args, ref)
     with store_with_progress(args) as store:
-        model = chosen_model(store, spec.name, args.model_version, blessed=True,
+        model = chosen_model(store, spec, ref, blessed=True,
                              missing="run 'cd4ml run' until its gate passes")
         result = build(spec, store, model, push=args.push, nocache=args.nocache)
     if args.json:

@@ -1,5 +1,5 @@
 """What every command shares: the pipeline and store options, opening them, the model version
-argument, the gate override options, and progress on stderr."""
+argument (its grammar is :mod:`cd4ml.refs`), the gate override options, and progress on stderr."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cd4ml.errors import SpecError, StoreError
+from cd4ml.errors import StoreError, UsageError
 
 if TYPE_CHECKING:
+    from cd4ml.refs import ModelRef
     from cd4ml.spec import Spec
     from cd4ml.store import ModelVersion, Store
 
@@ -35,7 +35,8 @@ def setup_logging(debug: bool) -> None:
 
 def add_pipeline(p: argparse.ArgumentParser) -> None:
     p.add_argument("-p", "--pipeline", metavar="SPEC",
-                   help="pipeline spec: a path or a name under pipelines/ (default: the only one)")
+                   help="pipeline: a spec path, a file stem under pipelines/ or a spec's name "
+                        "(default: the only one)")
 
 
 def add_store(p: argparse.ArgumentParser) -> None:
@@ -113,14 +114,14 @@ def overrider(args: argparse.Namespace) -> tuple[str | None, str | None]:
     """Who overrides and why, or (None, None); a half-given override is a usage error."""
     if not args.override:
         if args.reason or args.by:
-            raise SpecError("--reason and --by only go with --override")
+            raise UsageError("--reason and --by only go with --override")
         return None, None
     reason = (args.reason or "").strip()
     if not reason:
-        raise SpecError("--override needs --reason TEXT: the reason is recorded with the decision")
+        raise UsageError("--override needs --reason TEXT: the reason is recorded with the decision")
     by = (args.by or "").strip() or _git_user()
     if not by:
-        raise SpecError("--override needs a named person: pass --by USER (no $GITHUB_ACTOR or "
+        raise UsageError("--override needs a named person: pass --by USER (no $GITHUB_ACTOR or "
                         "git user.name here)")
     return by, reason
 
@@ -131,25 +132,35 @@ def _git_user() -> str | None:
     return git_info().actor  # $GITHUB_ACTOR, else git user.name
 
 
-def spec_path(arg: str | None) -> Path:
-    """A spec path from ``--pipeline``: a file, a name under pipelines/, or the only spec there."""
-    if arg:
-        p = Path(arg)
-        if p.suffix in (".yaml", ".yml") or p.exists():
-            return p
-        return Path("pipelines") / f"{arg}.yaml"
-    found = sorted(Path("pipelines").glob("*.yaml")) + sorted(Path("pipelines").glob("*.yml"))
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        raise SpecError("no pipelines/*.yaml here; pass --pipeline PATH or run 'cd4ml init'")
-    raise SpecError(f"several pipelines ({', '.join(p.stem for p in found)}); choose one with --pipeline NAME")
+def load_pipeline(args: argparse.Namespace, ref: ModelRef | None = None) -> Spec:
+    """The spec ``-p`` names (see :mod:`cd4ml.refs`); without ``-p``, the pipeline a model
+    version like ``wine:3`` names, else the only spec under pipelines/."""
+    from cd4ml.refs import load_pipeline as load
+
+    arg = getattr(args, "pipeline", None)
+    return load(arg or (ref.pipeline if ref is not None else None))
 
 
-def load_pipeline(args: argparse.Namespace) -> Spec:
+def pipeline_specs(args: argparse.Namespace) -> list[Spec]:
+    """For read commands: the spec ``-p`` names, or without ``-p`` every spec under pipelines/."""
+    from cd4ml.refs import spec_files
     from cd4ml.spec import load_spec
 
-    return load_spec(spec_path(getattr(args, "pipeline", None)))
+    if getattr(args, "pipeline", None):
+        return [load_pipeline(args)]
+    files = spec_files()
+    return [load_spec(f) for f in files] if len(files) > 1 else [load_pipeline(args)]
+
+
+def with_env(specs: list[Spec], env: str | None) -> list[Spec]:
+    """With ``--env``, the pipelines that have that environment; none having it is the error
+    of the first (it lists the environments there are)."""
+    if env is None or len(specs) == 1:
+        return specs
+    having = [s for s in specs if any(e.name == env for e in s.environments)]
+    if not having:
+        specs[0].environment(env)
+    return having
 
 
 def open_store(args: argparse.Namespace) -> Store:
@@ -168,27 +179,53 @@ def store_with_progress(args: argparse.Namespace) -> Iterator[Store]:
         yield store
 
 
-def model_ref(text: str, what: str = "MODEL_VERSION", example: str = "wine") -> tuple[str | None, int]:
-    """``wine:3`` -> ("wine", 3); ``3`` -> (None, 3); anything else is a usage error."""
-    head, _, tail = text.rpartition(":")
-    if not tail.isdigit():
-        raise SpecError(f"{what} {text!r}: expected PIPELINE:VERSION or a version number, "
-                        f"e.g. {example}:3 or 3")
-    return (head or None), int(tail)
+def model_arg(text: str | None) -> ModelRef | None:
+    """A MODEL_VERSION argument parsed (a usage error when malformed), or None when not given."""
+    from cd4ml.refs import parse_model_ref
+
+    return None if text is None else parse_model_ref(text)
 
 
-def chosen_model(store: Store, pipeline: str, text: str | None, *, what: str = "MODEL_VERSION",
+def chosen_model(store: Store, pipeline: Spec | str, ref: ModelRef | None, *,
                  blessed: bool | None = None, missing: str = "") -> ModelVersion:
-    """The version ``text`` names (``3`` or ``<pipeline>:3``), or without one the pipeline's
-    newest (blessed, when asked) version; ``missing`` says what to do when there is none."""
-    if text:
-        head, number = model_ref(text, what, example=pipeline)
-        if head and head != pipeline:
-            raise SpecError(f"{what} {text!r} is of pipeline {head!r}, but the spec is "
-                            f"{pipeline!r}; pass --pipeline {head}")
-        return store.model(pipeline, number)
-    model = store.latest_model(pipeline, blessed=blessed)
+    """The version ``ref`` names, or without one the pipeline's newest (blessed, when asked)
+    version; ``missing`` says what to do when there is none."""
+    from cd4ml.refs import find_model
+
+    if ref is not None:
+        return find_model(store, ref, pipeline)
+    name = pipeline if isinstance(pipeline, str) else pipeline.name
+    model = store.latest_model(name, blessed=blessed)
     if model is None:
         kind = "blessed model version" if blessed else "model version yet"
-        raise StoreError(f"pipeline {pipeline!r} has no {kind}; {missing}")
+        raise StoreError(f"pipeline {name!r} has no {kind}; {missing}")
     return model
+
+
+def add_read_pipeline(p: argparse.ArgumentParser, what: str) -> None:
+    """``-p`` of a read command, which also takes a pipeline known only to the store."""
+    p.add_argument("-p", "--pipeline", metavar="PIPELINE",
+                   help=f"{what}: a spec path, a file stem under pipelines/, a spec's name, or a "
+                        "name with recorded runs")
+
+
+def read_pipeline(store: Store, args: argparse.Namespace, *, only: bool = False) -> str | None:
+    """The pipeline name ``-p`` gives a read command (None: all of them). With ``only``, and no
+    ``-p``, the name of the only spec under pipelines/ (for a bare version like ``3``)."""
+    from cd4ml.refs import known_pipelines, pipeline_name
+
+    if args.pipeline:
+        return pipeline_name(args.pipeline, store.pipelines())
+    if only:
+        files = known_pipelines()
+        return files[0].name if len(files) == 1 else None
+    return None
+
+
+def add_listing(p: argparse.ArgumentParser, limit: int) -> None:
+    """The options of a command that lists records (``runs``, ``models``)."""
+    add_store(p)
+    add_json(p)
+    add_read_pipeline(p, "only this pipeline (default: every one)")
+    p.add_argument("--limit", type=positive_int, default=limit, metavar="N",
+                   help="show the newest N (default: %(default)s)")

@@ -6,17 +6,28 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from contextlib import ExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cd4ml.cli.common import add_common, line_of_text, load_pipeline, person, store_with_progress
+from cd4ml.cli.common import (
+    add_common,
+    line_of_text,
+    load_pipeline,
+    model_arg,
+    person,
+    store_with_progress,
+)
 from cd4ml.errors import SpecError
+
+if TYPE_CHECKING:
+    from cd4ml.refs import ModelRef
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     add_common(p)
     p.add_argument("--env", required=True, metavar="ENV", help="the environment (from the spec)")
     p.add_argument("version", nargs="?", metavar="MODEL_VERSION",
-                   help="e.g. 5 or wine:5 (default: the newest blessed version not marked bad)")
+                   help="e.g. 5, wine:5 or wine@staging (default: the newest blessed version "
+                        "not marked bad)")
     p.add_argument("--approved-by", metavar="USER", type=person,
                    help="record USER's approval (checked: GitHub with GITHUB_TOKEN, else git)")
     add_actor(p)
@@ -50,18 +61,20 @@ def policy_override(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     from cd4ml.release.deploy import deploy
 
+    ref = model_arg(args.version)
     override = policy_override(args)
-    return act(args, lambda spec, store: deploy(spec, store, args.env, args.version,
-                                                actor=args.actor, reason=args.reason,
-                                                approved_by=args.approved_by, override=override))
+    return act(args, lambda spec, store: deploy(spec, store, args.env, ref, actor=args.actor,
+                                                reason=args.reason, approved_by=args.approved_by,
+                                                override=override), ref)
 
 
-def act(args: argparse.Namespace, fn: Callable[[Any, Any], Any]) -> int:
-    """Run a deploy-like action with progress on stderr (and GitHub Deployments when a token
-    is set), then print its result; a failed release still prints what was put back."""
+def act(args: argparse.Namespace, fn: Callable[[Any, Any], Any], ref: ModelRef | None) -> int:
+    """Run a deploy-like action on the spec of ``-p`` (or of the pipeline ``ref`` names) with
+    progress on stderr (and GitHub Deployments when a token is set), then print its result; a
+    failed release still prints what was put back."""
     from cd4ml.release.deploy import DeployFailed
 
-    spec = load_pipeline(args)
+    spec = load_pipeline(args, ref)
     with store_with_progress(args) as store, ExitStack() as stack:
         reporter = _github()
         if reporter is not None:

@@ -5,23 +5,29 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cd4ml.cli.common import add_common, chosen_model, load_pipeline, store_with_progress
+from cd4ml.cli.common import (
+    add_common,
+    chosen_model,
+    load_pipeline,
+    model_arg,
+    store_with_progress,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     add_common(p)
-    p.add_argument("--model", metavar="VERSION",
-                   help="model version to score (default: the pipeline's latest)")
+    p.add_argument("--model", metavar="MODEL_VERSION",
+                   help="the version to score, e.g. 3 or wine:3 (default: the pipeline's newest)")
 
 
 def run(args: argparse.Namespace) -> int:
     from cd4ml.reporting.console import print_json, to_jsonable
     from cd4ml.stages.evaluate import evaluate
 
-    spec = load_pipeline(args)
+    ref = model_arg(args.model)
+    spec = load_pipeline(args, ref)
     with store_with_progress(args) as store:
-        model = chosen_model(store, spec.name, args.model, what="--model",
-                             missing="run 'cd4ml train' first")
+        model = chosen_model(store, spec, ref, missing="run 'cd4ml train' first")
         result = evaluate(spec, store, model, model.run_id)
     if args.json:
         print_json({"run_id": model.run_id, **to_jsonable(result)})

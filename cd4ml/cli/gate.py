@@ -13,7 +13,6 @@ from cd4ml.cli.common import (
     overrider,
     store_with_progress,
 )
-from cd4ml.errors import StoreError
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
@@ -25,49 +24,18 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cd4ml.reporting.console import print_json, to_jsonable
-    from cd4ml.stages.evaluate import evaluation_from_store
-    from cd4ml.stages.gate import gate
+    from cd4ml.stages.gate_recorded import gate_recorded
 
     by, reason = overrider(args)
     spec = load_pipeline(args)
     with store_with_progress(args) as store:
-        run_record, model = _run_and_model(store, spec.name, args.run)
-        evaluation = evaluation_from_store(store, run_record.id, spec, model)
-        if evaluation is None and run_record.kind == "tracked":
-            # a run from the tracking API is gated on the metrics it logged
-            from cd4ml.stages.tracking import gate_run
-
-            result = gate_run(spec, run_record.id, store, override_by=by, reason=reason)
-        elif evaluation is None:
-            raise StoreError(f"run {run_record.id} has no evaluation of {model.ref}; run "
-                             f"'cd4ml evaluate --model {model.version}' first")
-        else:
-            result = gate(spec, store, evaluation, run_record.id, model, override_by=by, reason=reason)
-        if run_record.status in ("succeeded", "gate_failed"):
-            store.update_run(run_record.id, status="succeeded" if result.blessed else "gate_failed")
+        done = gate_recorded(spec, store, args.run, override_by=by, reason=reason)
     if args.json:
-        print_json({"run_id": run_record.id, "model_version": model.version,
-                    **to_jsonable(result)})
+        print_json({"run_id": done.run.id, "model_version": done.model.version,
+                    **to_jsonable(done.result)})
     else:
-        print(render(result, model.ref, spec.path))
-    return 0 if result.blessed else 1
-
-
-def _run_and_model(store: Any, pipeline: str, run_id: str | None) -> tuple[Any, Any]:
-    if run_id:
-        found = store.run(run_id)
-        # a run served from the cache stands on the results of the run it reused
-        source = store.run(found.reused_from) if found.reused_from else found
-        model = store.model_for_run(source.id)
-        if model is None:
-            raise StoreError(f"run {found.id} produced no model; gate a run that trained one")
-        return source, model
-    for candidate in store.runs(pipeline, limit=200):
-        model = store.model_for_run(candidate.id)
-        if model is not None:
-            return candidate, model
-    raise StoreError(f"pipeline {pipeline!r} has no run with a model; run 'cd4ml train' and "
-                     "'cd4ml evaluate' first")
+        print(render(done.result, done.model.ref, spec.path))
+    return 0 if done.result.blessed else 1
 
 
 def render(result: Any, ref: str, spec_path: Any) -> str:

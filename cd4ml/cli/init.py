@@ -22,10 +22,14 @@ def run(args: argparse.Namespace) -> int:
     slices = tuple(s.strip() for s in args.slices.split(",") if s.strip())
     result = init(args.data, args.target, directory=args.dir, name=args.name, task=args.task,
                   slices=slices, force=args.force)
-    print(f"pipeline {result.name} ({result.task})")
+    print(f"pipeline {result.name} ({result.task}), staging on port {result.ports[0]}, "
+          f"production on {result.ports[1]}")
     for p in result.written:
         print(f"  wrote   {p}")
+    for p in result.updated:
+        print(f"  added   {result.name} to {p}")
     for p in result.skipped:
         print(f"  kept    {p} (exists; --force overwrites)")
-    print(f"next: cd4ml run -p {result.spec}   then commit and push")
+    print(f"next: cd4ml run -p {result.spec}   then commit and push (what CI needs: README, "
+          "\"Set up cd4ml in your repository\")")
     return 0

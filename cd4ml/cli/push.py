@@ -7,11 +7,17 @@ from __future__ import annotations
 
 import argparse
 
-from cd4ml.cli.common import add_common, chosen_model, load_pipeline, store_with_progress
+from cd4ml.cli.common import (
+    add_common,
+    chosen_model,
+    load_pipeline,
+    model_arg,
+    store_with_progress,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
-    p.add_argument("model_version", metavar="MODEL_VERSION", help="version to push, e.g. 3 or wine:3")
+    p.add_argument("model_version", metavar="MODEL_VERSION", help="the version to push, e.g. 3, wine:3 or wine@staging")
     add_common(p)
 
 
@@ -19,9 +25,10 @@ def run(args: argparse.Namespace) -> int:
     from cd4ml.release.build import push
     from cd4ml.reporting.console import print_json
 
-    spec = load_pipeline(args)
+    ref = model_arg(args.model_version)
+    spec = load_pipeline(args, ref)
     with store_with_progress(args) as store:
-        model = chosen_model(store, spec.name, args.model_version)
+        model = chosen_model(store, spec, ref)
         result = push(spec, store, model)
     if args.json:
         print_json(result)

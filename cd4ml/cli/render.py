@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cd4ml.cli.common import add_common, load_pipeline, open_store
+from cd4ml.cli.common import add_common, load_pipeline, model_arg, open_store
 from cd4ml.errors import StoreError
 
 
@@ -14,23 +14,26 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     add_common(p)
     p.add_argument("--env", required=True, metavar="ENV")
     p.add_argument("version", nargs="?", metavar="MODEL_VERSION",
-                   help="default: the version current in ENV, else the newest blessed one")
+                   help="e.g. 3, wine:3 or wine@staging (default: the version current in ENV, "
+                        "else the newest blessed one)")
     p.add_argument("-o", "--output", metavar="DIR", help="write the files into DIR (default: print)")
     p.add_argument("--image", metavar="REF",
                    help="the image reference to render (default: the version's infra-validated image)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from cd4ml.release.deploy import deployable_image, parse_version
+    from cd4ml.refs import find_model
+    from cd4ml.release.deploy import deployable_image
     from cd4ml.release.render import render
 
-    spec = load_pipeline(args)
+    ref = model_arg(args.version)
+    spec = load_pipeline(args, ref)
     env = spec.environment(args.env)
     image_id = None
     with open_store(args) as store:
         current = store.current_deployment(spec.name, env.name)
-        if args.version is not None:
-            model = store.model(spec.name, parse_version(spec, args.version))
+        if ref is not None:
+            model = find_model(store, ref, spec)
         elif current is not None:
             model = store.model_by_id(current.model_version_id)
         else:

@@ -10,13 +10,21 @@ from __future__ import annotations
 import argparse
 import os
 
-from cd4ml.cli.common import add_common, load_pipeline, model_ref, open_store, port, positive_int
-from cd4ml.errors import ArtifactError, Cd4mlError, SpecError
+from cd4ml.cli.common import (
+    add_common,
+    chosen_model,
+    load_pipeline,
+    open_store,
+    port,
+    positive_int,
+)
+from cd4ml.errors import ArtifactError, Cd4mlError
+from cd4ml.refs import parse_model_ref
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("model", metavar="MODEL_VERSION",
-                   help="PIPELINE:VERSION, or a version number of the pipeline chosen with -p")
+                   help="e.g. wine:3, wine@production, or 3 of the pipeline chosen with -p")
     add_common(p, json=False)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=port, default=8080, help="port (default 8080; 0 picks a free one)")
@@ -29,14 +37,11 @@ def run(args: argparse.Namespace) -> int:
 
     from cd4ml.serve.server import StartError, serve
 
-    pipeline, version = model_ref(args.model)
-    if pipeline is None:
-        pipeline = load_pipeline(args).name
-    elif args.pipeline and load_pipeline(args).name != pipeline:
-        raise SpecError(f"MODEL_VERSION {args.model!r} is of pipeline {pipeline!r}, but -p names "
-                        f"{load_pipeline(args).name!r}; give one or the other")
+    ref = parse_model_ref(args.model)
+    # a version that names its pipeline needs no spec: the store knows the artifact
+    pipeline = load_pipeline(args, ref) if args.pipeline or not ref.pipeline else ref.pipeline
     with open_store(args) as store:
-        model = store.model(pipeline, version)
+        model = chosen_model(store, pipeline, ref)
     pinned = os.environ.get("CD4ML_MODEL_SHA256")
     if pinned and pinned.strip().lower() != model.sha256:
         raise ArtifactError(f"CD4ML_MODEL_SHA256 is {pinned.strip()[:12]}..., but {model.ref} was "

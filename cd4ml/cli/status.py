@@ -1,12 +1,12 @@
 """``cd4ml status``: what runs where (version, image, since when) and whether it answers now
-with the recorded model; exit 1 when an environment that should serve does not, or serves
-another model than the store records."""
+with the recorded model; every pipeline's environments unless ``-p`` names one. Exit 1 when an
+environment that should serve does not, or serves another model than the store records."""
 
 from __future__ import annotations
 
 import argparse
 
-from cd4ml.cli.common import add_common, load_pipeline, open_store
+from cd4ml.cli.common import add_common, open_store, pipeline_specs, with_env
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
@@ -19,12 +19,13 @@ def run(args: argparse.Namespace) -> int:
     from cd4ml.release.state import status
     from cd4ml.reporting.console import paint, print_json, table, to_jsonable
 
-    spec = load_pipeline(args)
+    specs = with_env(pipeline_specs(args), args.env)
     with open_store(args) as store:
-        rows = status(spec, store, args.env, probe=not args.no_probe)
-    code = 0 if all(r.ok for r in rows) else 1
+        rows = [(spec, r) for spec in specs
+                for r in status(spec, store, args.env, probe=not args.no_probe)]
+    code = 0 if all(r.ok for _, r in rows) else 1
     if args.json:
-        print_json([{**to_jsonable(r), "ok": r.ok} for r in rows])
+        print_json([{"pipeline": spec.name, **to_jsonable(r), "ok": r.ok} for spec, r in rows])
         return code
 
     def health(r):
@@ -34,13 +35,14 @@ def run(args: argparse.Namespace) -> int:
             return r.health
         return paint("healthy", "green") if r.healthy else paint(f"DOWN ({r.health})", "red")
 
-    def version(r):
+    def version(spec, r):
         if not r.version:
             return "-"
         return (f"{spec.name}:{r.version}" + (" (bad)" if r.model_bad else "")
                 + (f" (OVERRIDDEN by {r.override['by']}: {r.override['reason']})" if r.override else ""))
 
-    print(table(["env", "target", "version", "image", "since", "by", "health"],
-                [[r.environment, r.target, version(r), r.image, r.since, r.actor, health(r)]
-                 for r in rows]))
+    several = len(specs) > 1
+    print(table(["pipeline"] * several + ["env", "target", "version", "image", "since", "by", "health"],
+                [[spec.name] * several + [r.environment, r.target, version(spec, r), r.image,
+                                          r.since, r.actor, health(r)] for spec, r in rows]))
     return code

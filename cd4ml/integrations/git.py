@@ -82,7 +82,7 @@ def repository_name(where: Path) -> str | None:
     top = _git(["rev-parse", "--show-toplevel"], where)
     if not top:
         return None
-    origin = _git(["config", "--get", "remote.origin.url"], where)
+    origin = remote_url("origin", where)
     if origin:
         name = origin.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
         name = name.removesuffix(".git")
@@ -99,3 +99,8 @@ def commit_author(commit: str, where: Path) -> tuple[str, str] | None:
         return None
     name, email = out.split("\x00", 1)
     return name, email
+
+
+def remote_url(name: str, cwd: str | Path | None = None) -> str | None:
+    """The URL of the working repository's remote ``name`` (e.g. ``origin``); None without one."""
+    return _git(["remote", "get-url", name], Path(cwd or Path.cwd()))

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import getpass
 import os
-import re
 import socket
 import time
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from cd4ml.errors import Cd4mlError, DeployError
 from cd4ml.events import emit
+from cd4ml.refs import ModelRef, find_model
 from cd4ml.release.policy import AUTO, ApproverCheck, Decision, Override, admit
 
 if TYPE_CHECKING:
@@ -91,18 +91,6 @@ class Release:
 # ----------------------------------------------------------------------------- choosing
 
 
-def parse_version(spec: Spec, text: str | int) -> int:
-    """``5``, ``v5`` or ``wine:5`` as the version number 5 (of this spec's pipeline)."""
-    s = str(text).strip()
-    m = re.fullmatch(r"(?:([a-z0-9][a-z0-9_-]*):)?v?(\d+)", s)
-    if not m:
-        raise DeployError(f"model version {s!r}: expected a number, v<number> or {spec.name}:<number>")
-    if m.group(1) and m.group(1) != spec.name:
-        raise DeployError(f"model version {s!r} belongs to pipeline {m.group(1)!r}, not {spec.name!r}; "
-                          f"pass --pipeline {m.group(1)}")
-    return int(m.group(2))
-
-
 def deployable_image(store: Store, model: ModelVersion) -> Image:
     """The newest image of ``model`` that passed infra validation."""
     for img in store.images_for(model.id):  # newest first
@@ -127,14 +115,14 @@ def _recorded(dep: Deployment, store: Store) -> Release:
     return Release(dep.image_ref, image_id, d.get("image_digest"))
 
 
-def _choose(spec: Spec, store: Store, version: int | str | None) -> ModelVersion:
+def _choose(spec: Spec, store: Store, version: ModelRef | int | str | None) -> ModelVersion:
     if version is None:
         model = store.latest_model(spec.name, blessed=True)  # never one marked bad
         if model is None:
             raise DeployError(f"{spec.name} has no blessed version that is not marked bad; run "
                               "'cd4ml run', or name a version to deploy")
         return model
-    model = store.model(spec.name, parse_version(spec, version))
+    model = find_model(store, version, spec)
     if not model.blessed:
         raise DeployError(f"{model.ref} is not blessed (its gate did not pass); only blessed "
                           "versions are deployed: fix the model, or override the gate with a reason")
@@ -156,7 +144,7 @@ def actor_name(actor: str | None = None) -> str:
 # ----------------------------------------------------------------------------- actions
 
 
-def deploy(spec: Spec, store: Store, environment: str, version: int | str | None = None, *,
+def deploy(spec: Spec, store: Store, environment: str, version: ModelRef | int | str | None = None, *,
            actor: str | None = None, reason: str | None = None, approved_by: str | None = None,
            override: Override | None = None, approver_check: ApproverCheck | None = AUTO,
            target: Target | None = None, previous_target: Target | None = None) -> DeployResult:
@@ -172,7 +160,7 @@ def deploy(spec: Spec, store: Store, environment: str, version: int | str | None
                     reason=reason, target=target, preflight=True, failed_is_bad=True)
 
 
-def promote(spec: Spec, store: Store, version: int | str, to: str, *,
+def promote(spec: Spec, store: Store, version: ModelRef | int | str, to: str, *,
             approved_by: str | None = None, actor: str | None = None, reason: str | None = None,
             override: Override | None = None, approver_check: ApproverCheck | None = AUTO,
             target: Target | None = None, previous_target: Target | None = None) -> DeployResult:
@@ -183,7 +171,7 @@ def promote(spec: Spec, store: Store, version: int | str, to: str, *,
     if prev is None:
         raise DeployError(f"{to} is the first environment in {spec.path.name}; nothing is promoted "
                           f"into it: use 'cd4ml deploy --env {to}'")
-    model = store.model(spec.name, parse_version(spec, version))
+    model = find_model(store, version, spec)
     if not model.blessed:
         raise DeployError(f"{model.ref} is not blessed; only blessed versions are promoted")
     decision = admit(spec, store, env, model, action="promote", approved_by=approved_by,
@@ -197,7 +185,7 @@ def promote(spec: Spec, store: Store, version: int | str, to: str, *,
                     preflight=True, failed_is_bad=True)
 
 
-def rollback(spec: Spec, store: Store, environment: str, to: int | str | None = None, *,
+def rollback(spec: Spec, store: Store, environment: str, to: ModelRef | int | str | None = None, *,
              actor: str | None = None, reason: str | None = None,
              override: Override | None = None, target: Target | None = None) -> DeployResult:
     """Put the previous good version back in ``environment`` (or version ``to``), with the image
@@ -205,7 +193,7 @@ def rollback(spec: Spec, store: Store, environment: str, to: int | str | None = 
     env = spec.environment(environment)
     current = store.current_deployment(spec.name, env.name)
     if to is not None:
-        model = store.model(spec.name, parse_version(spec, to))
+        model = find_model(store, to, spec)
         earlier = _earlier_deployment(store, spec, env, model.id)
         release = (_recorded(earlier, store) if earlier
                    else _release_of(deployable_image(store, model)))

@@ -106,9 +106,15 @@ def history(spec: Spec, store: Store, environment: str | None = None,
     """Every recorded deploy, promotion, rollback and take-down, newest first."""
     if environment:
         spec.environment(environment)
+    return deployment_history(store, spec.name, environment, limit)
+
+
+def deployment_history(store: Store, pipeline: str, environment: str | None = None,
+                       limit: int = 100) -> list[HistoryEntry]:
+    """``history`` from the store alone (no spec at hand, as in the web view)."""
     versions: dict[int, int] = {}
     out = []
-    for d in store.deployments(spec.name, environment, limit=limit):
+    for d in store.deployments(pipeline, environment, limit=limit):
         if d.model_version_id not in versions:
             versions[d.model_version_id] = store.model_by_id(d.model_version_id).version
         details = d.details or {}

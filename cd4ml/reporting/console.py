@@ -9,7 +9,7 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, is_dataclass
+from dataclasses import fields, is_dataclass
 from typing import Any, TextIO
 
 from cd4ml.events import Event
@@ -48,8 +48,12 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 
 def to_jsonable(obj: Any) -> Any:
+    # the common leaves first: the web view turns tens of thousands of records at a time
+    if obj is None or isinstance(obj, (str, int)):
+        return obj
     if is_dataclass(obj) and not isinstance(obj, type):
-        return to_jsonable(asdict(obj))
+        # field by field rather than asdict(), which deep-copies everything first
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in fields(obj)}
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

@@ -2,8 +2,8 @@
 (data set -> run -> model -> images -> deployments), which model answered a logged prediction,
 and how two runs or model versions differ.
 
-A reference is either a run id (or a unique prefix of one) or ``PIPELINE:VERSION``
-(``PIPELINE:latest`` for the newest version).
+A reference is a run id (or a unique prefix of one) or a model version in the grammar of
+:mod:`cd4ml.refs`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cd4ml.errors import DataError, StoreError
+from cd4ml.errors import DataError, StoreError, UsageError
+from cd4ml.refs import ModelRef, find_model, parse_model_ref, parse_run_or_model
 from cd4ml.store import Dataset, Deployment, GateDecision, Image, ModelVersion, Run, Store
 
 
@@ -52,46 +53,37 @@ class Resolved:
         return self.model.ref if self.model else f"run {self.run.id}"
 
 
-def parse_model_ref(text: str) -> tuple[str, int | None] | None:
-    """``wine:3`` -> ("wine", 3); ``wine:latest`` -> ("wine", None); a run id -> None."""
-    pipeline, sep, version = text.partition(":")
-    if not sep:
-        return None
-    if version == "latest":
-        return pipeline, None
-    try:
-        number = int(version)
-    except ValueError:
-        raise StoreError(f"{text!r}: expected PIPELINE:VERSION with an integer version (e.g. "
-                         f"{pipeline or 'wine'}:3) or a run id; see 'cd4ml models'") from None
-    return pipeline, number
-
-
-def model_for(store: Store, pipeline: str, version: int | None) -> ModelVersion:
-    """A model version, ``None`` meaning the pipeline's newest."""
-    if version is None:
-        model = store.latest_model(pipeline)
-        if model is None:
-            raise StoreError(f"pipeline {pipeline!r} has no model versions; see 'cd4ml models'")
-        return model
-    return store.model(pipeline, version)
-
-
-def resolve(store: Store, ref: str) -> Resolved:
-    """A run id (or unique prefix) or ``PIPELINE:VERSION``; unknown ones raise StoreError."""
-    parsed = parse_model_ref(ref)
-    if parsed is not None:
-        model = model_for(store, *parsed)
-        run = store.run(model.run_id)
-        return Resolved(run=run, source=run, model=model)
-    run = store.run(ref)
+def resolve(store: Store, ref: str, pipeline: str | None = None) -> Resolved:
+    """A run id (or unique prefix) or a model version (a bare one of ``pipeline``); unknown
+    ones raise StoreError. A number that is no recorded version is tried as a run id prefix,
+    since a prefix of a hexadecimal run id may be all digits."""
+    parsed = parse_run_or_model(ref)
+    if isinstance(parsed, ModelRef):
+        try:
+            model = find_model(store, parsed, pipeline)
+        except (StoreError, UsageError):
+            if not ref.strip().isdigit() or not _is_run(store, ref.strip()):
+                raise
+        else:
+            run = store.run(model.run_id)
+            return Resolved(run=run, source=run, model=model)
+    run = store.run(ref.strip())
     source = store.run(run.reused_from) if run.reused_from else run
     return Resolved(run=run, source=source, model=store.model_for_run(source.id))
 
 
-def lineage(store: Store, pipeline: str, version: int | None) -> Lineage:
-    """Data set -> run -> model -> images -> deployments of ``pipeline:version``."""
-    model = model_for(store, pipeline, version)
+def _is_run(store: Store, prefix: str) -> bool:
+    try:
+        store.run(prefix)
+    except StoreError:
+        return False
+    return True
+
+
+def lineage(store: Store, ref: ModelRef | str | int, pipeline: str | None = None) -> Lineage:
+    """Data set -> run -> model -> images -> deployments of the model version ``ref`` names
+    (a bare one of ``pipeline``)."""
+    model = find_model(store, ref, pipeline)
     run = store.run(model.run_id)
     return Lineage(
         model=model,
@@ -162,17 +154,16 @@ def prediction_model(record: dict, pipeline: str | None = None) -> tuple[str | N
     """The (pipeline, version) that answered a logged prediction. The server writes
     ``pipeline`` and an integer ``model_version``; ``model`` (``3`` or ``"wine:3"``) is read too."""
     raw = record.get("model_version", record.get("model"))
-    name = record.get("pipeline") or pipeline
-    if isinstance(raw, str) and ":" in raw:
-        name, _, raw = raw.rpartition(":")
+    if isinstance(raw, float) and raw.is_integer():
+        raw = int(raw)
     try:
-        version = int(raw)  # type: ignore[arg-type]
-        if isinstance(raw, float) and not raw.is_integer():
-            raise ValueError
-    except (TypeError, ValueError):
+        ref = parse_model_ref(raw) if isinstance(raw, (int, str)) else None
+    except UsageError:
+        ref = None
+    if ref is None or ref.version is None:
         raise StoreError(f"prediction {record.get('request_id')!r} names no model version "
-                         f"(model_version={raw!r}); is this a cd4ml prediction log?") from None
-    return name, version
+                         f"(model_version={raw!r}); is this a cd4ml prediction log?")
+    return ref.pipeline or record.get("pipeline") or pipeline, ref.version
 
 
 @dataclass(frozen=True)
@@ -215,7 +206,7 @@ def prediction_lineage(store: Store, request_id: str, log_paths: Iterable[str | 
                              f"{' and several have it: ' + ', '.join(owners) if owners else ''}; "
                              "pass --pipeline NAME")
         name = owners[0]
-    return PredictionLineage(prediction=record, lineage=lineage(store, name, version))
+    return PredictionLineage(prediction=record, lineage=lineage(store, ModelRef(name, version)))
 
 
 # ----------------------------------------------------------------------------- comparing
@@ -260,9 +251,10 @@ class Comparison:
 _MISSING = object()
 
 
-def compare(store: Store, a: str, b: str) -> Comparison:
-    """Candidate metrics (overall and per slice) and parameters of two references."""
-    ra, rb = resolve(store, a), resolve(store, b)
+def compare(store: Store, a: str, b: str, pipeline: str | None = None) -> Comparison:
+    """Candidate metrics (overall and per slice) and parameters of two references (a bare
+    model version is of ``pipeline``)."""
+    ra, rb = resolve(store, a, pipeline), resolve(store, b, pipeline)
     ma, mb = _candidate(store, ra.source), _candidate(store, rb.source)
     keys = list(dict.fromkeys([*ma, *mb]))
     metrics = tuple(MetricDiff(name=k[0], slice=k[1], slice_value=k[2],

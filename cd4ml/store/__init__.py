@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import math
 import os
+import sqlite3
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import sqlalchemy as sa
 
@@ -49,9 +51,12 @@ from cd4ml.store.records import (
     GateDecision,
     Image,
     Metric,
+    MetricValue,
+    ModelSummary,
     ModelVersion,
     Run,
     Validation,
+    _all,
     _to,
 )
 from cd4ml.store.schema import (
@@ -70,15 +75,25 @@ from cd4ml.store.schema import (
 
 __all__ = [
     "MIGRATIONS", "Approval", "Dataset", "Deployment", "GateDecision", "Image", "Metric",
-    "Migration", "ModelVersion", "Run", "Store", "Validation", "approvals", "datasets",
-    "default_url", "deployments", "gate_decisions", "images", "locks", "metadata", "metrics",
-    "model_versions", "now", "redact", "runs", "schema_migrations", "validations",
+    "MetricValue", "Migration", "ModelSummary", "ModelVersion", "Run", "Store", "Validation",
+    "approvals", "datasets", "default_url", "deployments", "gate_decisions", "images", "locks",
+    "metadata", "metrics", "model_versions", "now", "redact", "runs", "schema_migrations",
+    "validations",
 ]
 
 
 def now() -> str:
     """UTC time as ISO 8601 text: sorts correctly as a string on every database."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+T = TypeVar("T")
+
+
+def _chunks(items: list[str], size: int = 500) -> Iterator[list[str]]:
+    # bound the number of bound parameters per statement (SQLite's limit, PostgreSQL's planner)
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
 
 
 def default_url(root: Path | None = None) -> str:
@@ -93,14 +108,26 @@ def default_url(root: Path | None = None) -> str:
 
 
 class Store:
-    """A connection to the metadata store. ``Store("sqlite://")`` is an in-memory store."""
+    """A connection to the metadata store. ``Store("sqlite://")`` is an in-memory store; a URL
+    of a registered backend (``git+origin``, see backends.py) opens that backend instead."""
+
+    def __new__(cls, url: str | None = None) -> Self:
+        if cls is Store:
+            from cd4ml.store.backends import backend_for
+
+            return super().__new__(backend_for(url or default_url()) or cls)  # type: ignore[return-value]
+        return super().__new__(cls)
 
     def __init__(self, url: str | None = None):
         self.url = url or default_url()
         self.engine, self.is_sqlite = create_engine(self.url)
+        self._watch: sqlite3.Connection | None = None  # see fingerprint()
+        self._watch_lock = threading.Lock()
         self.migrate()
 
     def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
         self.engine.dispose()
 
     def __enter__(self) -> Self:
@@ -258,7 +285,52 @@ class Store:
         if pipeline:
             q = q.where(runs.c.pipeline == pipeline)
         with self.read() as conn:
-            return [_to(Run, r) for r in conn.execute(q)]
+            return _all(Run, conn.execute(q))
+
+    def fingerprint(self) -> str:
+        """A short text that changes whenever anything is recorded or updated: views that
+        tabulate the whole store (the web view's runs table) cache on it. On a SQLite file it is
+        SQLite's own change counter, read on a connection of its own (``PRAGMA data_version``
+        moves whenever any other connection commits): no table is scanned. Elsewhere one query
+        of counts and maxima."""
+        database = sa.engine.make_url(self.url).database if self.is_sqlite else None
+        if database and database != ":memory:":
+            with self._watch_lock:
+                if self._watch is None:
+                    self._watch = sqlite3.connect(database, check_same_thread=False)
+                return f"sqlite:{self._watch.execute('PRAGMA data_version').fetchone()[0]}"
+        parts = [
+            sa.select(sa.func.count()).select_from(runs).scalar_subquery(),
+            sa.select(sa.func.max(runs.c.started_at)).scalar_subquery(),
+            sa.select(sa.func.max(runs.c.ended_at)).scalar_subquery(),
+            sa.select(sa.func.max(metrics.c.id)).scalar_subquery(),
+            sa.select(sa.func.max(gate_decisions.c.id)).scalar_subquery(),
+            sa.select(sa.func.max(validations.c.id)).scalar_subquery(),
+            sa.select(sa.func.max(model_versions.c.id)).scalar_subquery(),
+            sa.select(sa.func.count()).select_from(model_versions)
+            .where(model_versions.c.bad.is_(True)).scalar_subquery(),
+            sa.select(sa.func.count()).select_from(model_versions)
+            .where(model_versions.c.blessed.is_(True)).scalar_subquery(),
+            sa.select(sa.func.max(images.c.id)).scalar_subquery(),
+            sa.select(sa.func.max(images.c.pushed_at)).scalar_subquery(),
+            sa.select(sa.func.count()).select_from(images)
+            .where(images.c.infra_status == "passed").scalar_subquery(),
+            sa.select(sa.func.max(deployments.c.id)).scalar_subquery(),
+            sa.select(sa.func.max(deployments.c.ended_at)).scalar_subquery(),
+            sa.select(sa.func.max(approvals.c.id)).scalar_subquery(),
+        ]
+        by_status = (sa.select(runs.c.status, sa.func.count()).group_by(runs.c.status)
+                     .order_by(runs.c.status))
+        with self.read() as conn:
+            row = conn.execute(sa.select(*parts)).one()
+            statuses = conn.execute(by_status).all()
+        return "|".join([*("" if v is None else str(v) for v in row),
+                         *(f"{status}={n}" for status, n in statuses)])
+
+    def pipelines(self) -> list[str]:
+        """The names of the pipelines with recorded runs, sorted."""
+        with self.read() as conn:
+            return sorted(conn.execute(sa.select(runs.c.pipeline).distinct()).scalars())
 
     def find_cached_run(self, pipeline: str, cache_key: str) -> Run | None:
         """The newest completed run with these inputs that produced a model."""
@@ -307,6 +379,24 @@ class Store:
         q = sa.select(metrics).where(metrics.c.run_id == run_id).order_by(metrics.c.id)
         with self.read() as conn:
             return [_to(Metric, r) for r in conn.execute(q)]
+
+    def overall_metrics(self, run_ids: Collection[str] | None = None) -> list[MetricValue]:
+        """The candidate metrics on the whole held-out set (no production values, no slices)
+        of many runs (None: of every run), in logging order (the last step of a curve comes
+        last), in a few queries: for views that tabulate runs side by side."""
+        q = (sa.select(metrics.c.run_id, metrics.c.name, metrics.c.value)
+             .where(metrics.c.scope == "candidate", metrics.c.slice == "").order_by(metrics.c.id))
+        return self._in_chunks(q, metrics.c.run_id, run_ids, MetricValue)
+
+    def _in_chunks(self, q: sa.Select, column: sa.Column, values: Collection[str] | None,
+                   cls: type[T]) -> list[T]:
+        with self.read() as conn:
+            if values is None:
+                return _all(cls, conn.execute(q))
+            out: list[T] = []
+            for chunk in _chunks(list(dict.fromkeys(values))):
+                out += _all(cls, conn.execute(q.where(column.in_(chunk))))
+            return out
 
     def record_gate(self, run_id: str, model_version_id: int | None, passed: bool, rules: list,
                     baseline_version: int | None, override_by: str | None = None,
@@ -379,6 +469,14 @@ class Store:
             q = q.where(model_versions.c.pipeline == pipeline)
         with self.read() as conn:
             return [_to(ModelVersion, r) for r in conn.execute(q)]
+
+    def model_summaries(self, run_ids: Collection[str] | None = None) -> list[ModelSummary]:
+        """The model versions trained by many runs (None: all), without their signatures and
+        statistics, in a few queries."""
+        cols = [model_versions.c[name] for name in ("id", "pipeline", "version", "run_id",
+                                                    "blessed", "bad")]
+        q = sa.select(*cols).order_by(model_versions.c.id)
+        return self._in_chunks(q, model_versions.c.run_id, run_ids, ModelSummary)
 
     def latest_model(self, pipeline: str, blessed: bool | None = None) -> ModelVersion | None:
         q = (sa.select(model_versions).where(model_versions.c.pipeline == pipeline)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from functools import cache
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -53,6 +54,15 @@ class Metric:
     step: int | None
     model_version: int | None
     created_at: str
+
+
+@dataclass(frozen=True)
+class MetricValue:
+    """A candidate's metric on the whole held-out set: what a table of many runs shows."""
+
+    run_id: str
+    name: str
+    value: float | None
 
 
 @dataclass(frozen=True)
@@ -149,6 +159,36 @@ class Approval:
     created_at: str
 
 
+@dataclass(frozen=True)
+class ModelSummary:
+    """A model version without its signature and training statistics: what a table of
+    thousands of runs needs, without parsing kilobytes of JSON per row."""
+
+    id: int
+    pipeline: str
+    version: int
+    run_id: str
+    blessed: bool
+    bad: bool
+
+    @property
+    def ref(self) -> str:
+        return f"{self.pipeline}:{self.version}"
+
+
+@cache
+def _names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
 def _to(cls: type[T], row: Any) -> T:
     m = row._mapping
-    return cls(**{f.name: m[f.name] for f in fields(cls)})  # type: ignore[arg-type]
+    return cls(**{name: m[name] for name in _names(cls)})
+
+
+def _all(cls: type[T], result: Any) -> list[T]:
+    """Every row of a result as ``cls``: column positions are looked up once, not per row
+    (the runs table turns tens of thousands of rows at a time)."""
+    keys = list(result.keys())
+    at = [keys.index(name) for name in _names(cls)]
+    return [cls(*[row[i] for i in at]) for row in result]

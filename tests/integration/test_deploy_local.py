@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from cd4ml.errors import DeployError
+from cd4ml.errors import DeployError, UsageError
 from cd4ml.release.deploy import DeployFailed, deploy, promote, rollback
 from cd4ml.release.policy import Override
 from cd4ml.release.render import resource_name
@@ -129,7 +129,7 @@ def test_refusals_name_the_fix(deploy_world, clean):
     with deploy_world.store() as store:
         with pytest.raises(DeployError, match="wine:5 is not blessed"):
             deploy(spec, store, "staging", 5)
-        with pytest.raises(DeployError, match="belongs to pipeline 'iris'"):
+        with pytest.raises(UsageError, match="model version 'iris:1' is of pipeline 'iris', not 'wine'"):
             deploy(spec, store, "staging", "iris:1")
         with pytest.raises(DeployError, match="nothing is deployed in staging"):
             rollback(spec, store, "staging")

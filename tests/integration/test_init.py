@@ -37,7 +37,8 @@ def test_init_scaffolds_a_pipeline_that_runs_and_passes(user_repo, capsys):
 
     spec = load_spec(user_repo / "pipelines" / "customers.yaml")
     assert spec.model.task == "classification" and spec.data.slices == ("region",)
-    assert [g.metric for g in spec.gates] == ["accuracy", "f1_macro"]
+    assert [(g.metric, g.slice) for g in spec.gates] == [("accuracy", None), ("f1_macro", None),
+                                                         ("accuracy", "region")]
     suite = json.loads((user_repo / "pipelines" / "expectations" / "customers.json").read_text())
     types = {(e["type"], e["kwargs"].get("column")) for e in suite["expectations"]}
     assert ("expect_column_values_to_be_in_set", "region") in types
@@ -73,3 +74,29 @@ def test_init_infers_regression_and_refuses_a_missing_target(user_repo, capsys):
     assert main(["init", "--data", "data/customers.csv", "--target", "nope"]) == 2
     err = capsys.readouterr().err
     assert "'nope'" in err and "Traceback" not in err
+
+
+def test_a_second_pipeline_joins_every_workflow_and_takes_free_ports(user_repo, capsys):
+    from cd4ml import __version__
+
+    assert main(["init", "--data", "data/customers.csv", "--target", "churn"]) == 0
+    assert main(["init", "--data", "data/customers.csv", "--target", "spend", "--name", "spend"]) == 0
+    assert "added   spend to" in capsys.readouterr().out
+    workflows = user_repo / ".github" / "workflows"
+    cd4ml_yml = yaml.safe_load((workflows / "cd4ml.yml").read_text())
+    for job in ("pipeline", "deploy-staging"):
+        assert cd4ml_yml["jobs"][job]["strategy"]["matrix"]["pipeline"] == ["customers", "spend"]
+    for name in ("promote.yml", "rollback.yml"):
+        inputs = yaml.safe_load((workflows / name).read_text())[True]["workflow_dispatch"]["inputs"]
+        assert inputs["pipeline"]["options"] == ["customers", "spend"]
+        assert inputs["pipeline"]["default"] == "customers"
+    assert cd4ml_yml["env"]["CD4ML_INSTALL"] == (
+        f"${{{{ vars.CD4ML_INSTALL || 'cd4ml[postgres]=={__version__}' }}}}")
+    ports = {name: [e.port for e in load_spec(user_repo / "pipelines" / f"{name}.yaml").environments]
+             for name in ("customers", "spend")}
+    assert ports == {"customers": [8701, 8702], "spend": [8703, 8704]}
+    # again: nothing is added twice, and the spec keeps its own ports
+    assert main(["init", "--data", "data/customers.csv", "--target", "spend", "--name", "spend",
+                 "--force"]) == 0
+    assert [e.port for e in load_spec(user_repo / "pipelines" / "spend.yaml").environments] == [8703, 8704]
+    assert "customers, spend]" in (workflows / "cd4ml.yml").read_text()

@@ -146,8 +146,10 @@ def test_runs_filters_and_limits(recorded, capsys, pipelines_dir):
     # a spec path names its pipeline
     _, out, _ = cli(capsys, "runs", "-p", str(pipelines_dir / "diabetes.yaml"))
     assert list(_rows(out)) == [recorded.failed]
-    _, out, _ = cli(capsys, "runs", "-p", "nothing")
-    assert out.strip() == "no runs recorded for nothing"
+    # an unknown name is an error listing the known ones, not an empty list
+    assert_usage_error(capsys, "runs", "-p", "nothing",
+                       match="pipeline 'nothing': no spec pipelines/nothing.yaml, none whose name is "
+                             "'nothing' and nothing recorded of it (known: diabetes ")
 
 
 def test_runs_json(recorded, capsys):
@@ -260,15 +262,17 @@ def test_show_json(recorded, capsys):
 
 
 @pytest.mark.parametrize("argv,match", [
-    (["show", "nope"], "no run 'nope'"),
+    (["show", "nope"], "'nope': expected a run id (see 'cd4ml runs') or a model version: N, vN"),
+    (["show", "abc123"], "no run 'abc123'"),
     (["show", "wine:99"], "no model version wine:99"),
-    (["show", "wine:x"], "expected PIPELINE:VERSION"),
+    (["show", "wine:x"], "'wine:x': expected a run id (see 'cd4ml runs') or a model version: N"),
     (["show", "beer:latest"], "pipeline 'beer' has no model versions"),
     (["lineage", "wine:7"], "no model version wine:7"),
-    (["lineage", "nope"], "lineage starts from a model version"),
+    (["lineage", "nope"], "model version 'nope': expected N, vN, PIPELINE:N"),
     (["lineage"], "give a model version"),
     (["compare", "wine:1", "wine:9"], "no model version wine:9"),
-    (["compare", "zzz", "wine:1"], "no run 'zzz'"),
+    (["compare", "zzz", "wine:1"], "'zzz': expected a run id"),
+    (["compare", "fff", "wine:1"], "no run 'fff'"),
 ])
 def test_unknown_references_exit_2_with_one_line(recorded, capsys, argv, match):
     assert_usage_error(capsys, *argv, match=match)
@@ -318,14 +322,16 @@ def test_lineage_json(recorded, capsys):
 
 def test_lineage_library(recorded):
     with Store(recorded.url) as store:
-        lin = lineage_mod.lineage(store, "wine", 2)
+        lin = lineage_mod.lineage(store, "wine:2")
         assert lin.model.version == 2 and lin.run.id == recorded.run2
         assert lin.dataset.rows == 178 and lin.gate.overridden
         assert [i.reference for i in lin.images] == ["cd4ml/wine:2"]
         assert lin.environments == ("staging",)
-        assert lineage_mod.lineage(store, "wine", None).model.version == 2
+        assert lineage_mod.lineage(store, "wine:latest").model.version == 2
+        assert lineage_mod.lineage(store, "v1", "wine").model.version == 1
+        assert lineage_mod.lineage(store, "wine@production").model.version == 1
         with pytest.raises(StoreError):
-            lineage_mod.lineage(store, "wine", 3)
+            lineage_mod.lineage(store, "wine:3")
 
 
 # ----------------------------------------------------------------------------- predictions

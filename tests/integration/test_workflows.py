@@ -62,6 +62,27 @@ def test_workflows_match_githubs_schema():
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+@pytest.fixture(scope="module")
+def scaffolded(tmp_path_factory) -> list[Path]:
+    """The workflows ``cd4ml init`` writes into a user's repository."""
+    from cd4ml.scaffold import init
+
+    repo = tmp_path_factory.mktemp("user-repo")
+    init(ROOT / "pipelines" / "data" / "wine.csv", "target", directory=repo, name="grapes")
+    return sorted((repo / ".github" / "workflows").glob("*.yml"))
+
+
+def test_scaffolded_workflows_match_githubs_schema_and_zizmor_finds_nothing(scaffolded):
+    assert [p.name for p in scaffolded] == ["cd4ml.yml", "promote.yml", "rollback.yml"]
+    out = subprocess.run([_tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows",
+                          *map(str, scaffolded)], capture_output=True, text=True, timeout=120,
+                         check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    serious = [(f["ident"], f["desc"]) for f in _zizmor(*scaffolded)
+               if f["determinations"]["severity"] in ("Medium", "High")]
+    assert serious == []
+
+
 def test_the_schema_check_can_fail(tmp_path):
     broken = tmp_path / "broken.yml"
     broken.write_text("name: broken\non: push\njobs:\n  x:\n    steps: []\n")  # no runs-on
@@ -143,3 +164,21 @@ def test_rollback_and_ci():
     assert "cd4ml \"$@\"" in _steps(rollback)[-1]["run"]
     ci = _load("ci.yml")
     assert [s["run"] for s in _steps(ci) if "run" in s] == ["bash .ci/run"]
+
+
+@pytest.mark.parametrize("name", ("cd4ml.yml", "promote.yml", "rollback.yml"))
+def test_one_store_one_install_and_deploys_wait_for_their_configuration(name):
+    text = (WORKFLOWS / name).read_text()
+    wf = _load(name)
+    # the store is chosen in one place, the workflow's env (a default store goes there)
+    assert wf["env"]["CD4ML_STORE_URL"] == "${{ secrets.CD4ML_STORE_URL }}"
+    assert text.count("secrets.CD4ML_STORE_URL") == 1
+    assert wf["env"]["CD4ML_INSTALL"] == ".[postgres]"  # cd4ml's own: the checkout
+    for job in wf["jobs"].values():
+        runs = [s.get("run", "") for s in job["steps"]]
+        assert any('pip install -r "$RUNNER_TEMP/cd4ml-requirements.txt"' in r for r in runs)
+        ids = [s.get("id") for s in job["steps"]]
+        if "preflight" not in ids:
+            continue
+        for step in job["steps"][ids.index("preflight") + 1:]:
+            assert "steps.preflight.outputs.ready == 'true'" in step.get("if", ""), step

@@ -14,7 +14,7 @@ from cd4ml.cli import COMMANDS, main
 
 #: commands without --json, and why: serve runs in the foreground until stopped; init writes
 #: files and says which (its result is those files)
-NO_JSON = {"serve", "init"}
+NO_JSON = {"serve", "init", "ui"}
 HEAVY = ("pandas", "sklearn", "great_expectations", "docker", "github3", "sqlalchemy")
 
 

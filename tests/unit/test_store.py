@@ -470,3 +470,55 @@ def test_a_truncated_or_foreign_store_file_is_refused_not_replaced(tmp_path, con
     with pytest.raises(StoreError, match=re.escape(says)):
         Store(f"sqlite:///{path}")
     assert path.read_bytes() == content  # left as found, for whoever restores it
+
+
+# ------------------------------------------------------------------------------- many runs at once
+
+
+@pytest.mark.parametrize("url", ["file", "sqlite://"])
+def test_fingerprint_moves_with_every_write(url, db_url):
+    with Store(db_url if url == "file" else url) as s:
+        seen = {s.fingerprint()}
+        assert s.fingerprint() in seen  # reading changes nothing
+        run = s.start_run("wine")
+        seen.add(s.fingerprint())
+        s.finish_run(run.id, "succeeded")  # an update, not an insert
+        seen.add(s.fingerprint())
+        model = s.register_model("wine", run.id, "classification", "/a", "a" * 64, {}, {})
+        seen.add(s.fingerprint())
+        s.set_model_flags(model.id, bad=True)
+        seen.add(s.fingerprint())
+        s.set_model_flags(model.id, blessed=True)
+        seen.add(s.fingerprint())
+        s.update_run(run.id, status="gate_failed")  # a status change alone
+        seen.add(s.fingerprint())
+        image = s.record_image(model.id, "sha256:1", "cd4ml/wine:1", 1)
+        seen.add(s.fingerprint())
+        s.update_image(image.id, infra_status="passed")
+        seen.add(s.fingerprint())
+        assert len(seen) == 9
+
+
+def test_fingerprint_sees_another_process_write(db_url):
+    with Store(db_url) as reader, Store(db_url) as writer:
+        before = reader.fingerprint()
+        writer.start_run("wine")
+        assert reader.fingerprint() != before
+
+
+def test_overall_metrics_and_model_summaries_of_many_runs(store):
+    runs = [store.start_run("wine") for _ in range(3)]
+    for i, r in enumerate(runs):
+        store.record_metrics(r.id, [{"name": "accuracy", "value": 0.5 + i / 10},
+                                    {"name": "accuracy", "value": 0.1, "slice": "s", "slice_value": "a"},
+                                    {"name": "accuracy", "value": 0.2, "scope": "production"}])
+    model = store.register_model("wine", runs[1].id, "classification", "/a", "a" * 64,
+                                 {"inputs": []}, {"big": list(range(100))})
+    overall = store.overall_metrics([runs[0].id, runs[1].id])
+    assert [(m.run_id, m.name, m.value) for m in overall] == [
+        (runs[0].id, "accuracy", 0.5), (runs[1].id, "accuracy", 0.6)]  # no slice, no production
+    assert len(store.overall_metrics(None)) == 3
+    assert len(store.overall_metrics([r.id for r in runs] * 400)) == 3  # chunked, each id once
+    [summary] = store.model_summaries([r.id for r in runs])
+    assert (summary.id, summary.ref, summary.run_id, summary.blessed) == (model.id, "wine:1", runs[1].id, False)
+    assert store.model_summaries(None) == [summary]

@@ -19,18 +19,19 @@ A pipeline spec may name a training entry point instead of an estimator
 the training rows (:class:`TrainingData`), then evaluates and gates the model it logged exactly
 as for a declared estimator. :func:`gate_run` gates a tracked run on the metrics it logged.
 
-The package: ``start.py`` (``start_run``), ``handle.py`` (the run handle), ``lookup.py`` (which
-spec a run belongs to), ``entry_point.py`` (``model.entry_point`` under ``cd4ml run``) and
-``gating.py`` (``gate_run``); data-set hashing is ``cd4ml.stages.data``'s.
+The package: ``start.py`` (``start_run``), ``handle.py`` (the run handle), ``entry_point.py``
+(``model.entry_point`` under ``cd4ml run``) and ``gating.py`` (``gate_run``); data-set hashing
+is ``cd4ml.stages.data``'s, and which spec a run belongs to is :mod:`cd4ml.refs`' (the
+pipeline resolver ``-p`` uses too).
 """
 
 from __future__ import annotations
 
+from cd4ml.refs import find_spec
 from cd4ml.stages.data import frame_hash
 from cd4ml.stages.tracking.entry_point import load_entry_point, run_entry_point, training_data
 from cd4ml.stages.tracking.gating import gate_run, logged_metrics
 from cd4ml.stages.tracking.handle import ActiveRun, TrainingData, describe_error
-from cd4ml.stages.tracking.lookup import find_spec
 from cd4ml.stages.tracking.start import start_run
 
 __all__ = ["ActiveRun", "TrainingData", "describe_error", "find_spec", "frame_hash", "gate_run",

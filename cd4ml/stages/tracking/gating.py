@@ -42,11 +42,11 @@ def gate_run(spec: Spec | str | Path, run_id: str, store: Store | str | None = N
     ``gate_failed``. Runs of ``cd4ml run`` are gated by the pipeline on held-out rows instead.
     """
     from cd4ml.events import emit
-    from cd4ml.spec import load_spec
+    from cd4ml.refs import load_pipeline
     from cd4ml.stages.evaluate import EvaluationResult
     from cd4ml.stages.gate import gate
 
-    spec = spec if not isinstance(spec, (str, Path)) else load_spec(spec)
+    spec = load_pipeline(spec)
     opened, owns = open_store(store)
     try:
         run = opened.run(run_id)

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cd4ml.errors import TrackedRunError
+from cd4ml.refs import find_spec
 from cd4ml.stages.tracking.handle import ActiveRun, open_store, plain
-from cd4ml.stages.tracking.lookup import find_spec
 
 if TYPE_CHECKING:
     from cd4ml.spec import Spec
