@@ -197,8 +197,8 @@ def prediction_lineage(store: Store, request_id: str, log_paths: Iterable[str | 
                              "look it up in that project's store")
         found = next((m for m in same if m.pipeline == name and m.version == version), same[0])
         named = None if (found.pipeline, found.version) == (name, version) else f"{name}:{version}"
-        return PredictionLineage(prediction=record, lineage=lineage(store, found.pipeline,
-                                                                    found.version), named=named)
+        return PredictionLineage(prediction=record, named=named,
+                                 lineage=lineage(store, ModelRef(found.pipeline, found.version)))
     if name is None:
         owners = sorted({m.pipeline for m in store.models(limit=100_000) if m.version == version})
         if len(owners) != 1:
