@@ -6,22 +6,18 @@
     ├── DataError              the data cannot be read or lacks what the spec names
     ├── StoreError             the metadata store cannot be reached or is inconsistent
     ├── ArtifactError          a model artifact is missing or its sha256 does not match
-    ├── StageFailed            a stage ran and said no (validation, gate): exit code 1
-    │   ├── ValidationFailed
-    │   └── GateFailed
     ├── BuildError             the image could not be built, validated or pushed
-    ├── DeployError            a deploy, promotion or rollback was refused or failed
-    ├── TrackerError           the tracker (GitHub) refused or could not be reached
+    ├── DeployError            a deploy, promotion or rollback was refused or failed: exit code 1
+    ├── TrackerError           the tracker (GitHub) refused or could not be reached (``status``)
     ├── TrackedRunError        the tracking API was misused (cd4ml.start_run, entry points)
     ├── CommandError           an external command exited non-zero
     └── UiError                the web view (cd4ml ui) cannot listen where asked
 
-Messages name the file, field or value and end with what to do about it.
+Messages name the file, field or value and end with what to do about it. A failed validation
+or gate is a result (exit code 1 from the command), not an exception.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 
 class Cd4mlError(Exception):
@@ -49,25 +45,6 @@ class StoreError(Cd4mlError):
 
 class ArtifactError(Cd4mlError):
     """A model artifact is missing, unreadable or does not match its recorded sha256."""
-
-
-class StageFailed(Cd4mlError):
-    """A stage ran to the end and its verdict is no; carries the structured failures."""
-
-    exit_code = 1
-
-    def __init__(self, message: str, failures: list[Any] | None = None, result: Any = None):
-        super().__init__(message)
-        self.failures = list(failures or [])
-        self.result = result
-
-
-class ValidationFailed(StageFailed):
-    """Data validation (expectations or drift) failed."""
-
-
-class GateFailed(StageFailed):
-    """The promotion gate failed."""
 
 
 class BuildError(Cd4mlError):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cd4ml.errors import DataError, SpecError
+from cd4ml.errors import DataError, UsageError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -72,6 +72,11 @@ def _pipeline_lists(text: str) -> list[Any]:
     nodes = [get(job, "strategy", "matrix", "pipeline") for _, job in jobs.value] if jobs else []
     nodes.append(get(root, "on", "workflow_dispatch", "inputs", "pipeline", "options"))
     return [n for n in nodes if isinstance(n, yaml.SequenceNode)]
+
+
+def _always(names: list[str]) -> Callable[[list[str]], list[str]]:
+    """For :func:`with_pipelines`: every list becomes ``names``."""
+    return lambda _old: names
 
 
 def with_pipelines(text: str, pipelines: Callable[[list[str]], list[str]]) -> str:
@@ -246,9 +251,9 @@ def init(data: str | Path, target: str, *, directory: str | Path = ".", name: st
     sample = frame.sample(n=min(len(frame), SAMPLE_ROWS), random_state=0) if len(frame) > SAMPLE_ROWS else frame
     name = name or re.sub(r"[^a-z0-9_-]+", "-", data_path.stem.lower()).strip("-") or "model"
     if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", name):
-        raise SpecError(f"--name {name!r}: use lower-case letters, digits, '-' or '_'")
+        raise UsageError(f"--name {name!r}: use lower-case letters, digits, '-' or '_'")
     if task is not None and task not in TASKS:
-        raise SpecError(f"--task {task!r}: one of {', '.join(TASKS)}")
+        raise UsageError(f"--task {task!r}: one of {', '.join(TASKS)}")
     task = task or infer_task(frame[target])
 
     pipelines = root / "pipelines"
@@ -277,7 +282,7 @@ def init(data: str | Path, target: str, *, directory: str | Path = ".", name: st
         names = listed if name in listed else [*listed, name]
         if path.exists() and not force:
             old = path.read_text()
-            new = with_pipelines(old, lambda _, n=names: n)
+            new = with_pipelines(old, _always(names))
             if new != old:
                 path.write_text(new)
             (updated if new != old else skipped).append(path)

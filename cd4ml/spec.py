@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, overload
 
 import yaml
 
@@ -309,7 +309,7 @@ class _Section:
         self.value: dict[str, Any] = value
         self.seen: set[str] = set()
 
-    def fail(self, msg: str, *sub: Any) -> None:
+    def fail(self, msg: str, *sub: Any) -> NoReturn:
         path = self.path + sub
         line = self.lines.get(_key(path)) or self.lines.get(_key(self.path)) or 1
         name = _key(path) or "(top level)"
@@ -349,12 +349,20 @@ class _Section:
                 self.fail(f"expected a string, got {_typename(s)} {s!r}", key, i)
         return tuple(v)
 
+    @overload
+    def section(self, key: str) -> _Section: ...
+    @overload
+    def section(self, key: str, default: Any) -> _Section | None: ...
     def section(self, key: str, default: Any = _REQUIRED) -> _Section | None:
         v = self.get(key, dict, default)
         if v is None:
             return None
         return _Section(self.file, self.lines, self.path + (key,), v)
 
+    @overload
+    def file_path(self, key: str, root: Path) -> Path: ...
+    @overload
+    def file_path(self, key: str, root: Path, default: Any) -> Path | None: ...
     def file_path(self, key: str, root: Path, default: Any = _REQUIRED) -> Path | None:
         v = self.get(key, str, default)
         if v is None:

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from cd4ml.store import ModelVersion
+from cd4ml.states import RuleKind
+from cd4ml.store import ModelVersion, RuleOutcome
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,6 +35,15 @@ def model_record(version: int = 3) -> ModelVersion:
     return ModelVersion(id=7, pipeline="wine", version=version, run_id="r1", task="classification",
                         artifact_uri="/nowhere", sha256="ab" * 32, signature={}, stats={},
                         blessed=True, bad=False, created_at="2026-01-01T00:00:00Z")
+
+
+def outcome(rule: str = "accuracy >= 0.85", passed: bool = True, **fields: Any) -> RuleOutcome:
+    """A gate rule outcome as the gate stage records it (a ``min`` rule on accuracy unless
+    ``fields`` say otherwise)."""
+    values: dict[str, Any] = {
+        "metric": "accuracy", "slice": None, "slice_value": None, "kind": RuleKind.MIN,
+        "observed": 0.9, "threshold": 0.85, "baseline": None, "reason": "", "line": 0}
+    return RuleOutcome(rule=rule, passed=passed, **{**values, **fields})
 
 
 def train_version(spec: Any, store: Any, seed: int, bless: bool = True) -> ModelVersion:

@@ -105,14 +105,15 @@ def _github() -> Any:
 
 def show(result: Any, as_json: bool) -> None:
     from cd4ml.reporting.console import paint, print_json
+    from cd4ml.states import DeployAction, DeploymentStatus
 
     if as_json:
         print_json(result)
         return
-    mark = {"healthy": ("✓", "green"), "unchanged": ("=", "green"),
-            "down": ("↓", "yellow")}.get(result.status, ("✗", "red"))
+    mark = {DeploymentStatus.HEALTHY: ("✓", "green"), DeploymentStatus.UNCHANGED: ("=", "green"),
+            DeploymentStatus.DOWN: ("↓", "yellow")}.get(result.status, ("✗", "red"))
     print(f"{paint(mark[0], mark[1])} {result.message}")
-    if result.action == "down":
+    if result.action == DeployAction.DOWN:
         return
     print(f"  {result.action} {result.pipeline}:{result.version} -> {result.environment} "
           f"({result.target}), image {result.image}"

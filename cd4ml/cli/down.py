@@ -19,4 +19,4 @@ def run(args: argparse.Namespace) -> int:
     from cd4ml.release.deploy import down
 
     return act(args, lambda spec, store: down(spec, store, args.env, actor=args.actor,
-                                              reason=args.reason))
+                                              reason=args.reason), None)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from cd4ml.states import RunStatus
+
 
 def _time(stamp: str | None) -> datetime | None:
     if not stamp:
@@ -52,11 +54,12 @@ def override_line(gate: Any) -> str | None:
     return paint(f"gate OVERRIDDEN by {gate.override_by}: {gate.override_reason}", "yellow")
 
 
-def status(status: str) -> str:
+def status(status: RunStatus) -> str:
     from cd4ml.reporting.console import paint
 
-    colour = {"succeeded": "green", "failed": "red", "gate_failed": "red",
-              "validation_failed": "red", "running": "yellow", "abandoned": "red"}.get(status)
+    colour = ("red" if status.failed or status is RunStatus.ABANDONED
+              else "green" if status is RunStatus.SUCCEEDED
+              else "yellow" if status is RunStatus.RUNNING else None)
     return paint(status, colour) if colour else status
 
 

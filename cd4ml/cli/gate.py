@@ -13,6 +13,7 @@ from cd4ml.cli.common import (
     overrider,
     store_with_progress,
 )
+from cd4ml.states import RuleKind
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
@@ -42,7 +43,7 @@ def render(result: Any, ref: str, spec_path: Any) -> str:
     """The rules as a table, why each failing one failed (with its spec line), the verdict."""
     from cd4ml.reporting.console import paint, table
 
-    rows = [(o.rule, o.observed, None if o.kind == "no_gates" else o.threshold, o.baseline,
+    rows = [(o.rule, o.observed, None if o.kind is RuleKind.NO_GATES else o.threshold, o.baseline,
              "pass" if o.passed else "FAIL") for o in result.outcomes]
     out = [table(["rule", "observed", "threshold", "baseline", "result"], rows)]
     baseline = (f"baseline: production {ref.split(':')[0]}:{result.baseline_version}"

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from cd4ml.cli.common import add_common, load_pipeline, model_arg, open_store
 from cd4ml.errors import StoreError
+
+if TYPE_CHECKING:
+    from cd4ml.store import ModelVersion
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
@@ -32,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     image_id = None
     with open_store(args) as store:
         current = store.current_deployment(spec.name, env.name)
+        model: ModelVersion | None
         if ref is not None:
             model = find_model(store, ref, spec)
         elif current is not None:

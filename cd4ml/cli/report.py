@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from cd4ml.integrations.github import GitHubConfig
     from cd4ml.reporting.console import print_json
-    from cd4ml.reporting.report import report_run
+    from cd4ml.reporting.post import report_run
 
     config = GitHubConfig.from_env(
         repository=args.repo, sha=args.sha, pr=args.pr, api_url=args.api_url,

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     config = None
     if args.report:
         from cd4ml.integrations.github import GitHubConfig
-        from cd4ml.reporting.report import report_started
+        from cd4ml.reporting.post import report_started
 
         config = GitHubConfig.from_env(strict=args.strict)
         report_started(spec, config=config)
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         finally:
             # a run that crashed is reported too: the pull request must not stay pending
             if config is not None:
-                from cd4ml.reporting.report import report_run
+                from cd4ml.reporting.post import report_run
 
                 reported = report_run(spec, store, config=config)
         from cd4ml.reporting.summary import summarize

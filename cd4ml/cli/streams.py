@@ -60,7 +60,7 @@ def readers_may_leave() -> Iterator[None]:
     """``sys.stdout`` and ``sys.stderr`` as :class:`ReaderMayLeave` for the block, flushed at
     its end (so that the interpreter's own last flush finds nothing left to fail on)."""
     saved = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = ReaderMayLeave(saved[0]), ReaderMayLeave(saved[1])  # type: ignore[assignment]
+    sys.stdout, sys.stderr = ReaderMayLeave(saved[0]), ReaderMayLeave(saved[1])
     try:
         yield
     finally:

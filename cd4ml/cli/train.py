@@ -16,6 +16,7 @@ def run(args: argparse.Namespace) -> int:
     from cd4ml.reporting.console import print_json, to_jsonable
     from cd4ml.stages.data import file_hash
     from cd4ml.stages.train import train
+    from cd4ml.states import RunStatus
 
     spec = load_pipeline(args)
     git = git_info(spec.root)
@@ -28,9 +29,9 @@ def run(args: argparse.Namespace) -> int:
         try:
             result = train(spec, store, current.id)
         except BaseException as e:
-            store.finish_run(current.id, "failed", error=str(e) or type(e).__name__)
+            store.finish_run(current.id, RunStatus.FAILED, error=str(e) or type(e).__name__)
             raise
-        store.finish_run(current.id, "succeeded")
+        store.finish_run(current.id, RunStatus.SUCCEEDED)
     if args.json:
         print_json({"run_id": current.id, **to_jsonable(result)})
     else:

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cd4ml.errors import TrackerError
-from cd4ml.events import emit
+from cd4ml.events import StageProgress, StageWarning, emit
+from cd4ml.states import DeploymentStatus, GitHubDeploymentState
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -37,6 +38,13 @@ T = TypeVar("T")
 _GATEWAY = {502, 503, 504}
 _IDEMPOTENT = {"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH"}
 _WRITE_ROLES = {"admin", "maintain", "write"}
+#: cd4ml's words for how a deployment ended, in GitHub's
+_FINAL_STATES: dict[str, GitHubDeploymentState] = {
+    DeploymentStatus.HEALTHY: GitHubDeploymentState.SUCCESS,
+    DeploymentStatus.FAILED: GitHubDeploymentState.FAILURE}
+#: a deployment in one of these states still counts as serving on GitHub's page
+_ACTIVE = {GitHubDeploymentState.SUCCESS, GitHubDeploymentState.IN_PROGRESS,
+           GitHubDeploymentState.QUEUED, GitHubDeploymentState.PENDING}
 
 
 @dataclass(frozen=True)
@@ -159,8 +167,7 @@ def _session_class() -> type:
                     response.close()
                 log.info("GitHub %s %s: %s; retry %d in %.2fs", method, _path(url), why,
                          attempt + 1, wait)
-                emit("progress", stage="report",
-                     message=f"GitHub answered {why}; retrying in {wait:.1f}s")
+                emit(StageProgress("report", f"GitHub answered {why}; retrying in {wait:.1f}s"))
                 time.sleep(wait)
             raise AssertionError("unreachable")  # pragma: no cover
 
@@ -252,8 +259,8 @@ class GitHubReporter:
             code = getattr(e, "code", None)
             msg = getattr(e, "msg", None) or str(e)
             raise TrackerError(self._redact(f"GitHub: {what}: {code} {msg}{_hint(code, self.config)}"),
-                               status=code, ambiguous=what.startswith("POST") and code in _GATEWAY
-                               ) from None
+                               status=code if isinstance(code, int) else None,
+                               ambiguous=what.startswith("POST") and code in _GATEWAY) from None
         except (github3.exceptions.ConnectionError, github3.exceptions.TransportError,
                 requests.RequestException) as e:
             raise TrackerError(self._redact(
@@ -299,8 +306,8 @@ class GitHubReporter:
                     log.info("GitHub %s failed ambiguously (%s) but had taken effect", what, e.status)
                     return found
                 wait = _backoff(self.config, attempt)
-                emit("progress", stage="report", message=f"GitHub {what} failed ({e.status or 'no answer'}) "
-                     f"and made nothing; retrying in {wait:.1f}s")
+                emit(StageProgress("report", f"GitHub {what} failed ({e.status or 'no answer'}) "
+                                   f"and made nothing; retrying in {wait:.1f}s"))
                 time.sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -329,7 +336,7 @@ class GitHubReporter:
         except TrackerError as e:
             if self.config.strict:
                 raise
-            emit("warning", stage="report", message=f"{what}: {e}")
+            emit(StageWarning("report", f"{what}: {e}"))
             return None
 
     # ---- commit status, check run, comment (raise TrackerError; report.py decides)
@@ -435,8 +442,8 @@ class GitHubReporter:
                     raise
                 dep = self._create_deployment({**body, "ref": self.config.sha})
             # the caller's words say what is under way (a deploy, a promotion, a rollback)
-            self._deployment_status(dep["id"], "in_progress", None,
-                                    body["description"] if description else
+            self._deployment_status(dep["id"], GitHubDeploymentState.IN_PROGRESS, None,
+                                    str(body["description"]) if description else
                                     f"deploying {pipeline}:{model_version}")
             return int(dep["id"])
 
@@ -462,11 +469,11 @@ class GitHubReporter:
         are marked inactive."""
         if deployment_id is None:
             return
-        state = {"healthy": "success", "failed": "failure"}.get(state, state)
+        final = _FINAL_STATES.get(state, state)
 
         def go() -> None:
-            self._deployment_status(deployment_id, state, url, description or state)
-            if state == "success":
+            self._deployment_status(deployment_id, final, url, description or final)
+            if final == GitHubDeploymentState.SUCCESS:
                 dep = self._api("GET", f"/deployments/{deployment_id}", 200)
                 self._retire(dep["environment"], (dep.get("payload") or {}).get("pipeline"),
                              keep=deployment_id, why=f"replaced by deployment {deployment_id}")
@@ -494,8 +501,8 @@ class GitHubReporter:
             if version is not None and payload.get("model_version") != version:
                 continue
             latest = self._api("GET", f"/deployments/{dep['id']}/statuses", 200, params={"per_page": 1})
-            if latest and latest[0]["state"] in ("success", "in_progress", "queued", "pending"):
-                self._deployment_status(dep["id"], "inactive", None, why)
+            if latest and latest[0]["state"] in _ACTIVE:
+                self._deployment_status(dep["id"], GitHubDeploymentState.INACTIVE, None, why)
 
     # ---- approvals (decisions: always raise on failure)
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cd4ml.errors import BuildError
-from cd4ml.events import emit
+from cd4ml.events import ImageBuilt, StageFailed, StageFinished, StageProgress, StageStarted, emit
+from cd4ml.states import InfraStatus
 
 if TYPE_CHECKING:
     import docker
@@ -147,7 +148,7 @@ def _build(c: docker.DockerClient, spec: Spec, store: Store, model: ModelVersion
         raise BuildError(f"base image {base!r} is not present and builds never pull; run "
                          "scripts/docker-up.sh (or docker pull it, or set CD4ML_BASE_IMAGE)")
     git_commit, data_hash = _lineage(store, model)
-    emit("stage_started", "build", f"building {reference}")
+    emit(StageStarted("build", f"building {reference}"))
     try:
         with tempfile.TemporaryDirectory(prefix="cd4ml-build-") as tmp:
             ctx = dockerfile.make_context(
@@ -157,23 +158,22 @@ def _build(c: docker.DockerClient, spec: Spec, store: Store, model: ModelVersion
             image_id, steps, cached = _docker_build(c, ctx, reference, nocache, network_mode)
             build_seconds = time.perf_counter() - t0
     except Exception as e:
-        emit("stage_failed", "build", str(e).splitlines()[0] if str(e) else type(e).__name__)
+        emit(StageFailed("build", str(e).splitlines()[0] if str(e) else type(e).__name__))
         raise
     size = image_size(c, image_id) or 0
     record = store.record_image(model.id, image_id, reference, size)
-    emit("stage_finished", "build",
-         f"{reference} {image_id[7:19]} {size / 1e6:.0f} MB (+{(size - base_size) / 1e6:.0f} MB), "
-         f"{cached}/{steps} steps cached", image_id=image_id, reference=reference, size=size)
+    emit(StageFinished("build", f"{reference} {image_id[7:19]} {size / 1e6:.0f} MB "
+                       f"(+{(size - base_size) / 1e6:.0f} MB), {cached}/{steps} steps cached"))
     try:
         report = infraval.validate_image(c, spec, model, image_id, size,
                                          ready_timeout=ready_timeout,
                                          latency_requests=latency_requests)
     except BaseException as e:
         # an image whose validation could not run is not "pending" forever: it failed
-        store.update_image(record.id, infra_status="failed",
+        store.update_image(record.id, infra_status=InfraStatus.FAILED,
                            infra_report={"passed": False, "error": str(e) or type(e).__name__})
         raise
-    store.update_image(record.id, infra_status="passed" if report.passed else "failed",
+    store.update_image(record.id, infra_status=InfraStatus.PASSED if report.passed else InfraStatus.FAILED,
                        infra_report=asdict(report))
     digest = None
     if push and report.passed:
@@ -184,8 +184,8 @@ def _build(c: docker.DockerClient, spec: Spec, store: Store, model: ModelVersion
         digest=digest, seconds=time.perf_counter() - started, build_seconds=build_seconds,
         steps=steps, cached_steps=cached, requirements=ctx.requirements.pins, record_id=record.id)
     # for reporters (the GitHub check run, the step summary): the whole outcome in one event
-    emit("image_built", "build", f"{reference}: infra validation "
-         f"{'passed' if report.passed else 'failed'}", **asdict(result))
+    emit(ImageBuilt("build", f"{reference}: infra validation "
+                    f"{'passed' if report.passed else 'failed'}", result=result))
     return result
 
 
@@ -221,7 +221,7 @@ def validated_image(store: Store, model: ModelVersion) -> Image:
     """The newest image of ``model`` that passed infra validation."""
     images = store.images_for(model.id)
     for image in images:
-        if image.infra_status == "passed":
+        if image.infra_status is InfraStatus.PASSED:
             return image
     if images:
         raise BuildError(f"no image of {model.ref} passed infra validation (newest: "
@@ -235,15 +235,15 @@ def _push(c: docker.DockerClient, store: Store, record_id: int, reference: str,
     from cd4ml.store import now
 
     creds = credentials if credentials is not None else registry.credentials_from_env()
-    emit("stage_started", "push", f"pushing {reference}")
+    emit(StageStarted("push", f"pushing {reference}"))
     try:
         digest = registry.push(c, reference, creds)
     except BuildError as e:
-        emit("stage_failed", "push", str(e))
+        emit(StageFailed("push", str(e)))
         raise
     pushed_at = now()
     store.update_image(record_id, digest=digest, pushed_at=pushed_at)
-    emit("stage_finished", "push", f"{reference}@{digest}", reference=reference, digest=digest)
+    emit(StageFinished("push", f"{reference}@{digest}"))
     return PushResult(reference, digest, pushed_at)
 
 
@@ -294,7 +294,7 @@ def _docker_build(c: docker.DockerClient, ctx: Context, reference: str, nocache:
                     steps = int(m.group(2))
                     current = f"step {m.group(1)}/{m.group(2)} ({m.group(3)[:60]})"
                     step = " ".join(m.group(3).split())
-                    emit("progress", "build", f"[{m.group(1)}/{m.group(2)}] {step[:100]}")
+                    emit(StageProgress("build", f"[{m.group(1)}/{m.group(2)}] {step[:100]}"))
                 elif line.strip() == "---> Using cache":
                     cached += 1
                 elif line.strip() and not _NOISE.match(line):

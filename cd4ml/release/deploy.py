@@ -19,10 +19,10 @@ changed. After the target says the release serves, the servers are asked what th
 Every action is recorded (store.start_deployment/finish_deployment) and holds the store lock
 ``deploy:<pipeline>:<env>``, so two deploys to one environment run one after the other. An
 action whose outcome is already in place (that version current and healthy) changes nothing
-and says so. Events (deployment_started, deployed, deployment_failed, rolled_back,
-deploy_unchanged, taken_down) carry pipeline, environment, version, image, digest, url,
-status, action, override and the store's deployment id: the console and the GitHub reporter
-both listen to them.
+and says so. Events (:class:`~cd4ml.events.DeploymentStarted`, ``Deployed``,
+``DeploymentFailed``, ``RolledBack``, ``DeployUnchanged``, ``TakenDown``) carry pipeline,
+environment, version, image, digest, url, status, action, override and the store's deployment
+id: the console and the GitHub reporter both listen to them.
 """
 
 from __future__ import annotations
@@ -35,9 +35,21 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cd4ml.errors import Cd4mlError, DeployError
-from cd4ml.events import emit
+from cd4ml.events import (
+    Deployed,
+    DeploymentFailed,
+    DeploymentStarted,
+    DeployUnchanged,
+    RolledBack,
+    StageFailed,
+    StageFinished,
+    StageStarted,
+    TakenDown,
+    emit,
+)
 from cd4ml.refs import ModelRef, find_model
 from cd4ml.release.policy import AUTO, ApproverCheck, Decision, Override, admit
+from cd4ml.states import DeployAction, DeploymentStatus, InfraStatus
 
 if TYPE_CHECKING:
     from cd4ml.release.targets import Target
@@ -51,8 +63,8 @@ class DeployResult:
 
     pipeline: str
     environment: str
-    action: str  # deploy | promote | rollback | down
-    status: str  # healthy | unchanged | rolled_back | failed | down
+    action: DeployAction
+    status: DeploymentStatus  # healthy | unchanged | rolled_back | failed | down
     version: int
     image: str
     digest: str | None
@@ -67,7 +79,8 @@ class DeployResult:
 
     @property
     def ok(self) -> bool:
-        return self.status in ("healthy", "unchanged", "down")
+        return self.status in (DeploymentStatus.HEALTHY, DeploymentStatus.UNCHANGED,
+                               DeploymentStatus.DOWN)
 
 
 class DeployFailed(DeployError):
@@ -94,7 +107,7 @@ class Release:
 def deployable_image(store: Store, model: ModelVersion) -> Image:
     """The newest image of ``model`` that passed infra validation."""
     for img in store.images_for(model.id):  # newest first
-        if img.infra_status == "passed":
+        if img.infra_status == InfraStatus.PASSED:
             return img
     raise DeployError(f"{model.ref} has no infra-validated image; build it with "
                       f"'cd4ml build {model.version}'")
@@ -153,11 +166,11 @@ def deploy(spec: Spec, store: Store, environment: str, version: ModelRef | int |
     env = spec.environment(environment)
     model = _choose(spec, store, version)
     release = _release_of(deployable_image(store, model))
-    decision = admit(spec, store, env, model, action="deploy", approved_by=approved_by,
+    decision = admit(spec, store, env, model, action=DeployAction.DEPLOY, approved_by=approved_by,
                      override=override, approver_check=approver_check,
                      previous_target=previous_target)
-    return _release(spec, store, env, model, release, decision, action="deploy", actor=actor,
-                    reason=reason, target=target, preflight=True, failed_is_bad=True)
+    return _release(spec, store, env, model, release, decision, action=DeployAction.DEPLOY,
+                    actor=actor, reason=reason, target=target, preflight=True, failed_is_bad=True)
 
 
 def promote(spec: Spec, store: Store, version: ModelRef | int | str, to: str, *,
@@ -174,13 +187,14 @@ def promote(spec: Spec, store: Store, version: ModelRef | int | str, to: str, *,
     model = find_model(store, version, spec)
     if not model.blessed:
         raise DeployError(f"{model.ref} is not blessed; only blessed versions are promoted")
-    decision = admit(spec, store, env, model, action="promote", approved_by=approved_by,
+    decision = admit(spec, store, env, model, action=DeployAction.PROMOTE, approved_by=approved_by,
                      override=override, approver_check=approver_check,
                      previous_target=previous_target)
     running = store.current_deployment(spec.name, prev.name)
     release = (_recorded(running, store) if running and running.model_version_id == model.id
                else _release_of(deployable_image(store, model)))
-    return _release(spec, store, env, model, release, decision, action="promote", actor=actor,
+    return _release(spec, store, env, model, release, decision, action=DeployAction.PROMOTE,
+                    actor=actor,
                     reason=reason or f"promoted from {prev.name}", target=target,
                     preflight=True, failed_is_bad=True)
 
@@ -206,13 +220,16 @@ def rollback(spec: Spec, store: Store, environment: str, to: ModelRef | int | st
                               "with --to VERSION")
         model = store.model_by_id(earlier.model_version_id)
         release = _recorded(earlier, store)
-    decision = admit(spec, store, env, model, action="rollback", override=override)
-    result = _release(spec, store, env, model, release, decision, action="rollback", actor=actor,
+    decision = admit(spec, store, env, model, action=DeployAction.ROLLBACK, override=override)
+    result = _release(spec, store, env, model, release, decision, action=DeployAction.ROLLBACK,
+                      actor=actor,
                       reason=reason, target=target, preflight=False, failed_is_bad=False)
-    if result.status == "healthy" and current is not None and current.model_version_id != model.id:
+    if result.status == DeploymentStatus.HEALTHY and current is not None and current.model_version_id != model.id:
         bad = store.set_model_flags(current.model_version_id, bad=True)
-        emit("rolled_back", "rollback", f"{bad.ref} rolled back to {model.ref} in {env.name}; "
-             f"{bad.ref} is marked bad", **_event_data(result), rolled_back_version=bad.version)
+        emit(RolledBack(stage=DeployAction.ROLLBACK,
+                        message=f"{bad.ref} rolled back to {model.ref} in {env.name}; "
+                                f"{bad.ref} is marked bad",
+                        **_event_data(result), rolled_back_version=bad.version))
     return result
 
 
@@ -231,24 +248,26 @@ def down(spec: Spec, store: Store, environment: str, *, actor: str | None = None
         target.teardown(spec, env)
         if current is None:
             msg = f"nothing was deployed in {env.name}; removed whatever cd4ml had left there"
-            return DeployResult(spec.name, env.name, "down", "down", 0, "", None, env.target, None,
+            return DeployResult(spec.name, env.name, DeployAction.DOWN, DeploymentStatus.DOWN, 0, "", None, env.target, None,
                                 None, None, time.perf_counter() - started, msg)
         model = store.model_by_id(current.model_version_id)
         dep = store.start_deployment(spec.name, env.name, model.id, current.image_ref, env.target,
-                                     "down", who, reason, details={"previous_version": model.version})
-        store.finish_deployment(dep.id, "down")
+                                     DeployAction.DOWN, who, reason,
+                                     details={"previous_version": model.version})
+        store.finish_deployment(dep.id, DeploymentStatus.DOWN)
         msg = f"{env.name} is down: {model.ref} no longer serves there"
-        result = DeployResult(spec.name, env.name, "down", "down", model.version, current.image_ref,
+        result = DeployResult(spec.name, env.name, DeployAction.DOWN, DeploymentStatus.DOWN,
+                              model.version, current.image_ref,
                               None, env.target, None, dep.id, model.version,
                               time.perf_counter() - started, msg)
-        emit("taken_down", "down", msg, **_event_data(result), actor=who)
+        emit(TakenDown(stage=DeployAction.DOWN, message=msg, **_event_data(result), actor=who))
         return result
 
 
 def _previous_good(store: Store, spec: Spec, env: EnvironmentSpec,
                    current: Deployment) -> Deployment | None:
     for d in store.deployments(spec.name, env.name, limit=1000):  # newest first
-        if d.status == "replaced" and d.action != "down" \
+        if d.status == DeploymentStatus.REPLACED and d.action != DeployAction.DOWN \
                 and d.model_version_id != current.model_version_id \
                 and not store.model_by_id(d.model_version_id).bad:
             return d
@@ -258,7 +277,8 @@ def _previous_good(store: Store, spec: Spec, env: EnvironmentSpec,
 def _earlier_deployment(store: Store, spec: Spec, env: EnvironmentSpec,
                         model_id: int) -> Deployment | None:
     for d in store.deployments(spec.name, env.name, model_version_id=model_id, limit=100):
-        if d.status in ("healthy", "replaced") and d.action != "down":
+        if d.status in (DeploymentStatus.HEALTHY, DeploymentStatus.REPLACED) \
+                and d.action != DeployAction.DOWN:
             return d
     return None
 
@@ -271,7 +291,7 @@ def _holder(who: str) -> str:
 
 
 def _release(spec: Spec, store: Store, env: EnvironmentSpec, model: ModelVersion,
-             release: Release, decision: Decision, *, action: str, actor: str | None,
+             release: Release, decision: Decision, *, action: DeployAction, actor: str | None,
              reason: str | None, target: Target | None, preflight: bool,
              failed_is_bad: bool) -> DeployResult:
     from cd4ml.release.identity import mismatch
@@ -286,22 +306,22 @@ def _release(spec: Spec, store: Store, env: EnvironmentSpec, model: ModelVersion
     with store.lock(f"deploy:{spec.name}:{env.name}", _holder(who)):
         current = store.current_deployment(spec.name, env.name)
         prev_model = store.model_by_id(current.model_version_id) if current else None
-        base = {"pipeline": spec.name, "environment": env.name, "action": action,
+        base: dict[str, Any] = {"pipeline": spec.name, "environment": env.name, "action": action,
                 "version": model.version, "image": image, "digest": release.digest,
                 "target": env.target, "previous_version": prev_model.version if prev_model else None,
                 "override": recorded.get("override")}
         if current is not None and current.model_version_id == model.id and current.image_ref == image:
             health = target.health(spec, env)
             if health.ok and not mismatch(model, target.served(spec, env, env.replicas)):
-                result = DeployResult(**base, status="unchanged", url=current.url,
+                result = DeployResult(**base, status=DeploymentStatus.UNCHANGED, url=current.url,
                                       deployment_id=current.id, seconds=time.perf_counter() - started,
                                       message=f"{model.ref} already serves in {env.name} and is "
                                               "healthy; nothing to do")
-                emit("deploy_unchanged", action, result.message, **_event_data(result))
+                emit(DeployUnchanged(stage=action, message=result.message, **_event_data(result)))
                 return result
         # before anything changes: the exact image is here (or pulled by digest), else stop
         target.ensure_image(image, release.image_id, release.digest)
-        emit("stage_started", action, f"{action} {model.ref} to {env.name}")
+        emit(StageStarted(action, f"{action} {model.ref} to {env.name}"))
         previous = _recorded(current, store) if current is not None else None
         dep = store.start_deployment(spec.name, env.name, model.id, image, env.target, action, who,
                                      reason, details={"image_digest": release.digest,
@@ -310,9 +330,11 @@ def _release(spec: Spec, store: Store, env: EnvironmentSpec, model: ModelVersion
                                                       **recorded})
         # the commit the model was trained from is what is deployed (a rollback's is an old
         # one), not the commit of the workflow that happens to deploy it
-        emit("deployment_started", action, f"{action} {model.ref} to {env.name} ({env.target})"
-             + _override_note(recorded), **base, deployment_id=dep.id, actor=who, url=None,
-             status="in_progress", git_commit=store.run(model.run_id).git_commit)
+        emit(DeploymentStarted(stage=action, message=f"{action} {model.ref} to {env.name} "
+                                                     f"({env.target})" + _override_note(recorded),
+                               **base, deployment_id=dep.id, actor=who, url=None,
+                               status=DeploymentStatus.IN_PROGRESS,
+                               git_commit=store.run(model.run_id).git_commit))
         try:
             proxy_image = target.proxy_image(spec, env, image)
             rendered = render(spec, env, model, image, digest=release.digest,
@@ -334,7 +356,7 @@ def _release(spec: Spec, store: Store, env: EnvironmentSpec, model: ModelVersion
                 raise NotHealthy(f"the servers do not serve the recorded model: {wrong}",
                                  restored=restored, details={"identity": wrong})
         except NotHealthy as e:
-            status = "rolled_back" if e.restored else "failed"
+            status = DeploymentStatus.ROLLED_BACK if e.restored else DeploymentStatus.FAILED
             store.finish_deployment(dep.id, status, details={"error": str(e), "restored": e.restored,
                                                                **_small(e.details)})
             if failed_is_bad:
@@ -346,30 +368,31 @@ def _release(spec: Spec, store: Store, env: EnvironmentSpec, model: ModelVersion
             result = DeployResult(**base, status=status, url=current.url if current else None,
                                   deployment_id=dep.id, seconds=time.perf_counter() - started,
                                   message=msg, details=_small(e.details))
-            emit("deployment_failed", action, msg, **_event_data(result))
-            emit("stage_failed", action, msg)
+            emit(DeploymentFailed(stage=action, message=msg, **_event_data(result)))
+            emit(StageFailed(action, msg))
             if e.restored and prev_model is not None:
-                emit("rolled_back", action, f"{env.name} rolled back to {prev_model.ref}",
-                     **{**_event_data(result), "version": prev_model.version,
-                        "image": current.image_ref if current else None,
-                        "rolled_back_version": model.version, "automatic": True})
+                emit(RolledBack(stage=action, message=f"{env.name} rolled back to {prev_model.ref}",
+                                **{**_event_data(result), "version": prev_model.version,
+                                   "image": current.image_ref if current else None},
+                                rolled_back_version=model.version, automatic=True))
             raise DeployFailed(msg, result) from None
         except BaseException as e:
             text = str(e) if isinstance(e, Cd4mlError) else f"{type(e).__name__}: {e}"
-            store.finish_deployment(dep.id, "failed", details={"error": text})
-            emit("deployment_failed", action, text, **base, deployment_id=dep.id, url=None,
-                 status="failed", actor=who)
-            emit("stage_failed", action, text)
+            store.finish_deployment(dep.id, DeploymentStatus.FAILED, details={"error": text})
+            emit(DeploymentFailed(stage=action, message=text, **base, deployment_id=dep.id,
+                                  url=None, status=DeploymentStatus.FAILED, actor=who))
+            emit(StageFailed(action, text))
             raise
-        done = store.finish_deployment(dep.id, "healthy", url=applied.url,
+        done = store.finish_deployment(dep.id, DeploymentStatus.HEALTHY, url=applied.url,
                                        details=_small(applied.details))
         seconds = time.perf_counter() - started
-        result = DeployResult(**base, status="healthy", url=applied.url, deployment_id=done.id,
+        result = DeployResult(**base, status=DeploymentStatus.HEALTHY, url=applied.url,
+                              deployment_id=done.id,
                               seconds=seconds, details=_small(applied.details),
                               message=f"{model.ref} serves in {env.name} at {applied.url} "
                                       f"({seconds:.1f} s)" + _override_note(recorded))
-        emit("deployed", action, result.message, **_event_data(result), actor=who)
-        emit("stage_finished", action, result.message)
+        emit(Deployed(stage=action, message=result.message, **_event_data(result), actor=who))
+        emit(StageFinished(action, result.message))
         return result
 
 

@@ -65,9 +65,9 @@ def pickle_modules(path: str | Path) -> set[str]:
                     pushed.append(arg)
                 elif op.name == "MEMOIZE":
                     memo[len(memo)] = pushed[-1] if pushed else None
-                elif op.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                elif op.name in ("PUT", "BINPUT", "LONG_BINPUT") and arg is not None:
                     memo[int(arg)] = pushed[-1] if pushed else None
-                elif op.name in ("GET", "BINGET", "LONG_BINGET"):
+                elif op.name in ("GET", "BINGET", "LONG_BINGET") and arg is not None:
                     pushed.append(memo.get(int(arg)))
                 elif op.name in ("GLOBAL", "INST"):
                     found.add(str(arg).split(" ")[0])
@@ -111,8 +111,8 @@ def pin(modules: Iterable[str]) -> tuple[str, ...]:
             raise BuildError(f"module {m!r} is needed by the model or the server but no installed "
                              "distribution provides it; pip install it where you build")
         todo.extend(providers[m])
-    env = {**default_environment(), "sys_platform": "linux", "platform_system": "Linux",
-           "extra": ""}
+    env = {**{k: str(v) for k, v in default_environment().items()}, "sys_platform": "linux",
+           "platform_system": "Linux", "extra": ""}
     pins: dict[str, str] = {}
     while todo:
         name = todo.pop()

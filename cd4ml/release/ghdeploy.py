@@ -9,25 +9,30 @@ the environment's deployments marked inactive when it is taken down.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
+
+from cd4ml.events import Deployed, DeploymentFailed, DeploymentStarted, Event, TakenDown
+from cd4ml.states import GitHubDeploymentState
+
+if TYPE_CHECKING:
+    from cd4ml.integrations.github import GitHubReporter
 
 
-def github_listener(reporter: Any) -> Callable[[Any], None]:
-    """An event listener that mirrors deployments through ``reporter``
-    (cd4ml.integrations.github.GitHubReporter)."""
-    ids: dict[int, int | None] = {}
+def github_listener(reporter: GitHubReporter) -> Callable[[Event], None]:
+    """An event listener that mirrors deployments through ``reporter``."""
+    ids: dict[int | None, int | None] = {}
 
-    def listen(e: Any) -> None:
-        d = e.data
-        if e.kind == "deployment_started":
-            ids[d["deployment_id"]] = reporter.deployment_started(
-                d["environment"], d["pipeline"], d["version"], d.get("image"), d.get("digest"),
-                ref=d.get("git_commit"), description=e.message, override=d.get("override"))
-        elif e.kind in ("deployed", "deployment_failed") and d.get("deployment_id") in ids:
-            state = "success" if e.kind == "deployed" else "failure"
-            reporter.deployment_finished(ids.pop(d["deployment_id"]), state, d.get("url"),
+    def listen(e: Event) -> None:
+        if isinstance(e, DeploymentStarted):
+            ids[e.deployment_id] = reporter.deployment_started(
+                e.environment, e.pipeline, e.version, e.image, e.digest,
+                ref=e.git_commit, description=e.message, override=e.override)
+        elif isinstance(e, Deployed | DeploymentFailed) and e.deployment_id in ids:
+            state = (GitHubDeploymentState.SUCCESS if isinstance(e, Deployed)
+                     else GitHubDeploymentState.FAILURE)
+            reporter.deployment_finished(ids.pop(e.deployment_id), state, e.url,
                                          description=e.message[:140])
-        elif e.kind == "taken_down":
-            reporter.deployment_replaced(d["environment"], d["pipeline"])
+        elif isinstance(e, TakenDown):
+            reporter.deployment_replaced(e.environment, e.pipeline)
 
     return listen

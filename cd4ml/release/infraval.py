@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cd4ml.events import emit
+from cd4ml.events import StageFailed, StageFinished, StageStarted, emit
 from cd4ml.release.dockerfile import MODEL_DIR, PORT
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ def validate_image(c: docker.DockerClient, spec: Spec, model: ModelVersion, imag
     from cd4ml.integrations.docker import logs_tail, published_port, translating
 
     started = time.perf_counter()
-    emit("stage_started", "infra", f"validating {image[:19]}")
+    emit(StageStarted("infra", f"validating {image[:19]}"))
     checks: list[Check] = []
     rows = _held_out(spec, model)
     p99 = ready_s = None
@@ -109,8 +109,8 @@ def validate_image(c: docker.DockerClient, spec: Spec, model: ModelVersion, imag
                          test_rows=len(rows), p99_ms=p99, ready_seconds=ready_s,
                          seconds=time.perf_counter() - started)
     failed = ", ".join(ch.name for ch in report.failures)
-    emit("stage_finished" if report.passed else "stage_failed", "infra",
-         "passed" if report.passed else f"failed: {failed}", passed=report.passed)
+    emit(StageFinished("infra", "passed") if report.passed else
+         StageFailed("infra", f"failed: {failed}"))
     return report
 
 

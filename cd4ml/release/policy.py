@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cd4ml.errors import DeployError
+from cd4ml.states import ApprovalSource, DeployAction, DeploymentStatus
 
 if TYPE_CHECKING:
     from cd4ml.release.targets import Target
@@ -92,7 +93,7 @@ class Decision:
         return out
 
 
-def admit(spec: Spec, store: Store, env: EnvironmentSpec, model: ModelVersion, *, action: str,
+def admit(spec: Spec, store: Store, env: EnvironmentSpec, model: ModelVersion, *, action: DeployAction,
           approved_by: str | None = None, override: Override | None = None,
           approver_check: ApproverCheck | None = AUTO,
           previous_target: Target | None = None) -> Decision:
@@ -102,7 +103,7 @@ def admit(spec: Spec, store: Store, env: EnvironmentSpec, model: ModelVersion, *
         raise DeployError(f"environments.{env.name}.allow_override is false in {spec.path.name}: "
                           f"no override may put a version into {env.name}; meet its policy instead")
     checks: list[Check] = []
-    served_here = action == "rollback" and _served_before(store, spec, env, model)
+    served_here = action == DeployAction.ROLLBACK and _served_before(store, spec, env, model)
     checks.append(Check("not_bad", not model.bad,
                         f"{model.ref} is marked bad (a failed or rolled-back release)" if model.bad
                         else f"{model.ref} is not marked bad"))
@@ -142,7 +143,7 @@ def admit(spec: Spec, store: Store, env: EnvironmentSpec, model: ModelVersion, *
     else:
         override = None  # not needed: not recorded, as with a gate override
     if pending is not None:
-        store.record_approval(model.id, env.name, pending[0], "cli", details={"check": pending[1]})
+        store.record_approval(model.id, env.name, pending[0], ApprovalSource.CLI, details={"check": pending[1]})
     approvals = tuple({"approver": a.approver, "source": a.source,
                        "check": (a.details or {}).get("check")}
                       for a in store.approvals(model.id, env.name))
@@ -150,7 +151,7 @@ def admit(spec: Spec, store: Store, env: EnvironmentSpec, model: ModelVersion, *
 
 
 def _served_before(store: Store, spec: Spec, env: EnvironmentSpec, model: ModelVersion) -> bool:
-    return any(d.status in ("healthy", "replaced")
+    return any(d.status in (DeploymentStatus.HEALTHY, DeploymentStatus.REPLACED)
                for d in store.deployments(spec.name, env.name, model_version_id=model.id, limit=100))
 
 
@@ -263,7 +264,7 @@ def record_review_approvals(spec: Spec, store: Store, model: ModelVersion, env: 
         if not allowed:
             refused.append(f"{review.user}: {why}")
             continue
-        store.record_approval(model.id, env.name, review.user, "github",
+        store.record_approval(model.id, env.name, review.user, ApprovalSource.GITHUB,
                               details={"check": why, "run_id": reporter.config.run_id,
                                        "comment": review.comment})
     if refused and not store.approvals(model.id, env.name):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from cd4ml.errors import BuildError
-from cd4ml.events import emit
+from cd4ml.events import StageProgress, emit
 
 if TYPE_CHECKING:
     import docker
@@ -89,7 +89,7 @@ def push(c: docker.DockerClient, reference: str, credentials: Credentials | None
             status, layer = chunk.get("status", ""), chunk.get("id", "")
             if layer and status in ("Pushed", "Layer already exists", "Mounted from"):
                 layers[layer] = status
-                emit("progress", "push", f"{layer}: {status.lower()}")
+                emit(StageProgress("push", f"{layer}: {status.lower()}"))
     if digest is None:
         raise BuildError(f"docker: push {reference}: the engine reported no digest; "
                          f"check {registry}'s logs")

@@ -157,8 +157,8 @@ def metric_history(store: Store, pipeline: str, limit: int = 50) -> list[dict]:
     their gate's rules: what a chart of metrics across versions with the gate lines needs."""
     models = sorted(store.models(pipeline, limit=limit), key=lambda m: m.version)
     values: dict[str, dict[str, float | None]] = {}
-    for m in store.overall_metrics([m.run_id for m in models]):
-        values.setdefault(m.run_id, {})[m.name] = _finite(m.value)
+    for v in store.overall_metrics([m.run_id for m in models]):
+        values.setdefault(v.run_id, {})[v.name] = _finite(v.value)
     out = []
     for m in models:
         gate = store.gate(m.run_id)

@@ -12,9 +12,22 @@ from collections.abc import Iterable, Sequence
 from dataclasses import fields, is_dataclass
 from typing import Any, TextIO
 
-from cd4ml.events import Event
+from cd4ml.events import (
+    Event,
+    StageFailed,
+    StageFinished,
+    StageProgress,
+    StageSkipped,
+    StageStarted,
+    StageWarning,
+    TakenDown,
+)
 
 _CODES = {"red": "31", "green": "32", "yellow": "33", "bold": "1", "dim": "2"}
+#: how a stage's end is marked: (symbol, colour)
+_ENDS: dict[type[Event], tuple[str, str]] = {
+    StageFinished: ("✓", "green"), StageFailed: ("✗", "red"), StageSkipped: ("↷", "yellow"),
+    TakenDown: ("↓", "yellow")}
 
 
 # Streams default to None and are looked up at call time: a default of sys.stdout would be the
@@ -78,19 +91,18 @@ class Progress:
         self.started: dict[str, float] = {}
 
     def __call__(self, e: Event) -> None:
-        if e.kind == "stage_started" and e.stage:
+        end = _ENDS.get(type(e))
+        if isinstance(e, StageStarted) and e.stage:
             self.started[e.stage] = time.perf_counter()
             if use_colour(self.stream):
                 self.stream.write(paint(f"… {e.stage}", "dim", self.stream) + "\r")
-        elif e.kind in ("stage_finished", "stage_failed", "stage_skipped") and e.stage:
+        elif end is not None and e.stage:
             began = self.started.pop(e.stage, None)
             took = f"  ({time.perf_counter() - began:.2f}s)" if began is not None else ""
-            mark = {"stage_finished": ("✓", "green"), "stage_failed": ("✗", "red"),
-                    "stage_skipped": ("↷", "yellow")}[e.kind]
-            self.stream.write(f"{paint(mark[0], mark[1], self.stream)} {e.stage:<9} "
+            self.stream.write(f"{paint(end[0], end[1], self.stream)} {e.stage:<9} "
                               f"{e.message}{took}\n")
-        elif e.kind == "warning":
+        elif isinstance(e, StageWarning):
             self.stream.write(paint(f"warning: {e.message}", "yellow", self.stream) + "\n")
-        elif e.kind == "progress" and e.message:
+        elif isinstance(e, StageProgress) and e.message:
             self.stream.write(f"  {e.message}\n")
         self.stream.flush()

@@ -19,6 +19,7 @@ from typing import Any
 
 from cd4ml.errors import DataError, StoreError, UsageError
 from cd4ml.refs import ModelRef, find_model, parse_model_ref, parse_run_or_model
+from cd4ml.states import MetricScope
 from cd4ml.store import Dataset, Deployment, GateDecision, Image, ModelVersion, Run, Store
 
 
@@ -279,7 +280,7 @@ def compare(store: Store, a: str, b: str, pipeline: str | None = None) -> Compar
 def _candidate(store: Store, run: Run) -> dict[tuple[str, str, str], float | None]:
     # the candidate's own values; the last logged step of a metric wins
     return {(m.name, m.slice, m.slice_value): m.value for m in store.metrics(run.id)
-            if m.scope == "candidate"}
+            if m.scope is MetricScope.CANDIDATE}
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from cd4ml.states import DeploymentStatus, MetricScope
 from cd4ml.store import GateDecision, Metric, ModelVersion, Run, Store, Validation
 
 
@@ -61,7 +62,7 @@ def metric_rows(metrics: list[Metric]) -> tuple[MetricRow, ...]:
     prod: dict[tuple[str, str, str], Metric] = {}
     for m in metrics:
         key = (m.name, m.slice, m.slice_value)
-        (prod if m.scope == "production" else cand)[key] = m
+        (prod if m.scope is MetricScope.PRODUCTION else cand)[key] = m
     rows = []
     for key in list(dict.fromkeys([*cand, *prod])):
         c, p = cand.get(key), prod.get(key)
@@ -103,7 +104,7 @@ def version_state(store: Store, model: ModelVersion | None) -> str:
     serving = sorted({d.environment for d in deps if d.current})
     parts = []
     if model.bad:
-        rolled = sorted({d.environment for d in deps if d.status in ("rolled_back", "replaced")})
+        rolled = sorted({d.environment for d in deps if d.status in (DeploymentStatus.ROLLED_BACK, DeploymentStatus.REPLACED)})
         parts.append("rolled back and marked bad" if rolled else "marked bad")
     parts.append(f"deployed in {', '.join(serving)}" if serving else "not deployed")
     return "; ".join(parts)

@@ -10,8 +10,8 @@ def gate_lines(summary: RunSummary) -> list[str]:
     g = summary.gate
     if g is None:
         return []
-    rows = [(o.get("rule"), o.get("observed"), o.get("threshold"), o.get("baseline"),
-             "pass" if o.get("passed") else "FAIL", o.get("reason") or "") for o in g.rules]
+    rows = [(o.rule, o.observed, o.threshold, o.baseline, "pass" if o.passed else "FAIL", o.reason)
+            for o in g.rules]
     out = ["", table(["gate rule", "observed", "threshold", "production", "result", "why"], rows)]
     if g.overridden:
         out.append(paint(f"OVERRIDDEN by {g.override_by}: {g.override_reason}", "yellow"))

@@ -2,7 +2,9 @@
 
 Options default to environment variables so that an orchestrator can configure the server
 without changing the command: ``CD4ML_MODEL_DIR``, ``CD4ML_HOST``, ``CD4ML_PORT``,
-``CD4ML_WORKERS``. Exit codes: 0 after a clean stop, 2 when the model cannot be served
+``CD4ML_WORKERS`` (``auto``, the default: one per CPU the container may use). Each worker's
+numeric thread pools get an equal share of the CPUs unless ``OMP_NUM_THREADS`` says otherwise
+(see :mod:`cd4ml.serve.resources`). Exit codes: 0 after a clean stop, 2 when the model cannot be served
 (sha256 mismatch, missing or inconsistent artifact, port taken).
 """
 
@@ -24,8 +26,9 @@ def parser() -> argparse.ArgumentParser:
                         "container)")
     p.add_argument("--port", type=int, default=int(env("CD4ML_PORT", "8080")),
                    help="port (default $CD4ML_PORT or 8080; 0 picks a free one)")
-    p.add_argument("--workers", type=int, default=int(env("CD4ML_WORKERS", "1")),
-                   help="server processes sharing the port (default $CD4ML_WORKERS or 1)")
+    p.add_argument("--workers", default=env("CD4ML_WORKERS", "auto"),
+                   help="server processes sharing the port, or 'auto' for one per CPU the "
+                        "container may use (default $CD4ML_WORKERS or auto)")
     p.add_argument("--max-rows", type=int, default=10_000,
                    help="most rows in one request (default 10000)")
     return p
@@ -37,6 +40,22 @@ def main(argv: list[str] | None = None) -> int:
         print("cd4ml.serve: error: no model directory; pass --model-dir DIR or set "
               "CD4ML_MODEL_DIR", file=sys.stderr)
         return 2
+    from cd4ml.serve.predlog import LogPolicy
+    from cd4ml.serve.resources import choose_workers, limit_threads, thread_budget
+
+    try:
+        workers = choose_workers(args.workers)
+    except ValueError as e:
+        print(f"cd4ml.serve: error: {e}; pass --workers N or set CD4ML_WORKERS", file=sys.stderr)
+        return 2
+    try:
+        policy = LogPolicy.from_env(os.environ)
+    except ValueError as e:
+        print(f"cd4ml.serve: error: {e}; set it to a whole number or unset it", file=sys.stderr)
+        return 2
+    # before numpy or scikit-learn load: their thread pools read these once
+    threads = thread_budget(workers)
+    limit_threads(threads)
     from cd4ml.serve.server import StartError, serve
 
     if not os.environ.get("CD4ML_MODEL_SHA256"):
@@ -46,10 +65,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.model_dir}/model.json describes, unchecked against any record; set it to "
               "the recorded sha256", file=sys.stderr, flush=True)
     try:
-        return serve(args.model_dir, host=args.host, port=args.port, workers=args.workers,
+        return serve(args.model_dir, host=args.host, port=args.port, workers=workers,
                      expected_sha256=os.environ.get("CD4ML_MODEL_SHA256") or None,
                      log_path=prediction_log_path(os.environ),
-                     max_rows=args.max_rows)
+                     max_rows=args.max_rows, threads=threads, log_policy=policy)
     except StartError as e:
         print(f"cd4ml.serve: error: {e}", file=sys.stderr, flush=True)
         return 2

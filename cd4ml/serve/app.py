@@ -36,6 +36,10 @@ class App:
         self.max_rows = max_rows
         self.max_body = max_body
         self.predictor: Any = None
+        #: worker processes of this server, and the numeric threads each may use
+        self.workers, self.threads = 1, 1
+        #: with several workers: whether all of them have loaded the model
+        self.peers: Callable[[], bool] | None = None
         self.started = time.time()
         self.ready_at: float | None = None
         self._cv = threading.Condition()
@@ -53,6 +57,10 @@ class App:
             "/ready": {"GET": self.ready}, "/metadata": {"GET": self.get_metadata},
             "/metrics": {"GET": self.get_metrics}, "/openapi.json": {"GET": self.openapi}}
         self._openapi: bytes | None = None
+        #: what every answer of /predict ends with, but for the request id
+        self._answer_tail = "".join((
+            ',"pipeline":', json.dumps(meta.pipeline), ',"model_version":',
+            json.dumps(meta.version), ',"request_id":'))
 
     # ------------------------------------------------------------------- in-flight bookkeeping
 
@@ -80,17 +88,24 @@ class App:
     def health(self, request: Request) -> tuple[int, str, bytes]:
         return 200, JSON, b'{"status":"ok"}'
 
+    def all_loaded(self) -> bool:
+        """This worker has its model, and so have its peers (a worker still loading would
+        answer 503 to a request the load balancer sent it after /ready said 200)."""
+        return self.predictor is not None and (self.peers is None or self.peers())
+
     def ready(self, request: Request) -> tuple[int, str, bytes]:
-        if self.predictor is None:
+        if not self.all_loaded():
             return 503, JSON, b'{"status":"loading"}'
         return 200, JSON, b'{"status":"ready"}'
 
     def get_metadata(self, request: Request) -> tuple[int, str, bytes]:
-        body = {**self.metadata, "ready": self.predictor is not None,
+        body = {**self.metadata, "ready": self.all_loaded(),
                 "server": {"started_at": _iso(self.started),
                            "ready_at": _iso(self.ready_at) if self.ready_at else None,
-                           "pid": os.getpid(),
+                           "pid": os.getpid(), "workers": self.workers,
+                           "threads": self.threads,
                            "forest_shortcut": bool(self.predictor and self.predictor.shortcut),
+                           "single_call": bool(self.predictor and self.predictor.single_call),
                            "prediction_log": self.log.target}}
         return 200, JSON, json.dumps(body, default=str).encode()
 
@@ -118,14 +133,16 @@ class App:
         except (ValueError, TypeError, OverflowError) as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise schema.RequestError(422, f"the model refused the input: {first}") from None
+        # the probabilities are encoded once, for the answer and the log alike
+        probabilities = result.probabilities_json()
         self.log.record(request.when, request.id, self.names, batch.rows, result.predictions,
-                        result.probabilities)
+                        probabilities)
         self.metrics.predicted(result.predictions if predictor.classifier
                                else [None] * len(result.predictions))
-        body = {"predictions": result.predictions, "probabilities": result.probabilities,
-                "pipeline": self.meta.pipeline, "model_version": self.meta.version,
-                "request_id": request.id}
-        return 200, JSON, json.dumps(body, separators=(",", ":")).encode()
+        body = "".join(('{"predictions":', json.dumps(result.predictions, separators=(",", ":")),
+                        ',"probabilities":', probabilities, self._answer_tail,
+                        json.dumps(request.id), "}"))
+        return 200, JSON, body.encode()
 
 
 class Request:

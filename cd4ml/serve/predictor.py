@@ -14,6 +14,7 @@ and dropped, with a warning, if anything differs.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import warnings
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cd4ml.serve.jsontext import records
 from cd4ml.serve.schema import Field, label_key
 
 log = logging.getLogger("cd4ml.serve")
@@ -32,8 +34,30 @@ class ModelMismatch(Exception):
 
 @dataclass(frozen=True)
 class Prediction:
+    """Labels (or values), and for classifiers the class probabilities: one row of floats per
+    prediction in ``keys`` order (kept as rows: a dict per row costs more than the model on
+    a large batch, and JSON text is made straight from the rows)."""
+
     predictions: list
-    probabilities: list[dict[str, float]] | None
+    proba: list[list[float]] | None = None
+    keys: tuple[str, ...] = ()
+    #: every probability finite (NaN would need json's own spelling)
+    finite: bool = True
+
+    @property
+    def probabilities(self) -> list[dict[str, float]] | None:
+        """``[{class: p}, ...]`` as the response and the log show them."""
+        if self.proba is None:
+            return None
+        return [dict(zip(self.keys, p)) for p in self.proba]
+
+    def probabilities_json(self) -> str:
+        """The JSON text of :attr:`probabilities`, without making the dicts."""
+        if self.proba is None:
+            return "null"
+        if not self.finite:
+            return json.dumps(self.probabilities, separators=(",", ":"))
+        return "[" + records(list(self.keys), self.proba) + "]"
 
 
 class Predictor:
@@ -68,15 +92,21 @@ class Predictor:
         self.positional = fitted is not None and not self.needs_frame
         self.classes: list | None = None
         self._keys: list[str] = []
+        self._classes: Any = None
         if self.classifier:
             classes = getattr(model, "classes_", None)
             if classes is not None:
+                self._classes = classes
                 self.classes = [c.item() if hasattr(c, "item") else c for c in classes]
                 self._keys = [label_key(c) for c in self.classes]
         self._proba = self.classifier and hasattr(model, "predict_proba") and bool(self._keys)
+        probes = probe_rows(fields, stats or {})
         self._fast = _forest_shortcut(model)
-        if self._fast is not None and not self._agrees(probe_rows(fields, stats or {})):
+        if self._fast is not None and not self._agrees(probes):
             self._fast = None
+        #: labels read off predict_proba (one model call per request), where that was checked
+        self.single_call = (self._proba and self._fast is None and _argmax_predicts(model)
+                            and self._argmax_agrees(probes))
 
     @property
     def shortcut(self) -> bool:
@@ -94,19 +124,21 @@ class Predictor:
             if out is not None:
                 labels, proba = out
                 return self._result(labels, proba)
+        if self.single_call:
+            proba = self.model.predict_proba(X)
+            return self._result(self._classes.take(proba.argmax(axis=1), axis=0), proba)
         if self.classifier:
             labels = self.model.predict(X)
             return self._result(labels, self.model.predict_proba(X) if self._proba else None)
-        return Prediction(self.model.predict(X).tolist(), None)
+        return Prediction(self.model.predict(X).tolist())
 
     def _result(self, labels: Any, proba: Any) -> Prediction:
-        if not self.classifier:
-            return Prediction(labels.tolist(), None)
-        keys = self._keys
-        probabilities = None
-        if proba is not None and self._proba:
-            probabilities = [dict(zip(keys, p)) for p in proba.tolist()]
-        return Prediction(labels.tolist(), probabilities)
+        if not self.classifier or proba is None or not self._proba:
+            return Prediction(labels.tolist())
+        import numpy as np
+
+        return Prediction(labels.tolist(), proba.tolist(), tuple(self._keys),
+                          bool(np.isfinite(proba).all()))
 
     def matrix(self, rows: list[list[Any]]) -> Any:
         """The model's input: a float64 array in fitted order, or a DataFrame when it needs names."""
@@ -164,7 +196,61 @@ class Predictor:
         return bool(same)
 
 
+    def _argmax_agrees(self, rows: list[list[Any]]) -> bool:
+        """Whether ``classes_[argmax(predict_proba)]`` is ``predict`` on the probe rows, with the
+        same label dtype (so answers and the log read the same either way)."""
+        import numpy as np
+
+        try:
+            X = self.matrix(rows)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=_POSITIONAL, category=UserWarning)
+                labels = self.model.predict(X)
+                proba = self.model.predict_proba(X)
+            derived = self._classes.take(np.argmax(proba, axis=1), axis=0)
+        except Exception as e:  # noqa: BLE001 - the two-call path is always right
+            log.warning("one model call per request not used: probe rows failed: %s", e)
+            return False
+        same = derived.dtype == labels.dtype and np.array_equal(derived, labels)
+        if not same:
+            log.warning("one model call per request not used: the argmax of predict_proba "
+                        "differs from predict on probe rows; calling both")
+        return bool(same)
+
+
 _POSITIONAL = "X does not have valid feature names"
+
+#: classifiers whose ``predict`` is, in scikit-learn's code, the class of the highest
+#: ``predict_proba`` (or of a decision function that it rises with): for these, one call
+#: gives both. Exact classes only: a subclass may predict otherwise (a tuned threshold).
+_ARGMAX_CLASSIFIERS = {
+    "sklearn.ensemble._forest": ("RandomForestClassifier", "ExtraTreesClassifier"),
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting": (
+        "HistGradientBoostingClassifier",),
+    "sklearn.ensemble._gb": ("GradientBoostingClassifier",),
+    "sklearn.tree._classes": ("DecisionTreeClassifier", "ExtraTreeClassifier"),
+    "sklearn.linear_model._logistic": ("LogisticRegression",),
+}
+
+
+def _argmax_predicts(model: Any) -> bool:
+    """Whether the model (or a plain Pipeline's last step) is one of ``_ARGMAX_CLASSIFIERS``.
+
+    Necessary, not sufficient: a tie between two classes' probabilities, or a softmax rounding
+    two close scores to one value, could still part argmax from ``predict``; the probe-row
+    check at load stands guard too, and the instance must not have had ``predict`` replaced."""
+    final = model
+    steps = getattr(model, "steps", None)
+    if steps:
+        pipeline = sys.modules.get("sklearn.pipeline")
+        if pipeline is None or type(model) is not pipeline.Pipeline:
+            return False
+        final = steps[-1][1]
+    kind = type(final)
+    if kind.__name__ not in _ARGMAX_CLASSIFIERS.get(kind.__module__, ()):
+        return False
+    return not any(name in vars(obj) for obj in (model, final)
+                   for name in ("predict", "predict_proba"))
 
 
 def quiet_positional() -> None:

@@ -7,7 +7,9 @@ in flight, write out the prediction log, exit 0.
 
 ``workers > 1`` forks that many processes over the one listening socket (before any thread or
 scikit-learn exists), so predictions use every core; they share the metrics (a memory map)
-and a lock around prediction-log writes. The parent only supervises: it forwards SIGTERM, and
+and a lock around prediction-log writes. Worker 0 takes connections from the start (so
+``/health`` answers while models load), the others once loaded, and ``/ready`` says 200 only
+when every worker has its model. The parent only supervises: it forwards SIGTERM, and
 if a worker dies it stops the others and exits non-zero, for the orchestrator to restart.
 """
 
@@ -28,7 +30,7 @@ from cd4ml.serve import schema
 from cd4ml.serve.app import ENDPOINTS, App
 from cd4ml.serve.handler import Server, listen
 from cd4ml.serve.metrics import Layout, Metrics, shared
-from cd4ml.serve.predlog import PredictionLog
+from cd4ml.serve.predlog import LogPolicy, PredictionLog
 
 
 class StartError(Exception):
@@ -63,24 +65,31 @@ def verify(model_dir: Path, expected_sha256: str | None) -> artifacts.ArtifactMe
 
 def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8080, workers: int = 1,
           expected_sha256: str | None = None, log_path: str | None = None,
-          max_rows: int = 10_000, max_body: int = 16 << 20, grace: float = 8.0) -> int:
+          max_rows: int = 10_000, max_body: int = 16 << 20, grace: float = 8.0,
+          threads: int | None = None, log_policy: LogPolicy | None = None) -> int:
     """Serve the model in ``model_dir`` until SIGTERM/SIGINT; returns the exit code.
 
     Raises :class:`StartError` when the artifact fails verification, cannot be loaded, or the
     port cannot be had. ``grace`` bounds the wait for requests in flight at shutdown (under
-    Docker's 10 s between SIGTERM and SIGKILL).
+    Docker's 10 s between SIGTERM and SIGKILL). ``threads`` caps each worker's numeric thread
+    pools (default: an equal share of the CPUs, see :mod:`cd4ml.serve.resources`).
     """
     started = time.perf_counter()
     model_dir = Path(model_dir)
+    if threads is None:
+        from cd4ml.serve.resources import thread_budget
+
+        threads = thread_budget(workers)
     if workers > 1:
         return _supervise(model_dir, host, port, workers, expected_sha256, log_path, max_rows,
-                          max_body, grace, started)
+                          max_body, grace, started, threads, log_policy or LogPolicy())
     stop = threading.Event()
     # before anything can be seen to listen: a SIGTERM from then on must stop us cleanly
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         job, sock = _prepare(model_dir, host, port, 1, expected_sha256, log_path, max_rows,
-                             max_body, grace, started)
+                             max_body, grace, started, threads)
+        job.log_policy = log_policy or LogPolicy()
         try:
             return job.run(sock, stop, None, 0, 1, None)
         finally:
@@ -92,7 +101,7 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8080, work
 
 def _prepare(model_dir: Path, host: str, port: int, workers: int, expected_sha256: str | None,
              log_path: str | None, max_rows: int, max_body: int, grace: float, started: float,
-             ) -> tuple[_Job, socket.socket]:
+             threads: int) -> tuple[_Job, socket.socket]:
     """Verify, read the signature, listen: everything that happens once, before any worker."""
     meta = verify(model_dir, expected_sha256)
     try:
@@ -111,7 +120,7 @@ def _prepare(model_dir: Path, host: str, port: int, workers: int, expected_sha25
     _say(f"{meta.pipeline}:{meta.version} (sha256 {meta.sha256[:12]}) listening on {url}"
          + (f" with {workers} workers" if workers > 1 else ""))
     return _Job(model_dir, meta, fields, layout, expected_sha256, log_path, max_rows, max_body,
-                grace, started), sock
+                grace, started, threads), sock
 
 
 class _Job:
@@ -120,30 +129,45 @@ class _Job:
     def __init__(self, model_dir: Path, meta: artifacts.ArtifactMeta,
                  fields: tuple[schema.Field, ...], layout: Layout, expected_sha256: str | None,
                  log_path: str | None, max_rows: int, max_body: int, grace: float,
-                 started: float):
+                 started: float, threads: int):
         self.model_dir, self.meta, self.fields, self.layout = model_dir, meta, fields, layout
         self.expected_sha256, self.log_path = expected_sha256, log_path
         self.max_rows, self.max_body, self.grace, self.started = max_rows, max_body, grace, started
+        self.threads = threads
+        self.log_policy = LogPolicy()
 
     def run(self, sock: socket.socket, stop: threading.Event, memory: Any, worker: int,
-            workers: int, log_lock: Any) -> int:
+            workers: int, log_lock: Any, loaded: Any = None) -> int:
         """Serve on ``sock`` until ``stop`` is set (by the caller's signal handlers)."""
         meta = self.meta
         who = f"worker {worker}: " if workers > 1 else ""
         log = PredictionLog(self.log_path, {"pipeline": meta.pipeline,
                                             "model_version": meta.version,
-                                            "model_sha256": meta.sha256}, lock=log_lock)
+                                            "model_sha256": meta.sha256}, lock=log_lock,
+                            policy=self.log_policy)
         metrics = Metrics(self.layout, {"pipeline": meta.pipeline, "version": str(meta.version),
                                         "sha256": meta.sha256}, memory, worker, workers)
         app = App(meta, self.fields, log, metrics, self.max_rows, self.max_body)
+        app.workers, app.threads = workers, self.threads
+        if loaded is not None:
+            app.peers = lambda: loaded.value >= workers
         server = Server(sock, app)
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                                   name="cd4ml-http", daemon=True)
-        thread.start()
+        # worker 0 answers /health while it loads; the others take connections only once
+        # loaded, so after the first /ready 200 no request meets a worker still loading
+        if worker == 0:
+            thread.start()
         try:
             gc.disable()
             self._load(app)
-            shortcut = " (forest shortcut)" if app.predictor.shortcut else ""
+            if loaded is not None:
+                with loaded.get_lock():
+                    loaded.value += 1
+            if worker != 0:
+                thread.start()
+            shortcut = (" (forest shortcut)" if app.predictor.shortcut else
+                        " (one model call per request)" if app.predictor.single_call else "")
             _say(f"{who}ready in {time.perf_counter() - self.started:.2f} s{shortcut}; "
                  f"predictions log to {log.target}")
             stop.wait()
@@ -152,7 +176,8 @@ class _Job:
                 _say(f"{who}requests still running after {self.grace:g} s; stopping anyway")
         finally:
             gc.enable()
-            server.shutdown()
+            if thread.is_alive():  # (shutdown waits for a serve_forever that never began)
+                server.shutdown()
             log.close()
         _say(f"{who}stopped; {log.written} prediction(s) logged"
              + (f", {log.failed} could not be written" if log.failed else ""))
@@ -174,6 +199,9 @@ class _Job:
                              f"{type(e).__name__}: {e}") from None
         if predictor.positional:
             quiet_positional()
+        from cd4ml.serve.resources import limit_loaded_pools
+
+        limit_loaded_pools(self.threads)
         # scikit-learn, scipy and the model are a few hundred thousand long-lived objects: a
         # full collection walking them all takes milliseconds, which showed in the p99 latency.
         # Frozen, collections never look at them again (and collecting during the imports,
@@ -186,7 +214,7 @@ class _Job:
 
 def _supervise(model_dir: Path, host: str, port: int, workers: int, expected_sha256: str | None,
                log_path: str | None, max_rows: int, max_body: int, grace: float,
-               started: float) -> int:
+               started: float, threads: int, log_policy: LogPolicy) -> int:
     import multiprocessing
 
     children: dict[int, int] = {}
@@ -200,12 +228,16 @@ def _supervise(model_dir: Path, host: str, port: int, workers: int, expected_sha
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         job, sock = _prepare(model_dir, host, port, workers, expected_sha256, log_path, max_rows,
-                             max_body, grace, started)
+                             max_body, grace, started, threads)
+        job.log_policy = log_policy
         # non-blocking: every worker wakes for a new connection; the losers must not hang in
         # accept, or they would never see a shutdown
         sock.setblocking(False)
         memory = shared(job.layout, workers)
-        log_lock = multiprocessing.get_context("fork").Lock()
+        context = multiprocessing.get_context("fork")
+        log_lock = context.Lock()
+        #: workers that have loaded the model, counted in shared memory
+        loaded = context.Value("i", 0)
         sys.stdout.flush()
         sys.stderr.flush()
         for worker in range(workers):
@@ -213,7 +245,7 @@ def _supervise(model_dir: Path, host: str, port: int, workers: int, expected_sha
                 break
             pid = os.fork()
             if pid == 0:
-                _child(job, sock, memory, worker, workers, log_lock)
+                _child(job, sock, memory, worker, workers, log_lock, loaded)
             children[pid] = worker
         sock.close()
         return _wait(children, stopping, stop)
@@ -223,14 +255,14 @@ def _supervise(model_dir: Path, host: str, port: int, workers: int, expected_sha
 
 
 def _child(job: _Job, sock: socket.socket, memory: Any, worker: int, workers: int,
-           log_lock: Any) -> None:
+           log_lock: Any, loaded: Any) -> None:
     """A worker's whole life; never returns into the parent's code."""
     code = 1
     try:
         halt = threading.Event()
         for s in (signal.SIGTERM, signal.SIGINT):
             signal.signal(s, lambda *_: halt.set())
-        code = job.run(sock, halt, memory, worker, workers, log_lock)
+        code = job.run(sock, halt, memory, worker, workers, log_lock, loaded)
     except StartError as e:
         print(f"cd4ml.serve: error: worker {worker}: {e}", file=sys.stderr, flush=True)
         code = 2

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cd4ml.errors import ArtifactError, DataError
-from cd4ml.events import emit
+from cd4ml.events import StageFailed, StageFinished, StageStarted, StageWarning, emit
+from cd4ml.states import MetricScope
 
 if TYPE_CHECKING:
     import numpy as np
@@ -54,11 +55,11 @@ class EvaluationResult:
 def evaluate(spec: Spec, store: Store, model: ModelVersion, run_id: str,
              frame: pd.DataFrame | None = None) -> EvaluationResult:
     """Score ``model`` and the production model on the held-out split; record the metrics."""
-    emit("stage_started", "evaluate", f"evaluating {model.ref}")
+    emit(StageStarted("evaluate", f"evaluating {model.ref}"))
     try:
         result = _evaluate(spec, store, model, run_id, frame)
     except Exception as e:
-        emit("stage_failed", "evaluate", str(e).splitlines()[0] if str(e) else type(e).__name__)
+        emit(StageFailed("evaluate", str(e).splitlines()[0] if str(e) else type(e).__name__))
         raise
     head = next(iter(spec.metrics), None)
     message = f"{model.ref} on {result.test_rows} held-out rows"
@@ -67,9 +68,7 @@ def evaluate(spec: Spec, store: Store, model: ModelVersion, run_id: str,
         if result.production_metrics is not None:
             message += (f" (production {spec.name}:{result.production_version}: "
                         f"{_show(result.production_metrics.get(head))})")
-    emit("stage_finished", "evaluate", message, model_version=result.model_version,
-         production_version=result.production_version, metrics=result.metrics,
-         production_metrics=result.production_metrics)
+    emit(StageFinished("evaluate", message))
     return result
 
 
@@ -94,7 +93,7 @@ def _evaluate(spec: Spec, store: Store, model: ModelVersion, run_id: str,
     features = _inputs(model) or feature_columns(spec.data, frame)
     _require_columns(spec, model, test, features)
     metrics, slices, cm, labels = _score_model(spec, candidate, model, test, features)
-    rows = _metric_rows(metrics, slices, "candidate", model.version)
+    rows = _metric_rows(metrics, slices, MetricScope.CANDIDATE, model.version)
 
     production = store.production_model(spec.name, spec.production.name if spec.production else None)
     prod_metrics = prod_slices = None
@@ -108,11 +107,11 @@ def _evaluate(spec: Spec, store: Store, model: ModelVersion, run_id: str,
         except DataError as e:
             # no comparison is not a pass: NaN baselines make every relative rule fail closed,
             # and a person can still override with a reason
-            emit("warning", "evaluate", f"cannot score production {production.ref}: {e}")
+            emit(StageWarning("evaluate", f"cannot score production {production.ref}: {e}"))
             prod_metrics = {m: NAN for m in spec.metrics}
             prod_slices = {col: {v: dict(prod_metrics) for v in values}
                            for col, values in slices.items()}
-        rows += _metric_rows(prod_metrics, prod_slices, "production", production.version)
+        rows += _metric_rows(prod_metrics, prod_slices, MetricScope.PRODUCTION, production.version)
     else:
         production = None
     store.record_metrics(run_id, rows)
@@ -195,7 +194,8 @@ def _isna(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
-def _metric_rows(metrics: dict[str, float], slices: dict, scope: str, version: int) -> list[dict]:
+def _metric_rows(metrics: dict[str, float], slices: dict, scope: MetricScope,
+                 version: int) -> list[dict]:
     rows = [{"name": k, "value": v, "scope": scope, "model_version": version}
             for k, v in metrics.items()]
     for col, values in slices.items():
@@ -310,16 +310,16 @@ def evaluation_from_store(store: Store, run_id: str, spec: Spec,
     (``confusion_matrix``/``labels`` are None and ``test_rows`` is 0).
     """
     rows = [m for m in store.metrics(run_id)
-            if m.step is None and m.name in spec.metrics and m.scope in ("candidate", "production")]
-    mine = [m for m in rows if m.scope == "candidate" and m.model_version == model.version]
+            if m.step is None and m.name in spec.metrics]
+    mine = [m for m in rows if m.scope is MetricScope.CANDIDATE and m.model_version == model.version]
     if not mine:
         return None
     stamp = max(m.created_at for m in mine)
     batch = [m for m in rows if m.created_at == stamp]
-    out: dict[str, tuple[dict, dict]] = {"candidate": ({}, {}), "production": ({}, {})}
+    out: dict[MetricScope, tuple[dict, dict]] = {scope: ({}, {}) for scope in MetricScope}
     production_version = None
     for m in batch:
-        if m.scope == "production":
+        if m.scope is MetricScope.PRODUCTION:
             production_version = m.model_version
         overall, slices = out[m.scope]
         value = NAN if m.value is None else float(m.value)
@@ -329,8 +329,8 @@ def evaluation_from_store(store: Store, run_id: str, spec: Spec,
             overall[m.name] = value
     has_production = production_version is not None
     return EvaluationResult(
-        model_version=model.version, metrics=out["candidate"][0], slices=out["candidate"][1],
-        production_version=production_version,
-        production_metrics=out["production"][0] if has_production else None,
-        production_slices=out["production"][1] if has_production else None,
+        model_version=model.version, metrics=out[MetricScope.CANDIDATE][0],
+        slices=out[MetricScope.CANDIDATE][1], production_version=production_version,
+        production_metrics=out[MetricScope.PRODUCTION][0] if has_production else None,
+        production_slices=out[MetricScope.PRODUCTION][1] if has_production else None,
         confusion_matrix=None, labels=None, test_rows=0)

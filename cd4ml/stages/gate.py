@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cd4ml.errors import Cd4mlError, SpecError
-from cd4ml.events import emit
+from cd4ml.errors import Cd4mlError, UsageError
+from cd4ml.events import GateDecided, StageFailed, StageFinished, StageStarted, StageWarning, emit
 from cd4ml.spec import LOWER_IS_BETTER, GateRule
+from cd4ml.states import RuleKind
+from cd4ml.store.records import RuleOutcome
 
 if TYPE_CHECKING:
     from cd4ml.spec import Spec
@@ -31,23 +33,6 @@ if TYPE_CHECKING:
     from cd4ml.store import ModelVersion, Store
 
 Slices = Mapping[str, Mapping[str, Mapping[str, float]]]
-
-
-@dataclass(frozen=True)
-class RuleOutcome:
-    """One check of one rule: a (metric, slice value, min|max|max_drop) against the evaluation."""
-
-    rule: str
-    metric: str
-    slice: str | None
-    slice_value: str | None
-    kind: str  # min | max | max_drop | no_gates
-    observed: float | None
-    threshold: float
-    baseline: float | None  # production's value on the same rows, when there is one
-    passed: bool
-    reason: str
-    line: int
 
 
 @dataclass(frozen=True)
@@ -98,8 +83,9 @@ def check_rules(rules: Iterable[GateRule], metrics: Mapping[str, float], slices:
     return out
 
 
-def _kinds(rule: GateRule) -> list[str]:
-    return [k for k in ("min", "max", "max_drop") if getattr(rule, k) is not None]
+def _kinds(rule: GateRule) -> list[RuleKind]:
+    return [k for k in (RuleKind.MIN, RuleKind.MAX, RuleKind.MAX_DROP)
+            if getattr(rule, k) is not None]
 
 
 def _lookup(metrics: Mapping[str, Any] | None, name: str) -> float | None:
@@ -136,11 +122,11 @@ def _check(rule: GateRule, col: str | None, value: str | None, observed: float |
         threshold = float(getattr(rule, kind))
         if bad:
             passed, reason = False, bad
-        elif kind == "min":
+        elif kind is RuleKind.MIN:
             assert observed is not None
             passed = _at_most(threshold, observed)
             reason = f"{observed:.6g} {'>=' if passed else '<'} {threshold:g}"
-        elif kind == "max":
+        elif kind is RuleKind.MAX:
             assert observed is not None
             passed = _at_most(observed, threshold)
             reason = f"{observed:.6g} {'<=' if passed else '>'} {threshold:g}"
@@ -170,15 +156,15 @@ def _drop(metric: str, name: str, observed: float, baseline: Any,
                     f"{threshold:g} allowed")
 
 
-def _outcome(rule: GateRule, kind: str, value: str | None, observed: float | None,
+def _outcome(rule: GateRule, kind: RuleKind, value: str | None, observed: float | None,
              passed: bool, reason: str, baseline: float | None = None) -> RuleOutcome:
     if value is not None:
         where = f"[{rule.slice}={value}]"
     else:
         where = f" per {rule.slice}" if rule.slice else ""
     threshold = float(getattr(rule, kind))
-    limit = {"min": f">= {threshold:g}", "max": f"<= {threshold:g}",
-             "max_drop": f"drop <= {threshold:g} vs production"}[kind]
+    limit = {RuleKind.MIN: f">= {threshold:g}", RuleKind.MAX: f"<= {threshold:g}",
+             RuleKind.MAX_DROP: f"drop <= {threshold:g} vs production"}[kind]
     return RuleOutcome(
         rule=f"{rule.metric}{where} {limit}", metric=rule.metric, slice=rule.slice,
         slice_value=value, kind=kind, observed=observed, threshold=threshold,
@@ -192,9 +178,10 @@ def check_override(override_by: str | None, reason: str | None) -> None:
     """An override names a person and says why, or it is not an override."""
     by, why = (override_by or "").strip(), (reason or "").strip()
     if by and not why:
-        raise SpecError("an override needs a reason (--reason TEXT): it is recorded with the decision")
+        raise UsageError("an override needs a reason (--reason TEXT): it is recorded with the decision")
     if why and not by:
-        raise SpecError("an override needs a named person (--by USER): it is recorded with the decision")
+        raise UsageError("an override needs a named person (--by USER): it is recorded with the "
+                         "decision")
 
 
 def gate(spec: Spec, store: Store, evaluation: EvaluationResult, run_id: str, model: ModelVersion,
@@ -205,7 +192,7 @@ def gate(spec: Spec, store: Store, evaluation: EvaluationResult, run_id: str, mo
     if evaluation.model_version != model.version:
         raise Cd4mlError(f"the evaluation is of {spec.name}:{evaluation.model_version}, not "
                          f"{model.ref}; evaluate {model.ref} first")
-    emit("stage_started", "gate", f"gating {model.ref}")
+    emit(StageStarted("gate", f"gating {model.ref}"))
     if spec.gates:
         outcomes = check_rules(spec.gates, evaluation.metrics, evaluation.slices,
                                evaluation.production_metrics, evaluation.production_slices)
@@ -213,7 +200,7 @@ def gate(spec: Spec, store: Store, evaluation: EvaluationResult, run_id: str, mo
         allowed = spec.allow_no_gates
         outcomes = [RuleOutcome(
             rule="allow_no_gates: true" if allowed else "(no gates)", metric="", slice=None,
-            slice_value=None, kind="no_gates", observed=None, threshold=math.nan, baseline=None,
+            slice_value=None, kind=RuleKind.NO_GATES, observed=None, threshold=math.nan, baseline=None,
             passed=allowed, line=spec.line_of("allow_no_gates"),
             reason=("the spec has no gates and says allow_no_gates: true, so any model is blessed"
                     if allowed else "the spec has no gates; failing closed"))]
@@ -221,8 +208,8 @@ def gate(spec: Spec, store: Store, evaluation: EvaluationResult, run_id: str, mo
     by = (override_by or "").strip() or None
     why = (reason or "").strip() or None
     if passed and by:
-        emit("warning", "gate", "the gate passed: the override was not needed and is not recorded")
-    decision = store.record_gate(run_id, model.id, passed, [asdict(o) for o in outcomes],
+        emit(StageWarning("gate", "the gate passed: the override was not needed and is not recorded"))
+    decision = store.record_gate(run_id, model.id, passed, outcomes,
                                  evaluation.production_version, by, why)
     result = GateResult(
         passed=passed, blessed=decision.blessed, outcomes=tuple(outcomes),
@@ -236,10 +223,6 @@ def gate(spec: Spec, store: Store, evaluation: EvaluationResult, run_id: str, mo
         message = f"{model.ref} blessed: {len(outcomes)} rule check(s) passed"
     else:
         message = f"{model.ref} not blessed: {failed} of {len(outcomes)} rule check(s) failed"
-    emit("gate_result", "gate", message, passed=passed, blessed=result.blessed,
-         overridden=result.overridden, override_by=result.override_by,
-         override_reason=result.override_reason, model_version=model.version,
-         baseline_version=result.baseline_version, run_id=run_id,
-         outcomes=[asdict(o) for o in outcomes])
-    emit("stage_finished" if result.blessed else "stage_failed", "gate", message)
+    emit(GateDecided("gate", message, result=result, model_version=model.version, run_id=run_id))
+    emit((StageFinished if result.blessed else StageFailed)("gate", message))
     return result

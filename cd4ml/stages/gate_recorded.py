@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cd4ml.errors import StoreError
+from cd4ml.states import RunKind, RunStatus
 
 if TYPE_CHECKING:
     from cd4ml.spec import Spec
@@ -36,7 +37,7 @@ def gate_recorded(spec: Spec, store: Store, run_id: str | None = None, *,
 
     run, model = _run_and_model(store, spec.name, run_id)
     evaluation = evaluation_from_store(store, run.id, spec, model)
-    if evaluation is None and run.kind == "tracked":
+    if evaluation is None and run.kind is RunKind.TRACKED:
         from cd4ml.stages.tracking import gate_run
 
         result = gate_run(spec, run.id, store, override_by=override_by, reason=reason)
@@ -46,8 +47,9 @@ def gate_recorded(spec: Spec, store: Store, run_id: str | None = None, *,
     else:
         result = gate(spec, store, evaluation, run.id, model, override_by=override_by,
                       reason=reason)
-    if run.status in ("succeeded", "gate_failed"):
-        run = store.update_run(run.id, status="succeeded" if result.blessed else "gate_failed")
+    if run.status in (RunStatus.SUCCEEDED, RunStatus.GATE_FAILED):
+        run = store.update_run(run.id, status=RunStatus.SUCCEEDED if result.blessed
+                               else RunStatus.GATE_FAILED)
     return RecordedGate(run, model, result)
 
 

@@ -21,10 +21,11 @@ from typing import Any
 
 from cd4ml import __version__
 from cd4ml.errors import Cd4mlError, SpecError
-from cd4ml.events import emit
+from cd4ml.events import StageSkipped, StageWarning, emit
 from cd4ml.integrations.git import git_info
 from cd4ml.spec import Spec, check_imports, find_module
 from cd4ml.stages.data import file_hash
+from cd4ml.states import RunKind, RunStatus, StageOutcome
 from cd4ml.store import ModelVersion, Run, Store
 from cd4ml.store.liveness import Heartbeat
 
@@ -39,14 +40,14 @@ class PipelineResult:
     run: Run
     source_run: Run
     cached: bool
-    status: str  # succeeded | validation_failed | gate_failed
+    status: RunStatus  # succeeded | validation_failed | gate_failed
     model: ModelVersion | None
     seconds: float
-    stages: tuple[tuple[str, str, float], ...]  # (stage, outcome, seconds)
+    stages: tuple[tuple[str, StageOutcome, float], ...]  # (stage, outcome, seconds)
 
     @property
     def passed(self) -> bool:
-        return self.status == "succeeded"
+        return self.status is RunStatus.SUCCEEDED
 
 
 def _library_version(top: str) -> str | None:
@@ -122,7 +123,7 @@ def run(spec: Spec, store: Store, *, force: bool = False, override_by: str | Non
     key = cache_key(spec, data_hash, code)
     git = git_info(spec.root)
     identity: dict[str, Any] = {
-        "kind": "pipeline", "git_commit": git.commit, "branch": git.branch, "actor": git.actor,
+        "kind": RunKind.PIPELINE, "git_commit": git.commit, "branch": git.branch, "actor": git.actor,
         "spec_hash": spec.spec_hash, "code_hash": code, "data_hash": data_hash, "cache_key": key,
         "params": {"model": dict(spec.model.params), "seed": spec.model.seed},
         "tags": git.tags,
@@ -134,27 +135,27 @@ def run(spec: Spec, store: Store, *, force: bool = False, override_by: str | Non
         if cached is not None and model is not None:
             current = store.start_run(spec.name, **identity)
             # an override recorded since then blesses the same model: its flag is the truth
-            status = "succeeded" if model.blessed else "gate_failed"
+            status = RunStatus.SUCCEEDED if model.blessed else RunStatus.GATE_FAILED
             current = store.finish_run(current.id, status, reused_from=cached.id)
-            emit("stage_skipped", "run", f"inputs unchanged since run {cached.id}: reusing "
-                 f"{model.ref} and its results (--force retrains)", run_id=cached.id)
+            emit(StageSkipped("run", f"inputs unchanged since run {cached.id}: reusing "
+                              f"{model.ref} and its results (--force retrains)"))
             return PipelineResult(current, cached, True, status, model,
                                   time.perf_counter() - started, ())
 
     check_imports(spec)
     for dead in store.abandon_dead_runs(spec.name):
-        emit("warning", "run", f"run {dead.id} was left running by a process that is gone "
-             f"({dead.holder}): marked abandoned")
+        emit(StageWarning("run", f"run {dead.id} was left running by a process that is gone "
+                              f"({dead.holder}): marked abandoned"))
     current = store.start_run(spec.name, **identity)
-    stages: list[tuple[str, str, float]] = []
+    stages: list[tuple[str, StageOutcome, float]] = []
     try:
         with Heartbeat(store, current.id):
             result = _stages(spec, store, current, stages, override_by, reason)
     except Cd4mlError as e:
-        store.finish_run(current.id, "failed", error=str(e))
+        store.finish_run(current.id, RunStatus.FAILED, error=str(e))
         raise
     except BaseException as e:
-        store.finish_run(current.id, "failed", error=f"{type(e).__name__}: {e}")
+        store.finish_run(current.id, RunStatus.FAILED, error=f"{type(e).__name__}: {e}")
         raise
     status, model = result
     current = store.finish_run(current.id, status)
@@ -162,8 +163,8 @@ def run(spec: Spec, store: Store, *, force: bool = False, override_by: str | Non
                           time.perf_counter() - started, tuple(stages))
 
 
-def _stages(spec: Spec, store: Store, current: Run, stages: list[tuple[str, str, float]],
-            override_by: str | None, reason: str | None) -> tuple[str, ModelVersion | None]:
+def _stages(spec: Spec, store: Store, current: Run, stages: list[tuple[str, StageOutcome, float]],
+            override_by: str | None, reason: str | None) -> tuple[RunStatus, ModelVersion | None]:
     from cd4ml.stages import sanity
     from cd4ml.stages.data import load_frame
     from cd4ml.stages.evaluate import evaluate
@@ -175,7 +176,8 @@ def _stages(spec: Spec, store: Store, current: Run, stages: list[tuple[str, str,
         t = time.perf_counter()
         out = fn()
         ok = getattr(out, verdict) if verdict else True
-        stages.append((name, "passed" if ok else "failed", time.perf_counter() - t))
+        stages.append((name, StageOutcome.PASSED if ok else StageOutcome.FAILED,
+                       time.perf_counter() - t))
         return out
 
     frame = load_frame(spec.data)
@@ -184,7 +186,7 @@ def _stages(spec: Spec, store: Store, current: Run, stages: list[tuple[str, str,
                                                     override_by=override_by, reason=reason),
                        "success")
     if not validation.success:
-        return "validation_failed", None
+        return RunStatus.VALIDATION_FAILED, None
     if spec.model.entry_point:
         from cd4ml.stages.tracking import run_entry_point
 
@@ -196,4 +198,5 @@ def _stages(spec: Spec, store: Store, current: Run, stages: list[tuple[str, str,
     evaluation = timed("evaluate", lambda: evaluate(spec, store, model, current.id, frame))
     decision = timed("gate", lambda: gate(spec, store, evaluation, current.id, model,
                                           override_by=override_by, reason=reason), "blessed")
-    return ("succeeded" if decision.blessed else "gate_failed"), store.model_by_id(model.id)
+    return (RunStatus.SUCCEEDED if decision.blessed else RunStatus.GATE_FAILED,
+            store.model_by_id(model.id))

@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from cd4ml.errors import DataError
-from cd4ml.events import emit
+from cd4ml.events import StageWarning, emit
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -42,7 +42,7 @@ def check(spec: Spec, frame: pd.DataFrame) -> list[str]:
         message = f"{spec.data.path}: {problem}"
         if name in spec.data.relax:
             warnings.append(f"{message} (relaxed by data.relax: {name})")
-            emit("warning", "sanity", warnings[-1])
+            emit(StageWarning("sanity", warnings[-1]))
         else:
             raise DataError(f"{message}; fix the data, or list {name!r} under data.relax in the "
                             "spec to accept it")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from cd4ml import artifacts
 from cd4ml.errors import DataError, SpecError
-from cd4ml.events import emit
+from cd4ml.events import StageFailed, StageFinished, StageStarted, emit
 from cd4ml.paths import artifacts_root
 
 if TYPE_CHECKING:
@@ -47,16 +47,13 @@ def train(spec: Spec, store: Store, run_id: str, frame: pd.DataFrame | None = No
     ``frame`` is the already-loaded data of ``spec.data.path`` (loaded here when None); the
     data set's identity is always the hash of that file.
     """
-    emit("stage_started", "train", f"training {spec.name}")
+    emit(StageStarted("train", f"training {spec.name}"))
     try:
         result = _train(spec, store, run_id, frame)
     except Exception as e:
-        emit("stage_failed", "train", str(e).splitlines()[0] if str(e) else type(e).__name__)
+        emit(StageFailed("train", str(e).splitlines()[0] if str(e) else type(e).__name__))
         raise
-    emit("stage_finished", "train",
-         f"{result.model.ref} on {result.train_rows} rows (sha256 {result.sha256[:12]})",
-         version=result.model.version, sha256=result.sha256, train_rows=result.train_rows,
-         artifact_dir=str(result.artifact_dir))
+    emit(StageFinished("train", f"{result.model.ref} on {result.train_rows} rows (sha256 {result.sha256[:12]})"))
     return result
 
 

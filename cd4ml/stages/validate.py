@@ -24,7 +24,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cd4ml.errors import Cd4mlError, DataError, SpecError
-from cd4ml.events import emit
+from cd4ml.events import (
+    ExpectationFailed,
+    StageFailed,
+    StageFinished,
+    StageProgress,
+    StageStarted,
+    StageWarning,
+    emit,
+)
 from cd4ml.stages.drift import DriftOutcome, detect_drift
 
 if TYPE_CHECKING:
@@ -317,24 +325,24 @@ def validate(spec: Spec, store: Store, run_id: str | None = None,
     Drift (never a failed expectation) can be accepted by a named person with a reason, the
     same audited override as a gate's: the drifted features are recorded as accepted by them
     and the validation passes."""
-    emit("stage_started", "validate", f"validating {spec.data.path.name}")
+    emit(StageStarted("validate", f"validating {spec.data.path.name}"))
     try:
         result = _validate(spec, store, run_id, frame, override_by, reason)
-    except Cd4mlError as e:
-        emit("stage_failed", "validate", str(e))
+    except Cd4mlError as err:
+        emit(StageFailed("validate", str(err)))
         raise
     for e in result.expectations:
         if not e.success:
-            emit("expectation_failed", "validate",
-                 f"{e.expectation}{f' on {e.column}' if e.column else ''}: observed {e.observed}",
-                 outcome=asdict(e))
+            emit(ExpectationFailed(
+                "validate",
+                f"{e.expectation}{f' on {e.column}' if e.column else ''}: observed {e.observed}",
+                outcome=e))
     passed = sum(e.success for e in result.expectations)
     drifted = [d.feature for d in result.drift if d.drifted]
     summary = (f"{passed}/{len(result.expectations)} expectations passed"
                + (f"; drift in {', '.join(drifted)}" if drifted else
                   f"; no drift in {len(result.drift)} features" if result.drift else ""))
-    emit("stage_finished" if result.success else "stage_failed", "validate", summary,
-         success=result.success, failures=len(result.failures))
+    emit((StageFinished if result.success else StageFailed)("validate", summary))
     return result
 
 
@@ -355,25 +363,25 @@ def _validate(spec: Spec, store: Store, run_id: str | None, frame: pd.DataFrame 
         suite_name = suite.name
         expectations = run_suite(suite, frame)
     else:
-        emit("warning", "validate", f"{spec.path.name}: no expectation suite; only drift is "
-             "checked (add 'expectations: expectations/<name>.json')")
+        emit(StageWarning("validate", f"{spec.path.name}: no expectation suite; only drift is "
+                          "checked (add 'expectations: expectations/<name>.json')"))
 
     drift: tuple[DriftOutcome, ...] = ()
     baseline_version = None
     if not spec.drift.enabled:
-        emit("progress", "validate", "drift check disabled in the spec (drift.enabled: false)")
+        emit(StageProgress("validate", "drift check disabled in the spec (drift.enabled: false)"))
     else:
         env = spec.production.name if spec.production else None
         baseline = store.production_model(spec.name, env)
         if baseline is None:
-            emit("progress", "validate", "no production model yet: no drift check")
+            emit(StageProgress("validate", "no production model yet: no drift check"))
         else:
             baseline_version = baseline.version
             features = [f for f in feature_columns(spec.data, frame) if f in frame.columns]
             unseen = [f for f in features if f not in (baseline.stats or {})]
             if unseen:
-                emit("warning", "validate", f"no training statistics in {baseline.ref} for "
-                     f"{', '.join(unseen)}: not checked for drift")
+                emit(StageWarning("validate", f"no training statistics in {baseline.ref} for "
+                                  f"{', '.join(unseen)}: not checked for drift"))
             drift = detect_drift(frame, baseline.stats or {}, features, spec.drift)
 
     expected = all(e.success for e in expectations)
@@ -381,8 +389,8 @@ def _validate(spec: Spec, store: Store, run_id: str | None, frame: pd.DataFrame 
     accepted = None
     if drifted and expected and override_by and (reason or "").strip():
         accepted = {"by": override_by, "reason": reason, "features": drifted}
-        emit("warning", "validate", f"drift in {', '.join(drifted)} ACCEPTED by {override_by}: "
-             f"{reason}", drift_override=accepted)
+        emit(StageWarning("validate", f"drift in {', '.join(drifted)} ACCEPTED by "
+                          f"{override_by}: {reason}"))
     success = expected and (not drifted or accepted is not None)
     result = ValidationResult(success=success, suite=suite_name, expectations=expectations,
                               drift=drift, baseline_version=baseline_version,

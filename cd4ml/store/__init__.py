@@ -24,15 +24,25 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import sqlalchemy as sa
 
 from cd4ml.errors import StoreError
+from cd4ml.states import (
+    ApprovalSource,
+    DeployAction,
+    DeploymentStatus,
+    InfraStatus,
+    MetricScope,
+    RunKind,
+    RunStatus,
+)
 from cd4ml.store import liveness
 from cd4ml.store.engine import create_engine, first_line, redact
 from cd4ml.store.migrations import (
@@ -54,6 +64,7 @@ from cd4ml.store.records import (
     MetricValue,
     ModelSummary,
     ModelVersion,
+    RuleOutcome,
     Run,
     Validation,
     _all,
@@ -75,11 +86,18 @@ from cd4ml.store.schema import (
 
 __all__ = [
     "MIGRATIONS", "Approval", "Dataset", "Deployment", "GateDecision", "Image", "Metric",
-    "MetricValue", "Migration", "ModelSummary", "ModelVersion", "Run", "Store", "Validation",
-    "approvals", "datasets", "default_url", "deployments", "gate_decisions", "images", "locks",
-    "metadata", "metrics", "model_versions", "now", "redact", "runs", "schema_migrations",
-    "validations",
+    "MetricValue", "Migration", "ModelSummary", "ModelVersion", "RuleOutcome", "Run", "Store",
+    "Validation", "approvals", "datasets", "default_url", "deployments", "gate_decisions",
+    "images", "locks", "metadata", "metrics", "model_versions", "now", "redact", "runs",
+    "schema_migrations", "validations",
 ]
+
+
+def _inserted_id(result: sa.CursorResult[Any]) -> int:
+    """The primary key of the row an INSERT made (every table has one)."""
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
 
 
 def now() -> str:
@@ -87,7 +105,10 @@ def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 def _chunks(items: list[str], size: int = 500) -> Iterator[list[str]]:
@@ -223,7 +244,7 @@ class Store:
             row = conn.execute(sa.select(datasets).where(datasets.c.hash == hash)).first()
         return _to(Dataset, row) if row else None
 
-    def start_run(self, pipeline: str, *, kind: str = "pipeline", git_commit: str | None = None,
+    def start_run(self, pipeline: str, *, kind: RunKind = RunKind.PIPELINE, git_commit: str | None = None,
                   branch: str | None = None, actor: str | None = None, spec_hash: str | None = None,
                   code_hash: str | None = None, data_hash: str | None = None,
                   cache_key: str | None = None, params: dict | None = None,
@@ -231,7 +252,7 @@ class Store:
         run_id = uuid.uuid4().hex[:12]
         with self.tx() as conn:
             conn.execute(runs.insert().values(
-                id=run_id, pipeline=pipeline, kind=kind, status="running", git_commit=git_commit,
+                id=run_id, pipeline=pipeline, kind=kind, status=RunStatus.RUNNING, git_commit=git_commit,
                 branch=branch, actor=actor, spec_hash=spec_hash, code_hash=code_hash,
                 data_hash=data_hash, cache_key=cache_key, params=params or {}, tags=tags or {},
                 started_at=now(), holder=liveness.holder(), heartbeat_at=now()))
@@ -240,7 +261,7 @@ class Store:
     def beat(self, run_id: str) -> None:
         """Refresh a working run's heartbeat (:class:`cd4ml.store.liveness.Heartbeat`)."""
         with self.tx() as conn:
-            conn.execute(runs.update().where(runs.c.id == run_id, runs.c.status == "running")
+            conn.execute(runs.update().where(runs.c.id == run_id, runs.c.status == RunStatus.RUNNING)
                          .values(heartbeat_at=now()))
 
     def abandon_dead_runs(self, pipeline: str) -> list[Run]:
@@ -248,12 +269,12 @@ class Store:
         (killed mid-way); returns them."""
         with self.read() as conn:
             rows = conn.execute(sa.select(runs).where(runs.c.pipeline == pipeline,
-                                                      runs.c.status == "running")).all()
+                                                      runs.c.status == RunStatus.RUNNING)).all()
         dead = [r for r in (_to(Run, row) for row in rows) if liveness.is_abandoned(r)]
         for r in dead:
             with self.tx() as conn:
-                conn.execute(runs.update().where(runs.c.id == r.id, runs.c.status == "running")
-                             .values(status="abandoned", ended_at=now(),
+                conn.execute(runs.update().where(runs.c.id == r.id, runs.c.status == RunStatus.RUNNING)
+                             .values(status=RunStatus.ABANDONED, ended_at=now(),
                                      error=f"abandoned: the process running it ({r.holder}) "
                                            "ended without finishing it"))
         return [self.run(r.id) for r in dead]
@@ -263,7 +284,7 @@ class Store:
             conn.execute(runs.update().where(runs.c.id == run_id).values(**values))
         return self.run(run_id)
 
-    def finish_run(self, run_id: str, status: str, error: str | None = None,
+    def finish_run(self, run_id: str, status: RunStatus, error: str | None = None,
                    reused_from: str | None = None) -> Run:
         from cd4ml.secrets import redact
 
@@ -336,7 +357,7 @@ class Store:
         """The newest completed run with these inputs that produced a model."""
         q = (sa.select(runs).join(model_versions, model_versions.c.run_id == runs.c.id)
              .where(runs.c.pipeline == pipeline, runs.c.cache_key == cache_key,
-                    runs.c.status.in_(("succeeded", "gate_failed")), runs.c.reused_from.is_(None))
+                    runs.c.status.in_((RunStatus.SUCCEEDED, RunStatus.GATE_FAILED)), runs.c.reused_from.is_(None))
              .order_by(runs.c.started_at.desc()).limit(1))
         with self.read() as conn:
             row = conn.execute(q).first()
@@ -347,9 +368,9 @@ class Store:
     def record_validation(self, run_id: str, suite: str | None, success: bool, expectations: list,
                           drift: list, baseline_version: int | None) -> Validation:
         with self.tx() as conn:
-            vid = conn.execute(validations.insert().values(
+            vid = _inserted_id(conn.execute(validations.insert().values(
                 run_id=run_id, suite=suite, success=success, expectations=expectations,
-                drift=drift, baseline_version=baseline_version, created_at=now())).inserted_primary_key[0]
+                drift=drift, baseline_version=baseline_version, created_at=now())))
             row = conn.execute(sa.select(validations).where(validations.c.id == vid)).first()
         return _to(Validation, row)
 
@@ -369,7 +390,7 @@ class Store:
             v = r.get("value")
             v = None if v is None or not math.isfinite(float(v)) else float(v)
             values.append({"run_id": run_id, "name": r["name"], "value": v,
-                           "scope": r.get("scope", "candidate"), "slice": r.get("slice") or "",
+                           "scope": r.get("scope", MetricScope.CANDIDATE), "slice": r.get("slice") or "",
                            "slice_value": str(r.get("slice_value") or ""), "step": r.get("step"),
                            "model_version": r.get("model_version"), "created_at": stamp})
         with self.tx() as conn:
@@ -385,7 +406,7 @@ class Store:
         of many runs (None: of every run), in logging order (the last step of a curve comes
         last), in a few queries: for views that tabulate runs side by side."""
         q = (sa.select(metrics.c.run_id, metrics.c.name, metrics.c.value)
-             .where(metrics.c.scope == "candidate", metrics.c.slice == "").order_by(metrics.c.id))
+             .where(metrics.c.scope == MetricScope.CANDIDATE, metrics.c.slice == "").order_by(metrics.c.id))
         return self._in_chunks(q, metrics.c.run_id, run_ids, MetricValue)
 
     def _in_chunks(self, q: sa.Select, column: sa.Column, values: Collection[str] | None,
@@ -398,17 +419,18 @@ class Store:
                 out += _all(cls, conn.execute(q.where(column.in_(chunk))))
             return out
 
-    def record_gate(self, run_id: str, model_version_id: int | None, passed: bool, rules: list,
+    def record_gate(self, run_id: str, model_version_id: int | None, passed: bool,
+                    rules: Sequence[RuleOutcome],
                     baseline_version: int | None, override_by: str | None = None,
                     override_reason: str | None = None) -> GateDecision:
         overridden = bool(override_by) and not passed
         with self.tx() as conn:
-            gid = conn.execute(gate_decisions.insert().values(
-                run_id=run_id, model_version_id=model_version_id, passed=passed, rules=rules,
+            gid = _inserted_id(conn.execute(gate_decisions.insert().values(
+                run_id=run_id, model_version_id=model_version_id, passed=passed, rules=[asdict(r) for r in rules],
                 baseline_version=baseline_version, overridden=overridden,
                 override_by=override_by if overridden else None,
                 override_reason=override_reason if overridden else None,
-                created_at=now())).inserted_primary_key[0]
+                created_at=now())))
             if model_version_id is not None:
                 conn.execute(model_versions.update().where(model_versions.c.id == model_version_id)
                              .values(blessed=passed or overridden))
@@ -432,11 +454,11 @@ class Store:
                 with self.tx() as conn:
                     top = conn.execute(sa.select(sa.func.max(model_versions.c.version))
                                        .where(model_versions.c.pipeline == pipeline)).scalar() or 0
-                    mid = conn.execute(model_versions.insert().values(
+                    mid = _inserted_id(conn.execute(model_versions.insert().values(
                         pipeline=pipeline, version=top + 1, run_id=run_id, task=task,
                         artifact_uri=artifact_uri, sha256=sha256, signature=signature,
                         stats=stats, blessed=False, bad=False, created_at=now()
-                    )).inserted_primary_key[0]
+                    )))
                 return self.model_by_id(mid)
             except sa.exc.IntegrityError:
                 time.sleep(0.01 * (attempt + 1))
@@ -511,13 +533,13 @@ class Store:
     # ---- images, deployments, approvals
 
     def record_image(self, model_version_id: int, image_id: str, reference: str,
-                     size_bytes: int | None, infra_status: str = "pending",
+                     size_bytes: int | None, infra_status: InfraStatus = InfraStatus.PENDING,
                      infra_report: dict | None = None) -> Image:
         with self.tx() as conn:
-            iid = conn.execute(images.insert().values(
+            iid = _inserted_id(conn.execute(images.insert().values(
                 model_version_id=model_version_id, image_id=image_id, reference=reference,
                 size_bytes=size_bytes, infra_status=infra_status, infra_report=infra_report or {},
-                created_at=now())).inserted_primary_key[0]
+                created_at=now())))
         return self.image(iid)
 
     def update_image(self, image_pk: int, **values: Any) -> Image:
@@ -538,17 +560,17 @@ class Store:
             return [_to(Image, r) for r in conn.execute(q)]
 
     def start_deployment(self, pipeline: str, environment: str, model_version_id: int,
-                         image_ref: str, target: str, action: str, actor: str | None,
+                         image_ref: str, target: str, action: DeployAction, actor: str | None,
                          reason: str | None = None, details: dict | None = None) -> Deployment:
         with self.tx() as conn:
-            did = conn.execute(deployments.insert().values(
+            did = _inserted_id(conn.execute(deployments.insert().values(
                 pipeline=pipeline, environment=environment, model_version_id=model_version_id,
-                image_ref=image_ref, target=target, action=action, status="in_progress",
+                image_ref=image_ref, target=target, action=action, status=DeploymentStatus.IN_PROGRESS,
                 current=False, actor=actor, reason=reason, details=details or {},
-                started_at=now())).inserted_primary_key[0]
+                started_at=now())))
         return self.deployment(did)
 
-    def finish_deployment(self, deployment_id: int, status: str, url: str | None = None,
+    def finish_deployment(self, deployment_id: int, status: DeploymentStatus, url: str | None = None,
                           details: dict | None = None) -> Deployment:
         """Close a deployment; a healthy one becomes the environment's only current one, a
         ``down`` one (the environment taken down) leaves it with none."""
@@ -560,13 +582,13 @@ class Store:
                 values["url"] = url
             if details is not None:
                 values["details"] = {**dep.details, **details}
-            if status in ("healthy", "down"):
+            if status in (DeploymentStatus.HEALTHY, DeploymentStatus.DOWN):
                 # a healthy release replaces the current one; a take-down leaves none current
                 conn.execute(deployments.update().where(
                     deployments.c.pipeline == dep.pipeline,
                     deployments.c.environment == dep.environment,
-                    deployments.c.current.is_(True)).values(current=False, status="replaced"))
-                values["current"] = status == "healthy"
+                    deployments.c.current.is_(True)).values(current=False, status=DeploymentStatus.REPLACED))
+                values["current"] = status == DeploymentStatus.HEALTHY
             conn.execute(deployments.update().where(deployments.c.id == deployment_id).values(**values))
         return self.deployment(deployment_id)
 
@@ -606,11 +628,11 @@ class Store:
             return [_to(Deployment, r) for r in conn.execute(q)]
 
     def record_approval(self, model_version_id: int, environment: str, approver: str,
-                        source: str, details: dict | None = None) -> Approval:
+                        source: ApprovalSource, details: dict | None = None) -> Approval:
         with self.tx() as conn:
-            aid = conn.execute(approvals.insert().values(
+            aid = _inserted_id(conn.execute(approvals.insert().values(
                 model_version_id=model_version_id, environment=environment, approver=approver,
-                source=source, details=details or {}, created_at=now())).inserted_primary_key[0]
+                source=source, details=details or {}, created_at=now())))
             row = conn.execute(sa.select(approvals).where(approvals.c.id == aid)).first()
         return _to(Approval, row)
 

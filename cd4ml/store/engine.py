@@ -125,6 +125,9 @@ def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
+
+
 def _set_wal(dbapi_conn: Any, cur: Any) -> None:
     # Turning a new database into WAL takes a lock SQLite does not wait for (busy_timeout does
     # not apply), so jobs opening a fresh store at the same moment retry here instead of failing
@@ -136,7 +139,9 @@ def _set_wal(dbapi_conn: Any, cur: Any) -> None:
             cur.execute("PRAGMA journal_mode = WAL")
             return
         except dbapi_conn.OperationalError as e:
-            if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > deadline:
+            # the primary result code (low byte): SQLITE_BUSY or SQLITE_LOCKED, extended or not
+            code = getattr(e, "sqlite_errorcode", 0) & 0xFF
+            if code not in (_SQLITE_BUSY, _SQLITE_LOCKED) or time.monotonic() > deadline:
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 0.2)

@@ -415,10 +415,10 @@ def _set_marker(conn: sa.Connection, tip: str | None) -> None:
 
 
 def _warn(message: str) -> None:
-    from cd4ml.events import emit
+    from cd4ml.events import StageWarning, emit
 
     log.warning("%s", message)
-    emit("warning", "store", message)
+    emit(StageWarning("store", message))
 
 
 def _first(e: BaseException) -> str:

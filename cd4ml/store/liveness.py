@@ -14,6 +14,8 @@ import threading
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from cd4ml.states import RunStatus
+
 if TYPE_CHECKING:
     from cd4ml.store import Run, Store
 
@@ -49,7 +51,7 @@ def _alive_here(pid: int, start: str) -> bool:
 
 def is_abandoned(run: Run, now: datetime | None = None) -> bool:
     """Whether ``run`` says ``running`` but nothing is running it any more."""
-    if run.status != "running" or not run.holder:
+    if run.status is not RunStatus.RUNNING or not run.holder:
         return False
     host, _, rest = run.holder.partition(":")
     pid, _, start = rest.partition(":")
@@ -63,10 +65,10 @@ def is_abandoned(run: Run, now: datetime | None = None) -> bool:
     return ((now or datetime.now(UTC)) - last).total_seconds() > STALE_AFTER
 
 
-def shown_status(run: Run) -> str:
+def shown_status(run: Run) -> RunStatus:
     """The status to show: ``abandoned`` for a run whose process is gone, before anyone has
     marked it so."""
-    return "abandoned" if is_abandoned(run) else run.status
+    return RunStatus.ABANDONED if is_abandoned(run) else run.status
 
 
 class Heartbeat:

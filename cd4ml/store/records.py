@@ -1,20 +1,39 @@
-"""The store's records: one frozen dataclass per table, as every query returns its rows."""
+"""The store's records: one frozen dataclass per table, as every query returns its rows, and
+the outcome of one gate rule as a gate decision holds them. States come back as the enums of
+:mod:`cd4ml.states` (equal to the text the database holds)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from enum import StrEnum
 from functools import cache
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
 
-T = TypeVar("T")
+from cd4ml.states import (
+    ApprovalSource,
+    DeployAction,
+    DeploymentStatus,
+    InfraStatus,
+    MetricScope,
+    RuleKind,
+    RunKind,
+    RunStatus,
+)
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
+Decoders = dict[str, Callable[[Any], Any]]
 
 
 @dataclass(frozen=True)
 class Run:
     id: str
     pipeline: str
-    kind: str
-    status: str
+    kind: RunKind
+    status: RunStatus
     git_commit: str | None
     branch: str | None
     actor: str | None
@@ -48,7 +67,7 @@ class Metric:
     run_id: str
     name: str
     value: float | None
-    scope: str
+    scope: MetricScope
     slice: str
     slice_value: str
     step: int | None
@@ -98,12 +117,42 @@ class Validation:
 
 
 @dataclass(frozen=True)
+class RuleOutcome:
+    """One check of one gate rule: a (metric, slice value, min|max|max_drop) against the
+    evaluation."""
+
+    rule: str
+    metric: str
+    slice: str | None
+    slice_value: str | None
+    kind: RuleKind
+    observed: float | None
+    threshold: float  # NaN for the no_gates outcome
+    baseline: float | None  # production's value on the same rows, when there is one
+    passed: bool
+    reason: str
+    line: int
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RuleOutcome:
+        """An outcome as the store keeps it: a JSON object of these fields, where NaN and
+        infinities are text (JSON has no such numbers)."""
+        return cls(**{**{f.name: data[f.name] for f in fields(cls)}, "kind": RuleKind(data["kind"]),
+                      "observed": _number(data["observed"]), "baseline": _number(data["baseline"]),
+                      "threshold": _number(data["threshold"])})
+
+
+def _number(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+@dataclass(frozen=True)
 class GateDecision:
     id: int
     run_id: str
     model_version_id: int | None
     passed: bool
-    rules: list
+    rules: tuple[RuleOutcome, ...]
     baseline_version: int | None
     overridden: bool
     override_by: str | None
@@ -123,7 +172,7 @@ class Image:
     reference: str
     digest: str | None
     size_bytes: int | None
-    infra_status: str
+    infra_status: InfraStatus
     infra_report: dict
     created_at: str
     pushed_at: str | None
@@ -137,8 +186,8 @@ class Deployment:
     model_version_id: int
     image_ref: str
     target: str
-    action: str
-    status: str
+    action: DeployAction
+    status: DeploymentStatus
     current: bool
     actor: str | None
     reason: str | None
@@ -154,7 +203,7 @@ class Approval:
     model_version_id: int
     environment: str
     approver: str
-    source: str
+    source: ApprovalSource
     details: dict
     created_at: str
 
@@ -181,14 +230,37 @@ def _names(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in fields(cls))
 
 
+@cache
+def _decoders(cls: type) -> Decoders:
+    """How each field of ``cls`` is made from its column: states become their enum, a gate's
+    rules their outcomes; everything else is taken as the database gives it."""
+    out: Decoders = {name: {m.value: m for m in hint}.__getitem__  # a dict: fast on many rows
+                     for name, hint in get_type_hints(cls).items()
+                     if isinstance(hint, type) and issubclass(hint, StrEnum)}
+    if cls is GateDecision:
+        out["rules"] = lambda rules: tuple(RuleOutcome.from_json(r) for r in rules or ())
+    return out
+
+
 def _to(cls: type[T], row: Any) -> T:
     m = row._mapping
-    return cls(**{name: m[name] for name in _names(cls)})
+    decode = _decoders(cls)
+    return cls(**{name: decode[name](m[name]) if name in decode else m[name]
+                  for name in _names(cls)})
 
 
 def _all(cls: type[T], result: Any) -> list[T]:
     """Every row of a result as ``cls``: column positions are looked up once, not per row
     (the runs table turns tens of thousands of rows at a time)."""
     keys = list(result.keys())
-    at = [keys.index(name) for name in _names(cls)]
-    return [cls(*[row[i] for i in at]) for row in result]
+    names = _names(cls)
+    at = [keys.index(name) for name in names]
+    decode = _decoders(cls)
+    decoded = [(j, decode[name]) for j, name in enumerate(names) if name in decode]
+    out = []
+    for row in result:
+        values = [row[i] for i in at]
+        for j, fn in decoded:
+            values[j] = fn(values[j])
+        out.append(cls(*values))
+    return out

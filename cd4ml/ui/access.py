@@ -11,6 +11,7 @@ import ipaddress
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from email.message import Message
 from http.cookies import CookieError, SimpleCookie
 
 COOKIE = "cd4ml_ui_token"
@@ -43,7 +44,7 @@ class Access:
 
     token: str | None
 
-    def check(self, headers: Mapping[str, str], query: Mapping[str, list[str]]) -> Verdict:
+    def check(self, headers: Mapping[str, str] | Message, query: Mapping[str, list[str]]) -> Verdict:
         if self.token is None:
             host = _hostname(headers.get("Host") or "")
             if host in LOOPBACK_NAMES or is_loopback(host):

@@ -142,7 +142,7 @@ def start(config: UiConfig, store: Store) -> tuple[UiServer, Started]:
     server.access = Access(token)
     server.files = static_files()
     host, port = server.server_address[:2]
-    shown = f"[{host}]" if ":" in str(host) else str(host)
+    shown = f"[{host!s}]" if ":" in str(host) else str(host)
     url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
     return server, Started(url, token)
 

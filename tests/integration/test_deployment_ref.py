@@ -4,9 +4,10 @@ not know that commit, the workflow's, so that the deployment is still recorded."
 
 from __future__ import annotations
 
-from cd4ml.events import emit, listening
+from cd4ml.events import Deployed, DeploymentStarted, emit, listening
 from cd4ml.integrations.github import GitHubConfig, GitHubReporter
 from cd4ml.release.ghdeploy import github_listener
+from cd4ml.states import DeployAction, DeploymentStatus
 
 
 def _reporter(gh, workflow_sha: str) -> GitHubReporter:
@@ -24,13 +25,13 @@ def _posted_refs(gh) -> list[str]:
 
 def _release(version: int, git_commit: str | None, deployment_id: int) -> None:
     """The events cd4ml.release.deploy emits around one release."""
-    data = {"pipeline": "wine", "environment": "production", "action": "rollback",
-            "version": version, "image": f"reg/wine:{version}", "digest": None,
-            "deployment_id": deployment_id, "url": None}
-    emit("deployment_started", "rollback", f"rollback wine:{version} to production (swarm)",
-         **data, status="in_progress", git_commit=git_commit)
-    emit("deployed", "rollback", f"wine:{version} serves in production",
-         **{**data, "url": "http://127.0.0.1:8702"}, status="healthy")
+    data = {"stage": "rollback", "pipeline": "wine", "environment": "production",
+            "action": DeployAction.ROLLBACK, "version": version, "image": f"reg/wine:{version}",
+            "digest": None, "target": "swarm", "deployment_id": deployment_id}
+    emit(DeploymentStarted(message=f"rollback wine:{version} to production (swarm)", **data,
+                           status=DeploymentStatus.IN_PROGRESS, git_commit=git_commit))
+    emit(Deployed(message=f"wine:{version} serves in production", **data,
+                  url="http://127.0.0.1:8702", status=DeploymentStatus.HEALTHY))
 
 
 def test_a_deployment_names_the_commit_its_model_came_from(github_server):

@@ -11,9 +11,10 @@ import requests
 
 from cd4ml.cli import main
 from cd4ml.errors import TrackerError
-from cd4ml.events import listening
+from cd4ml.events import StageWarning, listening
 from cd4ml.integrations.github import GitHubConfig, GitHubReporter
-from cd4ml.reporting.report import build_report, marker, report_run
+from cd4ml.reporting.markdown import build_report, marker
+from cd4ml.reporting.post import report_run
 from tests.ghserver import (
     CHECK_RUN,
     CHECK_RUNS,
@@ -138,7 +139,7 @@ def test_a_failing_github_only_warns_and_the_report_is_kept(github_server, spec,
                             _config(gh, sha=gh.add_commit(), retries=2))
     assert not result.posted and result.file is not None and result.file.read_text() == result.markdown
     assert result.warnings and "503" in result.warnings[0]
-    assert any(e.kind == "warning" and "503" in e.message for e in events)
+    assert any(isinstance(e, StageWarning) and "503" in e.message for e in events)
     assert len(gh.requests) < 30  # bounded: every piece tried, each retried twice
 
 
@@ -272,7 +273,7 @@ def test_deployment_notifications_warn_instead_of_failing(github_server):
     with listening(events.append):
         assert reporter.deployment_started("staging", "wine", 1, "reg/wine:1", None) is None
         reporter.deployment_finished(None, "success")
-    assert [e.kind for e in events if e.kind == "warning"] == ["warning"]
+    assert len([e for e in events if isinstance(e, StageWarning)]) == 1
     with pytest.raises(TrackerError):
         GitHubReporter(_config(gh, sha="a" * 40, strict=True, retries=0)).deployment_started(
             "staging", "wine", 1, "reg/wine:1", None)

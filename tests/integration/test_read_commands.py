@@ -15,6 +15,7 @@ from cd4ml.cli import main
 from cd4ml.errors import DataError, StoreError
 from cd4ml.reporting import lineage as lineage_mod
 from cd4ml.store import Store
+from tests.helpers import outcome
 
 COLUMNS = ["alcohol", "malic_acid", "target", "alcohol_level"]
 DATA_HASH = "d4" * 32
@@ -51,11 +52,8 @@ def recorded(tmp_path, monkeypatch) -> Recorded:
     monkeypatch.setenv("CD4ML_STORE_URL", url)
     with Store(url) as store:
         store.record_dataset(DATA_HASH, "/repo/pipelines/data/wine.csv", "csv", 178, COLUMNS)
-        rules_ok = [{"rule": "accuracy >= 0.85", "metric": "accuracy", "observed": 0.9,
-                     "threshold": 0.85, "baseline": None, "passed": True, "reason": "", "line": 19}]
-        rules_bad = [{"rule": "accuracy >= 0.85", "metric": "accuracy", "observed": 0.8,
-                      "threshold": 0.85, "baseline": 0.9, "passed": False,
-                      "reason": "0.8 < 0.85", "line": 19}]
+        rules_ok = [outcome(observed=0.9, line=19)]
+        rules_bad = [outcome(passed=False, observed=0.8, baseline=0.9, reason="0.8 < 0.85", line=19)]
 
         r1 = store.start_run("wine", git_commit=COMMIT_1, branch="main", actor="ana",
                              spec_hash="5" * 64, data_hash=DATA_HASH,

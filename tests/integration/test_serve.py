@@ -40,7 +40,15 @@ class SlowToLoad:
         self.classes_ = model.classes_
 
     def __setstate__(self, state):
-        time.sleep(state["delay"])
+        delay = state["delay"]
+        if state.get("first_fast"):
+            # the first process to load it is quick, the others slow (a marker file decides)
+            try:
+                os.close(os.open(state["first_fast"], os.O_CREAT | os.O_EXCL))
+                delay = 0
+            except FileExistsError:
+                pass
+        time.sleep(delay)
         self.__dict__.update(state)
 
     def predict(self, X):
@@ -117,8 +125,10 @@ class Server:
 
 
 def serve_argv(model_dir: Path, *extra: str) -> list[str]:
+    # one worker unless a test asks for more: most tests here describe one process's life
+    workers = () if "--workers" in extra else ("--workers", "1")
     return [sys.executable, "-m", "cd4ml.serve", "--model-dir", str(model_dir), "--host",
-            "127.0.0.1", "--port", "0", *extra]
+            "127.0.0.1", "--port", "0", *workers, *extra]
 
 
 def read_log(path: Path) -> list[dict]:
@@ -493,6 +503,45 @@ def test_ready_is_503_until_the_model_is_loaded(wine_model, tmp_path):
     assert s.stop() == 0
 
 
+def test_workers_default_to_one_per_cpu_with_one_thread_each(wine_model):
+    from cd4ml.serve.resources import available_cpus
+
+    _, _, directory = wine_model
+    argv = [a for a in serve_argv(directory, "--workers", "auto") if a not in ("--workers", "auto")]
+    s = Server(argv, env={"CD4ML_WORKERS": "auto", "OMP_NUM_THREADS": ""})
+    cpus = available_cpus()
+    s.wait_for("listening on")
+    assert (f"with {cpus} workers" in s.stderr) == (cpus > 1)
+    s.ready()
+    server = requests.get(f"{s.url}/metadata").json()["server"]
+    assert server["workers"] == cpus and server["threads"] == 1
+    assert s.stop() == 0
+
+
+def test_with_workers_ready_waits_for_all_of_them(wine_model, tmp_path):
+    """No request after /ready said 200 may meet a worker still loading its model."""
+    model, X, directory = wine_model
+    meta = artifacts.read_meta(directory)
+    slow = SlowToLoad(model, delay=4.0)
+    slow.first_fast = str(tmp_path / "first")
+    slow_dir, sha = artifacts.save(tmp_path, "wine", slow)
+    artifacts.write_meta(slow_dir, artifacts.ArtifactMeta(
+        pipeline="wine", task="classification", sha256=sha, signature=meta.signature, version=8))
+    s = Server(serve_argv(slow_dir, "--workers", "2"))
+    s.wait_for(r"worker \d: ready in")
+    statuses = set()
+    while s.stderr.count("ready in") < 2:
+        statuses.add(requests.get(f"{s.url}/ready").status_code)
+        time.sleep(0.05)
+    assert statuses == {503}
+    assert requests.get(f"{s.url}/ready").status_code == 200
+    rows = records(X.head(3))
+    answers = {requests.post(f"{s.url}/predict", json={"instances": rows}).status_code
+               for _ in range(30)}
+    assert answers == {200}
+    assert s.stop() == 0
+
+
 def test_workers_share_the_port_the_metrics_and_the_log(wine_model, tmp_path):
     model, X, directory = wine_model
     log = tmp_path / "predictions.jsonl"
@@ -530,7 +579,7 @@ def test_the_server_needs_only_its_package_and_the_artifact_format(wine_model, t
     (app / "pandas").mkdir()
     (app / "pandas" / "__init__.py").write_text("raise ImportError('no pandas in the image')\n")
     argv = [sys.executable, "-X", "importtime", "-m", "cd4ml.serve", "--model-dir",
-            str(directory), "--port", "0"]
+            str(directory), "--port", "0", "--workers", "1"]
     # run from the copy: `python -m` puts the working directory first on sys.path
     s = Server(argv, env={"PYTHONPATH": str(app)}, cwd=app)
     s.ready()

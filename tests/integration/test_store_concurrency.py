@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from cd4ml.store import MIGRATIONS
-from tests.helpers import run_workers
+from tests.helpers import outcome, run_workers
 
 WRITERS = 8
 RUNS_EACH = 4
@@ -44,7 +44,7 @@ def _writer(url: str, index: int, barrier, results) -> None:
             ])
             model = store.register_model(PIPELINE, run.id, "classification", f"/a/{run.id}",
                                          "f" * 64, {"inputs": []}, {})
-            store.record_gate(run.id, model.id, passed=i % 2 == 0, rules=[{"rule": "r"}],
+            store.record_gate(run.id, model.id, passed=i % 2 == 0, rules=[outcome("r")],
                               baseline_version=None)
             with store.lock(f"deploy:{PIPELINE}", holder=f"job{index}", timeout=60):
                 store.update_run(run.id, tags={"locked": True})

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from cd4ml.errors import StoreError
 from cd4ml.store import Store
 from cd4ml.store.gitstore import GitStore
+from tests.helpers import outcome
 
 
 def git(*args: str, cwd: Path | None = None) -> str:
@@ -47,7 +48,7 @@ def write_some(store: Store, pipeline: str = "wine") -> None:
     store.record_metrics(run.id, [{"name": "accuracy", "value": 0.9},
                                   {"name": "accuracy", "value": float("nan"), "slice": "s"}])
     model = store.register_model(pipeline, run.id, "classification", "/nowhere", "f" * 64, {}, {})
-    store.record_gate(run.id, model.id, True, [{"rule": "r"}], None)
+    store.record_gate(run.id, model.id, True, [outcome("r")], None)
     dep = store.start_deployment(pipeline, "prod", model.id, "img:1", "local", "deploy", "alice")
     store.finish_deployment(dep.id, "healthy", url="http://x")
     store.finish_run(run.id, "succeeded")

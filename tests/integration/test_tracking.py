@@ -127,7 +127,7 @@ def test_a_script_that_logs_no_metric_a_gate_needs_fails_closed_naming_it(projec
         assert run.status == "gate_failed"
         assert not store.model_for_run(run.id).blessed
         decision = store.gate(run.id)
-        assert [r["metric"] for r in decision.rules if not r["passed"]] == ["f1_macro"]
+    assert [r.metric for r in decision.rules if not r.passed] == ["f1_macro"]
     # the CLI gates a tracked run on what it logged, too
     from cd4ml.cli import main
 

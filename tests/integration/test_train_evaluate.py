@@ -18,7 +18,7 @@ import pytest
 from cd4ml import artifacts
 from cd4ml.cli import main
 from cd4ml.errors import ArtifactError, DataError, SpecError
-from cd4ml.events import listening
+from cd4ml.events import StageFinished, StageStarted, listening
 from cd4ml.paths import artifacts_root
 from cd4ml.spec import load_spec
 from cd4ml.stages.data import file_hash
@@ -90,8 +90,8 @@ def test_retraining_gives_the_same_artifact_and_the_next_version(pipelines, stor
 
     dataset = store.dataset(file_hash(spec.data.path))
     assert dataset is not None and dataset.rows == 178
-    kinds = [(e.kind, e.stage) for e in events]
-    assert kinds == [("stage_started", "train"), ("stage_finished", "train")]
+    kinds = [(type(e), e.stage) for e in events]
+    assert kinds == [(StageStarted, "train"), (StageFinished, "train")]
 
 
 def test_training_in_another_process_gives_the_same_bytes(pipelines, store, tmp_path):

@@ -16,7 +16,7 @@ import pytest
 
 from cd4ml import cli
 from cd4ml.errors import SpecError
-from cd4ml.events import listening
+from cd4ml.events import ExpectationFailed, StageFailed, StageFinished, StageStarted, listening
 from cd4ml.spec import load_spec
 from cd4ml.stages.data import file_hash, load_frame
 from cd4ml.stages.drift import feature_stats
@@ -69,8 +69,8 @@ def test_example_data_passes_and_is_recorded(pipelines, store, events, name, cou
     recorded = store.validation(run.id)
     assert recorded.success and recorded.suite == name and recorded.baseline_version is None
     assert [e["expectation"] for e in recorded.expectations] == [e.expectation for e in result.expectations]
-    kinds = [(e.kind, e.stage) for e in events]
-    assert kinds[0] == ("stage_started", "validate") and kinds[-1] == ("stage_finished", "validate")
+    kinds = [(type(e), e.stage) for e in events]
+    assert kinds[0] == (StageStarted, "validate") and kinds[-1] == (StageFinished, "validate")
     assert any("no production model yet" in e.message for e in events)
 
 
@@ -94,8 +94,9 @@ def test_corrupted_values_fail_naming_expectation_and_examples(pipelines, store,
     assert failed["expect_column_values_to_not_be_null", "alcohol"].unexpected_count == 2
     assert failed["expect_column_values_to_be_in_set", "target"].unexpected_examples == [7]
     assert len(result.expectations) == 15  # the passing ones are reported too
-    assert sum(e.kind == "expectation_failed" for e in events) == 3
-    assert events[-1].kind == "stage_failed"
+    failed = [e for e in events if isinstance(e, ExpectationFailed)]
+    assert len(failed) == 3 and all(not e.outcome.success for e in failed)
+    assert isinstance(events[-1], StageFailed)
     assert not store.validation(run.id).success
 
 
@@ -141,7 +142,7 @@ def test_drift_against_the_production_models_training_statistics(pipelines, stor
     recorded = store.validation(run.id)
     assert recorded.baseline_version == model.version and not recorded.success
     assert {d["feature"] for d in recorded.drift if d["drifted"]} == drifted
-    assert events[-1].kind == "stage_failed" and "drift in alcohol, magnesium" in events[-1].message
+    assert isinstance(events[-1], StageFailed) and "drift in alcohol, magnesium" in events[-1].message
 
     # a named person accepts the drift with a reason: recorded with each drifted feature
     accepted = validate(spec, store, store.start_run("wine").id, override_by="rita",
@@ -192,7 +193,7 @@ def test_a_broken_suite_is_a_spec_error_and_a_failed_stage(pipelines, store, eve
     suite.write_text(json.dumps(raw))
     with pytest.raises(SpecError, match=r"wine\.json: expectations\[4\] \(expect_column_values_to_be_tasty\)"):
         validate(load_spec(pipelines / "wine.yaml"), store)
-    assert events[-1].kind == "stage_failed" and "wine.json" in events[-1].message
+    assert isinstance(events[-1], StageFailed) and "wine.json" in events[-1].message
 
 
 # ----------------------------------------------------------------------------- the command

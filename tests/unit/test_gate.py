@@ -6,11 +6,12 @@ import math
 
 import pytest
 
-from cd4ml.errors import Cd4mlError, SpecError
-from cd4ml.events import listening
+from cd4ml.errors import Cd4mlError, UsageError
+from cd4ml.events import GateDecided, StageWarning, listening
 from cd4ml.spec import GateRule, load_spec
 from cd4ml.stages.evaluate import EvaluationResult
 from cd4ml.stages.gate import check_override, check_rules, gate
+from cd4ml.states import RuleKind
 
 NAN, INF = float("nan"), float("inf")
 
@@ -250,10 +251,12 @@ def test_passing_gate_blesses_and_records(spec_file, store):
     assert result.outcomes[0].line == spec.gates[0].line > 0
     assert store.model_by_id(model.id).blessed
     decision = store.gate(run.id)
-    assert decision.passed and decision.rules[0]["rule"] == "accuracy >= 0.8"
-    [ev] = [e for e in events if e.kind == "gate_result"]
-    assert ev.data["blessed"] and ev.data["model_version"] == model.version
-    assert len(ev.data["outcomes"]) == 2
+    assert decision.passed and decision.rules[0].rule == "accuracy >= 0.8"
+    # the store gives back the outcomes themselves, states as their enums
+    assert decision.rules == result.outcomes
+    assert decision.rules[0].kind is RuleKind.MIN
+    [ev] = [e for e in events if isinstance(e, GateDecided)]
+    assert ev.result == result and ev.model_version == model.version and ev.run_id == run.id
 
 
 def test_failing_gate_does_not_bless(spec_file, store):
@@ -287,14 +290,14 @@ def test_override_of_a_passing_gate_is_not_recorded(spec_file, store):
         result = gate(spec, store, _evaluation(model.version, 0.9), run.id, model,
                       override_by="alice", reason="just in case")
     assert result.blessed and not result.overridden and result.override_by is None
-    assert any(e.kind == "warning" and "not needed" in e.message for e in events)
+    assert any(isinstance(e, StageWarning) and "not needed" in e.message for e in events)
 
 
 @pytest.mark.parametrize("by,reason", [("alice", None), ("alice", "  "), (None, "why"), ("", "why")])
 def test_half_an_override_is_a_usage_error(spec_file, store, by, reason):
     spec = spec_file(GATES)
     run, model = _model(store)
-    with pytest.raises(SpecError, match="override needs"):
+    with pytest.raises(UsageError, match="override needs"):
         gate(spec, store, _evaluation(model.version, 0.5), run.id, model, override_by=by, reason=reason)
     assert store.gate(run.id) is None
 
@@ -312,7 +315,8 @@ def test_no_gates_allowed_blesses_with_an_explicit_outcome(spec_file, store):
     [o] = result.outcomes
     assert o.kind == "no_gates" and o.passed and "allow_no_gates: true" in o.reason
     assert o.line == spec.line_of("allow_no_gates") > 0
-    assert store.gate(run.id).rules[0]["kind"] == "no_gates"
+    stored = store.gate(run.id).rules[0]
+    assert stored.kind is RuleKind.NO_GATES and math.isnan(stored.threshold)
 
 
 def test_evaluation_of_another_version_is_refused(spec_file, store):
@@ -329,4 +333,4 @@ def test_nan_metric_from_the_evaluation_fails_the_gate(spec_file, store):
     assert not result.blessed
     assert all("NaN" in o.reason for o in result.failures)
     stored = store.gate(run.id).rules
-    assert math.isnan(float(stored[0]["observed"]))
+    assert math.isnan(stored[0].observed)

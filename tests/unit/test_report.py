@@ -13,7 +13,8 @@ import requests
 from cd4ml.cli import main
 from cd4ml.errors import StoreError, TrackerError
 from cd4ml.integrations.github import GitHubConfig, _retry_wait
-from cd4ml.reporting.report import build_report, marker, report_run
+from cd4ml.reporting.markdown import Links, build_report, marker
+from cd4ml.reporting.post import report_run
 from cd4ml.store import Store
 
 
@@ -99,6 +100,25 @@ def test_failed_validation_lists_expectations_and_drift(spec, store, record_gate
     assert failed == [["expect_column_values_to_be_between", "ash", "", "4", "3.2, 3.4"]]
     drift = _rows(report.markdown, "Drift per feature")
     assert drift[0] == ["ash", "psi", "0.41", "0.25", "🔴 yes"]
+
+
+def test_rendering_needs_no_github(spec, store, record_gated_run):
+    """The renderer is pure: importing it loads no GitHub client, and links come from plain
+    values (a rule links to its spec line at the commit)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, cd4ml.reporting.markdown; "
+             "print(sorted(m for m in sys.modules if 'github' in m))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    run_id = record_gated_run(store, spec, accuracy=0.8)
+    md = build_report(spec, store, run_id, Links(repository_url="https://ghe.example/o/r",
+                                                 sha="c" * 40, run_url="https://ghe.example/run/1",
+                                                 actor="dana")).markdown
+    line = spec.gates[0].line
+    assert f"[accuracy >= 0.85](https://ghe.example/o/r/blob/{'c' * 40}/pipelines/wine.yaml#L{line})" in md
+    assert "commit `ccccccc`" in md and "[workflow run](https://ghe.example/run/1)" in md
 
 
 def test_a_running_run_without_results_is_pending(spec, store):

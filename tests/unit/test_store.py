@@ -14,7 +14,17 @@ import sqlalchemy as sa
 
 from cd4ml import store as store_mod
 from cd4ml.errors import StoreError
+from cd4ml.states import (
+    ApprovalSource,
+    DeployAction,
+    DeploymentStatus,
+    InfraStatus,
+    MetricScope,
+    RunKind,
+    RunStatus,
+)
 from cd4ml.store import Migration, Store, default_url, migrations, redact
+from tests.helpers import outcome
 
 
 @pytest.fixture
@@ -268,7 +278,7 @@ def test_model_versions_round_trip(store):
 
 def test_gate_round_trip_blesses_and_records_override(store):
     m1, m2, m3 = _model(store), _model(store), _model(store)
-    rules = [{"rule": "accuracy >= 0.9", "passed": False, "line": 12}]
+    rules = [outcome("accuracy >= 0.9", passed=False, line=12)]
     g1 = store.record_gate(m1.run_id, m1.id, passed=True, rules=rules, baseline_version=None)
     assert g1.blessed and not g1.overridden and store.model_by_id(m1.id).blessed
     g2 = store.record_gate(m2.run_id, m2.id, passed=False, rules=rules, baseline_version=1)
@@ -277,7 +287,7 @@ def test_gate_round_trip_blesses_and_records_override(store):
                            override_by="ana", override_reason="known label noise")
     assert g3.overridden and g3.blessed and (g3.override_by, g3.override_reason) == ("ana", "known label noise")
     assert store.model_by_id(m3.id).blessed
-    assert store.gate(m3.run_id) == g3 and g3.rules == rules
+    assert store.gate(m3.run_id) == g3 and g3.rules == tuple(rules)
     # an override of a gate that passed is no override at all
     g4 = store.record_gate(m1.run_id, m1.id, passed=True, rules=[], baseline_version=None,
                            override_by="ana", override_reason="why not")
@@ -455,6 +465,30 @@ def test_lock_is_released_when_the_body_raises(store):
         raise RuntimeError("deploy failed")
     with store.lock("deploy:wine", "job-b", timeout=0.1):
         pass
+
+
+def test_states_come_back_as_their_enums_and_are_stored_as_plain_text(store):
+    m = _model(store)
+    run = store.run(m.run_id)
+    assert run.status is RunStatus.RUNNING and run.kind is RunKind.PIPELINE
+    assert store.finish_run(run.id, RunStatus.GATE_FAILED).status is RunStatus.GATE_FAILED
+    store.record_metrics(run.id, [{"name": "accuracy", "value": 0.9}])
+    assert store.metrics(run.id)[0].scope is MetricScope.CANDIDATE
+    img = store.record_image(m.id, "sha256:" + "c" * 64, "cd4ml/wine:1", 1)
+    assert img.infra_status is InfraStatus.PENDING
+    dep = store.start_deployment("wine", "staging", m.id, "cd4ml/wine:1", "local",
+                                 DeployAction.DEPLOY, "ana")
+    assert dep.status is DeploymentStatus.IN_PROGRESS and dep.action is DeployAction.DEPLOY
+    done = store.finish_deployment(dep.id, DeploymentStatus.HEALTHY)
+    assert done.status is DeploymentStatus.HEALTHY and done.current
+    assert store.record_approval(m.id, "staging", "bo", ApprovalSource.CLI).source is ApprovalSource.CLI
+    # the database holds the same words as before the enums: no migration, old rows read back
+    with store.read() as conn:
+        assert conn.execute(sa.text("SELECT status, kind FROM runs")).one() == ("gate_failed", "pipeline")
+        assert conn.execute(sa.text("SELECT status FROM deployments")).scalar() == "healthy"
+    with store.tx() as conn:
+        conn.execute(sa.text("UPDATE runs SET status = 'validation_failed'"))
+    assert store.run(run.id).status is RunStatus.VALIDATION_FAILED
 
 
 @pytest.mark.parametrize("content,says", [(b"", "empty (0 bytes)"),

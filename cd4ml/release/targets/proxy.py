@@ -54,7 +54,7 @@ class Front:
         self.inflight: dict[str, int] = {}
         self.served: dict[str, int] = {}
         self.rr = 0
-        self.mtime = None
+        self.mtime: int | None = None
 
     # ------------------------------------------------------------------ upstream discovery
 
@@ -84,7 +84,8 @@ class Front:
                                            family=socket.AF_INET)
         except (OSError, UnicodeError):
             infos = []  # no task yet, or DNS restarting: keep serving from what is known
-        self.candidates = sorted({f"{i[4][0]}:{i[4][1]}" for i in infos})
+        # AF_INET: each address is (host text, port number)
+        self.candidates = sorted({f"{i[4][0]!s}:{int(i[4][1])}" for i in infos})
 
     async def probe(self, upstream: str) -> bool:
         host, _, port = upstream.rpartition(":")
@@ -268,7 +269,7 @@ async def read_body(reader: asyncio.StreamReader, headers: list[tuple[str, str]]
     if head_only or 100 <= status < 200 or status in (204, 304):
         return b""
     if "chunked" in header(headers, "transfer-encoding").lower():
-        chunks = []
+        chunks: list[bytes] = []
         while True:
             size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip(), 16)
             if size == 0:

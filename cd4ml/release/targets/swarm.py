@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from cd4ml.errors import CommandError, DeployError
@@ -172,7 +173,7 @@ class SwarmTarget(DockerTarget):
             time.sleep(0.2)
         return False, f"not serving within {timeout:g} s: {why}", details
 
-    def _front_active(self, ctx: dict) -> list[str] | None:
+    def _front_active(self, ctx: Mapping[str, Any]) -> list[str] | None:
         import json
 
         status, body = http_get(f"http://{probe_host(ctx['host'])}:{ctx['port']}/.cd4ml/front",

@@ -74,7 +74,7 @@ def run_entry_point(spec: Spec, store: Store, run_id: str,
 
     import numpy as np
 
-    from cd4ml.events import emit
+    from cd4ml.events import StageFailed, StageFinished, StageStarted, emit
     from cd4ml.stages.data import load_frame
 
     ref = spec.model.entry_point
@@ -86,14 +86,15 @@ def run_entry_point(spec: Spec, store: Store, run_id: str,
         frame = load_frame(spec.data)
     data = training_data(spec, frame)
     handle = ActiveRun(store, store.run(run_id), spec=spec, owns_run=False, data=data)
-    emit("stage_started", "train", f"training {spec.name} with {Path(ref).name if ref.endswith('.py') else ref}")
+    emit(StageStarted("train", f"training {spec.name} with "
+                      f"{Path(ref).name if ref.endswith('.py') else ref}"))
 
     saved = random.getstate(), np.random.get_state()
     random.seed(spec.model.seed)
     np.random.seed(spec.model.seed)
     folder = str(Path(ref).parent) if ref.endswith(".py") else None
     added = folder is not None and folder not in sys.path
-    if added:
+    if folder is not None and added:
         sys.path.insert(0, folder)  # so the script can import its sibling modules
     try:
         fn(handle, data)
@@ -104,7 +105,7 @@ def run_entry_point(spec: Spec, store: Store, run_id: str,
         where = _user_frame(e)
         what = (f"called sys.exit({e.code!r})" if isinstance(e, SystemExit) else
                 "was interrupted" if isinstance(e, KeyboardInterrupt) else f"raised {describe_error(e)}")
-        emit("stage_failed", "train", what)
+        emit(StageFailed("train", what))
         raise TrainingFailed(f"entry point {ref} {what}{where}; the run failed"
                              + (" (return from the function instead)" if isinstance(e, SystemExit) else
                                 "; run with --debug for the traceback")) from e
@@ -115,12 +116,11 @@ def run_entry_point(spec: Spec, store: Store, run_id: str,
             sys.path.remove(folder)
         handle._ended = True  # the pipeline closes its run; the handle may not log after this
     if handle.model is None:
-        emit("stage_failed", "train", f"entry point {ref} logged no model")
+        emit(StageFailed("train", f"entry point {ref} logged no model"))
         raise TrackedRunError(f"entry point {ref} logged no model; call "
                             "run.log_model(estimator, signature_from=data.X) in it")
-    emit("stage_finished", "train", f"{handle.model.ref} logged by {ref} (sha256 "
-         f"{handle.model.sha256[:12]})", version=handle.model.version, sha256=handle.model.sha256,
-         train_rows=len(data.frame), artifact_dir=handle.model.artifact_uri)
+    emit(StageFinished("train", f"{handle.model.ref} logged by {ref} (sha256 "
+                       f"{handle.model.sha256[:12]})"))
     return handle.model
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from cd4ml.errors import DataError, TrackedRunError
 from cd4ml.stages.data import file_hash, file_shape, frame_hash
+from cd4ml.states import MetricScope, RunStatus
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -135,7 +136,7 @@ class ActiveRun:
             except (TypeError, ValueError):
                 raise TrackedRunError(f"log_metric: {name} = {value!r} is not a number; log a "
                                     "float (a NaN is recorded as 'not a number')") from None
-            rows.append({"name": name, "value": number, "scope": "candidate", "step": step,
+            rows.append({"name": name, "value": number, "scope": MetricScope.CANDIDATE, "step": step,
                          "slice": slice or "", "slice_value": "" if slice_value is None else str(slice_value)})
         self.store.record_metrics(self.id, rows)
 
@@ -244,7 +245,7 @@ class ActiveRun:
 
     # ---- the end
 
-    def end(self, status: str = "succeeded", error: str | None = None) -> None:
+    def end(self, status: RunStatus = RunStatus.SUCCEEDED, error: str | None = None) -> None:
         """Close the run (once). A bound run is left for its pipeline to close."""
         if self._ended:
             return
@@ -260,12 +261,12 @@ class ActiveRun:
         return self
 
     def __exit__(self, etype: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> bool:
+                 tb: TracebackType | None) -> None:
+        # returns None: the exception goes on, recording a failure must not swallow it
         if exc is None:
-            self.end("succeeded")
+            self.end(RunStatus.SUCCEEDED)
         else:
-            self.end("failed", error=describe_error(exc))
-        return False  # the exception goes on: recording a failure must not swallow it
+            self.end(RunStatus.FAILED, error=describe_error(exc))
 
 
 def describe_error(exc: BaseException) -> str:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from cd4ml.errors import TrackedRunError
 from cd4ml.refs import find_spec
 from cd4ml.stages.tracking.handle import ActiveRun, open_store, plain
+from cd4ml.states import RunKind
 
 if TYPE_CHECKING:
     from cd4ml.spec import Spec
@@ -53,7 +54,7 @@ def start_run(pipeline: str | Path | Spec, store: Store | str | None = None, *,
         git = git_info(caller.parent if caller else spec.root if spec else None)
         run_tags = {**git.tags, **plain(dict(tags or {}))}
         record = opened.start_run(
-            name, kind="tracked", git_commit=git.commit, branch=git.branch, actor=git.actor,
+            name, kind=RunKind.TRACKED, git_commit=git.commit, branch=git.branch, actor=git.actor,
             spec_hash=spec.spec_hash if spec else None,
             code_hash=hashlib.sha256(caller.read_bytes()).hexdigest() if caller else None,
             params=plain(dict(params or {})), tags=run_tags)

@@ -1,10 +1,9 @@
-"""A run's report for GitHub: one markdown text read from the store, shown as the pull-request
-comment, the check run's summary and ``$GITHUB_STEP_SUMMARY``, plus the commit status and the
-check run's annotations on the spec lines of failed gates.
+"""A run's report as markdown, read from the store: the one text that GitHub shows as the
+pull-request comment, the check run's summary and ``$GITHUB_STEP_SUMMARY``, with the verdict for
+the commit status and the check run's annotations on the spec lines of failed gates.
 
-:func:`report_run` is what ``cd4ml report`` and ``cd4ml run --report`` call. With no token the
-report goes to a file (``.cd4ml/reports/<run>.md``) for the caller to print, and the pipeline goes
-on; a tracker failure is a warning unless the config is strict.
+Pure rendering: nothing here talks to GitHub (:mod:`cd4ml.reporting.post` does), so the report
+is the same whether it is posted, written to a file or printed.
 
 The chart of gated metrics across recent runs is a mermaid ``xychart-beta`` block: GitHub renders
 it itself, so no plot of a private repository is uploaded anywhere.
@@ -14,22 +13,19 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cd4ml.errors import StoreError, TrackerError
-from cd4ml.events import emit
-from cd4ml.integrations.github import GitHubConfig, GitHubReporter
-from cd4ml.paths import reports_dir
+from cd4ml.errors import StoreError
 from cd4ml.reporting.summary import MetricRow, RunSummary, summarize
 from cd4ml.spec import LOWER_IS_BETTER
+from cd4ml.states import CommitState, MetricScope, RunStatus
 
 if TYPE_CHECKING:
     from cd4ml.spec import Spec
-    from cd4ml.store import Store
+    from cd4ml.store import RuleOutcome, Store
 
-FAILED_RUN = {"validation_failed", "gate_failed", "failed"}
 MAX_CHARTS = 4
 
 
@@ -51,7 +47,7 @@ class Report:
 
     pipeline: str
     run_id: str
-    state: str  # the commit status: success | failure | pending
+    state: CommitState  # the commit status
     title: str  # one line; also the status description (cut to 140)
     markdown: str  # comment, check-run summary and step summary (without the marker)
     annotations: tuple[Annotation, ...]
@@ -59,26 +55,18 @@ class Report:
     @property
     def conclusion(self) -> str | None:
         """The check run's conclusion; None while the run is still going."""
-        return None if self.state == "pending" else self.state
+        return None if self.state is CommitState.PENDING else self.state
 
 
 @dataclass(frozen=True)
-class ReportResult:
-    """What :func:`report_run` did. ``posted`` is true when everything reached GitHub;
-    otherwise ``file`` holds the report and the caller prints ``markdown``."""
+class Links:
+    """Where the report points: ``repository_url`` (e.g. https://github.com/OWNER/NAME) with
+    ``sha`` makes the gate rules links to their spec lines; ``run_url`` is the workflow run."""
 
-    run_id: str
-    pipeline: str
-    state: str
-    title: str
-    markdown: str
-    sha: str | None
-    posted: bool
-    file: Path | None
-    step_summary: Path | None
-    comment_url: str | None
-    check_run_url: str | None
-    warnings: tuple[str, ...]
+    repository_url: str | None = None
+    sha: str | None = None
+    run_url: str | None = None
+    actor: str | None = None
 
 
 def marker(pipeline: str) -> str:
@@ -86,24 +74,22 @@ def marker(pipeline: str) -> str:
     return f"<!-- cd4ml:{pipeline} -->"
 
 
-# ----------------------------------------------------------------------------- rendering
 
 
-def build_report(spec: Spec, store: Store, run_id: str, config: GitHubConfig | None = None,
+def build_report(spec: Spec, store: Store, run_id: str, links: Links | None = None,
                  history: int = 10) -> Report:
     """Render the report of ``run_id`` from the store (and ``history`` recent runs for the chart)."""
-    config = config or GitHubConfig()
+    links = links or Links()
     s = summarize(store, run_id)
     if s.run.pipeline != spec.name:
         raise StoreError(f"run {run_id} is of pipeline {s.run.pipeline!r}, not {spec.name!r}; "
                          f"pass -p {s.run.pipeline}")
     state, title = _verdict(s)
-    sha = config.sha or s.run.git_commit
+    sha = links.sha or s.run.git_commit
     spec_file = _repo_relative(spec.path)
-    link = (f"{config.server_url}/{config.repository}/blob/{sha}/{spec_file}"
-            if config.repository and sha else None)
-    icon = {"success": "✅", "failure": "❌", "pending": "⏳"}[state]
-    parts = [f"### {icon} cd4ml · {spec.name} · {title}", _byline(s, config, sha),
+    link = f"{links.repository_url}/blob/{sha}/{spec_file}" if links.repository_url and sha else None
+    icon = {CommitState.SUCCESS: "✅", CommitState.FAILURE: "❌", CommitState.PENDING: "⏳"}[state]
+    parts = [f"### {icon} cd4ml · {spec.name} · {title}", _byline(s, links, sha),
              f"> {s.baseline[0].upper() + s.baseline[1:]}."]
     if s.cached:
         parts.append(f"> Inputs unchanged: results reused from run `{s.source.id}`.")
@@ -117,44 +103,48 @@ def build_report(spec: Spec, store: Store, run_id: str, config: GitHubConfig | N
                   markdown=markdown, annotations=_annotations(s, spec_file))
 
 
-def _verdict(s: RunSummary) -> tuple[str, str]:
+def _verdict(s: RunSummary) -> tuple[CommitState, str]:
     state, title = _outcome(s)
     return state, title + (f" · now {s.state}" if s.state and s.model and s.model.blessed else "")
 
 
-def _outcome(s: RunSummary) -> tuple[str, str]:
+def _outcome(s: RunSummary) -> tuple[CommitState, str]:
     model = f"model v{s.model.version}" if s.model else "no model"
     gate, status = s.gate, s.source.status
-    if s.validation is not None and not s.validation.success and (gate is None or status == "validation_failed"):
+    if (s.validation is not None and not s.validation.success
+            and (gate is None or status is RunStatus.VALIDATION_FAILED)):
         failed = sum(1 for e in s.validation.expectations if not e.get("success", False))
         drifted = sum(1 for d in s.validation.drift if d.get("drifted"))
-        return "failure", f"data validation failed ({failed} expectation(s), {drifted} drifted feature(s))"
+        return (CommitState.FAILURE,
+                f"data validation failed ({failed} expectation(s), {drifted} drifted feature(s))")
     if gate is not None:
-        rules = gate.rules or []
-        bad = sum(1 for r in rules if not r.get("passed"))
+        rules = gate.rules
+        bad = sum(1 for r in rules if not r.passed)
         if gate.overridden:
-            return "success", f"{model} blessed by override ({bad} of {len(rules)} gate check(s) failed)"
+            return (CommitState.SUCCESS,
+                    f"{model} blessed by override ({bad} of {len(rules)} gate check(s) failed)")
         if gate.passed:
-            return "success", f"{model} blessed ({len(rules)} gate check(s) passed)"
-        return "failure", f"{model} not blessed ({bad} of {len(rules)} gate check(s) failed)"
-    if s.run.status in FAILED_RUN or status in FAILED_RUN:
-        return "failure", f"run {s.run.status.replace('_', ' ')}"
-    if s.run.status == "succeeded":
-        return "success", f"run succeeded ({model})"
-    return "pending", f"run {s.run.status}"
+            return CommitState.SUCCESS, f"{model} blessed ({len(rules)} gate check(s) passed)"
+        return (CommitState.FAILURE,
+                f"{model} not blessed ({bad} of {len(rules)} gate check(s) failed)")
+    if s.run.status.failed or status.failed:
+        return CommitState.FAILURE, f"run {s.run.status.replace('_', ' ')}"
+    if s.run.status is RunStatus.SUCCEEDED:
+        return CommitState.SUCCESS, f"run succeeded ({model})"
+    return CommitState.PENDING, f"run {s.run.status}"
 
 
-def _byline(s: RunSummary, config: GitHubConfig, sha: str | None) -> str:
+def _byline(s: RunSummary, links: Links, sha: str | None) -> str:
     bits = [f"run `{s.run.id}`"]
     if sha:
         bits.append(f"commit `{sha[:7]}`")
     if s.run.branch:
         bits.append(f"branch `{s.run.branch}`")
-    actor = s.run.actor or config.actor
+    actor = s.run.actor or links.actor
     if actor:
         bits.append(f"by {actor}")
-    if config.run_url:
-        bits.append(f"[workflow run]({config.run_url})")
+    if links.run_url:
+        bits.append(f"[workflow run]({links.run_url})")
     return " · ".join(bits)
 
 
@@ -188,11 +178,10 @@ def _delta(row: MetricRow) -> str:
     return f"{d:+.4g} {'🟢' if better else '🔴'}"
 
 
-def _rule_results(s: RunSummary) -> dict[tuple[str, str, str], list[dict]]:
-    out: dict[tuple[str, str, str], list[dict]] = {}
-    for r in (s.gate.rules if s.gate else []) or []:
-        key = (r.get("metric") or "", r.get("slice") or "", str(r.get("slice_value") or ""))
-        out.setdefault(key, []).append(r)
+def _rule_results(s: RunSummary) -> dict[tuple[str, str, str], list[RuleOutcome]]:
+    out: dict[tuple[str, str, str], list[RuleOutcome]] = {}
+    for r in s.gate.rules if s.gate else ():
+        out.setdefault((r.metric, r.slice or "", r.slice_value or ""), []).append(r)
     return out
 
 
@@ -209,10 +198,10 @@ def _metrics_section(s: RunSummary) -> str:
         found = rules.get((row.name, row.slice, row.slice_value), [])
         if not found:
             gate = "—"
-        elif all(r.get("passed") for r in found):
+        elif all(r.passed for r in found):
             gate = "✅ passed"
         else:
-            gate = "❌ " + "; ".join(_cell(r.get("reason", "")) for r in found if not r.get("passed"))
+            gate = "❌ " + "; ".join(_cell(r.reason) for r in found if not r.passed)
         where = f"{row.slice}={row.slice_value}" if row.slice else ""
         lines.append(f"| {row.name} | {_cell(where)} | {_fmt(row.candidate)} | "
                      f"{_fmt(row.production)} | {_delta(row)} | {gate} |")
@@ -227,12 +216,12 @@ def _gates_section(s: RunSummary, link: str | None) -> str:
     if g.overridden:
         lines += [f"> ⚠️ **Gate overridden** by {g.override_by}: {_cell(g.override_reason or '')}", ""]
     lines += ["| | rule | observed | threshold | production | reason |", "|---|---|---:|---:|---:|---|"]
-    for r in g.rules or []:
-        name = _cell(r.get("rule", ""))
-        if link and r.get("line"):
-            name = f"[{name}]({link}#L{r['line']})"
-        lines.append(f"| {'✅' if r.get('passed') else '❌'} | {name} | {_fmt(r.get('observed'))} | "
-                     f"{_fmt(r.get('threshold'))} | {_fmt(r.get('baseline'))} | {_cell(r.get('reason', ''))} |")
+    for r in g.rules:
+        name = _cell(r.rule)
+        if link and r.line:
+            name = f"[{name}]({link}#L{r.line})"
+        lines.append(f"| {'✅' if r.passed else '❌'} | {name} | {_fmt(r.observed)} | "
+                     f"{_fmt(r.threshold)} | {_fmt(r.baseline)} | {_cell(r.reason)} |")
     return "\n".join(lines)
 
 
@@ -292,7 +281,7 @@ def _history(spec: Spec, store: Store, metrics: list[str], limit: int) -> list[t
         if run.reused_from:
             continue
         values = {m.name: m.value for m in store.metrics(run.id)
-                  if m.scope == "candidate" and not m.slice and m.name in metrics and m.value is not None}
+                  if m.scope is MetricScope.CANDIDATE and not m.slice and m.name in metrics and m.value is not None}
         if not values:
             continue
         model = store.model_for_run(run.id)
@@ -358,111 +347,7 @@ def _annotations(s: RunSummary, spec_file: str) -> tuple[Annotation, ...]:
         return ()
     level = "warning" if s.gate.overridden else "failure"
     return tuple(
-        Annotation(path=spec_file, start_line=int(r["line"]), end_line=int(r["line"]),
-                   annotation_level=level, title=f"gate failed: {r.get('rule', '')}"[:255],
-                   message=r.get("reason", "") + (" (overridden)" if s.gate.overridden else ""))
-        for r in s.gate.rules or [] if not r.get("passed") and r.get("line"))
-
-
-# ----------------------------------------------------------------------------- posting
-
-
-def report_started(spec: Spec, run_id: str | None = None, config: GitHubConfig | None = None) -> None:
-    """A pending commit status when a pipeline starts, so the pull request shows it running.
-    Warns (never raises) unless the config is strict; does nothing without a token."""
-    config = config or GitHubConfig.from_env()
-    if not config.enabled or not config.sha:
-        return
-    try:
-        GitHubReporter(config).set_status(f"cd4ml/{spec.name}", "pending",
-                                          f"running{f' (run {run_id})' if run_id else ''}")
-    except TrackerError as e:
-        if config.strict:
-            raise
-        emit("warning", stage="report", message=str(e))
-
-
-def report_run(spec: Spec, store: Store, run_id: str | None = None,
-               config: GitHubConfig | None = None, *, output: str | Path | None = None) -> ReportResult:
-    """Report a run (default: the pipeline's latest) to GitHub: commit status ``cd4ml/<pipeline>``
-    (pending, then success or failure), a check run with the summary and annotations, the one
-    pull-request comment updated in place, and ``$GITHUB_STEP_SUMMARY``.
-
-    Without a token, or when GitHub fails (and the config is not strict), the report is written
-    to ``output`` (default ``reports_dir()/<run>.md``) and ``posted`` is false; ``output`` given
-    writes it there in any case."""
-    config = config or GitHubConfig.from_env()
-    if run_id is None:
-        latest = store.runs(spec.name, limit=1)
-        if not latest:
-            raise StoreError(f"no runs of {spec.name} yet; run 'cd4ml run -p {spec.name}' first")
-        run_id = latest[0].id
-    run = store.run(run_id)
-    if config.sha is None and run.git_commit:
-        config = replace(config, sha=run.git_commit)
-    report = build_report(spec, store, run.id, config)
-    warnings: list[str] = []
-    step = _step_summary(report, warnings)
-    comment_url = check_url = None
-    posted = False
-    if not config.enabled:
-        emit("progress", stage="report", message="no GITHUB_TOKEN/GITHUB_REPOSITORY: report kept locally")
-    elif not config.sha:
-        warnings.append("no commit to report on (GITHUB_SHA, --sha or the run's git commit)")
-    else:
-        posted, comment_url, check_url = _post(spec, report, config, warnings)
-    file = None
-    if output is not None or not posted:
-        file = Path(output) if output is not None else reports_dir() / f"{run.id}.md"
-        file.parent.mkdir(parents=True, exist_ok=True)
-        file.write_text(report.markdown, encoding="utf-8")
-    for w in warnings:
-        emit("warning", stage="report", message=w)
-    return ReportResult(run_id=run.id, pipeline=spec.name, state=report.state, title=report.title,
-                        markdown=report.markdown, sha=config.sha, posted=posted, file=file, step_summary=step,
-                        comment_url=comment_url, check_run_url=check_url, warnings=tuple(warnings))
-
-
-def _post(spec: Spec, report: Report, config: GitHubConfig,
-          warnings: list[str]) -> tuple[bool, str | None, str | None]:
-    """Each piece on its own, so that one refused permission does not silence the others."""
-    gh = GitHubReporter(config)
-    context = f"cd4ml/{spec.name}"
-    comment_url = check_url = None
-    ok = True
-
-    def attempt(fn: Any) -> Any:
-        nonlocal ok
-        try:
-            return fn()
-        except TrackerError as e:
-            if config.strict:
-                raise
-            ok = False
-            warnings.append(str(e))
-            return None
-
-    attempt(lambda: gh.set_status(context, "pending", f"reporting run {report.run_id}"))
-    check_id = attempt(lambda: gh.create_check_run(context, external_id=report.run_id))
-    comment_url = attempt(lambda: gh.upsert_comment(marker(spec.name),
-                                                    f"{marker(spec.name)}\n{report.markdown}"))
-    if check_id is not None:
-        check_url = attempt(lambda: gh.complete_check_run(
-            check_id, report.conclusion, f"{spec.name}: {report.title}", report.markdown,
-            [asdict(a) for a in report.annotations]))
-    if report.state != "pending":
-        attempt(lambda: gh.set_status(context, report.state, report.title))
-    return ok, comment_url, check_url
-
-
-def _step_summary(report: Report, warnings: list[str]) -> Path | None:
-    target = os.environ.get("GITHUB_STEP_SUMMARY")
-    if not target:
-        return None
-    try:
-        with open(target, "a", encoding="utf-8") as f:
-            f.write(report.markdown + "\n")
-    except OSError as e:
-        warnings.append(f"cannot write GITHUB_STEP_SUMMARY {target}: {e.strerror}")
-        return None
-    return Path(target)
+        Annotation(path=spec_file, start_line=r.line, end_line=r.line,
+                   annotation_level=level, title=f"gate failed: {r.rule}"[:255],
+                   message=r.reason + (" (overridden)" if s.gate.overridden else ""))
+        for r in s.gate.rules if not r.passed and r.line)

@@ -1,0 +1,49 @@
+"""Stage events are typed: the console listener picks them by type and draws one line per
+stage end, warning and progress step; events it has no view for leave it silent."""
+
+from __future__ import annotations
+
+import io
+
+from cd4ml.events import (
+    Deployed,
+    StageFailed,
+    StageFinished,
+    StageProgress,
+    StageSkipped,
+    StageStarted,
+    StageWarning,
+    emit,
+    listening,
+)
+from cd4ml.reporting.console import Progress
+from cd4ml.states import DeployAction, DeploymentStatus
+
+
+def test_the_console_draws_each_kind_of_event():
+    out = io.StringIO()
+    with listening(Progress(out)):
+        emit(StageStarted("train", "training wine"))
+        emit(StageFinished("train", "wine:1 on 133 rows"))
+        emit(StageStarted("gate", "gating wine:1"))
+        emit(StageFailed("gate", "wine:1 not blessed"))
+        emit(StageSkipped("run", "inputs unchanged"))
+        emit(StageWarning("validate", "no expectation suite"))
+        emit(StageProgress("push", "layer 1: pushed"))
+        emit(Deployed(stage="deploy", message="not drawn", pipeline="wine", environment="staging",
+                      action=DeployAction.DEPLOY, version=1, image="cd4ml/wine:1", digest=None,
+                      target="local", status=DeploymentStatus.HEALTHY, deployment_id=3))
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("✓ train") and lines[0].split("  (")[0].endswith("wine:1 on 133 rows")
+    assert lines[1].startswith("✗ gate") and "not blessed" in lines[1]
+    assert lines[2].startswith("↷ run") and "(" not in lines[2]  # never started: no time
+    assert lines[3:] == ["warning: no expectation suite", "  layer 1: pushed"]
+
+
+def test_a_listener_hears_only_inside_its_block():
+    heard: list[object] = []
+    with listening(heard.append):
+        emit(StageStarted("build", "building"))
+    emit(StageStarted("build", "again"))
+    assert heard == [StageStarted("build", "building")]
+    assert StageStarted("build", "building") != StageFinished("build", "building")  # type counts
