@@ -16,6 +16,7 @@ from cd4ml.errors import Cd4mlError
 
 if TYPE_CHECKING:
     from cd4ml.spec import Spec
+    from cd4ml.states import DeployAction, DeploymentStatus
     from cd4ml.store import Store
 
 
@@ -28,7 +29,7 @@ class EnvironmentStatus:
     version: int | None
     image: str | None
     since: str | None
-    action: str | None
+    action: DeployAction | None
     actor: str | None
     deployment_id: int | None
     url: str | None
@@ -50,10 +51,10 @@ class HistoryEntry:
 
     id: int
     environment: str
-    action: str
+    action: DeployAction
     version: int
     image: str
-    status: str
+    status: DeploymentStatus
     current: bool
     actor: str | None
     reason: str | None
