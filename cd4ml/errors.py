@@ -59,11 +59,13 @@ class DeployError(Cd4mlError):
 
 class TrackerError(Cd4mlError):
     """The tracker (GitHub) refused a request or could not be reached. ``status`` is the HTTP
-    status of the refusal (None when no answer came, or the failure was not GitHub's)."""
+    status when there was an answer; ``ambiguous`` says the request may have taken effect
+    although it failed (a gateway error or a timeout on a POST): look before repeating it."""
 
-    def __init__(self, message: str, status: int | None = None):
+    def __init__(self, message: str, status: int | None = None, ambiguous: bool = False):
         super().__init__(message)
         self.status = status
+        self.ambiguous = ambiguous
 
 
 class TrackedRunError(Cd4mlError):

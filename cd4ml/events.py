@@ -19,7 +19,8 @@ Each kind of event is a frozen dataclass; a listener picks what it cares about b
         ├── Deployed
         ├── DeploymentFailed
         ├── DeployUnchanged    that version already served, healthy: nothing was done
-        └── RolledBack         rolled_back_version, automatic
+        ├── RolledBack         rolled_back_version, automatic
+        └── TakenDown          ``cd4ml down``: nothing serves in the environment any more
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ class DeploymentEvent(Event):
     url: str | None = None
     previous_version: int | None = None
     actor: str | None = None
+    override: dict | None = None  # {by, reason, skipped}: the policy was overridden
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,6 +129,10 @@ class DeployUnchanged(DeploymentEvent):
 class RolledBack(DeploymentEvent):
     rolled_back_version: int | None = None  # the version taken out
     automatic: bool = False  # the target put the previous version back after a failed release
+
+
+class TakenDown(DeploymentEvent):
+    pass
 
 
 def emit(event: Event) -> None:

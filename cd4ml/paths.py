@@ -33,8 +33,8 @@ def logs_root() -> Path:
     return _part("CD4ML_LOGS", "logs")
 
 
-def prediction_log_dir(pipeline: str, environment: str) -> Path:
-    """Where an environment's containers keep their prediction logs on the host: outlives the
-    containers, so a prediction stays traceable after its version was replaced (and
-    ``cd4ml monitor`` reads them back)."""
-    return (logs_root() / pipeline / environment).resolve()
+def prediction_log_dir(project: str, pipeline: str, environment: str) -> Path:
+    """Where an environment's containers keep their prediction logs on the host
+    (``<logs>/<project>/<pipeline>/<environment>``): outlives the containers, so a prediction
+    stays traceable after its version was replaced (and ``cd4ml monitor`` reads them back)."""
+    return (logs_root() / project / pipeline / environment).resolve()

@@ -30,10 +30,11 @@ REGRESSION_METRICS = ("rmse", "mae", "r2")
 LOWER_IS_BETTER = frozenset({"rmse", "mae"})
 DRIFT_METHODS = ("psi", "ks")
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
-# Where and how a model is served and watched, not what it is or how it is judged: changing them must not
-# retrain. Every other section is in the run cache key, a section added later too, since a cache
-# that retrains once too often costs minutes and one that reuses a stale model lies.
-SERVING_SECTIONS = ("environments", "image", "provenance", "monitoring")
+PROJECT_PATTERN = r"[a-z0-9][a-z0-9-]{0,29}"
+# Where and how a model is served and watched, not what it is or how it is judged: changing them
+# must not retrain. Every other section is in the run cache key, a section added later too, since
+# a cache that retrains once too often costs minutes and one that reuses a stale model lies.
+SERVING_SECTIONS = ("environments", "image", "provenance", "project", "monitoring")
 _MODULE_ATTR = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
@@ -162,6 +163,8 @@ class EnvironmentSpec:
     # let the orchestrator (Swarm) health-check the model containers; off on engines that
     # cannot bind a healthy Swarm task to its service ("network sandbox does not exist")
     healthcheck: bool = True
+    # the audited break-glass path (--override --reason --by) past this environment's policy
+    allow_override: bool = True
     line: int = 0
 
 
@@ -194,6 +197,10 @@ class Spec:
     training_hash: str = ""  # the run cache's part of the spec: all but SERVING_SECTIONS
     lines: Mapping[str, int] = field(default_factory=dict, repr=False, compare=False)
     provenance: Provenance = field(default_factory=lambda: Provenance.ANY)
+    # namespaces everything cd4ml creates on shared infrastructure (containers, networks,
+    # stacks, Kubernetes objects, log folders): two repositories with a pipeline of the same
+    # name on one engine never touch each other's
+    project: str = ""
 
     @property
     def root(self) -> Path:
@@ -439,6 +446,11 @@ def load_spec(path: str | Path) -> Spec:
     name = top.get("name", str)
     if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", name):
         top.fail("must be lower-case letters, digits, '-' or '_' (it names images and services)", "name")
+    project = top.get("project", str, None)
+    if project is not None and not re.fullmatch(PROJECT_PATTERN, project):
+        top.fail("must be 1-30 lower-case letters, digits or '-', starting with a letter or digit "
+                 "(it prefixes container, stack and Kubernetes names)", "project")
+    project = project or derive_project(root)
 
     d = top.section("data")
     data_path = d.file_path("path", root)
@@ -520,12 +532,12 @@ def load_spec(path: str | Path) -> Spec:
     drift = _drift(top.section("drift", {}), DriftSpec())
 
     im = top.section("image", {})
-    image = ImageSpec(repository=f"cd4ml/{name}")
+    image = ImageSpec(repository=f"cd4ml/{project}/{name}")
     if im:
         budgets = im.section("budgets", {})
         image = ImageSpec(
             base=im.get("base", str, DEFAULT_BASE_IMAGE),
-            repository=im.get("repository", str, f"cd4ml/{name}"),
+            repository=im.get("repository", str, f"cd4ml/{project}/{name}"),
             registry=im.get("registry", str, None),
             dockerfile=im.file_path("dockerfile", root, None),
             max_p99_ms=budgets.get("p99_ms", float, None) if budgets else None,
@@ -558,6 +570,7 @@ def load_spec(path: str | Path) -> Spec:
         gates=gates, allow_no_gates=allow_no_gates, drift=drift, image=image,
         environments=environments, expectations=expectations, monitoring=monitoring,
         spec_hash=spec_hash, training_hash=training_hash, lines=lines, provenance=provenance,
+        project=project,
     )
 
 
@@ -683,6 +696,7 @@ def _environments(top: _Section) -> tuple[EnvironmentSpec, ...]:
             autoscale=autoscale,
             health_timeout=e.get("health_timeout", float, 60.0),
             healthcheck=e.get("healthcheck", bool, True),
+            allow_override=e.get("allow_override", bool, True),
             line=e.lines.get(_key(e.path), 0),
         )
         if env.replicas < 1:
@@ -708,6 +722,17 @@ def _environments(top: _Section) -> tuple[EnvironmentSpec, ...]:
         envs.append(env)
     envs_sec.done()
     return tuple(envs)
+
+
+def derive_project(root: Path) -> str:
+    """The project a spec belongs to, from its repository: the name of the ``origin`` remote's
+    repository, else the repository's folder, else the folder holding ``pipelines/``. Stable
+    between a developer's clone and CI's checkout (both have the same origin)."""
+    from cd4ml.integrations.git import repository_name
+
+    found = repository_name(root) or (root.parent if root.name == "pipelines" else root).name
+    slug = re.sub(r"[^a-z0-9-]+", "-", found.lower()).strip("-")[:30].rstrip("-")
+    return slug or "default"
 
 
 _IMAGE_REF = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9._/:@-]{0,254}")

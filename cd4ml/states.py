@@ -69,6 +69,7 @@ class DeployAction(StrEnum):
     DEPLOY = "deploy"
     PROMOTE = "promote"
     ROLLBACK = "rollback"
+    DOWN = "down"  # ``cd4ml down``: the environment taken down, nothing serves
 
 
 class DeploymentStatus(StrEnum):
@@ -80,6 +81,7 @@ class DeploymentStatus(StrEnum):
     ROLLED_BACK = "rolled_back"  # it failed and the previous version serves again
     REPLACED = "replaced"  # it was healthy until a newer one took its place
     UNCHANGED = "unchanged"
+    DOWN = "down"  # the environment was taken down: it has no current deployment after it
 
 
 class CommitState(StrEnum):

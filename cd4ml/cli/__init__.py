@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "deploy": ("deploy", "deploy a blessed, infra-validated model version to an environment"),
     "promote": ("promote", "promote a model version to the next environment, with approval"),
     "rollback": ("rollback", "put the previous good version back in an environment"),
+    "down": ("down", "take an environment down (recorded; nothing is deployed there after)"),
     "predict": ("predict", "send rows to a deployed environment and show the answer"),
     "status": ("status", "what runs where: version, image, since when, health"),
     "history": ("history", "every deploy, promotion and rollback of an environment"),

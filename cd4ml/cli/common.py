@@ -101,12 +101,11 @@ def port(text: str) -> int:
     return n
 
 
-def add_override(p: argparse.ArgumentParser) -> None:
-    """``--override --reason TEXT [--by USER]``: bless despite a failed gate, on the record."""
-    p.add_argument("--override", action="store_true",
-                   help="bless despite a failed gate (needs --reason)")
-    p.add_argument("--reason", type=line_of_text,
-                   help="why the gate is overridden (recorded with the decision)")
+def add_override(p: argparse.ArgumentParser,
+                 what: str = "bless despite a failed gate, or accept drift") -> None:
+    """``--override --reason TEXT [--by USER]``: past a failed check, on the record."""
+    p.add_argument("--override", action="store_true", help=f"{what} (needs --reason)")
+    p.add_argument("--reason", type=line_of_text, help="why (recorded with the decision)")
     p.add_argument("--by", metavar="USER", type=person,
                    help="who overrides (default: $GITHUB_ACTOR or git user.name)")
 

@@ -16,6 +16,7 @@ from cd4ml.cli.common import (
     person,
     store_with_progress,
 )
+from cd4ml.errors import SpecError
 
 if TYPE_CHECKING:
     from cd4ml.refs import ModelRef
@@ -27,21 +28,44 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("version", nargs="?", metavar="MODEL_VERSION",
                    help="e.g. 5, wine:5 or wine@staging (default: the newest blessed version "
                         "not marked bad)")
+    p.add_argument("--approved-by", metavar="USER", type=person,
+                   help="record USER's approval (checked: GitHub with GITHUB_TOKEN, else git)")
     add_actor(p)
 
 
-def add_actor(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--reason", type=line_of_text, help="why (recorded with the deployment)")
+def add_actor(p: argparse.ArgumentParser, override: bool = True) -> None:
+    p.add_argument("--reason", type=line_of_text,
+                   help="why (recorded with the deployment; required with --override)")
     p.add_argument("--actor", metavar="USER", type=person,
                    help="who acts (default: $GITHUB_ACTOR, git user.name, the login name)")
+    if override:
+        p.add_argument("--override", action="store_true",
+                       help="break glass: release past the environment's policy (order, "
+                            "approval, marked bad), recorded with --reason and --by")
+        p.add_argument("--by", metavar="USER", type=person, help="who overrides (with --override)")
+
+
+def policy_override(args: argparse.Namespace) -> Any:
+    """The Override the flags ask for, or None; a half-given one is a usage error."""
+    from cd4ml.cli.common import overrider
+    from cd4ml.release.policy import Override
+
+    if not args.override:
+        if args.by:
+            raise SpecError("--by only goes with --override")
+        return None
+    by, reason = overrider(args)
+    return Override(by or "", reason or "")
 
 
 def run(args: argparse.Namespace) -> int:
     from cd4ml.release.deploy import deploy
 
     ref = model_arg(args.version)
+    override = policy_override(args)
     return act(args, lambda spec, store: deploy(spec, store, args.env, ref, actor=args.actor,
-                                                reason=args.reason), ref)
+                                                reason=args.reason, approved_by=args.approved_by,
+                                                override=override), ref)
 
 
 def act(args: argparse.Namespace, fn: Callable[[Any, Any], Any], ref: ModelRef | None) -> int:
@@ -55,7 +79,7 @@ def act(args: argparse.Namespace, fn: Callable[[Any, Any], Any], ref: ModelRef |
         reporter = _github()
         if reporter is not None:
             from cd4ml.events import listening
-            from cd4ml.release.deploy import github_listener
+            from cd4ml.release.ghdeploy import github_listener
 
             stack.enter_context(listening(github_listener(reporter)))
         try:
@@ -81,14 +105,20 @@ def _github() -> Any:
 
 def show(result: Any, as_json: bool) -> None:
     from cd4ml.reporting.console import paint, print_json
-    from cd4ml.states import DeploymentStatus
+    from cd4ml.states import DeployAction, DeploymentStatus
 
     if as_json:
         print_json(result)
         return
-    mark = {DeploymentStatus.HEALTHY: ("✓", "green"),
-            DeploymentStatus.UNCHANGED: ("=", "green")}.get(result.status, ("✗", "red"))
+    mark = {DeploymentStatus.HEALTHY: ("✓", "green"), DeploymentStatus.UNCHANGED: ("=", "green"),
+            DeploymentStatus.DOWN: ("↓", "yellow")}.get(result.status, ("✗", "red"))
     print(f"{paint(mark[0], mark[1])} {result.message}")
+    if result.action == DeployAction.DOWN:
+        return
     print(f"  {result.action} {result.pipeline}:{result.version} -> {result.environment} "
           f"({result.target}), image {result.image}"
           + (f", deployment #{result.deployment_id}" if result.deployment_id else ""))
+    if result.override:
+        o = result.override
+        print(paint(f"  OVERRIDDEN by {o['by']}: {o['reason']} (skipped: "
+                    f"{'; '.join(o.get('skipped') or [])})", "yellow"))

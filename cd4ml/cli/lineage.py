@@ -62,6 +62,7 @@ def _lineage(store: Any, args: argparse.Namespace, ref: Any, pipeline: str | Non
 
 
 def _lineage_text(result: Any) -> str:
+    from cd4ml.release.state import approvers_of
     from cd4ml.reporting.console import paint, table
 
     m, r, d = result.model, result.run, result.dataset
@@ -98,15 +99,26 @@ def _lineage_text(result: Any) -> str:
     if result.deployments:
         out.append("deployments")
         out.append(indent(table(
-            ["environment", "action", "status", "current", "target", "by", "started", "url"],
+            ["environment", "action", "status", "current", "target", "by", "approved by",
+             "policy", "started", "url"],
             [(x.environment, x.action, x.status, "CURRENT" if x.current else "", x.target,
-              x.actor, when(x.started_at), x.url) for x in result.deployments])))
+              x.actor, ", ".join(approvers_of(x.details or {})) or "-",
+              policy_word(x.details or {}), when(x.started_at), x.url)
+             for x in result.deployments])))
     else:
         out.append("deployments none")
     out.append(f"serving now: {', '.join(result.environments) or 'nowhere'}")
     if result.monitorings:
         out += ["  ↓", *monitoring_lines(result.monitorings)]
     return "\n".join(out)
+
+
+def policy_word(details: dict) -> str:
+    """A deployment's policy outcome in a word: passed, OVERRIDDEN (by whom), or -."""
+    if details.get("override"):
+        return f"OVERRIDDEN by {details['override'].get('by')}: {details['override'].get('reason')}"
+    checks = details.get("policy") or []
+    return "passed" if checks and all(c.get("passed") for c in checks) else "-"
 
 
 def _prediction_text(found: Any) -> str:
@@ -124,6 +136,9 @@ def _prediction_text(found: Any) -> str:
         out.append(f"  probabilities {_compact(p.get('probabilities'))}")
     image = next((i for i in reversed(lin.images)), None)
     out.append(f"  image      {image.reference} {image.digest or ''}".rstrip() if image else "  image      -")
+    if found.named:
+        out.append(paint(f"  note: the log line names {found.named}, but its sha256 is "
+                         f"{lin.model.ref}'s: the sha256 is what identifies the model", "yellow"))
     if found.sha256_matches is False:
         out.append(paint(f"  warning: the server's model sha256 {p.get('model_sha256')} is not the "
                          f"recorded {lin.model.sha256}", "red"))

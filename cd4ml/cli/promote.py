@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from cd4ml.cli.common import add_common, person
-from cd4ml.cli.deploy import act, add_actor
+from cd4ml.cli.deploy import act, add_actor, policy_override
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
@@ -14,7 +14,7 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("version", metavar="MODEL_VERSION", help="e.g. 5, wine:5 or wine@staging (the version running there)")
     p.add_argument("--to", required=True, metavar="ENV", help="the environment to promote into")
     p.add_argument("--approved-by", metavar="USER", type=person,
-                   help="record USER's approval (checked on GitHub when GITHUB_TOKEN is set)")
+                   help="record USER's approval (checked: GitHub with GITHUB_TOKEN, else git)")
     add_actor(p)
 
 
@@ -23,6 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from cd4ml.release.deploy import promote
 
     ref = parse_model_ref(args.version)
+    override = policy_override(args)
     return act(args, lambda spec, store: promote(spec, store, ref, args.to,
                                                  approved_by=args.approved_by, actor=args.actor,
-                                                 reason=args.reason), ref)
+                                                 reason=args.reason, override=override), ref)

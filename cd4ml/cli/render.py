@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from cd4ml.cli.common import add_common, load_pipeline, model_arg, open_store
 from cd4ml.errors import StoreError
+
+if TYPE_CHECKING:
+    from cd4ml.store import ModelVersion
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
@@ -29,31 +33,37 @@ def run(args: argparse.Namespace) -> int:
     ref = model_arg(args.version)
     spec = load_pipeline(args, ref)
     env = spec.environment(args.env)
+    image_id = None
     with open_store(args) as store:
         current = store.current_deployment(spec.name, env.name)
+        model: ModelVersion | None
         if ref is not None:
             model = find_model(store, ref, spec)
         elif current is not None:
             model = store.model_by_id(current.model_version_id)
         else:
-            newest = store.latest_model(spec.name, blessed=True)
-            if newest is None:
-                raise StoreError(f"{spec.name} has no blessed version to render; name one")
-            model = newest
+            # before the first model, --image alone shows the infrastructure it would run in
+            model = store.latest_model(spec.name, blessed=True)
+            if model is None and not args.image:
+                raise StoreError(f"{spec.name} has no blessed version to render; name one, or "
+                                 "pass --image REF to render the infrastructure for an image")
         if args.image:
             image, digest = args.image, None
-        elif current is not None and current.model_version_id == model.id:
+        elif current is not None and model is not None and current.model_version_id == model.id:
             image, digest = current.image_ref, current.details.get("image_digest")
+            image_id = current.details.get("image_id")
         else:
+            assert model is not None
             img = deployable_image(store, model)
-            image, digest = img.reference, img.digest
-    rendered = render(spec, env, model, image, digest=digest)
+            image, digest, image_id = img.reference, img.digest, img.image_id
+    rendered = render(spec, env, model, image, digest=digest, image_id=image_id)
     written = rendered.write(args.output) if args.output else None
     if args.json:
         from cd4ml.reporting.console import print_json
 
         print_json({"target": rendered.target, "environment": rendered.environment,
-                    "name": rendered.name, "model_version": model.version, "image": image,
+                    "name": rendered.name, "model_version": model.version if model else None,
+                    "image": image,
                     "digest": digest, "files": dict(rendered.files),
                     "sources": dict(rendered.sources), "written": written})
         return 0

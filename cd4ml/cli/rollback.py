@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from cd4ml.cli.common import add_common, model_arg
-from cd4ml.cli.deploy import act, add_actor
+from cd4ml.cli.deploy import act, add_actor, policy_override
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
@@ -21,5 +21,6 @@ def run(args: argparse.Namespace) -> int:
     from cd4ml.release.deploy import rollback
 
     ref = model_arg(args.to)
+    override = policy_override(args)
     return act(args, lambda spec, store: rollback(spec, store, args.env, ref, actor=args.actor,
-                                                  reason=args.reason), ref)
+                                                  reason=args.reason, override=override), ref)

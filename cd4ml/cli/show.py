@@ -37,13 +37,15 @@ def run(args: argparse.Namespace) -> int:
         deployed = deployed_now(store).get(model.id, []) if model else []
         monitored = list(reversed(store.monitorings(model_version_id=model.id, limit=20))) \
             if model else []
-    print(_show_text(summary, model, dataset, deployed))
+        approvals = store.approvals(model.id) if model else []
+    print(_show_text(summary, model, dataset, deployed, approvals))
     if monitored:
         print("\n".join(monitoring_lines(monitored)))
     return 0
 
 
-def _show_text(summary: Any, model: Any, dataset: Any, deployed: list[str]) -> str:
+def _show_text(summary: Any, model: Any, dataset: Any, deployed: list[str],
+               approvals: list[Any]) -> str:
     from cd4ml.reporting.api import seconds_between
     from cd4ml.reporting.console import fmt, paint
     from cd4ml.reporting.views import gate_lines, metric_lines, validation_lines
@@ -75,8 +77,12 @@ def _show_text(summary: Any, model: Any, dataset: Any, deployed: list[str]) -> s
     if model is not None:
         flags = ["blessed" if model.blessed else "not blessed"] + (["BAD"] if model.bad else [])
         out.append(f"model: {model.ref} ({', '.join(flags)}) sha256 {model.sha256}")
+        if summary.state:
+            out.append(f"  now: {summary.state}")
         out.append(f"  artifact {model.artifact_uri}")
         out.append(f"  deployed now: {', '.join(deployed) or '-'}")
+        out += [f"  approved for {a.environment} by {a.approver} ({a.source}): "
+                f"{(a.details or {}).get('check') or '-'}" for a in approvals]
     else:
         out.append("model: none")
     out += validation_lines(summary) + metric_lines(summary) + gate_lines(summary)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from cd4ml.cli.common import add_common, load_pipeline, store_with_progress
+from cd4ml.cli.common import add_common, add_override, load_pipeline, overrider, store_with_progress
 
 #: a table cell longer than this is cut (a column list can be long); --json has it all
 WIDTH = 48
@@ -14,6 +14,7 @@ WIDTH = 48
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     add_common(p)
+    add_override(p, "accept drift (never a failed expectation)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -21,8 +22,9 @@ def run(args: argparse.Namespace) -> int:
     from cd4ml.stages.validate import validate
 
     spec = load_pipeline(args)
+    by, reason = overrider(args)
     with store_with_progress(args) as store:
-        result = validate(spec, store)
+        result = validate(spec, store, override_by=by, reason=reason)
     if args.json:
         print_json({"success": result.success, "suite": result.suite, "rows": result.rows,
                     "data_hash": result.data_hash, "baseline_version": result.baseline_version,
@@ -59,6 +61,10 @@ def render(result: Any) -> str:
     else:
         out.append(f"drift: model version {result.baseline_version} has no statistics for these "
                    "features")
+    if result.drift_override:
+        o = result.drift_override
+        out.append(paint(f"drift in {', '.join(o['features'])} ACCEPTED by {o['by']}: "
+                         f"{o['reason']}", "yellow"))
     passed = sum(e.success for e in result.expectations)
     drifted = sum(d.drifted for d in result.drift)
     verdict = (f"validation {'passed' if result.success else 'FAILED'}: "

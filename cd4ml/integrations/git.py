@@ -75,6 +75,32 @@ def git_info(cwd: str | Path | None = None) -> GitInfo:
                    producer=ci_producer())
 
 
+def repository_name(where: Path) -> str | None:
+    """The repository ``where`` lies in, by name: the last part of the ``origin`` remote's
+    address (``git@github.com:acme/churn.git`` -> ``churn``), else its top folder's name;
+    None outside a repository."""
+    top = _git(["rev-parse", "--show-toplevel"], where)
+    if not top:
+        return None
+    origin = remote_url("origin", where)
+    if origin:
+        name = origin.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+        name = name.removesuffix(".git")
+        if name:
+            return name
+    return Path(top).name
+
+
+def commit_author(commit: str, where: Path) -> tuple[str, str] | None:
+    """(name, email) of the author of ``commit`` in the repository at ``where``; None when git
+    does not know the commit there."""
+    out = _git(["log", "-1", "--format=%an%x00%ae", commit, "--"], where)
+    if not out or "\x00" not in out:
+        return None
+    name, email = out.split("\x00", 1)
+    return name, email
+
+
 def remote_url(name: str, cwd: str | Path | None = None) -> str | None:
     """The URL of the working repository's remote ``name`` (e.g. ``origin``); None without one."""
     return _git(["remote", "get-url", name], Path(cwd or Path.cwd()))

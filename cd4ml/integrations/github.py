@@ -20,6 +20,7 @@ import logging
 import os
 import random
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -194,8 +195,10 @@ def _retry_wait(policy: GitHubConfig, method: str, response: Any, attempt: int) 
         else:
             wait = _backoff(policy, attempt)
         return (wait, f"{code} (rate limited)") if wait <= policy.max_wait else None
-    if code in _GATEWAY or (code == 500 and method in _IDEMPOTENT):
+    if method in _IDEMPOTENT and (code in _GATEWAY or code == 500):
         return _backoff(policy, attempt), str(code)
+    # a POST that met a gateway error may have created its object: the caller looks for it
+    # before creating again (GitHubReporter._create_once), never the session blindly
     return None
 
 
@@ -256,12 +259,14 @@ class GitHubReporter:
             code = getattr(e, "code", None)
             msg = getattr(e, "msg", None) or str(e)
             raise TrackerError(self._redact(f"GitHub: {what}: {code} {msg}{_hint(code, self.config)}"),
-                               status=code if isinstance(code, int) else None) from None
+                               status=code if isinstance(code, int) else None,
+                               ambiguous=what.startswith("POST") and code in _GATEWAY) from None
         except (github3.exceptions.ConnectionError, github3.exceptions.TransportError,
                 requests.RequestException) as e:
             raise TrackerError(self._redact(
                 f"GitHub: {what}: cannot reach {self.config.api_url}: {type(e).__name__}; "
-                "check GITHUB_API_URL (--api-url) and the network")) from None
+                "check GITHUB_API_URL (--api-url) and the network"),
+                ambiguous=what.startswith("POST")) from None
 
     def _api(self, method: str, path: str, expect: int, body: Any = None,
              params: dict[str, Any] | None = None) -> Any:
@@ -278,10 +283,33 @@ class GitHubReporter:
                     msg = response.text[:200]
                 raise TrackerError(self._redact(
                     f"GitHub: {method} {path}: {response.status_code} {msg}"
-                    f"{_hint(response.status_code, self.config)}"), status=response.status_code)
+                    f"{_hint(response.status_code, self.config)}"), status=response.status_code,
+                    ambiguous=method == "POST" and response.status_code in _GATEWAY)
             return response.json() if response.content else None
 
         return self._call(f"{method} {path}", go)
+
+    def _create_once(self, what: str, create: Callable[[], T],
+                     find: Callable[[], T | None] | None) -> T:
+        """POST through ``create``; when it fails ambiguously (a gateway error, a timeout: it
+        may have been created all the same), look with ``find`` for what it would have made
+        before creating again, so that a write happens once. ``find`` None: repeating is
+        harmless (a commit status: the newest one counts)."""
+        for attempt in range(self.config.retries + 1):
+            try:
+                return create()
+            except TrackerError as e:
+                if not e.ambiguous or attempt == self.config.retries:
+                    raise
+                found = find() if find is not None else None
+                if found is not None:
+                    log.info("GitHub %s failed ambiguously (%s) but had taken effect", what, e.status)
+                    return found
+                wait = _backoff(self.config, attempt)
+                emit(StageProgress("report", f"GitHub {what} failed ({e.status or 'no answer'}) "
+                                   f"and made nothing; retrying in {wait:.1f}s"))
+                time.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def repository(self) -> Any:
         """github3's Repository object (fetched once)."""
@@ -318,9 +346,10 @@ class GitHubReporter:
         """A commit status (pending, success, failure, error) under ``context``."""
         sha = self._sha(sha)
         repo = self.repository()
-        self._call(f"POST statuses/{sha[:12]}", lambda: repo.create_status(
-            sha, state, target_url=target_url or self.config.run_url,
-            description=description[:140], context=context))
+        self._create_once("POST statuses", lambda: self._call(
+            f"POST statuses/{sha[:12]}", lambda: repo.create_status(
+                sha, state, target_url=target_url or self.config.run_url,
+                description=description[:140], context=context)), None)
 
     def create_check_run(self, name: str, *, sha: str | None = None, external_id: str | None = None,
                          details_url: str | None = None) -> int:
@@ -329,7 +358,15 @@ class GitHubReporter:
         through github3's session."""
         body = {"name": name, "head_sha": self._sha(sha), "status": "in_progress",
                 "details_url": details_url or self.config.run_url, "external_id": external_id}
-        run = self._api("POST", "/check-runs", 201, {k: v for k, v in body.items() if v is not None})
+        body = {k: v for k, v in body.items() if v is not None}
+
+        def find() -> dict | None:
+            runs = self._api("GET", f"/commits/{body['head_sha']}/check-runs", 200,
+                             params={"check_name": name, "per_page": 100}).get("check_runs", [])
+            return next((r for r in runs if r.get("external_id") == external_id), None)
+
+        run = self._create_once("POST /check-runs", lambda: self._api("POST", "/check-runs", 201, body),
+                                find)
         return int(run["id"])
 
     def complete_check_run(self, check_run_id: int, conclusion: str | None, title: str, summary: str,
@@ -359,12 +396,18 @@ class GitHubReporter:
         if issue is None:
             raise TrackerError(f"GitHub: no pull request #{number} in {self.config.repository}; fix --pr")
         body = _clip(body)
-        comments = self._call(f"GET issues/{number}/comments", lambda: list(issue.comments()))
-        mine = next((c for c in comments if marker in (c.body or "")), None)
+        def find() -> Any:
+            comments = self._call(f"GET issues/{number}/comments", lambda: list(issue.comments()))
+            return next((c for c in comments if marker in (c.body or "")), None)
+
+        mine = find()
         if mine is not None:
             self._call(f"PATCH issues/comments/{mine.id}", lambda: mine.edit(body))
             return str(mine.html_url)
-        created = self._call(f"POST issues/{number}/comments", lambda: issue.create_comment(body))
+        created = self._create_once(
+            f"POST issues/{number}/comments",
+            lambda: self._call(f"POST issues/{number}/comments", lambda: issue.create_comment(body)),
+            find)
         return str(created.html_url)
 
     # ---- issues and workflow dispatches (monitoring: raise TrackerError; the caller decides)
@@ -401,7 +444,8 @@ class GitHubReporter:
     def deployment_started(self, environment: str, pipeline: str, model_version: int,
                            image: str | None = None, digest: str | None = None, *,
                            ref: str | None = None, production: bool | None = None,
-                           description: str | None = None) -> int | None:
+                           description: str | None = None,
+                           override: dict | None = None) -> int | None:
         """A GitHub Deployment of ``pipeline:model_version`` to ``environment`` with its payload
         (model version, image, digest), marked in_progress; its id (None without a token or on
         a tracker failure). ``ref``: the commit deployed (default: the configured sha); one
@@ -409,6 +453,10 @@ class GitHubReporter:
         def go() -> int:
             payload = {"pipeline": pipeline, "model_version": model_version, "image": image,
                        "image_digest": digest, "actor": self.config.actor}
+            if override:
+                payload["override"] = override  # the break-glass, on GitHub as in the store
+            # what finds this very deployment again after an ambiguous failure of its POST
+            payload["cd4ml_request"] = uuid.uuid4().hex[:16]
             body = {
                 "ref": self._sha(ref), "environment": environment, "auto_merge": False,
                 # cd4ml's gate already decided; other checks' pending statuses must not block
@@ -417,11 +465,11 @@ class GitHubReporter:
                 "description": (description or f"{pipeline}:{model_version} to {environment}")[:140],
             }
             try:
-                dep = self._api("POST", "/deployments", 201, body)
+                dep = self._create_deployment(body)
             except TrackerError as e:
                 if e.status != 422 or not self.config.sha or body["ref"] == self.config.sha:
                     raise
-                dep = self._api("POST", "/deployments", 201, {**body, "ref": self.config.sha})
+                dep = self._create_deployment({**body, "ref": self.config.sha})
             # the caller's words say what is under way (a deploy, a promotion, a rollback)
             self._deployment_status(dep["id"], GitHubDeploymentState.IN_PROGRESS, None,
                                     str(body["description"]) if description else
@@ -429,6 +477,19 @@ class GitHubReporter:
             return int(dep["id"])
 
         return self._guard(f"GitHub deployment to {environment}", go)
+
+    def _create_deployment(self, body: dict) -> dict:
+        """POST a deployment once: after an ambiguous failure, the deployment of this ref,
+        environment and payload that the failed POST made, if it did."""
+        def find() -> dict | None:
+            found = self._api("GET", "/deployments", 200, params={
+                "sha": body["ref"], "environment": body["environment"], "per_page": 30})
+            return next((d for d in found if isinstance(d.get("payload"), dict)
+                         and d["payload"].get("cd4ml_request") == body["payload"]["cd4ml_request"]),
+                        None)
+
+        return self._create_once("POST /deployments",
+                                 lambda: self._api("POST", "/deployments", 201, body), find)
 
     def deployment_finished(self, deployment_id: int | None, state: str, url: str | None = None,
                             description: str | None = None) -> None:

@@ -263,7 +263,7 @@ def labels(spec: Spec, model: ModelVersion, git_commit: str | None, data_hash: s
         "org.opencontainers.image.revision": git_commit or "",
         "org.opencontainers.image.vendor": "cd4ml",
         "org.opencontainers.image.base.name": base,
-        "cd4ml.pipeline": spec.name,
+        "cd4ml.project": spec.project, "cd4ml.pipeline": spec.name,
         "cd4ml.model.version": str(model.version),
         "cd4ml.model.sha256": model.sha256,
         "cd4ml.run.id": model.run_id,

@@ -78,7 +78,8 @@ def validate_image(c: docker.DockerClient, spec: Spec, model: ModelVersion, imag
             container = c.containers.run(
                 image, detach=True, name=name, read_only=True, tmpfs={"/tmp": "size=64m"},
                 ports={f"{PORT}/tcp": ("127.0.0.1", None)},
-                labels={"cd4ml.role": "infra-validation", "cd4ml.pipeline": spec.name})
+                labels={"cd4ml.role": "infra-validation", "cd4ml.project": spec.project,
+                        "cd4ml.pipeline": spec.name})
             url = f"http://127.0.0.1:{published_port(container, f'{PORT}/tcp')}"
         ready_s, why = _wait_ready(container, url, ready_timeout)
         checks.append(Check("ready", ready_s is not None, ready_s, ready_timeout,

@@ -78,8 +78,20 @@ def template_dirs(spec: Spec, target: str) -> list[Path]:
 
 
 def resource_name(spec: Spec, env: EnvironmentSpec) -> str:
-    """``cd4ml-<pipeline>-<env>``: valid as a container, stack and Kubernetes (DNS-1123) name."""
-    return re.sub(r"[^a-z0-9-]", "-", f"cd4ml-{spec.name}-{env.name}".lower())[:63].rstrip("-")
+    """``cd4ml-<project>-<pipeline>-<env>``: valid as a container, stack and Kubernetes
+    (DNS-1123) name, and distinct for two projects with a pipeline of the same name. A name
+    cut to 63 characters ends in a hash of the whole, so that two long names never meet."""
+    full = re.sub(r"[^a-z0-9-]", "-", f"cd4ml-{spec.project}-{spec.name}-{env.name}".lower())
+    if len(full) <= 63:
+        return full
+    return f"{full[:54].rstrip('-')}-{hashlib.sha256(full.encode()).hexdigest()[:8]}"
+
+
+def labels(spec: Spec, env: EnvironmentSpec) -> dict[str, str]:
+    """The labels that find what cd4ml made for one environment: by project too, so that a
+    clean-up never matches another repository's containers."""
+    return {"cd4ml.project": spec.project, "cd4ml.pipeline": spec.name,
+            "cd4ml.environment": env.name}
 
 
 # ----------------------------------------------------------------------------- quantities
@@ -146,18 +158,31 @@ def proxy_source() -> str:
     return (_PACKAGE / "release" / "targets" / PROXY_FILE).read_text(encoding="utf-8")
 
 
+def pinned(image: str, digest: str | None = None, image_id: str | None = None,
+           local: bool = False) -> str:
+    """The one exact image: ``repo@digest`` when it was pushed; on the local engine (``local``)
+    else its image ID. Never a tag alone where an identity is known: a tag can be moved by
+    anyone (``docker tag other cd4ml/wine:2``)."""
+    if "@" in image:
+        return image
+    if digest:
+        repo = digest.split("@")[0] if "@" in digest else image.rsplit(":", 1)[0]
+        return f"{repo}@{digest.split('@')[-1]}"
+    if local and image_id:
+        return image_id
+    return image
+
+
 def context(spec: Spec, env: EnvironmentSpec, model: ModelVersion, image: str, *,
             digest: str | None = None, proxy_image: str | None = None,
-            container_port: int = CONTAINER_PORT) -> dict[str, Any]:
+            container_port: int = CONTAINER_PORT, image_id: str | None = None) -> dict[str, Any]:
     """Every variable a template may use (the templates' headers list them)."""
     name = resource_name(spec, env)
     proxy = proxy_source()
-    image_pinned = image
-    if digest and "@" not in image:
-        # the digest names one exact image; a tag can move under a cluster that pulls it
-        repo = digest.split("@")[0] if "@" in digest else image.rsplit(":", 1)[0]
-        image_pinned = f"{repo}@{digest.split('@')[-1]}"
+    # a cluster pulls: only a digest pins there; a Docker engine runs what it holds, by ID
+    image_pinned = pinned(image, digest, image_id, local=env.target != "kubernetes")
     return {
+        "project": spec.project,
         "pipeline": spec.name,
         "env": env,
         "environment": env.name,
@@ -167,6 +192,7 @@ def context(spec: Spec, env: EnvironmentSpec, model: ModelVersion, image: str, *
                   "sha256": model.sha256, "task": model.task},
         "image": image,
         "image_digest": digest,
+        "image_id": image_id,
         "image_pinned": image_pinned,
         "container_port": container_port,
         "replicas": env.replicas,
@@ -177,13 +203,10 @@ def context(spec: Spec, env: EnvironmentSpec, model: ModelVersion, image: str, *
         "health_timeout": env.health_timeout,
         "healthcheck": env.healthcheck,
         "resources": resources(env),
-        "labels": {
-            "cd4ml.pipeline": spec.name,
-            "cd4ml.environment": env.name,
-        },
+        "labels": labels(spec, env),
         "proxy_image": proxy_image or base_image(spec),
         # the host directory the model containers write their prediction logs to
-        "prediction_logs": str(prediction_log_dir(spec.name, env.name)),
+        "prediction_logs": str(prediction_log_dir(spec.project, spec.name, env.name)),
         "proxy_file": PROXY_FILE,
         # swarm configs are immutable: a changed proxy gets a new name, an unchanged one keeps it
         "proxy_config": f"{name}-proxy-{hashlib.sha256(proxy.encode()).hexdigest()[:12]}",
@@ -195,16 +218,18 @@ def base_image(spec: Spec) -> str:
     return os.environ.get("CD4ML_BASE_IMAGE") or spec.image.base
 
 
-def render(spec: Spec, env: EnvironmentSpec | str, model: ModelVersion, image: str, *,
+def render(spec: Spec, env: EnvironmentSpec | str, model: ModelVersion | None, image: str, *,
            digest: str | None = None, proxy_image: str | None = None,
-           container_port: int = CONTAINER_PORT) -> Rendered:
-    """Render every template of the environment's target, user overrides first."""
+           container_port: int = CONTAINER_PORT, image_id: str | None = None) -> Rendered:
+    """Render every template of the environment's target, user overrides first. ``model``
+    None renders an image no model version of the store is known for (``render --image``
+    before the first model)."""
     import jinja2
 
     if isinstance(env, str):
         env = spec.environment(env)
-    ctx = context(spec, env, model, image, digest=digest, proxy_image=proxy_image,
-                  container_port=container_port)
+    ctx = context(spec, env, model or _unknown_model(spec), image, digest=digest,
+                  proxy_image=proxy_image, container_port=container_port, image_id=image_id)
     templates: dict[str, Path] = {}
     for d in template_dirs(spec, env.target):
         for p in sorted(d.glob("*.j2")):
@@ -232,6 +257,15 @@ def render(spec: Spec, env: EnvironmentSpec | str, model: ModelVersion, image: s
         files[PROXY_FILE] = proxy_source()
     return Rendered(target=env.target, environment=env.name, name=ctx["name"], files=files,
                     sources=sources, context=ctx)
+
+
+def _unknown_model(spec: Spec) -> Any:
+    """A stand-in for the model version when only an image is given: the templates show what
+    is not known yet as "unknown" rather than inventing a version."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(id=None, version="unknown", ref=f"{spec.name}:unknown", sha256="unknown",
+                           task=spec.model.task)
 
 
 def _quote(value: Any) -> str:

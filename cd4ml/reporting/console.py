@@ -20,12 +20,14 @@ from cd4ml.events import (
     StageSkipped,
     StageStarted,
     StageWarning,
+    TakenDown,
 )
 
 _CODES = {"red": "31", "green": "32", "yellow": "33", "bold": "1", "dim": "2"}
 #: how a stage's end is marked: (symbol, colour)
 _ENDS: dict[type[Event], tuple[str, str]] = {
-    StageFinished: ("✓", "green"), StageFailed: ("✗", "red"), StageSkipped: ("↷", "yellow")}
+    StageFinished: ("✓", "green"), StageFailed: ("✗", "red"), StageSkipped: ("↷", "yellow"),
+    TakenDown: ("↓", "yellow")}
 
 
 # Streams default to None and are looked up at call time: a default of sys.stdout would be the

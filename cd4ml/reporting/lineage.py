@@ -113,13 +113,13 @@ def lineage(store: Store, ref: ModelRef | str | int, pipeline: str | None = None
 
 def default_log_paths() -> list[Path]:
     """``$CD4ML_PREDICTION_LOG``, and the prediction logs the local and Swarm environments
-    deployed from here keep under ``logs_root()`` (``<pipeline>/<environment>/*.jsonl``)."""
+    deployed from here keep under ``logs_root()`` (``<project>/<pipeline>/<environment>/*.jsonl``)."""
     from cd4ml.paths import logs_root
 
     paths = [Path(os.environ["CD4ML_PREDICTION_LOG"])] if os.environ.get("CD4ML_PREDICTION_LOG") else []
     root = logs_root()
     if root.is_dir():
-        paths += sorted(root.glob("*/*/*.jsonl"))
+        paths += sorted(root.glob("*/*/*/*.jsonl"))
     return paths
 
 
@@ -182,6 +182,8 @@ def prediction_model(record: dict, pipeline: str | None = None) -> tuple[str | N
 class PredictionLineage:
     prediction: dict
     lineage: Lineage
+    # the log line's names when they point at another version than its sha256 does
+    named: str | None = None
 
     @property
     def sha256_matches(self) -> bool | None:
@@ -192,9 +194,23 @@ class PredictionLineage:
 
 def prediction_lineage(store: Store, request_id: str, log_paths: Iterable[str | Path],
                        pipeline: str | None = None) -> PredictionLineage:
-    """Find a prediction by request id and walk the lineage of the model that made it."""
+    """Find a prediction by request id and walk the lineage of the model that made it. The
+    artifact's sha256 in the log line identifies the model; the pipeline name and version
+    beside it are names, which another project's server can share."""
     record = find_prediction(request_id, log_paths)
     name, version = prediction_model(record, pipeline)
+    logged = record.get("model_sha256")
+    if logged:
+        same = [m for m in store.models(limit=1_000_000) if m.sha256 == logged]
+        if not same:
+            raise StoreError(f"prediction {request_id!r} was answered by a model with sha256 "
+                             f"{str(logged)[:12]} that this store does not record (the log names "
+                             f"{name or '?'}:{version}): another project's server answered it; "
+                             "look it up in that project's store")
+        found = next((m for m in same if m.pipeline == name and m.version == version), same[0])
+        named = None if (found.pipeline, found.version) == (name, version) else f"{name}:{version}"
+        return PredictionLineage(prediction=record, named=named,
+                                 lineage=lineage(store, ModelRef(found.pipeline, found.version)))
     if name is None:
         owners = sorted({m.pipeline for m in store.models(limit=100_000) if m.version == version})
         if len(owners) != 1:

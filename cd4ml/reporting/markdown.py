@@ -89,7 +89,8 @@ def build_report(spec: Spec, store: Store, run_id: str, links: Links | None = No
     spec_file = _repo_relative(spec.path)
     link = f"{links.repository_url}/blob/{sha}/{spec_file}" if links.repository_url and sha else None
     icon = {CommitState.SUCCESS: "✅", CommitState.FAILURE: "❌", CommitState.PENDING: "⏳"}[state]
-    parts = [f"### {icon} cd4ml · {spec.name} · {title}", _byline(s, links, sha)]
+    parts = [f"### {icon} cd4ml · {spec.name} · {title}", _byline(s, links, sha),
+             f"> {s.baseline[0].upper() + s.baseline[1:]}."]
     if s.cached:
         parts.append(f"> Inputs unchanged: results reused from run `{s.source.id}`.")
     if s.run.error:
@@ -103,6 +104,11 @@ def build_report(spec: Spec, store: Store, run_id: str, links: Links | None = No
 
 
 def _verdict(s: RunSummary) -> tuple[CommitState, str]:
+    state, title = _outcome(s)
+    return state, title + (f" · now {s.state}" if s.state and s.model and s.model.blessed else "")
+
+
+def _outcome(s: RunSummary) -> tuple[CommitState, str]:
     model = f"model v{s.model.version}" if s.model else "no model"
     gate, status = s.gate, s.source.status
     if (s.validation is not None and not s.validation.success
@@ -219,6 +225,14 @@ def _gates_section(s: RunSummary, link: str | None) -> str:
     return "\n".join(lines)
 
 
+def _drifted(d: dict) -> str:
+    if not d.get("drifted"):
+        return "no"
+    if d.get("accepted_by"):
+        return f"🟠 yes, accepted by {_cell(d['accepted_by'])}: {_cell(d.get('accepted_reason') or '')}"
+    return "🔴 yes"
+
+
 def _validation_section(s: RunSummary) -> str:
     v = s.validation
     if v is None:
@@ -249,7 +263,7 @@ def _validation_section(s: RunSummary) -> str:
         for d in sorted(drift, key=lambda d: (not d.get("drifted"), str(d.get("feature")))):
             lines.append(f"| {_cell(d.get('feature', ''))} | {d.get('method', '')} | "
                          f"{_fmt(d.get('statistic'))} | {_fmt(d.get('threshold'))} | "
-                         f"{'🔴 yes' if d.get('drifted') else 'no'} |")
+                         f"{_drifted(d)} |")
         lines += ["", "</details>"]
     return "\n".join(lines)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from cd4ml.states import MetricScope
+from cd4ml.states import DeploymentStatus, MetricScope
 from cd4ml.store import GateDecision, Metric, ModelVersion, Run, Store, Validation
 
 
@@ -38,10 +38,22 @@ class RunSummary:
     validation: Validation | None
     metrics: tuple[MetricRow, ...]
     gate: GateDecision | None
+    state: str = ""  # the model version's state now: deployed where, rolled back, bad
 
     @property
     def cached(self) -> bool:
         return self.source.id != self.run.id
+
+    @property
+    def baseline(self) -> str:
+        """The baseline the candidate was judged against, named (every output says it)."""
+        version = self.gate.baseline_version if self.gate else None
+        version = version or next((m.production_version for m in self.metrics
+                                   if m.production_version), None)
+        if version is None:
+            return ("baseline: none - nothing serves in the last environment yet, so relative "
+                    "rules (max_drop) pass and drift is not checked")
+        return f"baseline: {self.run.pipeline}:{version}, the version serving in production then"
 
 
 def metric_rows(metrics: list[Metric]) -> tuple[MetricRow, ...]:
@@ -79,4 +91,20 @@ def summarize(store: Store, run_id: str) -> RunSummary:
         validation=store.validation(source.id),
         metrics=metric_rows(store.metrics(source.id)),
         gate=store.gate(source.id),
+        state=version_state(store, store.model_for_run(source.id)),
     )
+
+
+def version_state(store: Store, model: ModelVersion | None) -> str:
+    """A model version's state now, as the store records it: where it serves, whether it was
+    rolled back and is marked bad (a report of an old run must not still say only blessed)."""
+    if model is None:
+        return ""
+    deps = store.deployments(model.pipeline, model_version_id=model.id, limit=1000)
+    serving = sorted({d.environment for d in deps if d.current})
+    parts = []
+    if model.bad:
+        rolled = sorted({d.environment for d in deps if d.status in (DeploymentStatus.ROLLED_BACK, DeploymentStatus.REPLACED)})
+        parts.append("rolled back and marked bad" if rolled else "marked bad")
+    parts.append(f"deployed in {', '.join(serving)}" if serving else "not deployed")
+    return "; ".join(parts)

@@ -16,7 +16,9 @@ def gate_lines(summary: RunSummary) -> list[str]:
     if g.overridden:
         out.append(paint(f"OVERRIDDEN by {g.override_by}: {g.override_reason}", "yellow"))
     verdict = "blessed" if g.blessed else "not blessed"
-    out.append(f"gate: {'passed' if g.passed else 'failed'} -> {verdict}")
+    out.append(summary.baseline)
+    out.append(f"gate: {'passed' if g.passed else 'failed'} -> {verdict}"
+               + (f" (now: {summary.state})" if summary.state else ""))
     return out
 
 
@@ -35,8 +37,10 @@ def validation_lines(summary: RunSummary) -> list[str]:
         out.append(f"  ✗ {e.get('expectation')}{col}: observed {fmt(e.get('observed'))}"
                    + (f", e.g. {', '.join(map(str, ex[:3]))}" if ex else ""))
     for d in drifted:
+        accepted = (f" (ACCEPTED by {d['accepted_by']}: {d.get('accepted_reason')})"
+                    if d.get("accepted_by") else "")
         out.append(f"  ✗ drift {d.get('feature')}: {d.get('method')} {fmt(d.get('statistic'))} "
-                   f"> {fmt(d.get('threshold'))}")
+                   f"> {fmt(d.get('threshold'))}{accepted}")
     return out
 
 

@@ -182,7 +182,9 @@ def _stages(spec: Spec, store: Store, current: Run, stages: list[tuple[str, Stag
 
     frame = load_frame(spec.data)
     sanity.check(spec, frame)
-    validation = timed("validate", lambda: validate(spec, store, current.id, frame), "success")
+    validation = timed("validate", lambda: validate(spec, store, current.id, frame,
+                                                    override_by=override_by, reason=reason),
+                       "success")
     if not validation.success:
         return RunStatus.VALIDATION_FAILED, None
     if spec.model.entry_point:

@@ -77,6 +77,8 @@ class ValidationResult:
     baseline_version: int | None
     data_hash: str
     rows: int
+    # drift a named person accepted (--override --reason --by): {by, reason, features}
+    drift_override: dict | None = None
 
     @property
     def failures(self) -> tuple[ExpectationOutcome | DriftOutcome, ...]:
@@ -313,14 +315,19 @@ def _jsonable(v: Any) -> Any:
 
 
 def validate(spec: Spec, store: Store, run_id: str | None = None,
-             frame: pd.DataFrame | None = None) -> ValidationResult:
+             frame: pd.DataFrame | None = None, *, override_by: str | None = None,
+             reason: str | None = None) -> ValidationResult:
     """Check the pipeline's data against its expectation suite, then for drift against the
     training data of the model in production. ``frame`` is the already-loaded data of
     ``spec.data.path`` (loaded here when None). Records the result when ``run_id`` is given;
-    a failed validation is a result (``success`` False), not an exception."""
+    a failed validation is a result (``success`` False), not an exception.
+
+    Drift (never a failed expectation) can be accepted by a named person with a reason, the
+    same audited override as a gate's: the drifted features are recorded as accepted by them
+    and the validation passes."""
     emit(StageStarted("validate", f"validating {spec.data.path.name}"))
     try:
-        result = _validate(spec, store, run_id, frame)
+        result = _validate(spec, store, run_id, frame, override_by, reason)
     except Cd4mlError as err:
         emit(StageFailed("validate", str(err)))
         raise
@@ -339,8 +346,8 @@ def validate(spec: Spec, store: Store, run_id: str | None = None,
     return result
 
 
-def _validate(spec: Spec, store: Store, run_id: str | None,
-              frame: pd.DataFrame | None) -> ValidationResult:
+def _validate(spec: Spec, store: Store, run_id: str | None, frame: pd.DataFrame | None,
+              override_by: str | None, reason: str | None) -> ValidationResult:
     from cd4ml.stages.data import feature_columns, file_hash, load_frame
 
     data_hash = file_hash(spec.data.path)
@@ -377,12 +384,21 @@ def _validate(spec: Spec, store: Store, run_id: str | None,
                                   f"{', '.join(unseen)}: not checked for drift"))
             drift = detect_drift(frame, baseline.stats or {}, features, spec.drift)
 
-    success = all(e.success for e in expectations) and not any(d.drifted for d in drift)
+    expected = all(e.success for e in expectations)
+    drifted = [d.feature for d in drift if d.drifted]
+    accepted = None
+    if drifted and expected and override_by and (reason or "").strip():
+        accepted = {"by": override_by, "reason": reason, "features": drifted}
+        emit(StageWarning("validate", f"drift in {', '.join(drifted)} ACCEPTED by "
+                          f"{override_by}: {reason}"))
+    success = expected and (not drifted or accepted is not None)
     result = ValidationResult(success=success, suite=suite_name, expectations=expectations,
                               drift=drift, baseline_version=baseline_version,
-                              data_hash=data_hash, rows=len(frame))
+                              data_hash=data_hash, rows=len(frame), drift_override=accepted)
     if run_id is not None:
+        # the acceptance travels with each drifted feature's row: shown wherever drift is
+        rows = [{**asdict(d), **({"accepted_by": override_by, "accepted_reason": reason}
+                                 if accepted and d.drifted else {})} for d in drift]
         store.record_validation(run_id, suite_name, success,
-                                [asdict(e) for e in expectations], [asdict(d) for d in drift],
-                                baseline_version)
+                                [asdict(e) for e in expectations], rows, baseline_version)
     return result

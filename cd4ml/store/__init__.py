@@ -524,12 +524,13 @@ class Store(WatchRecords):
 
     def production_model(self, pipeline: str, environment: str | None) -> ModelVersion | None:
         """The baseline a candidate is compared with: the version serving in ``environment``
-        now, or, before anything was deployed there, the newest blessed version."""
-        if environment:
-            dep = self.current_deployment(pipeline, environment)
-            if dep is not None:
-                return self.model_by_id(dep.model_version_id)
-        return self.latest_model(pipeline, blessed=True)
+        (the last of the promotion order) now; None when nothing serves there. Never the
+        newest blessed version: comparing each candidate with the one before would let a
+        metric slide a little every run."""
+        if not environment:
+            return None
+        dep = self.current_deployment(pipeline, environment)
+        return self.model_by_id(dep.model_version_id) if dep is not None else None
 
     # ---- images, deployments, approvals
 
@@ -573,7 +574,8 @@ class Store(WatchRecords):
 
     def finish_deployment(self, deployment_id: int, status: DeploymentStatus, url: str | None = None,
                           details: dict | None = None) -> Deployment:
-        """Close a deployment; a healthy one becomes the environment's only current one."""
+        """Close a deployment; a healthy one becomes the environment's only current one, a
+        ``down`` one (the environment taken down) leaves it with none."""
         with self.tx() as conn:
             dep = _to(Deployment, conn.execute(
                 sa.select(deployments).where(deployments.c.id == deployment_id)).first())
@@ -582,12 +584,13 @@ class Store(WatchRecords):
                 values["url"] = url
             if details is not None:
                 values["details"] = {**dep.details, **details}
-            if status == DeploymentStatus.HEALTHY:
+            if status in (DeploymentStatus.HEALTHY, DeploymentStatus.DOWN):
+                # a healthy release replaces the current one; a take-down leaves none current
                 conn.execute(deployments.update().where(
                     deployments.c.pipeline == dep.pipeline,
                     deployments.c.environment == dep.environment,
                     deployments.c.current.is_(True)).values(current=False, status=DeploymentStatus.REPLACED))
-                values["current"] = True
+                values["current"] = status == DeploymentStatus.HEALTHY
             conn.execute(deployments.update().where(deployments.c.id == deployment_id).values(**values))
         return self.deployment(deployment_id)
 

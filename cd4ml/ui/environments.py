@@ -47,7 +47,7 @@ def find_spec(pipeline: str, root: Path) -> Any:
 def environments(store: Store, pipelines: Iterable[str], root: Path, probe: bool,
                  limit: int = 100) -> list[dict]:
     """Per pipeline: its environments now, its deployment history and the approvals given."""
-    from cd4ml.release.deploy import deployment_history, history, status
+    from cd4ml.release.state import deployment_history, history, status
 
     out = []
     for name in pipelines:
@@ -68,7 +68,7 @@ def environments(store: Store, pipelines: Iterable[str], root: Path, probe: bool
 
 
 def _unprobed(store: Store, d: Any) -> dict:
-    from cd4ml.release.deploy import EnvironmentStatus
+    from cd4ml.release.state import EnvironmentStatus
 
     model = store.model_by_id(d.model_version_id)
     return to_jsonable(EnvironmentStatus(

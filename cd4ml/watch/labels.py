@@ -230,7 +230,7 @@ def _logged(spec: Spec, wanted: set[str], extra: tuple[str, ...]) -> dict[str, t
     from cd4ml.paths import prediction_log_dir
 
     paths = [str(p) for env in spec.environments
-             for p in sorted(prediction_log_dir(spec.name, env.name).glob("*.jsonl"))]
+             for p in sorted(prediction_log_dir(spec.project, spec.name, env.name).glob("*.jsonl"))]
     paths += list(extra)
     out: dict[str, tuple[int, str, int]] = {}
     for record in records(paths, spec.name, _EVERYTHING, LogCounts()):

@@ -132,7 +132,7 @@ def log_paths(spec: Spec, env: EnvironmentSpec, given: tuple[str, ...]) -> tuple
                         f"app={spec.name} --tail=-1 | cd4ml monitor --env {env.name} --log -")
     from cd4ml.paths import prediction_log_dir
 
-    directory = prediction_log_dir(spec.name, env.name)
+    directory = prediction_log_dir(spec.project, spec.name, env.name)
     found = tuple(str(p) for p in sorted(Path(directory).glob("*.jsonl")))
     if not found:
         raise DataError(f"no prediction logs of {spec.name}/{env.name} in {directory}; deploy "

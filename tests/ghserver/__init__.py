@@ -29,6 +29,7 @@ from tests.ghserver.server import HttpSide, Recorded, Reply
 __all__ = [
     "CHECK_RUN",
     "CHECK_RUNS",
+    "CHECK_RUNS_FOR_REF",
     "COMMENT",
     "COMMENTS",
     "DEPLOYMENTS",
@@ -48,6 +49,7 @@ LIST_STATUSES = REPO + "/commits/{ref}/statuses"
 CHECK_RUNS = REPO + "/check-runs"
 CHECK_RUN = REPO + "/check-runs/{check_run_id}"
 ISSUES = REPO + "/issues"
+CHECK_RUNS_FOR_REF = REPO + "/commits/{ref}/check-runs"
 ISSUE = REPO + "/issues/{issue_number}"
 DISPATCHES = REPO + "/actions/workflows/{workflow_id}/dispatches"
 COMMENTS = REPO + "/issues/{issue_number}/comments"
@@ -99,6 +101,7 @@ class GitHubServer(HttpSide):
             ("GET", REPO, self.get_repo),
             ("POST", STATUSES, self.create_status), ("GET", LIST_STATUSES, self.list_statuses),
             ("POST", CHECK_RUNS, self.create_check_run), ("PATCH", CHECK_RUN, self.update_check_run),
+            ("GET", CHECK_RUNS_FOR_REF, self.list_check_runs),
             ("GET", ISSUE, self.get_issue), ("PATCH", ISSUE, self.update_issue),
             ("GET", ISSUES, self.list_issues), ("POST", ISSUES, self.create_issue),
             ("POST", DISPATCHES, self.dispatch),
@@ -321,6 +324,12 @@ class GitHubServer(HttpSide):
         self.annotations[rid] = []
         self.check_runs[rid] = self._check_run(run, body)
         return 201, run
+
+    def list_check_runs(self, owner: str, repo: str, ref: str, query: dict, **_: Any) -> Any:
+        self._own(owner, repo)
+        found = [r for r in sorted(self.check_runs.values(), key=lambda r: -r["id"])
+                 if r["head_sha"] == ref and query.get("check_name") in (None, r["name"])]
+        return 200, {"total_count": len(found), "check_runs": found[:int(query.get("per_page", 30))]}
 
     def update_check_run(self, owner: str, repo: str, check_run_id: str, body: dict,
                          **_: Any) -> tuple[int, Any]:

@@ -71,6 +71,7 @@ class HttpSide:
         self.errors: list[str] = []
         self.rejected: list[str] = []
         self.failures: list[Failure] = []
+        self.after: list[tuple[str, str, int]] = []  # (method, template, status): see fail_after
         self.routes: list[tuple[str, str, re.Pattern[str], Handler]] = []
         self._api: Any = None
         self.base = ""
@@ -91,6 +92,13 @@ class HttpSide:
         self._api = OpenAPI.from_dict(spec, config=Config(spec_validator_cls=None))
 
     # ---- failure injection
+
+    def fail_after(self, method: str, template: str, status: int = 502) -> None:
+        """The next ``method`` request to ``template`` is handled (its object is created) and
+        then answered with ``status``: the ambiguous failure a gateway gives when the service
+        behind it did the work but the answer was lost."""
+        with self.lock:
+            self.after.append((method, template, status))
 
     def fail_next(self, count: int = 1, status: int = 502) -> None:
         """The next ``count`` requests are answered with ``status`` (a 5xx, say)."""
@@ -170,6 +178,12 @@ class HttpSide:
             rec.template = template
             self._check_request(request)
             out = handler(request=request, body=body, query=dict(request.args), **params)
+            with self.lock:
+                lost = next((a for a in self.after if a[:2] == (request.method, template)), None)
+                if lost is not None:
+                    self.after.remove(lost)
+            if lost is not None:
+                raise Reply(lost[2], "Server Error")
             status, result = out[0], out[1]
             headers = out[2] if len(out) > 2 else {}  # type: ignore[misc]
             return status, result, headers, template

@@ -11,7 +11,10 @@ import time
 import pytest
 
 from cd4ml.errors import DeployError, UsageError
-from cd4ml.release.deploy import DeployFailed, deploy, history, promote, rollback, status
+from cd4ml.release.deploy import DeployFailed, deploy, promote, rollback
+from cd4ml.release.policy import Override
+from cd4ml.release.render import resource_name
+from cd4ml.release.state import history, status
 from cd4ml.release.targets.local import LocalTarget
 from tests.fixtures.deploy import PORTS, Load, served_version
 
@@ -96,13 +99,19 @@ def test_blue_green_deploys_roll_back_and_count_no_failure(deploy_world, clean):
         assert "not ready within" in rows[2].error
         now = status(spec, store, "staging")[0]
         assert (now.version, now.healthy, now.action) == (1, True, "rollback")
-        # a version marked bad still deploys when someone names it
-        assert deploy(spec, store, "staging", 2, reason="fixed upstream").status == "healthy"
+        # a version marked bad is refused by the policy, named or not; an override puts it back
+        with pytest.raises(DeployError, match="wine:2 is marked bad"):
+            deploy(spec, store, "staging", 2)
+        again = deploy(spec, store, "staging", 2, reason="fixed upstream",
+                       override=Override("rita", "fixed upstream"))
+        assert again.status == "healthy" and again.override["by"] == "rita"
         assert served_version(port) == 2
         # containers: the front and one colour, nothing left of the failed releases
         names = sorted(c.name for c in LocalTarget().client.containers.list(
-            all=True, filters={"label": ["cd4ml.environment=staging", "cd4ml.pipeline=wine"]}))
-        assert len(names) == 2 and "cd4ml-wine-staging-front" in names, names
+            all=True, filters={"label": ["cd4ml.environment=staging", "cd4ml.pipeline=wine",
+                                         f"cd4ml.project={spec.project}"]}))
+        front = f"{resource_name(spec, spec.environment('staging'))}-front"
+        assert len(names) == 2 and front in names, names
 
 
 def _only_blessed_are_bad(store, spec):
@@ -168,7 +177,7 @@ def test_promotion_needs_approval_and_a_healthy_previous_environment(deploy_worl
     with deploy_world.store() as store:
         (approval,) = store.approvals(deploy_world.versions[1].id, "production")
         assert (approval.approver, approval.source) == ("alice", "cli")
-        assert "recorded as given" in approval.details["check"]
+        assert "checked against git" in approval.details["check"]
         # the same image moved on: promoted, not rebuilt
         staging = store.current_deployment(spec.name, "staging")
         production = store.current_deployment(spec.name, "production")
@@ -182,7 +191,6 @@ def test_promotion_needs_approval_and_a_healthy_previous_environment(deploy_worl
     rows = {r["environment"]: r for r in json.loads(out.stdout)}
     assert rows["staging"]["version"] == 1 and rows["staging"]["healthy"] is True
     assert rows["production"]["version"] == 1 and rows["production"]["healthy"] is True
-    assert rows["swarm"]["version"] is None
     table = deploy_world.cli("history", "--env", "production").stdout
     assert "promote" in table and "signed off" in table
 

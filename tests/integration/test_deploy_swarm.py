@@ -9,8 +9,9 @@ import time
 import pytest
 import yaml
 
-from cd4ml.release.deploy import DeployFailed, deploy, history, rollback, status
-from cd4ml.release.render import render
+from cd4ml.release.deploy import DeployFailed, deploy, rollback
+from cd4ml.release.render import render, resource_name
+from cd4ml.release.state import history, status
 from cd4ml.release.targets import NotHealthy
 from cd4ml.release.targets.swarm import SwarmTarget
 from tests.fixtures.deploy import PORTS, Load, served_version
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.docker
 
 @pytest.fixture
 def stack(deploy_world, swarm):
-    spec = deploy_world.spec()
+    spec = deploy_world.swarm_spec()
     env = spec.environment("swarm")
     target = SwarmTarget()
     target.teardown(spec, env)
@@ -41,10 +42,10 @@ def test_swarm_rolling_updates_and_rollbacks_under_load(deploy_world, stack):
     with deploy_world.store() as store:
         first = deploy(spec, store, "swarm", 1)
         assert first.status == "healthy" and served_version(port) == 1
-        service = target.client.services.get("cd4ml-wine-swarm_model").attrs["Spec"]
+        service = target.client.services.get(f"{resource_name(spec, env)}_model").attrs["Spec"]
         update = service["UpdateConfig"]
         assert (update["Order"], update["FailureAction"]) == ("start-first", "rollback")
-        front_tasks = _running_tasks(target, "cd4ml-wine-swarm_front")
+        front_tasks = _running_tasks(target, f"{resource_name(spec, env)}_front")
 
         with Load(port, deploy_world.row) as load:
             load.wait_for_requests()
@@ -58,12 +59,15 @@ def test_swarm_rolling_updates_and_rollbacks_under_load(deploy_world, stack):
 
             # a server that exits on start, past the pre-flight: Swarm rolls the update back
             v2, v4 = store.model(spec.name, 2), store.model(spec.name, 4)
-            img2 = store.current_deployment(spec.name, "swarm").image_ref
-            img4 = store.images_for(v4.id)[0].reference
+            # by image ID, as cd4ml deploys them: the previous stack must be the very one that
+            # runs (a tag would make Swarm restart v2's tasks when it is put back)
+            current = store.current_deployment(spec.name, "swarm")
+            img2, id2 = current.image_ref, current.details["image_id"]
+            img4, id4 = store.images_for(v4.id)[0].reference, store.images_for(v4.id)[0].image_id
             proxy = target.proxy_image(spec, env, img4)
             with pytest.raises(NotHealthy) as crash:
-                target.apply(render(spec, env, v4, img4, proxy_image=proxy), timeout=60,
-                             previous=render(spec, env, v2, img2, proxy_image=proxy),
+                target.apply(render(spec, env, v4, img4, proxy_image=proxy, image_id=id4), timeout=60,
+                             previous=render(spec, env, v2, img2, proxy_image=proxy, image_id=id2),
                              preflight=False)
             load.wait_for_requests()
             assert served_version(port) == 2
@@ -90,7 +94,7 @@ def test_swarm_rolling_updates_and_rollbacks_under_load(deploy_world, stack):
             ("deploy", 1, "replaced")]
         assert status(spec, store, "swarm")[0].healthy is True
         # the front's task never changed: it held the port through every change
-        assert _running_tasks(target, "cd4ml-wine-swarm_front") == front_tasks
+        assert _running_tasks(target, f"{resource_name(spec, env)}_front") == front_tasks
 
 
 def _running_tasks(target, service: str) -> set[str]:
@@ -99,9 +103,13 @@ def _running_tasks(target, service: str) -> set[str]:
 
 
 def test_rendered_stack_is_what_runs(deploy_world, stack, tmp_path):
-    out = deploy_world.cli("render", "--env", "swarm", "1", "-o", str(tmp_path))
+    out = deploy_world.cli("render", "--env", "swarm", "1", "-o", str(tmp_path),
+                           spec=deploy_world.swarm_spec_path)
     assert out.returncode == 0, out.stderr
     doc = yaml.safe_load((tmp_path / "stack.yml").read_text())
-    assert doc["services"]["model"]["image"] == "cd4ml-test/deploy-wine:1"
+    with deploy_world.store() as store:
+        (image,) = store.images_for(deploy_world.versions[1].id)
+    # the exact image by ID: a tag can be moved by anyone
+    assert doc["services"]["model"]["image"] == image.image_id
     assert doc["services"]["front"]["ports"][0]["published"] == PORTS["swarm"]
     assert (tmp_path / "proxy.py").is_file()

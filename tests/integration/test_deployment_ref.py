@@ -4,9 +4,9 @@ not know that commit, the workflow's, so that the deployment is still recorded."
 
 from __future__ import annotations
 
-from cd4ml.events import Deployed, DeploymentStarted, emit, listening
+from cd4ml.events import Deployed, DeploymentStarted, TakenDown, emit, listening
 from cd4ml.integrations.github import GitHubConfig, GitHubReporter
-from cd4ml.release.deploy import github_listener
+from cd4ml.release.ghdeploy import github_listener
 from cd4ml.states import DeployAction, DeploymentStatus
 
 
@@ -67,3 +67,17 @@ def test_other_refusals_are_not_retried_with_another_commit(github_server):
     assert reporter.deployment_started("production", "wine", 3, "reg/wine:3", None,
                                        ref=trained_at) is None  # a warning, as before
     assert _posted_refs(gh) == [trained_at]
+
+
+def test_a_take_down_leaves_no_active_github_deployment(github_server):
+    gh = github_server
+    trained_at, workflow_at = gh.add_commit(author="dana"), gh.add_commit(author="sam")
+    with listening(github_listener(_reporter(gh, workflow_at))):
+        _release(1, trained_at, deployment_id=5)
+        emit(TakenDown(stage="down", message="production is down", pipeline="wine",
+                       environment="production", action=DeployAction.DOWN, version=1,
+                       image="reg/wine:1", digest=None, target="swarm",
+                       status=DeploymentStatus.DOWN, deployment_id=8))
+    (dep,) = gh.deployments.values()
+    assert [s["state"] for s in reversed(gh.deployment_statuses[dep["id"]])] == [
+        "in_progress", "success", "inactive"]

@@ -244,7 +244,8 @@ def test_deployments_and_their_statuses_in_order(github_server):
     assert states(failed) == ["in_progress", "failure"]
     d = gh.deployments[first]
     assert d["payload"] == {"pipeline": "wine", "model_version": 3, "image": "reg/wine:3",
-                            "image_digest": "sha256:" + "a" * 64, "actor": "dana"}
+                            "image_digest": "sha256:" + "a" * 64, "actor": "dana",
+                            "cd4ml_request": d["payload"]["cd4ml_request"]}
     assert (d["environment"], d["sha"], d["production_environment"]) == ("staging", sha, False)
     assert gh.deployments[failed]["production_environment"] is True
     success = gh.deployment_statuses[second][0]

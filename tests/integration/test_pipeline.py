@@ -54,11 +54,15 @@ def test_changed_data_retrains(work, store):
 def test_a_new_production_model_invalidates_the_cache(work, store):
     spec = load_spec(work / "wine.yaml")
     first = pipeline.run(spec, store)
-    other = pipeline.run(spec, store, force=True)  # v2 blessed: now the baseline
+    other = pipeline.run(spec, store, force=True)
     assert other.model.version == 2
-    # the cached run (v1) was gated against no baseline and v2 is neither: retrain
+    # blessed but not serving: still no baseline, so the cached run stands
+    assert pipeline.run(spec, store).cached
+    # v2 serves in production: now the baseline; the cached run (v2's own) is reusable
+    dep = store.start_deployment("wine", "production", other.model.id, "img", "local", "deploy", "ana")
+    store.finish_deployment(dep.id, "healthy")
     third = pipeline.run(spec, store)
-    assert third.cached and third.model.version == 2  # v2's own run is reusable
+    assert third.cached and third.model.version == 2
     assert first.model.version == 1
 
 
@@ -68,7 +72,10 @@ def test_a_cached_model_gated_against_another_baseline_is_not_reused(work, store
     first = pipeline.run(load_spec(wine), store)  # v1, gated against no production model
     data.write_text("\n".join(original.splitlines()[:-3]) + "\n")
     second = pipeline.run(load_spec(wine), store)
-    assert second.model.version == 2 and second.model.blessed  # v2 is the baseline now
+    assert second.model.version == 2 and second.model.blessed
+    # v2 serves in production: the baseline now
+    dep = store.start_deployment("wine", "production", second.model.id, "img", "local", "deploy", "ana")
+    store.finish_deployment(dep.id, "healthy")
     data.write_text(original)  # v1's inputs again: its run has this very cache key
     third = pipeline.run(load_spec(wine), store)
     # but v1's gate never compared it with v2, which a max_drop rule must: judge it again

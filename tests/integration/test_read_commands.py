@@ -358,6 +358,10 @@ def prediction_logs(tmp_path, recorded):
          "inputs": [{"alcohol": 14.0}], "output": [2]},
         {"time": "2024-05-01T11:00:02Z", "request_id": "req-4", "model": 2,
          "inputs": [{"alcohol": 14.0}], "output": [2]},
+        # another project's server: its names say wine:2, its artifact is our wine:1
+        {"time": "2024-05-01T11:00:03Z", "request_id": "req-5", "pipeline": "wine",
+         "model_version": 2, "model_sha256": recorded.v1_sha, "inputs": [{"alcohol": 14.0}],
+         "predictions": [0]},
     ])
     return first, second
 
@@ -376,11 +380,16 @@ def test_lineage_of_a_prediction(recorded, capsys, prediction_logs):
     assert "lineage of wine:1" in out and "serving now: production" in out
 
 
-def test_prediction_of_an_overridden_model_with_another_artifact(recorded, capsys, prediction_logs):
+def test_a_prediction_is_traced_by_its_sha256_not_its_names(recorded, capsys, prediction_logs):
     _, second = prediction_logs
-    _, out, _ = cli(capsys, "lineage", "--request-id", "req-2", "--log", second)
-    assert "model      wine:2" in out and "gate OVERRIDDEN by cy" in out
-    assert f"warning: the server's model sha256 {'0' * 64} is not the recorded {recorded.v2_sha}" in out
+    # an artifact this store never recorded: no lineage is made up for it
+    code, _, err = cli(capsys, "lineage", "--request-id", "req-2", "--log", second)
+    assert code == 2
+    assert f"sha256 {'0' * 12} that this store does not record (the log names wine:2)" in err
+    # the names say wine:2, the sha256 says wine:1: the sha256 wins, and the output says so
+    code, out, _ = cli(capsys, "lineage", "--request-id", "req-5", "--log", second)
+    assert code == 0 and "model      wine:1" in out and "lineage of wine:1" in out
+    assert "the log line names wine:2, but its sha256 is wine:1's" in out
 
 
 def test_prediction_model_key_forms(recorded, capsys, prediction_logs, monkeypatch):

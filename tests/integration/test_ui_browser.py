@@ -136,7 +136,7 @@ def filled(tmp_path_factory) -> Filled:
         second = store.start_deployment("wine", "staging", v2.id, "cd4ml/wine:2", "local",
                                         "deploy", "ben", reason=f"retrained {XSS}")
         store.finish_deployment(second.id, "healthy", url="http://127.0.0.1:8701")
-    request_id = _predict(env, work, home / "logs" / "wine" / "staging" / "serve.jsonl")
+    request_id = _predict(env, work, home / "logs" / "work" / "wine" / "staging" / "serve.jsonl")
 
     ui = subprocess.Popen([sys.executable, "-m", "cd4ml", "ui", "--port", str(UI_PORT)], cwd=work,
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -44,10 +44,16 @@ def events():
 
 
 def _register(store: Store, pipeline: str, stats: dict, blessed: bool = True):
+    """A model version; a blessed one serves in production (the baseline drift is checked
+    against is what serves in the last environment)."""
     run = store.start_run(pipeline)
     model = store.register_model(pipeline, run.id, "classification", "file:///nowhere", "0" * 64,
                                  {"inputs": [], "target": "target", "classes": None}, stats)
-    return store.set_model_flags(model.id, blessed=blessed) if blessed else model
+    if not blessed:
+        return model
+    dep = store.start_deployment(pipeline, "production", model.id, "img", "local", "deploy", "ana")
+    store.finish_deployment(dep.id, "healthy")
+    return store.set_model_flags(model.id, blessed=True)
 
 
 @pytest.mark.parametrize(("name", "count"), [("wine", 15), ("diabetes", 14)])
@@ -138,6 +144,14 @@ def test_drift_against_the_production_models_training_statistics(pipelines, stor
     assert {d["feature"] for d in recorded.drift if d["drifted"]} == drifted
     assert isinstance(events[-1], StageFailed) and "drift in alcohol, magnesium" in events[-1].message
 
+    # a named person accepts the drift with a reason: recorded with each drifted feature
+    accepted = validate(spec, store, store.start_run("wine").id, override_by="rita",
+                        reason="new harvest, expected shift")
+    assert accepted.success and accepted.drift_override["features"] == ["alcohol", "magnesium"]
+    rows = [d for d in store.validation(store.runs("wine", limit=1)[0].id).drift if d["drifted"]]
+    assert {(d["accepted_by"], d["accepted_reason"]) for d in rows} == {
+        ("rita", "new harvest, expected shift")}
+
 
 def test_no_drift_against_statistics_of_the_same_data(pipelines, store):
     spec = load_spec(pipelines / "diabetes.yaml")  # KS, threshold 0.2
@@ -214,6 +228,10 @@ def test_cli_fails_with_exit_1_and_shows_failures_and_drift(pipelines, tmp_path,
     line = next(x for x in out.splitlines() if "malic_acid" in x and "FAIL" in x)
     assert "expect_column_values_to_be_between" in line and "-1, 99" in line
     assert "drift against model version 1:" in out
+    # a failed expectation is never accepted by an override: only drift is
+    code, out, _ = _cli(capsys, "validate", "-p", str(spec.path), "--store", url, "--override",
+                        "--reason", "known", "--by", "rita")
+    assert code == 1 and "ACCEPTED" not in out
     assert next(x for x in out.splitlines() if " hue " in x).startswith("FAIL")
     assert "validation FAILED: 14/15 expectations passed, 1/13 features drifted" in out
 

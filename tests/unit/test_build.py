@@ -40,9 +40,10 @@ def test_a_failed_gate_overridden_with_a_reason_is_buildable(spec, store):
 
 def test_the_reference_is_registry_repository_and_version(spec, store):
     model = _model(store)
-    assert image_reference(spec, model) == "cd4ml/wine:1"
+    # the default repository is namespaced by the project (derived from the repository)
+    assert image_reference(spec, model) == f"cd4ml/{spec.project}/wine:1"
     spec = dataclasses.replace(spec, image=dataclasses.replace(spec.image, registry="127.0.0.1:5000/"))
-    assert image_reference(spec, model) == "127.0.0.1:5000/cd4ml/wine:1"
+    assert image_reference(spec, model) == f"127.0.0.1:5000/cd4ml/{spec.project}/wine:1"
 
 
 def test_a_push_without_a_registry_is_refused_before_building(spec, store):

@@ -97,4 +97,10 @@ def test_render_with_nothing_to_render_is_a_usage_error(tmp_path, pipelines_dir,
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     argv = ["render", "--env", "staging", "-p", str(pipelines_dir / "wine.yaml"), "--store", url]
     assert main(argv) == 2
-    assert capsys.readouterr().err == "cd4ml: error: wine has no blessed version to render; name one\n"
+    assert capsys.readouterr().err == ("cd4ml: error: wine has no blessed version to render; name "
+                                       "one, or pass --image REF to render the infrastructure for "
+                                       "an image\n")
+    # before the first model, an image alone shows the infrastructure it would run in
+    assert main([*argv, "--image", "registry.example/team/wine:candidate"]) == 0
+    out = capsys.readouterr().out
+    assert 'image: "registry.example/team/wine:candidate"' in out and "wine:unknown" in out

@@ -13,6 +13,7 @@ from cd4ml.events import (
     StageSkipped,
     StageStarted,
     StageWarning,
+    TakenDown,
     emit,
     listening,
 )
@@ -47,3 +48,13 @@ def test_a_listener_hears_only_inside_its_block():
     emit(StageStarted("build", "again"))
     assert heard == [StageStarted("build", "building")]
     assert StageStarted("build", "building") != StageFinished("build", "building")  # type counts
+
+
+def test_the_console_draws_a_take_down_as_a_stage_end():
+    out = io.StringIO()
+    with listening(Progress(out)):
+        emit(TakenDown(stage="down", message="staging is down: wine:2 no longer serves there",
+                       pipeline="wine", environment="staging", action=DeployAction.DOWN,
+                       version=2, image="cd4ml/wine:2", digest=None, target="local",
+                       status=DeploymentStatus.DOWN, deployment_id=7))
+    assert out.getvalue() == "↓ down      staging is down: wine:2 no longer serves there\n"

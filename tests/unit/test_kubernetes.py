@@ -172,7 +172,7 @@ def test_apply_waits_for_the_rollout(spec, kubectl):
     env = k8s_env(spec)
     target = KubernetesTarget(env)
     applied = target.apply(render(spec, env, model_record(3), "cd4ml/wine:3"), timeout=30)
-    assert applied.url == "http://cd4ml-wine-production.ml.svc:80"
+    assert applied.url == f"http://cd4ml-{spec.project}-wine-production.ml.svc:80"
     calls = kubectl()
     assert _verbs(calls) == ["get", "apply", "rollout status"]
     assert [Path(a).name for a in calls[1] if a.endswith(".yaml")] == ["deployment.yaml", "service.yaml"]

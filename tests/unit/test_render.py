@@ -42,7 +42,8 @@ def test_local_release_describes_model_and_front(spec):
     r = render(spec, env, model_record(), "cd4ml/wine:3", proxy_image="python:3.11-slim")
     assert list(r.files) == ["containers.yml", "proxy.py"]
     conf = yaml.safe_load(r.files["containers.yml"])
-    assert conf["network"] == r.name == "cd4ml-wine-staging"
+    assert conf["network"] == r.name == f"cd4ml-{spec.project}-wine-staging"
+    assert conf["model"]["labels"]["cd4ml.project"] == spec.project
     assert conf["model"]["image"] == "cd4ml/wine:3"
     assert conf["model"]["cpus"] == 0.5 and conf["model"]["memory"] == 512 * 2**20
     assert conf["model"]["labels"]["cd4ml.model.version"] == "3"
@@ -136,7 +137,14 @@ def test_quantities():
 def test_resource_names_are_dns_labels(spec):
     env = dataclasses.replace(spec.environment("staging"), name="pre-prod")
     named = dataclasses.replace(spec, name="fraud_v2")
-    assert resource_name(named, env) == "cd4ml-fraud-v2-pre-prod"
+    assert resource_name(named, env) == f"cd4ml-{spec.project}-fraud-v2-pre-prod"
+    # two repositories with a pipeline of the same name: two names
+    other = dataclasses.replace(named, project="other-repo")
+    assert resource_name(other, env) == "cd4ml-other-repo-fraud-v2-pre-prod"
+    # cut to 63 characters, long names still differ (a hash of the whole ends them)
+    a = dataclasses.replace(named, project="p" * 30, name="a" * 40 + "x")
+    b = dataclasses.replace(named, project="p" * 30, name="a" * 40 + "y")
+    assert len(resource_name(a, env)) <= 63 and resource_name(a, env) != resource_name(b, env)
 
 
 def test_render_command_prints_or_writes(tmp_path, capsys, monkeypatch):
@@ -152,7 +160,8 @@ def test_render_command_prints_or_writes(tmp_path, capsys, monkeypatch):
     spec = str(ROOT / "pipelines" / "wine.yaml")
     assert main(["render", "--env", "staging", "-p", spec, "--store", url]) == 0
     out = capsys.readouterr().out
-    assert "# ---- containers.yml" in out and 'image: "cd4ml/wine:1"' in out
+    # the local engine runs the recorded image by ID, never by its movable tag
+    assert "# ---- containers.yml" in out and 'image: "sha256:1"' in out
     assert main(["render", "--env", "production", "1", "-p", spec, "--store", url,
                  "-o", str(tmp_path / "gitops")]) == 0
     assert (tmp_path / "gitops" / "containers.yml").is_file()
@@ -160,6 +169,6 @@ def test_render_command_prints_or_writes(tmp_path, capsys, monkeypatch):
     assert main(["render", "--env", "staging", "-p", spec, "--store", url, "--json"]) == 0
     rendered = json.loads(capsys.readouterr().out)
     assert rendered["image"] == "cd4ml/wine:1" and rendered["model_version"] == 1
-    assert rendered["written"] is None and 'image: "cd4ml/wine:1"' in rendered["files"]["containers.yml"]
+    assert rendered["written"] is None and 'image: "sha256:1"' in rendered["files"]["containers.yml"]
     assert main(["render", "--env", "nowhere", "-p", spec, "--store", url]) == 2
     assert "no environment 'nowhere'" in capsys.readouterr().err

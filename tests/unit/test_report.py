@@ -30,6 +30,25 @@ def _rows(markdown: str, heading: str) -> list[list[str]]:
     return rows[1:]
 
 
+def test_the_report_names_its_baseline_and_the_versions_state_now(spec, store, record_gated_run):
+    # nothing served in production: relative rules passed, and the report says so
+    run_id = record_gated_run(store, spec)
+    report = build_report(spec, store, run_id)
+    assert "> Baseline: none - nothing serves in the last environment yet" in report.markdown
+    assert report.title.endswith("· now not deployed")
+    # later the version was deployed, rolled back and marked bad: an old report must not
+    # still say only "blessed"
+    model = store.model_for_run(run_id)
+    dep = store.start_deployment(spec.name, "production", model.id, "img", "local", "deploy", "ana")
+    store.finish_deployment(dep.id, "rolled_back")
+    store.set_model_flags(model.id, bad=True)
+    assert build_report(spec, store, run_id).title.endswith("· now rolled back and marked bad; "
+                                                             "not deployed")
+    other = record_gated_run(store, spec, production=(0.9, 0.94, 0.88), production_version=3)
+    assert "> Baseline: wine:3, the version serving in production then." in \
+        build_report(spec, store, other).markdown
+
+
 def test_a_blessed_run_reports_success_with_metrics_against_production(spec, store, record_gated_run):
     run_id = record_gated_run(store, spec, accuracy=0.93, f1=0.92, production=(0.9, 0.94, 0.88),
                         production_version=3)
@@ -215,8 +234,10 @@ def _response(status: int, **headers: str) -> requests.Response:
 
 
 @pytest.mark.parametrize(("method", "status", "headers", "retried"), [
-    ("POST", 502, {}, True),
-    ("POST", 503, {}, True),
+    # may have been done: the reporter looks for the object before creating it again
+    ("POST", 502, {}, False),
+    ("POST", 503, {}, False),
+    ("PATCH", 502, {}, True),
     ("GET", 500, {}, True),
     ("POST", 500, {}, False),  # may have been done: not repeated
     ("POST", 403, {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "0"}, True),

@@ -326,19 +326,23 @@ def test_find_cached_run(store):
 # ------------------------------------------------------------------------------- baseline
 
 
-def test_production_model_falls_back_to_newest_blessed(store):
+def test_production_model_is_only_what_serves_in_the_last_environment(store):
     assert store.production_model("wine", "production") is None
     m1, m2, m3 = _model(store), _model(store), _model(store)
     for m in (m1, m2):
         store.record_gate(m.run_id, m.id, passed=True, rules=[], baseline_version=None)
-    assert store.production_model("wine", "production").version == 2
-    assert store.production_model("wine", None).version == 2
-    # once something serves in production, that is the baseline, newer blessed ones or not
+    # blessed but deployed nowhere: no baseline (never the newest blessed: a slow slide)
+    assert store.production_model("wine", "production") is None
+    assert store.production_model("wine", None) is None
     dep = store.start_deployment("wine", "production", m1.id, "img:1", "local", "deploy", "ana")
     store.finish_deployment(dep.id, "healthy")
     assert store.production_model("wine", "production").version == 1
-    assert store.production_model("wine", "staging").version == 2
-    assert store.production_model("wine", None).version == 2
+    assert store.production_model("wine", "staging") is None
+    # taken down: nothing serves, no baseline
+    down = store.start_deployment("wine", "production", m1.id, "img:1", "local", "down", "ana")
+    store.finish_deployment(down.id, "down")
+    assert store.production_model("wine", "production") is None
+    assert store.current_deployment("wine", "production") is None
     assert m3.version == 3
 
 

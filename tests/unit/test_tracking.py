@@ -439,8 +439,15 @@ def test_a_run_missing_a_gated_metric_fails_closed_naming_it(store, project, win
 
 def test_max_drop_compares_with_what_the_production_run_logged(store, project, wine):
     spec = tiny_spec(project, "fit")
+    spec.path.write_text(spec.path.read_text() + "environments:\n  production: {}\n")
+    spec = load_spec(spec.path)
     good = _tracked(store, spec, wine, {"accuracy": 0.95, "f1_macro": 0.95})
     assert gate_run(spec, good.id, store).blessed  # the first: nothing to compare with
+    # production is what serves in the last environment, not merely the newest blessed version
+    serving = store.model_for_run(good.id)
+    dep = store.start_deployment(spec.name, spec.production.name, serving.id, "img:1", "local",
+                                 "deploy", "ana")
+    store.finish_deployment(dep.id, "healthy")
     worse = _tracked(store, spec, wine, {"accuracy": 0.95, "f1_macro": 0.85})
     result = gate_run(spec, worse.id, store)
     drop = next(o for o in result.outcomes if o.kind == "max_drop")
@@ -448,6 +455,31 @@ def test_max_drop_compares_with_what_the_production_run_logged(store, project, w
     production = [m for m in store.metrics(worse.id) if m.scope == "production"]
     assert {(m.name, m.value, m.model_version) for m in production} == {
         ("accuracy", 0.95, 1), ("f1_macro", 0.95, 1)}
+
+
+def test_a_slow_slide_is_blocked_once_production_exists(store, project, wine):
+    """Each run a little worse than the one before (f1 0.95 -> 0.92 -> 0.89, max_drop 0.05):
+    compared with the newest blessed version every step passes; compared with what serves in
+    production the slide is caught."""
+    spec = tiny_spec(project, "fit")
+    spec.path.write_text(spec.path.read_text() + "environments:\n  staging: {}\n  production: {}\n")
+    spec = load_spec(spec.path)
+    first = _tracked(store, spec, wine, {"accuracy": 0.95, "f1_macro": 0.95})
+    assert gate_run(spec, first.id, store).blessed
+    # blessed, but nothing serves in production: the relative rule passes and says so
+    second = gate_run(spec, _tracked(store, spec, wine, {"accuracy": 0.95, "f1_macro": 0.92}).id, store)
+    drop = next(o for o in second.outcomes if o.kind == "max_drop")
+    assert second.blessed and second.baseline_version is None
+    assert drop.reason == "no production model to compare with"
+    # v1 serves in production (staging does not count): the third step is one too many
+    v1 = store.model_for_run(first.id)
+    for env in ("staging", "production"):
+        dep = store.start_deployment(spec.name, env, v1.id, "img:1", "local", "deploy", "ana")
+        store.finish_deployment(dep.id, "healthy")
+    third = gate_run(spec, _tracked(store, spec, wine, {"accuracy": 0.95, "f1_macro": 0.89}).id, store)
+    drop = next(o for o in third.outcomes if o.kind == "max_drop")
+    assert not third.passed and third.baseline_version == 1
+    assert "0.89 vs production 0.95" in drop.reason and "more than the 0.05 allowed" in drop.reason
 
 
 def test_only_a_finished_run_with_a_model_of_the_same_pipeline_is_gated(store, project, wine):

@@ -67,6 +67,14 @@ class Target(Protocol):
     def health(self, spec: Spec, env: EnvironmentSpec) -> Health:
         """Probe the environment live."""
 
+    def served(self, spec: Spec, env: EnvironmentSpec, replicas: int) -> list[dict[str, Any]] | None:
+        """The models the environment's servers say they serve (``/metadata``); None when this
+        machine cannot ask them (a cluster's in-cluster address)."""
+
+    def ensure_image(self, image: str, image_id: str | None, digest: str | None) -> None:
+        """Make sure the exact image is where the target runs it, or raise before anything
+        changes (a local engine: present by ID, else pulled by digest from its registry)."""
+
     def url(self, spec: Spec, env: EnvironmentSpec) -> str:
         """Where clients reach the environment."""
 
@@ -122,6 +130,60 @@ class DockerTarget:
     def health(self, spec: Spec, env: EnvironmentSpec) -> Health:
         return http_health(f"{self.url(spec, env)}/health")
 
+    def served(self, spec: Spec, env: EnvironmentSpec, replicas: int) -> list[dict[str, Any]]:
+        """What the environment's front answers on ``/metadata``, asked a few times per
+        replica so that every server behind the front is likely asked once."""
+        return served_metadata(self.url(spec, env), tries=max(2, 2 * replicas))
+
+    def ensure_image(self, image: str, image_id: str | None, digest: str | None) -> None:
+        """The exact image, by ID, on this engine; an absent one is pulled from the registry
+        recorded for it, by digest, and must come back with the recorded ID. Never by tag, and
+        never from a registry nobody recorded (Docker Hub's ``cd4ml/<pipeline>``)."""
+        from docker.errors import ImageNotFound
+
+        from cd4ml.integrations.docker import translating
+        from cd4ml.release.registry import registry_of
+        from cd4ml.release.render import pinned
+
+        want = image_id or pinned(image, digest)
+        try:
+            self.client.images.get(want)
+            return
+        except ImageNotFound:
+            pass
+        by_digest = pinned(image, digest) if digest else None
+        if by_digest is None or registry_of(by_digest) is None:
+            raise DeployError(f"image {(image_id or image)[:19]} ({image}) is no longer on this "
+                              "Docker engine and was never pushed (no registry digest recorded); "
+                              "nothing was changed: rebuild the version with 'cd4ml build VERSION'")
+        with translating(DeployError, f"pull {by_digest}",
+                         f"check that {registry_of(by_digest)} is reachable; nothing was changed"):
+            pulled = self.client.images.pull(by_digest)
+        if image_id and pulled.id != image_id:
+            raise DeployError(f"{by_digest} pulled as {pulled.id[:19]}, not the recorded "
+                              f"{image_id[:19]}; nothing was changed: the registry does not hold "
+                              "the image that was built")
+
+    def check_port(self, host: str, port: int) -> None:
+        """Refuse, before anything is stopped or started, a port another container or process
+        holds: a deploy must not take an environment down only to find it cannot publish.
+        Called when this environment's own front does not hold the port."""
+        import socket
+
+        for c in self.client.containers.list(filters={"publish": str(port)}):
+            owner = c.labels.get("cd4ml.project")
+            raise DeployError(f"{host}:{port} is in use by container {c.name}"
+                              + (f" (project {owner})" if owner else "") + "; nothing was "
+                              "changed: free the port or change environments.<env>.port")
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            # connections just closed (TIME_WAIT) do not hold the port; a listener does
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host if host not in ("", "::") else "0.0.0.0", port))
+            except OSError:
+                raise DeployError(f"{host}:{port} is in use by another process; nothing was "
+                                  "changed: free the port or change environments.<env>.port") from None
+
 
 def get_target(env: EnvironmentSpec) -> Target:
     """The target object for an environment's ``target:``."""
@@ -168,6 +230,23 @@ def http_health(url: str, timeout: float = 2.0) -> Health:
         return Health(True, "ok", data if isinstance(data, dict) else {})
     return Health(False, f"HTTP {status}" if status else f"no answer from {url}",
                   data if isinstance(data, dict) else {})
+
+
+def served_metadata(url: str, tries: int = 2) -> list[dict[str, Any]]:
+    """Distinct ``/metadata`` answers (pipeline, version, sha256, run) from ``url``'s servers."""
+    seen: dict[tuple, dict[str, Any]] = {}
+    for _ in range(tries):
+        status, body = http_get(f"{url}/metadata", timeout=3)
+        try:
+            data = json.loads(body) if status == 200 else None
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            continue
+        key = (data.get("pipeline"), data.get("model_version"), data.get("sha256"), data.get("run_id"))
+        seen.setdefault(key, {"pipeline": key[0], "model_version": key[1], "sha256": key[2],
+                              "run_id": key[3]})
+    return list(seen.values())
 
 
 def wait_for(check: Any, timeout: float, interval: float = 0.1) -> Any:

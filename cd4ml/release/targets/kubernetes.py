@@ -70,6 +70,12 @@ class KubernetesTarget:
         return Health(state.healthy, detail, {"image": state.image, "ready": state.ready,
                                               "replicas": state.replicas})
 
+    def served(self, spec: Spec, env: EnvironmentSpec, replicas: int) -> None:
+        return None  # the Service's address is inside the cluster: not asked from here
+
+    def ensure_image(self, image: str, image_id: str | None, digest: str | None) -> None:
+        """The cluster pulls the image itself (by digest where one was recorded)."""
+
     def teardown(self, spec: Spec, env: EnvironmentSpec) -> None:
         k = self.kubectl
         k.run(delete_argv(resource_name(spec, env), k.context, k.namespace), check=False)

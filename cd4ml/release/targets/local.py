@@ -46,6 +46,8 @@ UPSTREAM_FILE = f"{UPSTREAM_DIR}/upstreams.json"
 FRONT_PORT = 8080
 FRONT_UID = 65534
 COLOURS = ("blue", "green")
+#: the labels that say whose a container is; every clean-up filters on all of them
+OWNER_LABELS = ("cd4ml.project", "cd4ml.pipeline", "cd4ml.environment")
 
 
 class LocalTarget(DockerTarget):
@@ -83,8 +85,12 @@ class LocalTarget(DockerTarget):
         conf = parse_conf(rendered)
         prepare_log_dir(rendered)
         with translating(DeployError, f"deploy {rendered.name}", "check the engine with 'docker info'"):
-            self._network(conf["network"])
             front = self._container(conf["front"]["name"])
+            if front is None or _published(front) != (conf["front"].get("host") or "127.0.0.1",
+                                                      int(conf["front"]["port"])):
+                self.check_port(conf["front"].get("host") or "127.0.0.1", int(conf["front"]["port"]))
+            owner = conf["model"].get("labels") or {}
+            self._network(conf["network"], {k: str(owner.get(k)) for k in OWNER_LABELS})
             active = self._active_upstream(front) if front is not None else None
             old_name = active.rsplit(":", 1)[0] if active else None
             colour = "green" if old_name and old_name.endswith("-blue") else "blue"
@@ -122,14 +128,14 @@ class LocalTarget(DockerTarget):
         except DeployError:
             return False
 
-    def _network(self, name: str) -> None:
+    def _network(self, name: str, owner: dict[str, str]) -> None:
         from docker.errors import NotFound
 
         try:
             self.client.networks.get(name)
         except NotFound:
-            self.client.networks.create(name, driver="bridge",
-                                        labels={"cd4ml.role": "network"}, check_duplicate=True)
+            self.client.networks.create(name, driver="bridge", check_duplicate=True,
+                                        labels={**owner, "cd4ml.role": "network"})
 
     def _container(self, name: str) -> Any:
         from docker.errors import NotFound
@@ -259,8 +265,7 @@ class LocalTarget(DockerTarget):
 
     def _remove_others(self, conf: dict, keep: set[str]) -> None:
         labels = conf["model"].get("labels") or {}
-        flt = ["cd4ml.role=model", f"cd4ml.pipeline={labels.get('cd4ml.pipeline')}",
-               f"cd4ml.environment={labels.get('cd4ml.environment')}"]
+        flt = ["cd4ml.role=model"] + [f"{k}={labels.get(k)}" for k in OWNER_LABELS]
         for c in self.client.containers.list(all=True, filters={"label": flt}):
             if c.name not in keep:
                 _remove(c)
@@ -270,16 +275,27 @@ class LocalTarget(DockerTarget):
     def teardown(self, spec: Spec, env: EnvironmentSpec) -> None:
         from docker.errors import NotFound
 
-        from cd4ml.release.render import resource_name
+        from cd4ml.release.render import labels, resource_name
 
         name = resource_name(spec, env)
-        flt = [f"cd4ml.pipeline={spec.name}", f"cd4ml.environment={env.name}"]
+        flt = [f"{k}={v}" for k, v in labels(spec, env).items()]
         for c in self.client.containers.list(all=True, filters={"label": flt}):
             _remove(c)
         try:
-            self.client.networks.get(name).remove()
+            net = self.client.networks.get(name)
         except NotFound:
-            pass
+            return
+        # a network of that name made by someone else is theirs: only a labelled one is ours
+        if (net.attrs.get("Labels") or {}).get("cd4ml.project") == spec.project:
+            net.remove()
+
+
+def _published(ctr: Any) -> tuple[str, int] | None:
+    """The (host, port) a container publishes its front port on, from its configuration."""
+    bindings = ((ctr.attrs.get("HostConfig") or {}).get("PortBindings") or {}).get(f"{FRONT_PORT}/tcp")
+    if not bindings:
+        return None
+    return bindings[0].get("HostIp") or "0.0.0.0", int(bindings[0].get("HostPort") or 0)
 
 
 def wait_ready(ctr: Any, image: str, port: int, path: str, timeout: float) -> None:

@@ -84,6 +84,8 @@ class SwarmTarget(DockerTarget):
             prepare_log_dir(rendered)
             self._manager()
             existed = self._service(f"{rendered.name}_model") is not None
+            if self._service(f"{rendered.name}_front") is None:
+                self.check_port(str(rendered.context["host"]), int(rendered.context["port"]))
             if preflight:
                 try:
                     self._preflight(rendered, timeout)
