@@ -179,3 +179,12 @@ def start_reader(url: str) -> tuple[Any, list]:
     reader = threading.Thread(target=read)
     reader.start()
     return reader, seen
+
+
+def serve_in_production(store: Any, spec: Any, model: Any) -> None:
+    """Record ``model`` as serving healthy in the spec's last environment: what makes it the
+    production baseline that relative gates compare with (nothing deployed: no baseline)."""
+    env = spec.production.name
+    dep = store.start_deployment(spec.name, env, model.id, f"img:{model.version}", "local",
+                                 "deploy", "ana")
+    store.finish_deployment(dep.id, "healthy")

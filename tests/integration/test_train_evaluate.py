@@ -26,6 +26,7 @@ from cd4ml.stages.evaluate import evaluate
 from cd4ml.stages.gate import gate
 from cd4ml.stages.train import train
 from cd4ml.store import Store
+from tests.helpers import serve_in_production
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -210,6 +211,7 @@ def test_the_candidate_is_compared_with_production_on_the_same_rows(pipelines, s
     v1 = train(spec, store, fresh_run(store, spec)).model
     ev1 = evaluate(spec, store, v1, v1.run_id)
     assert gate(spec, store, ev1, v1.run_id, v1).blessed
+    serve_in_production(store, spec, v1)
 
     edit(pipelines / "wine.yaml", "n_estimators: 8", "n_estimators: 3")
     spec2 = load_spec(pipelines / "wine.yaml")
@@ -242,6 +244,7 @@ def test_a_tampered_production_artifact_is_refused(pipelines, store, tmp_path):
     spec = load_spec(pipelines / "wine.yaml")
     v1 = train(spec, store, fresh_run(store, spec)).model
     store.set_model_flags(v1.id, blessed=True)
+    serve_in_production(store, spec, v1)
     # v1's artifact is replaced by another model's bytes under the same name
     edit(pipelines / "wine.yaml", "n_estimators: 8", "n_estimators: 2")
     spec2 = load_spec(pipelines / "wine.yaml")
@@ -294,6 +297,8 @@ def test_cli_exit_codes_and_output(pipelines, tmp_path, monkeypatch, capsys):
     assert main(["gate", *common]) == 0
     out = capsys.readouterr().out
     assert "rule" in out and "baseline" in out and "gate passed: wine:1 blessed" in out
+    with Store(url) as s:  # v1 serves in production: the baseline from now on
+        serve_in_production(s, load_spec(pipelines / "wine.yaml"), s.model("wine", 1))
 
     edit(pipelines / "wine.yaml", "min: 0.85\n  - metric: f1_macro", "min: 1.01\n  - metric: f1_macro")
     assert main(["train", *common, "--json"]) == 0
