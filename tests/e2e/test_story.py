@@ -203,8 +203,8 @@ def test_chapter2_a_worse_model_fails_the_gate_against_production(story):
         v2 = store.model(PIPELINE, 2)
         gate = store.gate(v2.run_id)
         assert not v2.blessed and not gate.passed and gate.baseline_version == 1
-        failed = [r for r in gate.rules if not r["passed"]]
-        assert "f1_macro drop <= 0.03 vs production" in [r["rule"] for r in failed], failed
+        failed = [r for r in gate.rules if not r.passed]
+        assert "f1_macro drop <= 0.03 vs production" in [r.rule for r in failed], failed
     status = story.status(sha)
     assert status["state"] == "failure" and "model v2 not blessed" in status["description"]
     comment = story.comment(2)

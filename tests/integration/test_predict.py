@@ -33,7 +33,9 @@ def test_predict_then_trace_after_the_version_was_replaced(deploy_world, clean):
         doc = json.loads(found.stdout)
         assert doc["prediction"]["request_id"] == request_id
         assert doc["lineage"]["model"]["version"] == version
-        assert "/logs/wine/staging/" in doc["prediction"]["log_location"]
+        # <logs>/<project>/<pipeline>/<env>/: the project (here the fixture folder) namespaces it
+        assert "/logs/" in doc["prediction"]["log_location"]
+        assert "/wine/staging/" in doc["prediction"]["log_location"]
 
     bad = deploy_world.cli("predict", "--env", "staging", "--row", '{"alcohol": "x"}')
     assert bad.returncode == 2 and "422" in bad.stderr and "Traceback" not in bad.stderr
