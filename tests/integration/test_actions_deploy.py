@@ -34,6 +34,19 @@ def _teardown(spec_path) -> None:
     spec = load_spec(spec_path)
     for env in spec.environments:
         LocalTarget().teardown(spec, env)
+    # the workflow derived its project on its own checkout: whatever it was, this test's
+    # pipeline name is its own, so its containers and networks go by that
+    def ids(*argv: str) -> list[str]:
+        return subprocess.run(["docker", *argv], capture_output=True, text=True,
+                              check=False).stdout.split()
+
+    left = ids("ps", "-aq", "--filter", f"label=cd4ml.pipeline={NAME}")
+    if left:
+        subprocess.run(["docker", "rm", "-f", *left], capture_output=True, check=False)
+    nets = [n for n in ids("network", "ls", "--format", "{{.Name}}") if n.endswith(
+        tuple(f"-{NAME}-{env}" for env in PORTS))]
+    if nets:
+        subprocess.run(["docker", "network", "rm", *nets], capture_output=True, check=False)
 
 
 @pytest.fixture
