@@ -304,8 +304,6 @@ def _compose(text: str, file: Path) -> tuple[Any, dict[str, int]]:
 _REQUIRED = object()
 #: the top-level key that lets a spec name files outside its repository
 OUTSIDE_KEY = "allow_paths_outside_repository"
-# spec file -> the directory its paths must stay in (absent: the spec opted out)
-_fences: dict[Path, Path] = {}
 
 
 def repository_root(file: Path) -> Path:
@@ -327,8 +325,11 @@ def _excerpt(value: object, limit: int = 60) -> str:
 class _Section:
     """Typed access to one mapping of the spec; remembers which keys were read."""
 
-    def __init__(self, file: Path, lines: dict[str, int], path: tuple[Any, ...], value: Any):
+    def __init__(self, file: Path, lines: dict[str, int], path: tuple[Any, ...], value: Any,
+                 fence: Path | None = None):
         self.file, self.lines, self.path = file, lines, path
+        #: the directory the spec's file paths must stay in (None: the spec opted out)
+        self.fence = fence
         if not isinstance(value, dict):
             self.fail(f"expected a mapping, got {_typename(value)}")
         self.value: dict[str, Any] = value
@@ -382,7 +383,7 @@ class _Section:
         v = self.get(key, dict, default)
         if v is None:
             return None
-        return _Section(self.file, self.lines, self.path + (key,), v)
+        return _Section(self.file, self.lines, self.path + (key,), v, self.fence)
 
     @overload
     def file_path(self, key: str, root: Path) -> Path: ...
@@ -393,9 +394,8 @@ class _Section:
         if v is None:
             return None
         p = (root / v).resolve()
-        fence = _fences.get(self.file)
-        if fence is not None and not p.is_relative_to(fence):
-            self.fail(f"{_excerpt(v)!r} is outside the repository ({fence}); keep the file in the "
+        if self.fence is not None and not p.is_relative_to(self.fence):
+            self.fail(f"{_excerpt(v)!r} is outside the repository ({self.fence}); keep the file in the "
                       f"repository or set {OUTSIDE_KEY}: true at the top of the spec", key)
         if not p.is_file():
             self.fail(f"no such file {_excerpt(v)!r} (looked at {_excerpt(p, 120)}); fix the path, "
@@ -438,10 +438,8 @@ def load_spec(path: str | Path) -> Spec:
     raw, lines = _compose(text, file)
     top = _Section(file, lines, (), raw)
     root = file.parent
-    if top.get(OUTSIDE_KEY, bool, False):
-        _fences.pop(file, None)
-    else:
-        _fences[file] = repository_root(file)
+    if not top.get(OUTSIDE_KEY, bool, False):
+        top.fence = repository_root(file)
 
     name = top.get("name", str)
     if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", name):
