@@ -112,4 +112,5 @@ def test_rendered_stack_is_what_runs(deploy_world, stack, tmp_path):
     # the exact image by ID: a tag can be moved by anyone
     assert doc["services"]["model"]["image"] == image.image_id
     assert doc["services"]["front"]["ports"][0]["published"] == PORTS["swarm"]
-    assert (tmp_path / "proxy.py").is_file()
+    # the front's nginx configuration, a Swarm config of the stack
+    assert "resolver 127.0.0.11" in (tmp_path / "front.conf").read_text()
