@@ -18,7 +18,7 @@ import requests
 
 from cd4ml.release.render import render
 from cd4ml.release.targets.local import LocalTarget
-from tests.fixtures.deploy import Load
+from tests.fixtures.deploy import Load, logged
 
 pytestmark = pytest.mark.docker
 
@@ -253,8 +253,8 @@ def test_split_by_weight_mirror_and_unsplit(front):
         answers = [front.predict(session, headers={"X-Request-ID": i}).json() for i in ids]
         assert {a["model_version"] for a in answers} == {1}
         logs = Path(stable.context["prediction_logs"])
-        assert _logged(logs, ids, version=2), "the candidate did not get a copy of every request"
-        assert _logged(logs, ids, version=1)
+        assert logged(logs, ids, version=2), "the candidate did not get a copy of every request"
+        assert logged(logs, ids, version=1)
 
         done = front.target.unsplit(stable, candidate, timeout=60)
         load.wait_for_requests()
@@ -265,22 +265,3 @@ def test_split_by_weight_mirror_and_unsplit(front):
     names = [c.name for c in front.target.client.containers.list(
         filters={"label": ["cd4ml.role=model", "cd4ml.environment=fronttest"]})]
     assert len(names) == 1, names
-
-
-def _logged(directory: Path, ids: list[str], version: int, timeout: float = 10) -> bool:
-    """Every id in ``ids`` has a line of model ``version`` in the prediction logs."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        seen = set()
-        for path in directory.glob("*.jsonl"):
-            for line in path.read_text(errors="replace").splitlines():
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue
-                if rec.get("request_id") in ids and rec.get("model_version") == version:
-                    seen.add(rec["request_id"])
-        if seen == set(ids):
-            return True
-        time.sleep(0.2)
-    return False

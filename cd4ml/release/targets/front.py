@@ -124,8 +124,13 @@ def parse_routes(text: str) -> Routes | None:
 
 DOCKERFILE = """\
 FROM {base}
-# Debian's nginx: the same software as the official image, from the distribution's archive
-RUN apt-get update -qq \\
+# Debian's nginx, with the distribution's security updates (a base made by debootstrap lists
+# only the main archive): the front faces every client
+RUN . /etc/os-release \\
+ && (grep -rqs security /etc/apt/sources.list /etc/apt/sources.list.d/ || echo \\
+     "deb http://deb.debian.org/debian-security $VERSION_CODENAME-security main" \\
+     >> /etc/apt/sources.list) \\
+ && apt-get update -qq \\
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx \\
  && rm -rf /var/lib/apt/lists/* /etc/nginx/sites-enabled/* \\
  && mkdir -p {dir} && chown {uid}:{uid} {dir}
