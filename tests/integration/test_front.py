@@ -220,7 +220,10 @@ def test_no_admin_on_the_public_port(front):
 
 def test_keep_alive_clients_across_a_blue_green_switch(front):
     session = requests.Session()
-    assert front.predict(session).json()["model_version"] == 1
+    first = front.predict(session)
+    assert first.json()["model_version"] == 1
+    # the front declines keep-alive (a reload would drop requests on idle connections)
+    assert first.headers["Connection"].lower() == "close"
     with Load(PORT, front.row) as load:
         load.wait_for_requests()
         front.target.apply(front.releases[2], timeout=60)

@@ -10,6 +10,8 @@ What the front promises, and how nginx keeps it:
   graceful reload (``nginx -s reload`` through ``docker exec``): new workers route by the new
   configuration at once, old workers finish the requests they hold and exit. When they have
   exited the old servers have drained (:func:`drained`), and only then are they stopped.
+  Clients get no keep-alive: an old worker closes its idle client connections at a reload,
+  and a request sent on one at that instant would be lost.
 * A request goes to another server only when the first refused or reset it before it was sent
   (``proxy_next_upstream error``: nginx never re-sends a POST it has sent), never a second
   full copy. Upstream keep-alive connections idle for less than the model server's idle
