@@ -125,7 +125,9 @@ def test_push_deploys_to_staging_promote_with_approval_then_rollback(configured,
     # compared with what the first push put in production, found on the branch by a runner
     # that started with nothing
     pipeline = run.job("pipeline", pipeline=NAME)
-    assert f"baseline: {NAME}:1, the version serving in production" in pipeline.summary, pipeline.summary
+    assert f"Baseline: {NAME}:1, the version serving in production" in pipeline.summary, pipeline.summary
+    # scored on the same held-out rows: the production model's files came from the branch
+    assert "candidate vs production v1" in pipeline.summary, pipeline.summary
     assert served_version(PORTS["staging"]) == 2  # this commit's version
 
     rolled = runner.dispatch("rollback.yml", {"pipeline": NAME, "environment": "staging",
