@@ -5,8 +5,8 @@ would (tests/actions): the repository is a bare one served over HTTP by git's ow
 
 - The first push is green and leaves its records and the model's files on the branch
   ``cd4ml/state``, pushed with the workflow's token (never printed, never in a ``.git/config``).
-- A pull request reads the branch (its unchanged pipeline reuses main's run) and writes nothing
-  to it, even when it trains and blesses a model of its own.
+- A pull request reads the branch and writes nothing to it, even when it trains and blesses a
+  model of its own, and is green with a token that may not push (as ``contents: read`` gives).
 - A second push, from a fresh clone and on runners whose ``.cd4ml/`` is empty, finds the first
   push's run and model on the branch.
 """
@@ -57,8 +57,10 @@ def _no_token_in_git_config(root: Path, token: str) -> None:
         assert token not in config.read_text(), config
 
 
-def test_the_git_store_carries_state_from_push_to_pull_request_to_the_next_push(served, tmp_path):
+def test_the_git_store_carries_state_from_push_to_pull_request_to_the_next_push(served, tmp_path,
+                                                                                github_server):
     repo, runner, server = served
+    gh = github_server
 
     # 1. the first push: green, recorded on the branch with the model's files
     sha = repo.git("rev-parse", "HEAD")
@@ -85,13 +87,17 @@ def test_the_git_store_carries_state_from_push_to_pull_request_to_the_next_push(
     head = repo.commit("fewer trees", author=AUTHOR)
     repo.git("push", "-q", str(server.repo), "fewer-trees")
     server.requests.clear()
+    server.read_only = True  # the pull-request job's token (contents: read) may not push
     (run,) = runner.pull_request(8, head, "fewer-trees", action="opened")
+    server.read_only = False
     assert run.conclusion == "success", run.log()
     assert run.leaked == set()
     job = run.job("pull-request", pipeline="wine")
     assert "blessed" in job.step("validate, train, evaluate and gate").log
     assert branch_tip(server.repo) == after_push  # the PR's model v2 is not on the branch
     assert not any("receive-pack" in path for _, path, _ in server.requests)
+    # reported all the same, numbered after main's v1: it read the branch
+    assert "model v2 blessed" in gh.comments[8][0]["body"], gh.comments[8][0]["body"]
     assert not any(f.startswith("artifacts/wine/v2/") for f in branch_files(server.repo))
 
     # 3. a second push from a fresh clone: its runners start empty and find the first run
