@@ -242,7 +242,7 @@ def workers(ctr: Any) -> dict[int, bool]:
 
 def install(ctr: Any, routes: Routes, *, resolver: str | None = None, timeout: float = 15) -> None:
     """Give a running front ``routes``: write the configuration, have nginx test it, reload, and
-    return once new workers route by it (old ones may still be finishing requests)."""
+    return once only new workers take requests (old ones may still be finishing theirs)."""
     from cd4ml.release.targets import wait_for
 
     before = set(workers(ctr))
@@ -253,8 +253,14 @@ def install(ctr: Any, routes: Routes, *, resolver: str | None = None, timeout: f
     if res.exit_code != 0:
         raise DeployError(f"{ctr.name}: nginx refused the new routes ({_last(res.output)}); "
                           "nothing was changed: check that the servers' names resolve on its network")
-    if not wait_for(lambda: any(not old for pid, old in workers(ctr).items() if pid not in before),
-                    timeout=timeout, interval=0.05):
+    def applied() -> bool:
+        # new workers run, and every old one has stopped taking connections (it says so in
+        # its process title once it handled the master's SIGQUIT)
+        now = workers(ctr)
+        return any(pid not in before for pid in now) and all(
+            closing for pid, closing in now.items() if pid in before)
+
+    if not wait_for(applied, timeout=timeout, interval=0.05):
         raise DeployError(f"{ctr.name}: nginx did not start workers with the new routes within "
                           f"{timeout:g} s; see 'docker logs {ctr.name}'")
 
