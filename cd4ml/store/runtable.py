@@ -124,6 +124,12 @@ def page_ids(store: Store, columns: TableColumns, where: RunFilter, sort: str,
         return total, list(conn.execute(ids).scalars())
 
 
+def sortable(key: str, columns: TableColumns) -> bool:
+    """Whether a page can be sorted by ``key`` (else it is newest first)."""
+    return (key in TEXT_KEYS or key in ("status", "model_version", "blessed", "duration_seconds")
+            or key.startswith("metric.") or (key.startswith("param.") and key[6:] in columns.params))
+
+
 class _Query:
     """The expressions of one query, for one database."""
 
@@ -167,6 +173,8 @@ class _Query:
         newest = [runs.c.started_at.desc(), runs.c.id.desc()]
         if sort == "started_at":
             return newest if descending else [runs.c.started_at.asc(), runs.c.id.desc()]
+        if not sortable(sort, columns):
+            return newest
         number = text = None
         if sort in TEXT_KEYS:
             text = runs.c[sort]
@@ -180,10 +188,8 @@ class _Query:
             number = self._duration()
         elif sort.startswith("metric."):
             number = self._metric(sort[7:])
-        elif sort.startswith("param.") and sort[6:] in columns.params:
-            number, text = self._param(columns.params[sort[6:]])
         else:
-            return newest
+            number, text = self._param(columns.params[sort[6:]])
         if text is not None and not self.sqlite:
             text = sa.collate(text, "C")
         keys: list[Any] = []

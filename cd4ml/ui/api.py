@@ -98,7 +98,7 @@ class Api:
         if route == "compare":
             return self._compare(query.get("ref") or [])
         if route == "environments":
-            names = sorted(set(self.store.pipelines())
+            names = sorted(set(self.runs.pipelines())
                            | {d.pipeline for d in self.store.current_deployments()})
             return json_response(environments.environments(self.store, names, self.root,
                                                            probe=one("probe") == "1"))

@@ -2,9 +2,9 @@
 commit, pipeline, version, status, every parameter and metric a column), filtered, sorted and
 paged on the server, and exported as CSV.
 
-The rows are ``cd4ml runs --json``'s (``reporting.api.rows_for``); which rows, in which order,
-is asked of the database (``cd4ml.store.runtable``), so that a page reads fifty of them
-whatever the size of the store.
+The rows are ``cd4ml runs --json``'s (``reporting.api.run_rows``), kept in memory for the whole
+store until it changes; until they are read, the database answers a page by itself
+(``cd4ml.store.runtable``), reading its fifty rows.
 """
 
 from __future__ import annotations
@@ -12,11 +12,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
-from cd4ml.reporting.api import rows_for
+from cd4ml.reporting.api import rows_for, run_rows
 from cd4ml.states import RunStatus
 from cd4ml.store import Store
 from cd4ml.store.liveness import shown_status
@@ -26,8 +29,11 @@ from cd4ml.store.runtable import (
     page_ids,
     running,
     runs_by_id,
+    sortable,
     table_columns,
 )
+
+log = logging.getLogger(__name__)
 
 #: the spreadsheet's leading columns, in order: (key, title)
 FIXED = (("started_at", "date"), ("actor", "who"), ("git_commit", "commit"),
@@ -69,30 +75,172 @@ class RunsQuery:
                    page=number("page", 1, 10**9), per_page=number("per_page", 50, PER_PAGE_MAX))
 
 
+class Snapshot:
+    """The whole runs table as the store had it at one moment (its fingerprint ``mark``),
+    in memory: each column's order is computed once, when first asked for."""
+
+    def __init__(self, mark: str, rows: list[dict], columns: TableColumns):
+        rows.sort(key=itemgetter("started_at", "id"), reverse=True)  # ties: newest first
+        self.mark, self.rows, self.columns = mark, rows, columns
+        self._fields: dict[str, tuple[str, ...]] | None = None
+        self._orders: dict[tuple[str, bool], list[dict]] = {}
+
+    @property
+    def fields(self) -> dict[str, tuple[str, ...]]:
+        """run id -> what a text filter looks in; made by the first text filter, not by the
+        read (a fifth of its time)."""
+        if self._fields is None:
+            self._fields = {r["id"]: _fields(r) for r in self.rows}
+        return self._fields
+
+    def ordered(self, key: str, descending: bool) -> list[dict]:
+        found = self._orders.get((key, descending))
+        if found is None:
+            if not sortable(key, self.columns) or (key == "started_at" and descending):
+                found = self.rows
+            else:
+                present, missing = [], []
+                for r in self.rows:
+                    (missing if value(r, key) is None else present).append(r)
+                # numbers before text; stable, so that ties stay newest first both ways
+                found = sorted(present, key=lambda r: _order(value(r, key)),
+                               reverse=descending) + missing
+            self._orders[(key, descending)] = found
+        return found
+
+
 class RunsTable:
-    """The store's runs a page at a time, filtered, sorted, paged and counted by the database
-    (:mod:`cd4ml.store.runtable`): a page reads its rows and never the whole table, so the
-    first page of a fresh server and the first after a change answer as fast as any other.
-    What every page shows alike (the columns, pipelines, statuses) is kept until
-    ``Store.fingerprint()`` says something was recorded."""
+    """The store's runs, a page at a time. The whole table is kept in memory (a page is then
+    a filter and a sort of rows already read) until ``Store.fingerprint()`` says something was
+    recorded; while it is being read (on a fresh server, after a change) a page is asked of
+    the database instead (:mod:`cd4ml.store.runtable`: filtered, sorted, paged and counted
+    there, reading its fifty rows), so that no request waits for ten thousand rows. Both
+    give the same page (``tests/unit/test_ui_runs_sql.py``)."""
 
     def __init__(self, store: Store):
         self.store = store
-        self._columns: tuple[str, TableColumns] | None = None
+        self._lock = threading.Lock()
+        self._current: Snapshot | None = None
+        self._columns: tuple[str, TableColumns, tuple[set[str], set[str]]] | None = None
+        self._reading: str | None = None  # the mark being read in the background
 
-    def columns(self) -> TableColumns:
+    # ------------------------------------------------------------------ what the pages use
+
+    def page(self, q: RunsQuery) -> dict:
+        """One page of matching rows, and what the page needs to draw its controls."""
         mark = self.store.fingerprint()
+        table = self._snapshot(mark)
+        return self.from_memory(q, table) if table is not None else self.from_database(q, mark)
+
+    def from_memory(self, q: RunsQuery, table: Snapshot) -> dict:
+        found = self.matching(q, table)
+        start = (q.page - 1) * q.per_page
+        return self._page(q, table.columns, len(found), found[start:start + q.per_page],
+                          sorted({r["status"] for r in table.rows}))
+
+    def from_database(self, q: RunsQuery, mark: str) -> dict:
+        columns = self.columns(mark)
+        alive, dead = self._running(mark)
+        total, ids = self._ids(q, columns, dead, (q.page - 1) * q.per_page, q.per_page)
+        statuses = set(columns.statuses)
+        if dead:
+            statuses.add(RunStatus.ABANDONED.value)
+            if alive <= dead:
+                statuses.discard(RunStatus.RUNNING.value)
+        return self._page(q, columns, total, self._rows(ids), sorted(statuses))
+
+    def warm(self) -> None:
+        """Start reading the table, and read its columns, before anyone asks."""
+        mark = self.store.fingerprint()
+        self._snapshot(mark)
+        self.columns(mark)
+
+    def csv(self, q: RunsQuery, columns: list[str] | None = None) -> str:
+        """Every matching row (not one page) as CSV, in the chosen columns."""
+        mark = self.store.fingerprint()
+        table = self._snapshot(mark)
+        known = table.columns if table is not None else self.columns(mark)
+        keys = columns or ([k for k, _ in FIXED] + [f"metric.{m}" for m in known.metrics]
+                           + [f"param.{p}" for p in known.params])
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(keys)
+        if table is not None:
+            chunks: Any = [self.matching(q, table)]
+        else:
+            _, ids = self._ids(q, known, self._running(mark)[1])
+            chunks = (self._rows(ids[i:i + CSV_CHUNK]) for i in range(0, len(ids), CSV_CHUNK))
+        for chunk in chunks:
+            for row in chunk:
+                writer.writerow([_cell(value(row, k)) for k in keys])
+        return buf.getvalue()
+
+    def pipelines(self) -> list[str]:
+        return list(self.columns(self.store.fingerprint()).pipelines)
+
+    # ------------------------------------------------------------------ in memory
+
+    def matching(self, q: RunsQuery, table: Snapshot) -> list[dict]:
+        ordered = table.ordered(q.sort, q.descending)
+        text = q.text.lower()
+        blessed = {"yes": True, "no": False}.get(q.blessed)
+        if not (q.pipeline or q.status or text or blessed is not None):
+            return ordered
+        fields = table.fields
+        return [r for r in ordered
+                if (not q.pipeline or r["pipeline"] == q.pipeline)
+                and (not q.status or r["status"] == q.status)
+                and (blessed is None or bool(r["blessed"]) == blessed)
+                and (not text or any(text in f for f in fields[r["id"]]))]
+
+    def _snapshot(self, mark: str) -> Snapshot | None:
+        """The table in memory if it is the store's as it is now; else None, and a read of
+        it under way."""
+        current = self._current
+        if current is not None and current.mark == mark:
+            return current
+        with self._lock:
+            if self._reading != mark:
+                self._reading = mark
+                threading.Thread(target=self._refresh, args=(mark,), daemon=True,
+                                 name="cd4ml-ui-runs").start()
+        return None
+
+    def read(self, mark: str) -> Snapshot:
+        """The whole table, now."""
+        rows = [_row(r.json()) for r in run_rows(self.store)]
+        return Snapshot(mark, rows, self.columns(mark))
+
+    def _refresh(self, mark: str) -> None:
+        try:
+            fresh: Snapshot | None = self.read(mark)
+        except Exception as e:  # noqa: BLE001 -- pages come from the database; the next one retries
+            log.warning("reading the runs table failed: %s", e)
+            fresh = None
+        with self._lock:
+            if fresh is not None:
+                self._current = fresh
+            self._reading = None
+
+    # ------------------------------------------------------------------ from the database
+
+    def columns(self, mark: str) -> TableColumns:
+        return self._kept(mark)[0]
+
+    def _running(self, mark: str) -> tuple[set[str], set[str]]:
+        """(the running runs, those of them whose process is gone: shown as abandoned), as
+        the table in memory has them: found once per change of the store."""
+        return self._kept(mark)[1]
+
+    def _kept(self, mark: str) -> tuple[TableColumns, tuple[set[str], set[str]]]:
         kept = self._columns
         if kept is None or kept[0] != mark:
             # read after the mark: a write in between only makes the next call read again
-            kept = self._columns = (mark, table_columns(self.store))
-        return kept[1]
-
-    def _dead(self) -> tuple[set[str], set[str]]:
-        """(the running runs, those of them whose process is gone: shown as abandoned)."""
-        found = running(self.store)
-        return ({r.id for r in found},
-                {r.id for r in found if shown_status(r) is not RunStatus.RUNNING})
+            found = running(self.store)
+            alive = ({r.id for r in found},
+                     {r.id for r in found if shown_status(r) is not RunStatus.RUNNING})
+            kept = self._columns = (mark, table_columns(self.store), alive)
+        return kept[1], kept[2]
 
     def _ids(self, q: RunsQuery, columns: TableColumns, dead: set[str], offset: int = 0,
              limit: int | None = None) -> tuple[int, list[str]]:
@@ -102,44 +250,36 @@ class RunsTable:
     def _rows(self, ids: list[str]) -> list[dict]:
         return [_row(r.json()) for r in rows_for(self.store, runs_by_id(self.store, ids))]
 
-    def page(self, q: RunsQuery) -> dict:
-        """One page of matching rows, and what the page needs to draw its controls."""
-        columns = self.columns()
-        alive, dead = self._dead()
-        total, ids = self._ids(q, columns, dead, (q.page - 1) * q.per_page, q.per_page)
-        statuses = set(columns.statuses)
-        if dead:
-            statuses.add(RunStatus.ABANDONED.value)
-            if alive <= dead:
-                statuses.discard(RunStatus.RUNNING.value)
+    @staticmethod
+    def _page(q: RunsQuery, columns: TableColumns, total: int, rows: list[dict],
+              statuses: list[str]) -> dict:
         return {
             "total": total, "all": columns.count, "page": q.page, "per_page": q.per_page,
             "sort": q.sort, "order": "desc" if q.descending else "asc",
             "columns": {"fixed": [{"key": k, "title": t} for k, t in FIXED],
                         "params": list(columns.params), "metrics": list(columns.metrics)},
-            "pipelines": list(columns.pipelines), "statuses": sorted(statuses),
-            "rows": self._rows(ids),
+            "pipelines": list(columns.pipelines), "statuses": statuses, "rows": rows,
         }
-
-    def csv(self, q: RunsQuery, columns: list[str] | None = None) -> str:
-        """Every matching row (not one page) as CSV, in the chosen columns."""
-        table = self.columns()
-        keys = columns or ([k for k, _ in FIXED] + [f"metric.{m}" for m in table.metrics]
-                           + [f"param.{p}" for p in table.params])
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(keys)
-        _, ids = self._ids(q, table, self._dead()[1])
-        for i in range(0, len(ids), CSV_CHUNK):
-            for row in self._rows(ids[i:i + CSV_CHUNK]):
-                writer.writerow([_cell(value(row, k)) for k in keys])
-        return buf.getvalue()
 
 
 def _row(run: dict) -> dict:
     """A run's ``--json`` object with its parameters flattened for the table: nested ones
     ({"model": {"max_depth": 3}}) become columns, model.max_depth."""
     return {**run, "param_values": _flatten(run["params"])}
+
+
+def _fields(r: dict) -> tuple[str, ...]:
+    """What a text filter looks in, lower case (the parameters and tags as stored: sorted keys)."""
+    return tuple(str(v).lower() for v in (
+        r["id"], r["git_commit"], r["actor"], r["branch"], r["pipeline"], r["status"], r["error"],
+        json.dumps(r["params"], sort_keys=True, default=str),
+        json.dumps(r["tags"], sort_keys=True, default=str)) if v is not None)
+
+
+def _order(v: Any) -> tuple[int, Any]:
+    if isinstance(v, (bool, int, float)):
+        return (0, float(v))
+    return (1, json.dumps(v, default=str) if isinstance(v, (dict, list)) else str(v))
 
 
 def value(row: dict, key: str) -> Any:

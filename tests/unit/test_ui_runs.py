@@ -84,9 +84,19 @@ def test_csv_has_chosen_columns_every_matching_row_and_no_formulas(table):
     assert rows[2][3] == "0.95"
 
 
-def test_a_change_shows_on_the_next_page(table, store):
+def test_a_change_shows_on_the_next_page_while_the_table_is_read_again(table, store):
+    import time
+
     assert _page(table)["all"] == 3
+    deadline = time.monotonic() + 30
+    while table._current is None:  # the whole table, read in the background
+        assert time.monotonic() < deadline, "the table was never read"
+        time.sleep(0.05)
     store.start_run("wine", actor="zoe", params={"new": 1})
-    page = _page(table)
+    page = _page(table)  # the database answers until the table is read again
     assert page["all"] == 4 and page["rows"][0]["actor"] == "zoe"
     assert "new" in page["columns"]["params"] and "running" in page["statuses"]
+    while table._current.mark != store.fingerprint():
+        assert time.monotonic() < deadline, "the table was never read again"
+        time.sleep(0.05)
+    assert _page(table)["rows"][0]["actor"] == "zoe"

@@ -1,6 +1,7 @@
-"""The runs page filtered, sorted and paged by the database (cd4ml.store.runtable) gives what
-the straightforward computation gives: every run read (``run_rows``), filtered and sorted in
-Python. The reference here is the definition of the page's order and filters; the store below
+"""The runs page gives what the straightforward computation gives (every run read with
+``run_rows``, filtered and sorted in Python), both as the database answers it (filtered,
+sorted and paged by cd4ml.store.runtable: a fresh server, a changed store) and from the table
+kept in memory. The reference here is the definition of the page's order and filters; the store below
 holds what makes them hard: parameters of mixed types, nested, null, empty or flattened to one
 name from two paths; metrics missing, not finite or logged twice; cached runs standing on another
 run's model and metrics; several model versions of one run; runs left running by a process that
@@ -103,9 +104,12 @@ def everything(store) -> list[dict]:
 
 def check_against_reference(store) -> int:
     """Every sort in both directions; each filter under sorts of each kind; paged: the same
-    ids. The number of queries checked."""
+    ids from the database and from memory. The number of queries checked."""
     table = RunsTable(store)
     rows = everything(store)
+    mark = store.fingerprint()
+    kept = table.read(mark)
+    answers = (lambda q: table.from_database(q, mark), lambda q: table.from_memory(q, kept))
     filters = [{}, {"pipeline": "wine"}, {"status": "abandoned"}, {"status": "running"},
                {"blessed": "yes"}, {"blessed": "no"}, {"text": "50%_"}, {"text": "X_1"},
                {"text": "TEAM"}, {"text": '"depth": 2'}, {"text": "boom"},
@@ -117,16 +121,18 @@ def check_against_reference(store) -> int:
     for sort, descending, where in queries:
         q = RunsQuery(sort=sort, descending=descending, per_page=500, **where)
         want = reference(rows, q)
-        page = table.page(q)
-        assert page["total"] == len(want), (sort, descending, where)
-        assert [r["id"] for r in page["rows"]] == want, (sort, descending, where)
+        for way, answer in enumerate(answers):
+            page = answer(q)
+            assert page["total"] == len(want), (way, sort, descending, where)
+            assert [r["id"] for r in page["rows"]] == want, (way, sort, descending, where)
         checked += 1
     # pages are slices of the same order
     q = RunsQuery(sort="metric.accuracy", descending=False, per_page=7)
     want = reference(rows, q)
-    got = [r["id"] for p in range(1, 9)
-           for r in table.page(RunsQuery(sort=q.sort, descending=False, per_page=7, page=p))["rows"]]
-    assert got == want
+    for answer in answers:
+        got = [r["id"] for p in range(1, 9)
+               for r in answer(RunsQuery(sort=q.sort, descending=False, per_page=7, page=p))["rows"]]
+        assert got == want
     return checked
 
 
@@ -138,9 +144,12 @@ def test_sql_pages_equal_the_straightforward_computation(file_store):
 def test_the_page_shows_what_the_whole_table_shows(file_store):
     fill(file_store, n=30, seed=9)
     every = {r["id"]: r for r in everything(file_store)}
-    page = RunsTable(file_store).page(RunsQuery(per_page=500))
-    assert {r["id"]: r for r in page["rows"]} == every  # row by row, field by field
-    assert page["columns"]["params"] == sorted({k for r in every.values()
-                                                for k in r["param_values"]})
-    assert page["statuses"] == sorted({r["status"] for r in every.values()})
-    assert "abandoned" in page["statuses"]
+    table, mark = RunsTable(file_store), file_store.fingerprint()
+    memory, database = (table.from_memory(RunsQuery(per_page=500), table.read(mark)),
+                        table.from_database(RunsQuery(per_page=500), mark))
+    assert {r["id"]: r for r in database["rows"]} == every  # row by row, field by field
+    assert database["columns"]["params"] == sorted({k for r in every.values()
+                                                    for k in r["param_values"]})
+    assert database["statuses"] == sorted({r["status"] for r in every.values()})
+    assert "abandoned" in database["statuses"]
+    assert memory == database
