@@ -129,8 +129,12 @@ class RunsTable:
     def page(self, q: RunsQuery) -> dict:
         """One page of matching rows, and what the page needs to draw its controls."""
         mark = self.store.fingerprint()
-        table = self._snapshot(mark)
-        return self.from_memory(q, table) if table is not None else self.from_database(q, mark)
+        table = self._current
+        if table is not None and table.mark == mark:
+            return self.from_memory(q, table)
+        answer = self.from_database(q, mark)
+        self._read(mark)  # after the answer: the read would slow it down (the GIL)
+        return answer
 
     def from_memory(self, q: RunsQuery, table: Snapshot) -> dict:
         found = self.matching(q, table)
@@ -150,15 +154,13 @@ class RunsTable:
         return self._page(q, columns, total, self._rows(ids), sorted(statuses))
 
     def warm(self) -> None:
-        """Start reading the table, and read its columns, before anyone asks."""
-        mark = self.store.fingerprint()
-        self._snapshot(mark)
-        self.columns(mark)
+        """Read the table's columns before anyone asks (the first page reads the table)."""
+        self.columns(self.store.fingerprint())
 
     def csv(self, q: RunsQuery, columns: list[str] | None = None) -> str:
         """Every matching row (not one page) as CSV, in the chosen columns."""
         mark = self.store.fingerprint()
-        table = self._snapshot(mark)
+        table = self._current if self._current is not None and self._current.mark == mark else None
         known = table.columns if table is not None else self.columns(mark)
         keys = columns or ([k for k, _ in FIXED] + [f"metric.{m}" for m in known.metrics]
                            + [f"param.{p}" for p in known.params])
@@ -193,18 +195,13 @@ class RunsTable:
                 and (blessed is None or bool(r["blessed"]) == blessed)
                 and (not text or any(text in f for f in fields[r["id"]]))]
 
-    def _snapshot(self, mark: str) -> Snapshot | None:
-        """The table in memory if it is the store's as it is now; else None, and a read of
-        it under way."""
-        current = self._current
-        if current is not None and current.mark == mark:
-            return current
+    def _read(self, mark: str) -> None:
+        """Have the table as of ``mark`` read in the background, unless it is being read."""
         with self._lock:
             if self._reading != mark:
                 self._reading = mark
                 threading.Thread(target=self._refresh, args=(mark,), daemon=True,
                                  name="cd4ml-ui-runs").start()
-        return None
 
     def read(self, mark: str) -> Snapshot:
         """The whole table, now."""
