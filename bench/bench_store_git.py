@@ -25,8 +25,8 @@ from pathlib import Path
 
 from cd4ml.states import RuleKind
 from cd4ml.store import Store, journal, now
-from cd4ml.store.records import RuleOutcome
 from cd4ml.store.journal import Record
+from cd4ml.store.records import RuleOutcome
 
 RUNS = 1000
 WRITES = 20
