@@ -13,8 +13,10 @@ import csv
 import io
 import json
 import logging
+import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
@@ -43,6 +45,9 @@ FIXED = (("started_at", "date"), ("actor", "who"), ("git_commit", "commit"),
 PER_PAGE_MAX = 500
 #: runs read at a time for a CSV export
 CSV_CHUNK = 500
+#: seconds a thread holds the GIL while another wants it, while the table is read (Python's
+#: default: 0.005)
+SWITCH_INTERVAL = 0.0002
 
 
 @dataclass(frozen=True)
@@ -209,8 +214,12 @@ class RunsTable:
         return Snapshot(mark, rows, self.columns(mark))
 
     def _refresh(self, mark: str) -> None:
+        # the read is pure Python for a second or more: a request thread coming back from the
+        # database would wait for the GIL up to the switch interval each time (5 ms by
+        # default, hundreds of times a page)
         try:
-            fresh: Snapshot | None = self.read(mark)
+            with _short_switches():
+                fresh: Snapshot | None = self.read(mark)
         except Exception as e:  # noqa: BLE001 -- pages come from the database; the next one retries
             log.warning("reading the runs table failed: %s", e)
             fresh = None
@@ -257,6 +266,27 @@ class RunsTable:
                         "params": list(columns.params), "metrics": list(columns.metrics)},
             "pipelines": list(columns.pipelines), "statuses": statuses, "rows": rows,
         }
+
+
+_reads = [0, 0.0]  # reads under way in this process, and the switch interval before them
+_reads_lock = threading.Lock()
+
+
+@contextmanager
+def _short_switches() -> Iterator[None]:
+    """The GIL switch interval shortened while any table is being read."""
+    with _reads_lock:
+        if _reads[0] == 0:
+            _reads[1] = sys.getswitchinterval()
+            sys.setswitchinterval(min(_reads[1], SWITCH_INTERVAL))
+        _reads[0] += 1
+    try:
+        yield
+    finally:
+        with _reads_lock:
+            _reads[0] -= 1
+            if _reads[0] == 0:
+                sys.setswitchinterval(_reads[1])
 
 
 def _row(run: dict) -> dict:

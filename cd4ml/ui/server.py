@@ -9,7 +9,6 @@ cost that matters (a page of 10,000 runs) is in the table, not in the HTTP layer
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,9 +35,6 @@ SECURITY_HEADERS = (
     ("X-Frame-Options", "DENY"),
 )
 
-
-#: seconds a thread holds the GIL while another wants it (Python's default: 0.005)
-SWITCH_INTERVAL = 0.0002
 
 # not mimetypes: its answers depend on the machine's /etc/mime.types
 _TYPES = {"html": "text/html; charset=utf-8", "js": "text/javascript; charset=utf-8",
@@ -141,10 +137,6 @@ def start(config: UiConfig, store: Store) -> tuple[UiServer, Started]:
         raise UiError(f"cannot listen on {config.host}:{config.port}: {e.strerror}; "
                       "choose another --port or --host") from None
     server.api = Api(store, config.root, list(config.log_paths) or None)
-    # while the runs table is read in the background (pure Python for a second or more), a
-    # request thread coming back from the database waits for the GIL up to the switch
-    # interval each time: 5 ms by default, hundreds of times a page
-    sys.setswitchinterval(SWITCH_INTERVAL)
     # the runs table is read from the store before the first visitor asks for it
     threading.Thread(target=_warm, args=(server.api,), daemon=True, name="cd4ml-ui-warm").start()
     server.access = Access(token)

@@ -100,3 +100,18 @@ def test_a_change_shows_on_the_next_page_while_the_table_is_read_again(table, st
         assert time.monotonic() < deadline, "the table was never read again"
         time.sleep(0.05)
     assert _page(table)["rows"][0]["actor"] == "zoe"
+
+
+def test_the_switch_interval_is_short_while_any_read_runs_and_restored_after():
+    import sys
+
+    from cd4ml.ui.runs import SWITCH_INTERVAL, _short_switches
+
+    default = sys.getswitchinterval()
+    first, second = _short_switches(), _short_switches()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)  # the reads end in another order than they began
+    assert sys.getswitchinterval() == SWITCH_INTERVAL
+    second.__exit__(None, None, None)
+    assert sys.getswitchinterval() == default
