@@ -22,13 +22,14 @@ locale's: ``COLLATE "C"`` orders by code point as Python and SQLite do).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from cd4ml.states import MetricScope, RunStatus
+from cd4ml.states import MetricScope, RunKind, RunStatus
 from cd4ml.store.records import Run, _all
 from cd4ml.store.schema import metrics, model_versions, runs
 
@@ -86,6 +87,51 @@ def _paths(params: Any, prefix: tuple[str, ...], out: dict[str, set[tuple[str, .
             _paths(v, path, out)
         else:
             out.setdefault(".".join(path), set()).add(path)
+
+
+def every_row(store: Store, dead: Collection[str]) -> list[dict]:
+    """Every run as the runs table shows it (``reporting.api.RunRow.json``: the same objects,
+    which a test checks), in three queries, with no dataclass per row: what the web view keeps
+    in memory. ``dead``: the running runs to show as abandoned."""
+    from cd4ml.reporting.api import seconds_between
+    from cd4ml.reporting.console import to_jsonable
+
+    names = [f.name for f in fields(Run)]
+    newest_last = (sa.select(model_versions.c.run_id, model_versions.c.version,
+                             model_versions.c.blessed).order_by(model_versions.c.id))
+    overall = (sa.select(metrics.c.run_id, metrics.c.name, metrics.c.value)
+               .where(metrics.c.scope == MetricScope.CANDIDATE, metrics.c.slice == "")
+               .order_by(metrics.c.id))
+    with store.read() as conn:
+        # parameters and tags as their stored text: decoded below, checked for NaN only where
+        # the text can hold one
+        found = conn.execute(sa.select(*(sa.cast(runs.c[n], sa.Text) if n in ("params", "tags")
+                                         else runs.c[n] for n in names))).all()
+        models = {run_id: (version, blessed) for run_id, version, blessed in conn.execute(newest_last)}
+        values: dict[str, dict[str, float | None]] = {}
+        for run_id, name, value in conn.execute(overall):  # the last logged value wins
+            values.setdefault(run_id, {})[name] = value if value is None or math.isfinite(value) else None
+    out = []
+    for row in found:
+        r = dict(zip(names, row))
+        r["kind"], r["status"] = RunKind(r["kind"]), RunStatus(r["status"])
+        if r["id"] in dead:
+            r["status"] = RunStatus.ABANDONED
+        r["params"], r["tags"] = _decoded(r["params"], to_jsonable), _decoded(r["tags"], to_jsonable)
+        source = r["reused_from"] or r["id"]
+        version, blessed = models.get(source, (None, None))
+        r.update(model_version=version, blessed=blessed,
+                 duration_seconds=seconds_between(r["started_at"], r["ended_at"]),
+                 metrics=values.get(source, {}))
+        out.append(r)
+    return out
+
+
+def _decoded(text: str | None, to_jsonable: Any) -> Any:
+    """Stored JSON as the page shows it: what ``to_jsonable`` would make of it, which changes
+    nothing but a non-finite number (spelled NaN or Infinity in the text)."""
+    value = json.loads(text) if text else None
+    return to_jsonable(value) if text and ("NaN" in text or "Infinity" in text) else value
 
 
 def running(store: Store) -> list[Run]:

@@ -2,9 +2,10 @@
 commit, pipeline, version, status, every parameter and metric a column), filtered, sorted and
 paged on the server, and exported as CSV.
 
-The rows are ``cd4ml runs --json``'s (``reporting.api.run_rows``), kept in memory for the whole
-store until it changes; until they are read, the database answers a page by itself
-(``cd4ml.store.runtable``), reading its fifty rows.
+The rows are ``cd4ml runs --json``'s objects (``reporting.api.RunRow.json``), kept in memory
+for the whole store until it changes (read by ``cd4ml.store.runtable.every_row``); until they
+are read, the database answers a page by itself (``cd4ml.store.runtable``), reading its fifty
+rows.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
-from cd4ml.reporting.api import rows_for, run_rows
+from cd4ml.reporting.api import rows_for
 from cd4ml.states import RunStatus
 from cd4ml.store import Store
 from cd4ml.store.liveness import shown_status
 from cd4ml.store.runtable import (
     RunFilter,
     TableColumns,
+    every_row,
     page_ids,
     running,
     runs_by_id,
@@ -210,7 +212,7 @@ class RunsTable:
 
     def read(self, mark: str) -> Snapshot:
         """The whole table, now."""
-        rows = [_row(r.json()) for r in run_rows(self.store)]
+        rows = [_row(r) for r in every_row(self.store, self._running(mark)[1])]
         return Snapshot(mark, rows, self.columns(mark))
 
     def _refresh(self, mark: str) -> None:

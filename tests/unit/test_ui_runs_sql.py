@@ -142,7 +142,12 @@ def test_sql_pages_equal_the_straightforward_computation(file_store):
 
 
 def test_the_page_shows_what_the_whole_table_shows(file_store):
+    import sqlalchemy as sa
+
     fill(file_store, n=30, seed=9)
+    with file_store.tx() as conn:  # as an older writer stored a parameter that was no number
+        conn.execute(sa.text("UPDATE runs SET params = '{\"x\": NaN, \"y\": -Infinity}' "
+                             "WHERE id = (SELECT min(id) FROM runs)"))
     every = {r["id"]: r for r in everything(file_store)}
     table, mark = RunsTable(file_store), file_store.fingerprint()
     memory, database = (table.from_memory(RunsQuery(per_page=500), table.read(mark)),
