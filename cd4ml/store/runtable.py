@@ -89,7 +89,14 @@ def _paths(params: Any, prefix: tuple[str, ...], out: dict[str, set[tuple[str, .
             out.setdefault(".".join(path), set()).add(path)
 
 
-def every_row(store: Store, dead: Collection[str]) -> list[dict]:
+@dataclass(frozen=True)
+class StoredRow:
+    row: dict  # as ``reporting.api.RunRow.json`` makes it
+    params_text: str  # the parameters and tags as stored (what a text filter searches)
+    tags_text: str
+
+
+def every_row(store: Store, dead: Collection[str]) -> list[StoredRow]:
     """Every run as the runs table shows it (``reporting.api.RunRow.json``: the same objects,
     which a test checks), in three queries, with no dataclass per row: what the web view keeps
     in memory. ``dead``: the running runs to show as abandoned."""
@@ -117,13 +124,14 @@ def every_row(store: Store, dead: Collection[str]) -> list[dict]:
         r["kind"], r["status"] = RunKind(r["kind"]), RunStatus(r["status"])
         if r["id"] in dead:
             r["status"] = RunStatus.ABANDONED
-        r["params"], r["tags"] = _decoded(r["params"], to_jsonable), _decoded(r["tags"], to_jsonable)
+        texts = r["params"] or "", r["tags"] or ""
+        r["params"], r["tags"] = _decoded(texts[0], to_jsonable), _decoded(texts[1], to_jsonable)
         source = r["reused_from"] or r["id"]
         version, blessed = models.get(source, (None, None))
         r.update(model_version=version, blessed=blessed,
                  duration_seconds=seconds_between(r["started_at"], r["ended_at"]),
                  metrics=values.get(source, {}))
-        out.append(r)
+        out.append(StoredRow(r, *texts))
     return out
 
 

@@ -19,7 +19,6 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from operator import itemgetter
 from typing import Any
 
 from cd4ml.reporting.api import rows_for
@@ -28,6 +27,7 @@ from cd4ml.store import Store
 from cd4ml.store.liveness import shown_status
 from cd4ml.store.runtable import (
     RunFilter,
+    StoredRow,
     TableColumns,
     every_row,
     page_ids,
@@ -86,19 +86,13 @@ class Snapshot:
     """The whole runs table as the store had it at one moment (its fingerprint ``mark``),
     in memory: each column's order is computed once, when first asked for."""
 
-    def __init__(self, mark: str, rows: list[dict], columns: TableColumns):
-        rows.sort(key=itemgetter("started_at", "id"), reverse=True)  # ties: newest first
-        self.mark, self.rows, self.columns = mark, rows, columns
-        self._fields: dict[str, tuple[str, ...]] | None = None
+    def __init__(self, mark: str, rows: list[StoredRow], columns: TableColumns):
+        rows.sort(key=lambda r: (r.row["started_at"], r.row["id"]), reverse=True)  # ties: newest first
+        self.mark, self.columns = mark, columns
+        self.rows = [_row(r.row) for r in rows]
+        #: run id -> what a text filter looks in, lower case
+        self.fields = {r.row["id"]: _fields(r) for r in rows}
         self._orders: dict[tuple[str, bool], list[dict]] = {}
-
-    @property
-    def fields(self) -> dict[str, tuple[str, ...]]:
-        """run id -> what a text filter looks in; made by the first text filter, not by the
-        read (a fifth of its time)."""
-        if self._fields is None:
-            self._fields = {r["id"]: _fields(r) for r in self.rows}
-        return self._fields
 
     def ordered(self, key: str, descending: bool) -> list[dict]:
         found = self._orders.get((key, descending))
@@ -212,8 +206,7 @@ class RunsTable:
 
     def read(self, mark: str) -> Snapshot:
         """The whole table, now."""
-        rows = [_row(r) for r in every_row(self.store, self._running(mark)[1])]
-        return Snapshot(mark, rows, self.columns(mark))
+        return Snapshot(mark, every_row(self.store, self._running(mark)[1]), self.columns(mark))
 
     def _refresh(self, mark: str) -> None:
         # the read is pure Python for a second or more: a request thread coming back from the
@@ -297,12 +290,13 @@ def _row(run: dict) -> dict:
     return {**run, "param_values": _flatten(run["params"])}
 
 
-def _fields(r: dict) -> tuple[str, ...]:
-    """What a text filter looks in, lower case (the parameters and tags as stored: sorted keys)."""
+def _fields(r: StoredRow) -> tuple[str, ...]:
+    """What a text filter looks in, as the database's filter does: the fields, and the
+    parameters and tags as their stored text."""
+    row = r.row
     return tuple(str(v).lower() for v in (
-        r["id"], r["git_commit"], r["actor"], r["branch"], r["pipeline"], r["status"], r["error"],
-        json.dumps(r["params"], sort_keys=True, default=str),
-        json.dumps(r["tags"], sort_keys=True, default=str)) if v is not None)
+        row["id"], row["git_commit"], row["actor"], row["branch"], row["pipeline"], row["status"],
+        row["error"], r.params_text, r.tags_text) if v is not None)
 
 
 def _order(v: Any) -> tuple[int, Any]:
