@@ -121,6 +121,7 @@ class RunsTable:
     def __init__(self, store: Store):
         self.store = store
         self._lock = threading.Lock()
+        self._columns_lock = threading.Lock()
         self._current: Snapshot | None = None
         self._columns: tuple[str, TableColumns, tuple[set[str], set[str]]] | None = None
         self._reading: str | None = None  # the mark being read in the background
@@ -236,11 +237,14 @@ class RunsTable:
     def _kept(self, mark: str) -> tuple[TableColumns, tuple[set[str], set[str]]]:
         kept = self._columns
         if kept is None or kept[0] != mark:
-            # read after the mark: a write in between only makes the next call read again
-            found = running(self.store)
-            alive = ({r.id for r in found},
-                     {r.id for r in found if shown_status(r) is not RunStatus.RUNNING})
-            kept = self._columns = (mark, table_columns(self.store), alive)
+            with self._columns_lock:  # a second asker (the first page, the warm-up) waits
+                kept = self._columns
+                if kept is None or kept[0] != mark:
+                    # read after the mark: a write in between makes the next call read again
+                    found = running(self.store)
+                    alive = ({r.id for r in found},
+                             {r.id for r in found if shown_status(r) is not RunStatus.RUNNING})
+                    kept = self._columns = (mark, table_columns(self.store), alive)
         return kept[1], kept[2]
 
     def _ids(self, q: RunsQuery, columns: TableColumns, dead: set[str], offset: int = 0,
