@@ -69,9 +69,8 @@ class RunRow:
 def run_rows(store: Store, pipeline: str | None = None, limit: int | None = None) -> list[RunRow]:
     """The newest runs (all when ``limit`` is None) with their models and metrics, in three
     queries however many runs there are."""
-    # every run: no list of ids to send to the database
     return rows_for(store, store.runs(pipeline, limit=limit if limit is not None else 2**62),
-                    every=limit is None and pipeline is None)
+                    every=limit is None and pipeline is None)  # every run: no ids to send
 
 
 def rows_for(store: Store, runs: list[Run], every: bool = False) -> list[RunRow]:
