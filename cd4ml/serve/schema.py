@@ -90,6 +90,10 @@ def decode(body: bytes) -> Any:
         return json.loads(body, parse_constant=_reject_constant)
     except UnicodeDecodeError as e:
         raise RequestError(400, f"request body is not UTF-8: {e.reason} at byte {e.start}") from None
+    except RecursionError:
+        # arrays in arrays a hundred thousand deep: JSON, but no request of any model
+        raise RequestError(400, "request body is nested too deeply; send rows of values, see "
+                           "GET /openapi.json") from None
     except ValueError as e:
         raise RequestError(400, f"request body is not valid JSON: {e}") from None
 
