@@ -94,7 +94,7 @@ class App:
             classes = self.meta.signature.get("classes")
             self._openapi = json.dumps(document(self.fields, self.meta.pipeline,
                                                 self.meta.version, self.meta.task,
-                                                classes)).encode()
+                                                classes, self.max_rows)).encode()
         return 200, JSON, self._openapi
 
     def predict(self, request: Request) -> tuple[int, str, bytes]:
