@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -22,13 +23,11 @@ import pytest
 import requests
 
 from cd4ml import artifacts
-from tests.integration.test_serve import (  # noqa: F401 - fixtures
-    Server,
-    no_server_left_behind,
-    records,
-    serve_argv,
-    wine_model,
-)
+from tests.integration import test_serve as base
+
+Server, records, serve_argv = base.Server, base.records, base.serve_argv
+# the same fixtures: the wine forest, and no server outliving its test
+wine_model, no_server_left_behind = base.wine_model, base.no_server_left_behind
 
 MB = 1 << 20
 
@@ -71,7 +70,7 @@ def tuple_of(url: str) -> tuple[str, int]:
 def rss(pid: int, field: str = "VmRSS") -> int:
     """Kilobytes, from /proc (VmRSS now, VmHWM the peak)."""
     text = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.M).group(1))
+    return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE).group(1))
 
 
 def reset_peak(pid: int) -> None:
@@ -137,8 +136,8 @@ def test_a_negative_or_malformed_chunk_size_is_400_and_nothing_more_is_read(serv
         assert "chunk size" in json.loads(reply.split(b"\r\n\r\n", 1)[1])["error"].lower()
     reset_peak(server.pid)
     before = rss(server.pid)
-    reply, sent = upload(server.address, b"POST /predict HTTP/1.1\r\nHost: x\r\n"
-                         b"Transfer-Encoding: chunked\r\n\r\n-1\r\n", b"x" * MB, 600 * MB)
+    reply, _ = upload(server.address, b"POST /predict HTTP/1.1\r\nHost: x\r\n"
+                      b"Transfer-Encoding: chunked\r\n\r\n-1\r\n", b"x" * MB, 600 * MB)
     assert reply.startswith(b"HTTP/1.1 400 ")
     assert rss(server.pid, "VmHWM") - before < 64 * 1024
     still_serves(server, wine_model)
@@ -256,6 +255,32 @@ def test_keep_alive_serves_many_requests_on_one_connection(server):
     assert reply.count(b"HTTP/1.1 200 ") == 4 and reply.endswith(b'{"status":"ready"}')
 
 
+def test_sigterm_closes_the_listener_first_and_finishes_the_request_in_flight(wine_model, tmp_path):
+    """A front retries a refused connection elsewhere; a '503 shutting down' it would relay."""
+    model, X, directory = wine_model
+    log = tmp_path / "predictions.jsonl"
+    s = Server(serve_argv(directory), env={"CD4ML_PREDICTION_LOG": str(log)}).ready()
+    address = tuple_of(s.url)
+    body = json.dumps({"inputs": records(X.head(1))[0]}).encode()
+    with socket.create_connection(address, timeout=10) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nX-Request-ID: in-flight\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body) + body[:10])
+        time.sleep(0.3)
+        s.proc.send_signal(signal.SIGTERM)
+        s.wait_for("stopping")
+        time.sleep(0.3)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(address, timeout=5).close()
+        sock.sendall(body[10:])
+        reply = answer(sock)
+    assert reply.startswith(b"HTTP/1.1 200 ") and b"\r\nconnection: close" in reply.lower()
+    assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["predictions"] == \
+        model.predict(X.head(1)).tolist()
+    assert s.stop() == 0
+    assert [x["request_id"] for x in map(json.loads, log.read_text().splitlines())] == \
+        ["in-flight"]
+
+
 # ------------------------------------------------------------------------------ methods, errors
 
 
@@ -299,5 +324,5 @@ def test_schemathesis_finds_no_5xx_and_no_contract_breach(server, tmp_path):
     argv = [sys.executable, "-m", "schemathesis.cli", "run", f"{server.url}/openapi.json",
             "--checks", "all", "--max-examples", "25", "--phases", "examples,coverage,fuzzing",
             "--seed", "1", "--request-timeout", "10", "--no-color"]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
