@@ -42,13 +42,14 @@ def document(fields: tuple[Field, ...], pipeline: str, version: Any, task: str,
     if any(f.dtype in ("float", "int") for f in fields):
         any_value.update(minimum=-MAX_NUMBER, maximum=MAX_NUMBER)
     # every feature once, in any order; each row one value per column, in that order
-    split = {"type": "object", "required": ["columns", "data"],
-             "properties": {"columns": {"type": "array", "minItems": width, "maxItems": width,
-                                        "uniqueItems": True,
-                                        "items": {"type": "string", "enum": names}},
-                            "data": {"type": "array", "minItems": 1, "maxItems": max_rows,
-                                     "items": {"type": "array", "minItems": width,
-                                               "maxItems": width, "items": any_value}}}}
+    split: dict[str, Any] = {
+        "type": "object", "required": ["columns", "data"],
+        "properties": {"columns": {"type": "array", "minItems": width, "maxItems": width,
+                                   "uniqueItems": True,
+                                   "items": {"type": "string", "enum": names}},
+                       "data": {"type": "array", "minItems": 1, "maxItems": max_rows,
+                                "items": {"type": "array", "minItems": width,
+                                          "maxItems": width, "items": any_value}}}}
     rows = {"type": "array", "minItems": 1, "maxItems": max_rows,
             "items": {"$ref": "#/components/schemas/Record"}}
 

@@ -35,14 +35,14 @@ class LimitedProtocol(HttpToolsProtocol):
     header_timeout = HEADER_TIMEOUT
     max_head = MAX_HEAD
 
-    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+    def connection_made(self, transport: Any) -> None:
         self._in_head = False
         self._head_bytes = 0
         self._begun = 0
         self._body_done = True
         self._lingering = False
         self._head_timer: asyncio.TimerHandle | None = None
-        super().connection_made(_Transport(transport, self))
+        super().connection_made(_Transport(transport, self))  # type: ignore[arg-type]
         # a connection that never sends a byte is idle too
         self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive,
                                                             self.timeout_keep_alive_handler)
