@@ -122,8 +122,9 @@ class LimitedProtocol(HttpToolsProtocol):
 
     def linger(self, transport: asyncio.Transport) -> bool:
         """Called when the connection is to close: whether to keep reading for a while first
-        (the client is still sending a body the answer refused)."""
-        if self._body_done or self._lingering or transport.is_closing():
+        (the client is still sending a body the answer refused). A connection closed while
+        its client is still sending headers (a shutdown) has no answer to read: it just closes."""
+        if self._body_done or self._in_head or self._lingering or transport.is_closing():
             return False
         self._lingering = True
         if transport.can_write_eof():

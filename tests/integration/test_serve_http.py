@@ -276,6 +276,7 @@ def test_sigterm_closes_the_listener_first_and_finishes_the_request_in_flight(wi
     assert reply.startswith(b"HTTP/1.1 200 ") and b"\r\nconnection: close" in reply.lower()
     assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["predictions"] == \
         model.predict(X.head(1)).tolist()
+    assert s.proc.wait(30) == 0  # on its own: the one SIGTERM was enough
     assert s.stop() == 0
     assert [x["request_id"] for x in map(json.loads, log.read_text().splitlines())] == \
         ["in-flight"]
