@@ -229,7 +229,8 @@ class _Query:
             return newest if descending else [runs.c.started_at.asc(), runs.c.id.desc()]
         if not sortable(sort, columns):
             return newest
-        number = text = None
+        number: Any = None
+        text: Any = None
         if sort in TEXT_KEYS:
             text = runs.c[sort]
         elif sort == "status":

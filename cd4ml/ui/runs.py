@@ -100,7 +100,8 @@ class Snapshot:
             if not sortable(key, self.columns) or (key == "started_at" and descending):
                 found = self.rows
             else:
-                present, missing = [], []
+                present: list[dict] = []
+                missing: list[dict] = []
                 for r in self.rows:
                     (missing if value(r, key) is None else present).append(r)
                 # numbers before text; stable, so that ties stay newest first both ways
