@@ -270,6 +270,29 @@ class LocalTarget(DockerTarget):
             if c.name not in keep:
                 _remove(c)
 
+    def remove_orphans(self, spec: Spec, env: EnvironmentSpec, *, keep: set[str],
+                       anything_current: bool) -> list[str]:
+        """Remove the environment's model containers that neither the front routes to nor
+        ``keep`` names (a killed deploy's new colour). When something is current but neither
+        the front nor the record says which container it is, nothing is removed."""
+        from cd4ml.release.render import labels, resource_name
+
+        flt = ["cd4ml.role=model", *(f"{k}={v}" for k, v in labels(spec, env).items())]
+        found = self.client.containers.list(all=True, filters={"label": flt})
+        if not found:
+            return []
+        front = self._container(f"{resource_name(spec, env)}-front")
+        active = self._active_upstream(front) if front is not None else None
+        if active:
+            keep = keep | {active.rsplit(":", 1)[0]}
+        elif anything_current and not keep:
+            return []
+        removed = [c.name for c in found if c.name not in keep]
+        for c in found:
+            if c.name not in keep:
+                _remove(c)
+        return removed
+
     # ------------------------------------------------------------------ status
 
     def teardown(self, spec: Spec, env: EnvironmentSpec) -> None:
