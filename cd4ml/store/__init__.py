@@ -270,17 +270,23 @@ class Store(WatchRecords):
 
     def abandon_dead_runs(self, pipeline: str) -> list[Run]:
         """Mark ``abandoned`` the runs of ``pipeline`` still ``running`` whose process is gone
-        (killed mid-way); returns them."""
+        (killed mid-way), and ``bad`` the model versions they registered but never got blessed
+        (perhaps without their artifact): nothing builds or deploys those. Returns the runs."""
         with self.read() as conn:
             rows = conn.execute(sa.select(runs).where(runs.c.pipeline == pipeline,
                                                       runs.c.status == RunStatus.RUNNING)).all()
         dead = [r for r in (_to(Run, row) for row in rows) if liveness.is_abandoned(r)]
         for r in dead:
             with self.tx() as conn:
-                conn.execute(runs.update().where(runs.c.id == r.id, runs.c.status == RunStatus.RUNNING)
-                             .values(status=RunStatus.ABANDONED, ended_at=now(),
-                                     error=f"abandoned: the process running it ({r.holder}) "
-                                           "ended without finishing it"))
+                done = conn.execute(runs.update().where(runs.c.id == r.id,
+                                                        runs.c.status == RunStatus.RUNNING)
+                                    .values(status=RunStatus.ABANDONED, ended_at=now(),
+                                            error=f"abandoned: the process running it ({r.holder}) "
+                                                  "ended without finishing it"))
+                if done.rowcount:
+                    conn.execute(model_versions.update().where(model_versions.c.run_id == r.id,
+                                                               model_versions.c.blessed.is_(False))
+                                 .values(bad=True))
         return [self.run(r.id) for r in dead]
 
     def update_run(self, run_id: str, **values: Any) -> Run:
