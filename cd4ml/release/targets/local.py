@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from cd4ml.errors import DeployError
-from cd4ml.release.render import PROXY_FILE, base_image
+from cd4ml.release.render import DEFAULT_MEMORY, PROXY_FILE, base_image, memory_bytes
 from cd4ml.release.targets import (
     Applied,
     DockerTarget,
@@ -164,8 +164,8 @@ class LocalTarget(DockerTarget):
             kwargs["command"] = shlex.split(cmd) if isinstance(cmd, str) else [str(c) for c in cmd]
         if m.get("cpus"):
             kwargs["nano_cpus"] = int(float(m["cpus"]) * 1e9)
-        if m.get("memory"):
-            kwargs["mem_limit"] = int(m["memory"])
+        # a containers.yml of the user's that sets no memory still gets cd4ml's default limit
+        kwargs["mem_limit"] = int(m.get("memory") or memory_bytes(DEFAULT_MEMORY) or 0)
         if m.get("volumes"):
             kwargs["volumes"] = list(m["volumes"])
         return self.client.containers.run(m["image"], **kwargs)
