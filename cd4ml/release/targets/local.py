@@ -35,6 +35,7 @@ from cd4ml.release.targets import (
     probe_host,
     wait_for,
 )
+from cd4ml.release.targets.keeper import ensure_keeper
 
 if TYPE_CHECKING:
 
@@ -109,6 +110,7 @@ class LocalTarget(DockerTarget):
             if old_name:
                 self._drain(conf, f"{old_name}:{conf['model']['port']}")
             self._remove_others(conf, keep={new.name, front.name})
+            ensure_keeper(self.client, conf)  # brings a 'docker kill'ed model container back
         url = f"http://{probe_host(conf['front']['host'])}:{conf['front']['port']}"
         return Applied(url=url, details={"container": new.name, "colour": colour,
                                          "image": conf["model"]["image"], "front": front.name,
