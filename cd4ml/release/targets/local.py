@@ -277,23 +277,25 @@ class LocalTarget(DockerTarget):
         """Remove the environment's model containers that neither the front routes to nor
         ``keep`` names (a killed deploy's new colour). When something is current but neither
         the front nor the record says which container it is, nothing is removed."""
+        from cd4ml.integrations.docker import translating
         from cd4ml.release.render import labels, resource_name
 
         flt = ["cd4ml.role=model", *(f"{k}={v}" for k, v in labels(spec, env).items())]
-        found = self.client.containers.list(all=True, filters={"label": flt})
-        if not found:
-            return []
-        front = self._container(f"{resource_name(spec, env)}-front")
-        active = self._active_upstream(front) if front is not None else None
-        if active:
-            keep = keep | {active.rsplit(":", 1)[0]}
-        elif anything_current and not keep:
-            return []
-        removed = [c.name for c in found if c.name not in keep]
-        for c in found:
-            if c.name not in keep:
+        with translating(DeployError, f"clean up {resource_name(spec, env)}",
+                         "check the engine with 'docker info'"):
+            found = self.client.containers.list(all=True, filters={"label": flt})
+            if not found:
+                return []
+            front = self._container(f"{resource_name(spec, env)}-front")
+            active = self._active_upstream(front) if front is not None else None
+            if active:
+                keep = keep | {active.rsplit(":", 1)[0]}
+            elif anything_current and not keep:
+                return []
+            removed = [c for c in found if c.name not in keep]
+            for c in removed:
                 _remove(c)
-        return removed
+        return [c.name for c in removed]
 
     # ------------------------------------------------------------------ status
 
