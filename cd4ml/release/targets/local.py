@@ -360,9 +360,11 @@ class LocalTarget(DockerTarget):
             if not found:
                 return []
             front = self._container(f"{resource_name(spec, env)}-front")
-            active = self._active_upstream(front) if front is not None else None
-            if active:
-                keep = keep | {active.rsplit(":", 1)[0]}
+            routes = self._routes(front)
+            routed = {u.rsplit(":", 1)[0] for u in (routes.stable, routes.candidate) if u} \
+                if routes is not None else set()
+            if routed:
+                keep = keep | routed
             elif anything_current and not keep:
                 return []
             removed = [c for c in found if c.name not in keep]
