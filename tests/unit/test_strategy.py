@@ -16,14 +16,14 @@ def _prod(extra: str) -> str:
     return _edit(PROD, PROD + extra)
 
 
-def test_blue_green_is_the_default(spec_dir):
+def test_blue_green_is_the_default(spec_dir):  # noqa: F811
     spec = load_spec(_write(spec_dir, BASE))
     assert spec.environment("production").rollout == RolloutSpec()
     assert spec.environment("production").rollout.strategy == Strategy.BLUE_GREEN
     assert not spec.environment("production").rollout.progressive
 
 
-def test_canary_with_every_setting(spec_dir):
+def test_canary_with_every_setting(spec_dir):  # noqa: F811
     text = _prod("    strategy: canary\n"
                  "    canary: {steps: [5, 25, 100], interval: 12, max_wait: 90}\n"
                  "    analysis:\n      min_agreement: 0.8\n      max_shift: 0.3\n"
@@ -35,7 +35,7 @@ def test_canary_with_every_setting(spec_dir):
                                       min_requests=5, max_p99_ratio=3.0)
 
 
-def test_shadow_by_duration_or_requests(spec_dir):
+def test_shadow_by_duration_or_requests(spec_dir):  # noqa: F811
     text = _prod("    strategy: shadow\n    shadow: {duration: 20, requests: 300}\n")
     r = load_spec(_write(spec_dir, text)).environment("production").rollout
     assert (r.strategy, r.shadow_duration, r.shadow_requests) == (Strategy.SHADOW, 20.0, 300)
@@ -83,5 +83,5 @@ def test_shadow_by_duration_or_requests(spec_dir):
     ("    target: kubernetes\n    strategy: shadow  #<\n",
      "environments.production.strategy: the kubernetes target splits traffic by replica ratio"),
 ])
-def test_mistakes_name_the_field(spec_dir, extra, fragment):
+def test_mistakes_name_the_field(spec_dir, extra, fragment):  # noqa: F811
     assert_error(spec_dir, _prod(extra), fragment)
