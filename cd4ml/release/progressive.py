@@ -137,6 +137,8 @@ def _step(r: Rollout, kind: StepKind, weight: int, number: int, of: int) -> Step
                        f"the candidate did not start: {e}", {"error": str(e)})
     upstreams = applied.details.get("upstreams") or {}
     effective = int(applied.details.get("weight", weight))
+    # the step is held, and judged, from when the split serves (starting servers is not in it)
+    serving = time.monotonic()
     window_start = stamp(datetime.now(UTC))
     before = {side: scrape(url) for side, url in upstreams.items()}
     hold = rs.shadow_duration if kind == StepKind.SHADOW else rs.interval
@@ -148,7 +150,7 @@ def _step(r: Rollout, kind: StepKind, weight: int, number: int, of: int) -> Step
         asked = r.store.abort_request(r.deployment_id)
         if asked is not None:
             break
-        waited = time.monotonic() - began
+        waited = time.monotonic() - serving
         if waited >= rs.max_wait:
             break
         if waited >= hold or by_count:

@@ -140,7 +140,7 @@ def test_shift_of_a_constant_model(served):
 
 
 def test_regression_relative_difference():
-    rec = lambda rid, p: {"request_id": rid, "inputs": [{"x": 1}], "predictions": [p]}  # noqa: E731
+    rec = lambda rid, p: {"request_id": rid, "inputs": [{"x": 1}], "predictions": [p]}
     stable = Observation(1, tuple(rec(str(i), 100.0 + i) for i in range(30)))
     near = Observation(2, tuple(rec(str(i), 101.0 + i) for i in range(30)))
     far = Observation(3, tuple(rec(str(i), 150.0 + i) for i in range(30)))
