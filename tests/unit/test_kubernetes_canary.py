@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import stat
 import sys
+from pathlib import Path
 
 import kubernetes_validate
 import pytest
@@ -169,7 +170,7 @@ def _started(spec, cluster, replicas=5):
 
 
 def test_a_split_then_back_to_stable(spec, cluster):
-    env, target, stable, candidate = _started(spec, cluster)
+    _, target, stable, candidate = _started(spec, cluster)
     name = stable.name
     applied = target.split(stable, candidate, weight=20, timeout=30)
     assert applied.details["weight"] == 20 and applied.details["canary_replicas"] == 1
@@ -193,7 +194,7 @@ def test_a_split_then_back_to_stable(spec, cluster):
 
 
 def test_a_promotion_rolls_the_stable_deployment_to_the_candidate(spec, cluster):
-    env, target, stable, candidate = _started(spec, cluster)
+    _, target, stable, candidate = _started(spec, cluster)
     name = stable.name
     target.split(stable, candidate, weight=50, timeout=30)
     target.unsplit(candidate, stable, timeout=30)
@@ -207,7 +208,7 @@ def test_a_promotion_rolls_the_stable_deployment_to_the_candidate(spec, cluster)
 
 
 def test_a_canary_that_does_not_roll_out_leaves_stable_serving(spec, cluster, monkeypatch):
-    env, target, stable, candidate = _started(spec, cluster)
+    _, target, stable, candidate = _started(spec, cluster)
     monkeypatch.setenv("FAKE_KUBECTL_FAIL", "b" * 64)
     with pytest.raises(NotHealthy, match="exceeded its progress deadline") as e:
         target.split(stable, candidate, weight=20, timeout=30)
@@ -220,13 +221,13 @@ def test_a_canary_that_does_not_roll_out_leaves_stable_serving(spec, cluster, mo
 def test_prediction_logs_come_from_kubectl_logs(spec, cluster):
     env = k8s_env(spec)
     (path,) = KubernetesTarget(env).prediction_logs(spec, env)
-    assert '"model_version": 4' in open(path).read()
+    assert '"model_version": 4' in Path(path).read_text()
     (call,) = cluster.calls()
-    assert call[:3] == ["logs", "-l", f"app.kubernetes.io/name=wine,cd4ml/project={spec.project},"
-                                      "cd4ml/environment=production"]
+    selector = f"app.kubernetes.io/name=wine,cd4ml/project={spec.project},cd4ml/environment=production"
+    assert call[:3] == ["logs", "-l", selector]
 
 
 def test_a_shadow_is_refused(spec, cluster):
-    env, target, stable, candidate = _started(spec, cluster)
+    _, target, stable, candidate = _started(spec, cluster)
     with pytest.raises(NotHealthy, match="cannot mirror"):
         target.split(stable, candidate, weight=0, shadow=True, timeout=30)
