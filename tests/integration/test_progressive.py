@@ -14,11 +14,14 @@ import time
 import pytest
 
 from cd4ml.errors import DeployError
+from cd4ml.events import listening
 from cd4ml.release.deploy import DeployFailed, deploy, rollback
+from cd4ml.release.ghdeploy import github_listener
 from cd4ml.release.state import history, status
 from cd4ml.release.strategy import AnalysisSpec, RolloutSpec, Strategy
 from cd4ml.states import DeploymentStatus, StepKind, StepStatus
 from tests.canary_world import Front, ProcessTarget, Stream, input_rows, train_models
+from tests.integration.test_deployment_ref import _reporter
 
 
 @pytest.fixture(scope="module")
@@ -96,12 +99,14 @@ def test_a_good_canary_reaches_all_traffic_without_a_failed_request(world):
     assert latest.strategy == "canary" and [s["status"] for s in latest.steps] == ["passed"] * 2
 
 
-def test_a_canary_trained_on_shuffled_labels_is_stopped_at_its_first_step(world, capsys):
+def test_a_canary_trained_on_shuffled_labels_is_stopped_at_its_first_step(world, github_server):
     spec, store, models, target = world
     spec = _spec(spec, "canary-bad", strategy=Strategy.CANARY)
     stream = _serve_v1(spec, store, target, "canary-bad")
+    gh = github_server
     try:
-        with pytest.raises(DeployFailed) as failed:
+        with listening(github_listener(_reporter(gh, gh.add_commit(author="sam")))), \
+                pytest.raises(DeployFailed) as failed:
             deploy(spec, store, "canary-bad", 3, target=target)
         time.sleep(1)  # the stream goes on after the abort: stable answers it
     finally:
@@ -124,6 +129,11 @@ def test_a_canary_trained_on_shuffled_labels_is_stopped_at_its_first_step(world,
     assert store.current_deployment(spec.name, "canary-bad").model_version_id == models[1].id
     (latest, *_) = history(spec, store, "canary-bad")
     assert latest.status == DeploymentStatus.ROLLED_BACK and latest.abort_seconds == took
+    # GitHub shows the step and its verdict, then the failure
+    (ghdep,) = gh.deployments.values()
+    states = [(x["state"], x["description"]) for x in reversed(gh.deployment_statuses[ghdep["id"]])]
+    assert [st for st, _ in states] == ["in_progress", "in_progress", "failure"]
+    assert states[1][1].startswith("step 1/2 canary 20%: analysis FAILED: agreement")
 
 
 def test_a_shadow_of_the_bad_model_changes_no_answer_and_is_refused(world):
