@@ -31,22 +31,28 @@ from tests.integration.test_serve import Server, serve_argv
 FRONT_PORT = 42310
 
 
-def train_models(spec: Any, store: Any, tmp: Path) -> dict[int, Any]:
-    """v1 and v2 good, v3 trained on shuffled labels; each with an infra-validated image row."""
+def train_shuffled(spec: Any, store: Any, tmp: Path, seed: int = 3) -> Any:
+    """A blessed version trained on the spec's data with its labels shuffled: it serves and
+    passes infra validation, and its predictions are wrong."""
     import pandas as pd
 
+    frame = pd.read_csv(spec.data.path)
+    frame[spec.data.target] = frame[spec.data.target].sample(frac=1.0, random_state=7).to_numpy()
+    shuffled = tmp / "shuffled.csv"
+    frame.to_csv(shuffled, index=False)
+    bad_spec = dataclasses.replace(spec, data=dataclasses.replace(spec.data, path=shuffled))
+    return train_version(bad_spec, store, seed)
+
+
+def train_models(spec: Any, store: Any, tmp: Path) -> dict[int, Any]:
+    """v1 and v2 good, v3 trained on shuffled labels; each with an infra-validated image row."""
     from cd4ml.states import InfraStatus
 
     models = {}
     for seed in (1, 2):
         m = train_version(spec, store, seed)
         models[m.version] = m
-    frame = pd.read_csv(spec.data.path)
-    frame[spec.data.target] = frame[spec.data.target].sample(frac=1.0, random_state=7).to_numpy()
-    shuffled = tmp / "shuffled.csv"
-    frame.to_csv(shuffled, index=False)
-    bad_spec = dataclasses.replace(spec, data=dataclasses.replace(spec.data, path=shuffled))
-    m = train_version(bad_spec, store, 3)
+    m = train_shuffled(spec, store, tmp)
     models[m.version] = m
     for m in models.values():
         store.record_image(m.id, "sha256:" + f"{m.version:064x}", f"cd4ml-test/wine:{m.version}",
@@ -234,6 +240,7 @@ class Stream:
         self.sent = 0
         self.failed: list[str] = []
         self.answers: dict[str, Any] = {}  # request id -> predicted label
+        self.versions: dict[int, int] = {}  # model version that answered -> answers
         self._stop = threading.Event()
         self._deadline = time.monotonic() + limit_seconds
         self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
@@ -250,7 +257,10 @@ class Stream:
             if status != 200:
                 self.failed.append(f"{status} {data[:200]!r}")
             else:
-                self.answers[rid] = json.loads(data)["predictions"][0]
+                answer = json.loads(data)
+                self.answers[rid] = answer["predictions"][0]
+                v = answer.get("model_version")
+                self.versions[v] = self.versions.get(v, 0) + 1
             self.sent += 1
             time.sleep(0.01)
 
