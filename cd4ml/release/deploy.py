@@ -308,17 +308,23 @@ def _stop_rollout(spec: Spec, store: Store, env: EnvironmentSpec, running: Deplo
         return None
     model = store.model_by_id(dep.model_version_id)
     details = dep.details or {}
+    current = store.current_deployment(spec.name, env.name)
+    restored = details.get("restored", False) and current is not None
     took = details.get("abort_seconds")
-    msg = (f"the {details.get('strategy')} release of {model.ref} in {env.name} was stopped: all "
-           f"traffic is on {stable.ref if stable else 'the stable version'}"
-           + (f" ({took:.2f} s after the decision)" if isinstance(took, (int, float)) else "")
+    msg = (f"the {details.get('strategy')} release of {model.ref} in {env.name} was stopped: "
+           + (f"all traffic is on {stable.ref if stable else 'the stable version'}"
+              + (f" ({took:.2f} s after the decision)" if isinstance(took, (int, float)) else "")
+              if restored else "traffic could NOT be sent back to the stable version; run "
+              "'cd4ml status' and 'cd4ml rollback' again")
            + f"; {model.ref} is marked bad")
     return DeployResult(spec.name, env.name, DeployAction.ROLLBACK,
-                        DeploymentStatus.ROLLED_BACK if details.get("restored", True)
-                        else DeploymentStatus.FAILED,
-                        stable.version if stable else model.version, dep.image_ref,
-                        None, env.target, dep.url, dep.id, model.version,
-                        time.perf_counter() - started, msg, details=details)
+                        DeploymentStatus.HEALTHY if restored else DeploymentStatus.FAILED,
+                        stable.version if stable else model.version,
+                        current.image_ref if current else dep.image_ref, None, env.target,
+                        current.url if current else None, current.id if current else None,
+                        model.version, time.perf_counter() - started, msg,
+                        details={"stopped_deployment": dep.id, "abort_seconds": took,
+                                 "steps": details.get("steps")})
 
 
 def _previous_good(store: Store, spec: Spec, env: EnvironmentSpec,

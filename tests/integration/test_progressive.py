@@ -205,7 +205,8 @@ def test_rollback_during_a_canary_returns_all_traffic_to_stable(world):
         t.join(60)
     finally:
         stream.stop()
-    assert stopped.status == DeploymentStatus.ROLLED_BACK and "marked bad" in stopped.message
+    assert stopped.status == DeploymentStatus.HEALTHY and "marked bad" in stopped.message
+    assert "all traffic is on wine:1" in stopped.message, stopped.message
     assert stopped.version == 1 and stream.failed == []
     assert outcome["result"].status == DeploymentStatus.ROLLED_BACK
     steps = store.deployment_steps(outcome["result"].deployment_id)
