@@ -129,6 +129,13 @@ def test_a_canary_trained_on_shuffled_labels_is_stopped_at_its_first_step(world,
     assert store.current_deployment(spec.name, "canary-bad").model_version_id == models[1].id
     (latest, *_) = history(spec, store, "canary-bad")
     assert latest.status == DeploymentStatus.ROLLED_BACK and latest.abort_seconds == took
+    # lineage shows the step under the deployment
+    from cd4ml.cli.lineage import _lineage_text
+    from cd4ml.reporting.lineage import lineage
+
+    lin = lineage(store, models[3].version, spec.name)
+    assert [s.status for s in lin.steps[result.deployment_id]] == [StepStatus.FAILED]
+    assert "failed    step 1/2 canary 20%: analysis FAILED: agreement" in _lineage_text(lin)
     # GitHub shows the step and its verdict, then the failure
     (ghdep,) = gh.deployments.values()
     states = [(x["state"], x["description"]) for x in reversed(gh.deployment_statuses[ghdep["id"]])]
