@@ -135,7 +135,9 @@ def _step(r: Rollout, kind: StepKind, weight: int, number: int, of: int) -> Step
         # the candidate never served: nothing to analyse, the stable version still serves all
         return _finish(r, kind, weight, StepStatus.ABORTED, None, began, started_at, number, of,
                        f"the candidate did not start: {e}", {"error": str(e)})
-    upstreams = applied.details.get("upstreams") or {}
+    # servers this machine cannot reach (a Swarm's, a cluster's) have no address here: their
+    # service checks are inconclusive, the prediction logs still judge the model
+    upstreams = {side: url for side, url in (applied.details.get("upstreams") or {}).items() if url}
     effective = int(applied.details.get("weight", weight))
     # the step is held, and judged, from when the split serves (starting servers is not in it)
     serving = time.monotonic()
