@@ -19,8 +19,8 @@ from cd4ml.release.deploy import DeployFailed, deploy
 from cd4ml.states import DeploymentStatus, StepKind, StepStatus
 from tests.canary_world import Stream, input_rows, train_shuffled
 
-#: this engineer's port range (42300-42399)
-PORTS = {"canary": 42331, "shadow": 42332}
+#: this engineer's port ranges (42300-42399; Swarm published ports 42400-42449)
+PORTS = {"canary": 42331, "shadow": 42332, "swarm": 42401}
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +39,11 @@ def story(deploy_world, tmp_path_factory):
                                                     "max_wait": 60}, "analysis": analysis},
         "shadow": {"target": "local", "port": PORTS["shadow"], "health_timeout": 60,
                    "strategy": "shadow", "shadow": {"duration": 4}, "analysis": analysis},
+        # this engine's Swarm cannot health-check tasks ("network sandbox does not exist")
+        "swarm": {"target": "swarm", "port": PORTS["swarm"], "health_timeout": 60,
+                  "healthcheck": False, "strategy": "canary",
+                  "canary": {"steps": [20, 100], "interval": 3, "max_wait": 60},
+                  "analysis": analysis},
     }
     path = deploy_world.spec_path.with_name("wine-progressive.yaml")
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -53,7 +58,7 @@ def story(deploy_world, tmp_path_factory):
     yield spec, bad.version
     from cd4ml.release.targets import get_target
 
-    for name in PORTS:
+    for name in ("canary", "shadow"):
         get_target(spec.environment(name)).teardown(spec, spec.environment(name))
 
 
@@ -65,18 +70,34 @@ def _alone(spec, name):
 
 
 def test_canary_good_then_bad_under_load(story, deploy_world):
+    _good_then_bad(story, deploy_world, "canary")
+
+
+def test_swarm_canary_good_then_bad_under_load(story, deploy_world, swarm):
+    from cd4ml.release.targets import get_target
+
+    spec = story[0]
+    try:
+        _good_then_bad(story, deploy_world, "swarm")
+    finally:
+        get_target(spec.environment("swarm")).teardown(spec, spec.environment("swarm"))
+
+
+def _good_then_bad(story, deploy_world, name):
     spec, bad = story
-    spec = _alone(spec, "canary")
+    spec = _alone(spec, name)
     with deploy_world.store() as store:
         store.set_model_flags(store.model(spec.name, bad).id, bad=False)
-        assert deploy(spec, store, "canary", 1).status == DeploymentStatus.HEALTHY
-        stream = Stream(f"http://127.0.0.1:{PORTS['canary']}",
+        for d in store.deployments(spec.name, name):  # a run before may have left one
+            store.set_model_flags(d.model_version_id, bad=False)
+        assert deploy(spec, store, name, 1).status == DeploymentStatus.HEALTHY
+        stream = Stream(f"http://127.0.0.1:{PORTS[name]}",
                         input_rows(spec, deploy_world.versions[1]))
         try:
             time.sleep(1)
-            good = deploy(spec, store, "canary", 2)
+            good = deploy(spec, store, name, 2)
             with pytest.raises(DeployFailed) as failed:
-                deploy(spec, store, "canary", bad)
+                deploy(spec, store, name, bad)
             time.sleep(1)
         finally:
             stream.stop()
@@ -85,8 +106,8 @@ def test_canary_good_then_bad_under_load(story, deploy_world):
         result = failed.value.result
         steps = store.deployment_steps(result.deployment_id)
         dep = store.deployment(result.deployment_id)
-        current = store.current_deployment(spec.name, "canary")
-    print(f"\nstream: {stream.sent} predictions, {len(stream.failed)} failed; versions "
+        current = store.current_deployment(spec.name, name)
+    print(f"\n{name}: stream: {stream.sent} predictions, {len(stream.failed)} failed; versions "
           f"answering: {stream.versions}")
     print(f"bad canary: {steps[0].details['summary']}")
     print(f"abort decision -> all traffic on stable: {dep.details['abort_seconds']:.3f} s "
