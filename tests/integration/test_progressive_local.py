@@ -32,7 +32,9 @@ def story(deploy_world, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("progressive-local")
     raw = yaml.safe_load(deploy_world.spec_path.read_text())
-    analysis = {"min_requests": 15}
+    # latency judged loosely: eight test suites share two cores here, and a p99 off by one
+    # histogram bucket is noise, not the candidate's doing
+    analysis = {"min_requests": 15, "p99_floor_ms": 250}
     raw["environments"] = {
         "canary": {"target": "local", "port": PORTS["canary"], "health_timeout": 60,
                    "strategy": "canary", "canary": {"steps": [20, 100], "interval": 3,
