@@ -227,12 +227,16 @@ def _abort(r: Rollout, step: StepResult, done: list[StepResult]) -> None:
         restored, switch = False, None
         step = StepResult(step.kind, step.weight, step.status, step.analysis, step.seconds,
                           f"{step.summary}; traffic could not be sent back to stable: {e}")
-    seconds = time.perf_counter() - decided
+    total = time.perf_counter() - decided
+    # the target times its switch from its call until every new request goes to stable; what
+    # follows (draining and removing the candidate's servers) is no client's wait for stable.
+    # Nothing runs between the decision and the call, so the switch is the decision's delay.
+    seconds = total if not isinstance(switch, (int, float)) else min(total, float(switch))
     line = (f"abort: all traffic on {r.stable_model.ref} {seconds:.2f} s after the decision"
             if restored else "abort: traffic could NOT be sent back to the stable version")
     emit(StageProgress(r.event.get("action"), line))
     details = {**_summary(r, done), "abort_seconds": round(seconds, 3),
-               "switch_seconds": switch, "abort": line}
+               "switch_seconds": switch, "abort_total_seconds": round(total, 3), "abort": line}
     if step.analysis is not None:
         details["analysis"] = step.analysis.as_dict()
     raise AnalysisFailed(f"{step.summary} ({line})", restored=restored, details=details)

@@ -113,7 +113,7 @@ def _good_then_bad(story, deploy_world, name):
           f"answering: {stream.versions}")
     print(f"bad canary: {steps[0].details['summary']}")
     print(f"abort decision -> all traffic on stable: {dep.details['abort_seconds']:.3f} s "
-          f"(front switch {dep.details['switch_seconds']} s)")
+          f"(with the candidate drained and removed: {dep.details['abort_total_seconds']:.3f} s)")
     assert stream.failed == [], stream.failed[:3]
     assert result.status == DeploymentStatus.ROLLED_BACK
     assert [(s.kind, s.weight, s.status) for s in steps] == [
