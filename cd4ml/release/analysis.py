@@ -13,7 +13,8 @@ verdict:
                        under ``p99_floor_ms`` passes: the histogram is coarse there)
     agreement          classification: the share of the same rows given the same label
     relative_difference regression: mean |candidate - stable| / |stable| on the same rows
-    shift              PSI of the two versions' prediction distributions
+    shift              PSI of the two versions' prediction distributions (on the same rows
+                       when there are enough), failing only when also significant (chi-square)
 
 "The same rows" are, under a shadow, the rows of the same request (the mirror keeps the
 ``X-Request-ID``); under a canary the two versions answer different requests, so rows whose
@@ -184,7 +185,7 @@ def analyse(task: str, stable: Observation, candidate: Observation, spec: Analys
     requests (a shadow), else comparable ones (a canary)."""
     pairs = _pairs(stable.records, candidate.records, mirrored)
     checks = [_traffic(candidate, spec), *_service(stable, candidate, spec),
-              _agreement(task, pairs, spec), _shift(task, stable, candidate, spec)]
+              _agreement(task, pairs, spec), _shift(task, stable, candidate, spec, pairs)]
     rows = {"stable": stable.rows, "candidate": candidate.rows, "matched": len(pairs)}
     return Analysis(stable.version, candidate.version, mirrored, rows, tuple(checks), window)
 
@@ -294,25 +295,63 @@ def _predictions(obs: Observation) -> list[Any]:
     return [p for r in obs.records if "predictions" in r for p in r["predictions"]]
 
 
-def _shift(task: str, stable: Observation, candidate: Observation, spec: AnalysisSpec) -> Check:
+def _shift(task: str, stable: Observation, candidate: Observation, spec: AnalysisSpec,
+           pairs: list[tuple[Any, Any]]) -> Check:
     """PSI of the candidate's predictions against the stable version's, with the drift
-    measure validation and monitoring use (stable deciles or label shares as the bins)."""
+    measure validation and monitoring use (stable deciles or label shares as the bins).
+
+    On the same rows when there are enough of them (no difference of inputs in it), else on
+    all rows of the window; either way a shift fails only when it is also significant (a
+    chi-square test of the binned counts, p < SHIFT_P): two samples of a few dozen rows
+    differ by chance by more than a PSI of 0.2."""
     import pandas as pd
 
     from cd4ml.stages.drift import feature_drift, feature_stats
     from cd4ml.watch.baseline import prediction_values
 
-    s, c = _predictions(stable), _predictions(candidate)
+    same = len(pairs) >= spec.min_requests
+    if same:
+        s, c = [p for p, _ in pairs], [p for _, p in pairs]
+    else:
+        s, c = _predictions(stable), _predictions(candidate)
     if not s or not c:
         return Check("shift", None, spec.max_shift, Verdict.INCONCLUSIVE,
                      "not measured (a version predicted nothing in the window)")
     if task != "classification" and not all(map(_number, s + c)):
         return Check("shift", None, spec.max_shift, Verdict.INCONCLUSIVE,
                      "not measured (non-numeric regression predictions)")
-    base = pd.DataFrame({"prediction": prediction_values(task, s)})
-    stats = feature_stats(base, ["prediction"])["prediction"]
-    out = feature_drift("prediction", stats, prediction_values(task, c), "psi", spec.max_shift)
+    s_values, c_values = prediction_values(task, s), prediction_values(task, c)
+    stats = feature_stats(pd.DataFrame({"prediction": s_values}), ["prediction"])["prediction"]
+    out = feature_drift("prediction", stats, c_values, "psi", spec.max_shift)
+    p = _p_value(stats, s_values, c_values) if out.drifted else 1.0
+    failed = out.drifted and p < SHIFT_P
+    where = f"the same {len(pairs)} rows" if same else f"{len(s)} and {len(c)} rows"
     return Check("shift", out.statistic, spec.max_shift,
-                 Verdict.FAILED if out.drifted else Verdict.PASSED,
-                 f"PSI {out.statistic:.3f} between the versions' predictions "
-                 f"(at most {spec.max_shift:g})")
+                 Verdict.FAILED if failed else Verdict.PASSED,
+                 f"PSI {out.statistic:.3f} between the versions' predictions on {where} "
+                 f"(at most {spec.max_shift:g}"
+                 + (f"; p {p:.3g}, {'' if failed else 'not '}significant)" if out.drifted else ")"))
+
+
+#: the significance a shift beyond max_shift must also have to fail
+SHIFT_P = 0.01
+
+
+def _p_value(stats: Mapping[str, Any], stable: Any, candidate: Any) -> float:
+    """Chi-square test that both samples come from one distribution, on the PSI's own bins."""
+    import numpy as np
+    from scipy.stats import chi2_contingency
+
+    from cd4ml.stages.drift import bin_counts
+
+    if stats.get("kind") == "categorical":
+        labels = sorted(set(stable) | set(candidate))
+        table = np.array([[list(stable).count(v) for v in labels],
+                          [list(candidate).count(v) for v in labels]], dtype="float64")
+    else:
+        table = np.array([bin_counts(stats, np.asarray(stable, dtype="float64")),
+                          bin_counts(stats, np.asarray(candidate, dtype="float64"))])
+    table = table[:, table.sum(axis=0) > 0]
+    if table.shape[1] < 2:
+        return 1.0
+    return float(chi2_contingency(table)[1])
