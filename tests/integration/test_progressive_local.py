@@ -1,5 +1,6 @@
-"""The progressive-delivery story on the local Docker target: real cd4ml images behind the
-nginx front, a steady stream of predictions, and the store, under the Docker lock.
+"""The progressive-delivery story on the local Docker and Swarm targets: real cd4ml images behind
+the nginx front (its split/unsplit: this file needs the "front" work merged), a steady stream of
+predictions, and the store, under the Docker lock.
 
     a good canary (v2)      goes to 100 % with 0 failed requests
     a bad canary            a model trained on shuffled labels (infra-valid, wrong): stopped by
