@@ -50,6 +50,20 @@ class Journaled(Store):
                                                    found.statements))
 
 
+def git_as(repo: Path, *args: str, author: str, timeout: float = 60) -> str:
+    """``git *args`` in ``repo`` as ``author`` (name and e-mail, unsigned commits); its stdout,
+    or an AssertionError with its stderr."""
+    import subprocess
+
+    out = subprocess.run(
+        ["git", "-c", f"user.name={author}", "-c", f"user.email={author}@example.com",
+         "-c", "commit.gpgsign=false", *args],
+        cwd=repo, capture_output=True, text=True, timeout=timeout, check=False)
+    if out.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)} failed: {out.stderr.strip()}")
+    return out.stdout.strip()
+
+
 def entry_point_spec(name: str, entry_point: str, seed: int, **sections: Any) -> str:
     """YAML of a pipeline on ``data/wine.csv`` trained by ``entry_point`` (the tracking API's
     tests), gated at 0.8 on accuracy and f1_macro; ``sections`` add keys to a section of that
