@@ -204,14 +204,15 @@ def chosen_model(store: Store, pipeline: Spec | str, ref: ModelRef | None, *,
 
 
 @contextmanager
-def model_in_store(args: argparse.Namespace, text: str | None, *, blessed: bool | None = None,
-                   missing: str = "") -> Iterator[tuple[Spec, Store, ModelVersion]]:
+def model_in_store(args: argparse.Namespace, text: str | None,
+                   **choice: Any) -> Iterator[tuple[Spec, Store, ModelVersion]]:
     """For a command on one model version (``build``, ``push``, ``evaluate``): the spec, the
-    store with progress on stderr, and the version ``text`` names (see :func:`chosen_model`)."""
+    store with progress on stderr, and the version ``text`` names; ``choice`` is what
+    :func:`chosen_model` takes besides (``blessed``, ``missing``)."""
     ref = model_arg(text)
     spec = load_pipeline(args, ref)
     with store_with_progress(args) as store:
-        yield spec, store, chosen_model(store, spec, ref, blessed=blessed, missing=missing)
+        yield spec, store, chosen_model(store, spec, ref, **choice)
 
 
 def pipeline_and_override(args: argparse.Namespace) -> tuple[Spec, str | None, str | None]:

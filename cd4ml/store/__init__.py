@@ -420,6 +420,18 @@ class Store(WatchRecords):
                 out += _all(cls, conn.execute(q.where(column.in_(chunk))))
             return out
 
+    def _by_id(self, cls: type[T], table: sa.Table, key: int | str, missing: str) -> T:
+        """One row by its primary key; ``missing`` is the error when there is none."""
+        with self.read() as conn:
+            row = conn.execute(sa.select(table).where(table.c.id == key)).first()
+        if row is None:
+            raise StoreError(missing)
+        return _to(cls, row)
+
+    def _update(self, table: sa.Table, key: int | str, values: dict[str, Any]) -> None:
+        with self.tx() as conn:
+            conn.execute(table.update().where(table.c.id == key).values(**values))
+
     def record_gate(self, run_id: str, model_version_id: int | None, passed: bool,
                     rules: Sequence[RuleOutcome],
                     baseline_version: int | None, override_by: str | None = None,
@@ -617,19 +629,6 @@ class Store(WatchRecords):
             q = q.where(approvals.c.environment == environment)
         with self.read() as conn:
             return [_to(Approval, r) for r in conn.execute(q.order_by(approvals.c.id))]
-
-    # ---- one row by its primary key
-
-    def _by_id(self, cls: type[T], table: sa.Table, key: int | str, missing: str) -> T:
-        with self.read() as conn:
-            row = conn.execute(sa.select(table).where(table.c.id == key)).first()
-        if row is None:
-            raise StoreError(missing)
-        return _to(cls, row)
-
-    def _update(self, table: sa.Table, key: int | str, values: dict[str, Any]) -> None:
-        with self.tx() as conn:
-            conn.execute(table.update().where(table.c.id == key).values(**values))
 
     # ---- locks
 
