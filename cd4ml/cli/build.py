@@ -6,13 +6,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cd4ml.cli.common import add_common, model_in_store
+from cd4ml.cli.common import add_commit, add_common, model_in_store
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("model_version", nargs="?", metavar="MODEL_VERSION",
                    help="the version to build (see README: model versions; default: the newest blessed one)")
     add_common(p)
+    add_commit(p)
     p.add_argument("--push", action="store_true",
                    help="push to image.registry once validated (login from "
                         "CD4ML_REGISTRY_USER / CD4ML_REGISTRY_PASSWORD)")
@@ -24,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from cd4ml.release.build import build
     from cd4ml.reporting.console import print_json
 
-    with model_in_store(args, args.model_version, blessed=True,
+    with model_in_store(args, args.model_version, blessed=True, commit=args.commit,
                         missing="run 'cd4ml run' until its gate passes") as (spec, store, model):
         result = build(spec, store, model, push=args.push, nocache=args.nocache)
     if args.json:
