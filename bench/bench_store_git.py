@@ -17,35 +17,22 @@ from __future__ import annotations
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
 from cd4ml.states import RuleKind
-from cd4ml.store import Store, journal, now
+from cd4ml.store import Store
 from cd4ml.store.journal import Record
 from cd4ml.store.records import RuleOutcome
+from tests.helpers import Journaled
 
 RUNS = 1000
 WRITES = 20
-
-
-class Journaled(Store):
-    """A SQLite store that keeps, like the git store, one record per write transaction."""
-
-    def __init__(self, url: str):
-        super().__init__(url)
-        journal.listen(self.engine)
-        self.records: list[Record] = []
-
-    @contextmanager
-    def tx(self) -> Iterator:
-        with super().tx() as conn, journal.capture(conn) as found:
-            yield conn
-        if found.statements and hasattr(self, "records"):
-            self.records.append(Record.new("write", now(), "bench", "0001_initial", found.statements))
 
 
 def one_run(store: Store, i: int) -> None:
@@ -110,6 +97,7 @@ def main() -> None:
     remote2 = work / "big.git"
     subprocess.run(["git", "init", "-q", "--bare", str(remote2)], check=True)
     seed = Journaled(f"sqlite:///{work / 'seed.db'}")
+    seed.actor = "bench"
     for i in range(RUNS):
         one_run(seed, i)
     fast_import(remote2, seed.records)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from cd4ml.states import RuleKind
-from cd4ml.store import ModelVersion, RuleOutcome
+from cd4ml.store import ModelVersion, RuleOutcome, Store, journal, now
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,6 +28,87 @@ def wine_spec_dict() -> dict[str, Any]:
     raw["expectations"] = str(ROOT / "pipelines" / raw["expectations"])
     raw["allow_paths_outside_repository"] = True
     return raw
+
+
+class Journaled(Store):
+    """A SQLite store that keeps, like the git store, one journal record per write transaction
+    (``records``, each written by ``actor``): the git store's records without git."""
+
+    actor = "me"
+
+    def __init__(self, url: str):
+        super().__init__(url)
+        journal.listen(self.engine)
+        self.records: list[journal.Record] = []
+
+    @contextmanager
+    def tx(self) -> Iterator[Any]:
+        with super().tx() as conn, journal.capture(conn) as found:
+            yield conn
+        if found.statements and hasattr(self, "records"):
+            self.records.append(journal.Record.new("write", now(), self.actor, "0001_initial",
+                                                   found.statements))
+
+
+def git_as(repo: Path, *args: str, author: str, timeout: float = 60) -> str:
+    """``git *args`` in ``repo`` as ``author`` (name and e-mail, unsigned commits); its stdout,
+    or an AssertionError with its stderr."""
+    import subprocess
+
+    out = subprocess.run(
+        ["git", "-c", f"user.name={author}", "-c", f"user.email={author}@example.com",
+         "-c", "commit.gpgsign=false", *args],
+        cwd=repo, capture_output=True, text=True, timeout=timeout, check=False)
+    if out.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)} failed: {out.stderr.strip()}")
+    return out.stdout.strip()
+
+
+def entry_point_spec(name: str, entry_point: str, seed: int, **sections: Any) -> str:
+    """YAML of a pipeline on ``data/wine.csv`` trained by ``entry_point`` (the tracking API's
+    tests), gated at 0.8 on accuracy and f1_macro; ``sections`` add keys to a section of that
+    (``data``, ``model``) or replace it (``gates``), or add sections."""
+    import yaml
+
+    raw: dict[str, Any] = {
+        "name": name,
+        "data": {"path": "data/wine.csv", "target": "target"},
+        "model": {"task": "classification", "entry_point": entry_point, "seed": seed},
+        "metrics": ["accuracy", "f1_macro"],
+        "gates": [{"metric": "accuracy", "min": 0.8}, {"metric": "f1_macro", "min": 0.8}],
+    }
+    for key, value in sections.items():
+        raw[key] = {**raw[key], **value} if isinstance(raw.get(key), dict) else value
+    return yaml.safe_dump(raw, sort_keys=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class SmallTree:
+    """A fitted model and its artifact, as :func:`small_tree` leaves them."""
+
+    estimator: Any
+    frame: Any  # the spec's data
+    features: list[str]
+    directory: Path
+    sha256: str
+    signature: dict
+
+
+def small_tree(spec: Any, root: Path) -> SmallTree:
+    """A depth-3 decision tree fit on all of ``spec``'s data, its artifact saved under ``root``
+    as train saves it (no metadata file yet: callers write the one they need)."""
+    from sklearn.tree import DecisionTreeClassifier
+
+    from cd4ml import artifacts
+    from cd4ml.stages.data import feature_columns, load_frame
+
+    frame = load_frame(spec.data)
+    features = feature_columns(spec.data, frame)
+    est = DecisionTreeClassifier(max_depth=3, random_state=0).fit(frame[features], frame["target"])
+    directory, sha = artifacts.save(root, spec.name, est)
+    signature = {"inputs": [{"name": f, "dtype": "float", "nullable": False} for f in features],
+                 "target": "target", "classes": [int(c) for c in est.classes_], "frame": False}
+    return SmallTree(est, frame, features, directory, sha, signature)
 
 
 def model_record(version: int = 3) -> ModelVersion:

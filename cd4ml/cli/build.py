@@ -6,14 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cd4ml.cli.common import (
-    add_commit,
-    add_common,
-    chosen_model,
-    load_pipeline,
-    model_arg,
-    store_with_progress,
-)
+from cd4ml.cli.common import add_commit, add_common, model_in_store
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
@@ -32,11 +25,8 @@ def run(args: argparse.Namespace) -> int:
     from cd4ml.release.build import build
     from cd4ml.reporting.console import print_json
 
-    ref = model_arg(args.model_version)
-    spec = load_pipeline(args, ref)
-    with store_with_progress(args) as store:
-        model = chosen_model(store, spec, ref, blessed=True, commit=args.commit,
-                             missing="run 'cd4ml run' until its gate passes")
+    with model_in_store(args, args.model_version, blessed=True, commit=args.commit,
+                        missing="run 'cd4ml run' until its gate passes") as (spec, store, model):
         result = build(spec, store, model, push=args.push, nocache=args.nocache)
     if args.json:
         print_json({**_jsonable(result), "passed": result.passed})

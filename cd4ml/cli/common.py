@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cd4ml.errors import StoreError, UsageError
 
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from cd4ml.spec import Spec
     from cd4ml.store import ModelVersion, Store
 
+T = TypeVar("T")
 
 class _Redacting(logging.Formatter):
     """Known secrets never reach a log line, whatever a library put into the message."""
@@ -215,6 +216,25 @@ def chosen_model(store: Store, pipeline: Spec | str, ref: ModelRef | None, *,
     return model
 
 
+@contextmanager
+def model_in_store(args: argparse.Namespace, text: str | None,
+                   **choice: Any) -> Iterator[tuple[Spec, Store, ModelVersion]]:
+    """For a command on one model version (``build``, ``push``, ``evaluate``): the spec, the
+    store with progress on stderr, and the version ``text`` names; ``choice`` is what
+    :func:`chosen_model` takes besides (``blessed``, ``missing``)."""
+    ref = model_arg(text)
+    spec = load_pipeline(args, ref)
+    with store_with_progress(args) as store:
+        yield spec, store, chosen_model(store, spec, ref, **choice)
+
+
+def pipeline_and_override(args: argparse.Namespace) -> tuple[Spec, str | None, str | None]:
+    """The spec ``-p`` names, and who overrides a failed check and why (see :func:`overrider`:
+    a half-given override is refused before the spec is read)."""
+    by, reason = overrider(args)
+    return load_pipeline(args), by, reason
+
+
 def add_read_pipeline(p: argparse.ArgumentParser, what: str) -> None:
     """``-p`` of a read command, which also takes a pipeline known only to the store."""
     p.add_argument("-p", "--pipeline", metavar="PIPELINE",
@@ -242,3 +262,22 @@ def add_listing(p: argparse.ArgumentParser, limit: int) -> None:
     add_read_pipeline(p, "only this pipeline (default: every one)")
     p.add_argument("--limit", type=positive_int, default=limit, metavar="N",
                    help="show the newest N (default: %(default)s)")
+
+
+def listed(args: argparse.Namespace, fetch: Callable[..., list[T]], what: str,
+           to_json: Callable[[list[T]], Any] = lambda rows: rows) -> list[T] | None:
+    """What a listing command (:func:`add_listing`) shows: ``fetch(store, pipeline, limit=N)``
+    of the options given; None when it is already printed, as JSON with ``--json`` or as the
+    line saying there is no ``what`` recorded."""
+    from cd4ml.reporting.console import print_json
+
+    with open_store(args) as store:
+        pipeline = read_pipeline(store, args)
+        rows = fetch(store, pipeline, limit=args.limit)
+    if args.json:
+        print_json(to_json(rows))
+        return None
+    if not rows:
+        print(f"no {what} recorded" + (f" for {pipeline}" if pipeline else ""))
+        return None
+    return rows

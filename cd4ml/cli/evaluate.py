@@ -5,13 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cd4ml.cli.common import (
-    add_common,
-    chosen_model,
-    load_pipeline,
-    model_arg,
-    store_with_progress,
-)
+from cd4ml.cli.common import add_common, model_in_store
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
@@ -24,10 +18,7 @@ def run(args: argparse.Namespace) -> int:
     from cd4ml.reporting.console import print_json, to_jsonable
     from cd4ml.stages.evaluate import evaluate
 
-    ref = model_arg(args.model)
-    spec = load_pipeline(args, ref)
-    with store_with_progress(args) as store:
-        model = chosen_model(store, spec, ref, missing="run 'cd4ml train' first")
+    with model_in_store(args, args.model, missing="run 'cd4ml train' first") as (spec, store, model):
         result = evaluate(spec, store, model, model.run_id)
     if args.json:
         print_json({"run_id": model.run_id, **to_jsonable(result)})

@@ -6,13 +6,7 @@ import argparse
 import os
 from typing import Any
 
-from cd4ml.cli.common import (
-    add_common,
-    add_override,
-    load_pipeline,
-    overrider,
-    store_with_progress,
-)
+from cd4ml.cli.common import add_common, add_override, pipeline_and_override, store_with_progress
 from cd4ml.states import RuleKind
 
 
@@ -27,8 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from cd4ml.reporting.console import print_json, to_jsonable
     from cd4ml.stages.gate_recorded import gate_recorded
 
-    by, reason = overrider(args)
-    spec = load_pipeline(args)
+    spec, by, reason = pipeline_and_override(args)
     with store_with_progress(args) as store:
         done = gate_recorded(spec, store, args.run, override_by=by, reason=reason)
     if args.json:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cd4ml.cli.common import add_listing, open_store, read_pipeline
+from cd4ml.cli.common import add_listing, listed
 from cd4ml.cli.format import short, when
 
 
@@ -14,16 +14,10 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cd4ml.reporting.api import models_json
-    from cd4ml.reporting.console import print_json, table
+    from cd4ml.reporting.console import table
 
-    with open_store(args) as store:
-        pipeline = read_pipeline(store, args)
-        models = models_json(store, pipeline, limit=args.limit)
-    if args.json:
-        print_json(models)
-        return 0
-    if not models:
-        print("no model versions recorded" + (f" for {pipeline}" if pipeline else ""))
+    models = listed(args, models_json, "model versions")
+    if models is None:
         return 0
     rows = []
     for m in models:

@@ -7,13 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from cd4ml.cli.common import (
-    add_common,
-    chosen_model,
-    load_pipeline,
-    model_arg,
-    store_with_progress,
-)
+from cd4ml.cli.common import add_common, model_in_store
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
@@ -25,10 +19,7 @@ def run(args: argparse.Namespace) -> int:
     from cd4ml.release.build import push
     from cd4ml.reporting.console import print_json
 
-    ref = model_arg(args.model_version)
-    spec = load_pipeline(args, ref)
-    with store_with_progress(args) as store:
-        model = chosen_model(store, spec, ref)
+    with model_in_store(args, args.model_version) as (spec, store, model):
         result = push(spec, store, model)
     if args.json:
         print_json(result)

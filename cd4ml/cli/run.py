@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cd4ml.cli.common import (
-    add_common,
-    add_override,
-    load_pipeline,
-    overrider,
-    store_with_progress,
-)
+from cd4ml.cli.common import add_common, add_override, pipeline_and_override, store_with_progress
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
@@ -27,8 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from cd4ml.reporting.console import print_json
     from cd4ml.stages import pipeline
 
-    by, reason = overrider(args)
-    spec = load_pipeline(args)
+    spec, by, reason = pipeline_and_override(args)
     config = None
     if args.report:
         from cd4ml.integrations.github import GitHubConfig

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cd4ml.cli.common import add_listing, open_store, read_pipeline
+from cd4ml.cli.common import add_listing, listed
 from cd4ml.cli.format import duration, short, status, when
 
 
@@ -14,16 +14,10 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cd4ml.reporting.api import run_rows, seconds_between
-    from cd4ml.reporting.console import print_json, table
+    from cd4ml.reporting.console import table
 
-    with open_store(args) as store:
-        pipeline = read_pipeline(store, args)
-        rows = run_rows(store, pipeline, limit=args.limit)
-    if args.json:
-        print_json([row.json() for row in rows])
-        return 0
-    if not rows:
-        print("no runs recorded" + (f" for {pipeline}" if pipeline else ""))
+    rows = listed(args, run_rows, "runs", lambda rows: [row.json() for row in rows])
+    if rows is None:
         return 0
     print(table(["run", "pipeline", "status", "model", "commit", "branch", "actor", "started",
                  "duration", "cached from"],

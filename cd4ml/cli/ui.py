@@ -6,22 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from cd4ml.cli.common import add_store, open_store
-
-
-def _port(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= n <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {n}")
-    return n
+from cd4ml.cli.common import add_store, open_store, port
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     add_store(p)
-    p.add_argument("--port", type=_port, default=8765, help="port (default: %(default)s; 0: any free one)")
+    p.add_argument("--port", type=port, default=8765, help="port (default: %(default)s; 0: any free one)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default: %(default)s, this machine only); any other "
                         "address needs the token printed once at start")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from cd4ml.cli.common import add_common, add_override, load_pipeline, overrider, store_with_progress
+from cd4ml.cli.common import add_common, add_override, pipeline_and_override, store_with_progress
 
 #: a table cell longer than this is cut (a column list can be long); --json has it all
 WIDTH = 48
@@ -21,8 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from cd4ml.reporting.console import print_json
     from cd4ml.stages.validate import validate
 
-    spec = load_pipeline(args)
-    by, reason = overrider(args)
+    spec, by, reason = pipeline_and_override(args)
     with store_with_progress(args) as store:
         result = validate(spec, store, override_by=by, reason=reason)
     if args.json:

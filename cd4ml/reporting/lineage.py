@@ -19,6 +19,7 @@ from typing import Any
 
 from cd4ml.errors import DataError, StoreError, UsageError
 from cd4ml.refs import ModelRef, find_model, parse_model_ref, parse_run_or_model
+from cd4ml.reporting.summary import MetricKey
 from cd4ml.states import MetricScope
 from cd4ml.store import (
     Dataset,
@@ -231,10 +232,7 @@ def prediction_lineage(store: Store, request_id: str, log_paths: Iterable[str | 
 
 
 @dataclass(frozen=True)
-class MetricDiff:
-    name: str
-    slice: str  # "" for the whole held-out set
-    slice_value: str
+class MetricDiff(MetricKey):
     a: float | None
     b: float | None
 

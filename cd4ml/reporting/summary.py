@@ -12,12 +12,18 @@ from cd4ml.store import GateDecision, Metric, ModelVersion, Run, Store, Validati
 
 
 @dataclass(frozen=True)
-class MetricRow:
-    """One metric, candidate next to production on the same held-out rows."""
+class MetricKey:
+    """Which value of a metric: its name, on the whole held-out set or on one slice of it."""
 
     name: str
     slice: str  # "" for the whole held-out set
     slice_value: str
+
+
+@dataclass(frozen=True)
+class MetricRow(MetricKey):
+    """One metric, candidate next to production on the same held-out rows."""
+
     candidate: float | None
     production: float | None
     production_version: int | None

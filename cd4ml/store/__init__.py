@@ -291,8 +291,7 @@ class Store(WatchRecords, StepRecords):
         return [self.run(r.id) for r in dead]
 
     def update_run(self, run_id: str, **values: Any) -> Run:
-        with self.tx() as conn:
-            conn.execute(runs.update().where(runs.c.id == run_id).values(**values))
+        self._update(runs, run_id, values)
         return self.run(run_id)
 
     def finish_run(self, run_id: str, status: RunStatus, error: str | None = None,
@@ -433,6 +432,18 @@ class Store(WatchRecords, StepRecords):
                 out += _all(cls, conn.execute(q.where(column.in_(chunk))))
             return out
 
+    def _by_id(self, cls: type[T], table: sa.Table, key: int | str, missing: str) -> T:
+        """One row by its primary key; ``missing`` is the error when there is none."""
+        with self.read() as conn:
+            row = conn.execute(sa.select(table).where(table.c.id == key)).first()
+        if row is None:
+            raise StoreError(missing)
+        return _to(cls, row)
+
+    def _update(self, table: sa.Table, key: int | str, values: dict[str, Any]) -> None:
+        with self.tx() as conn:
+            conn.execute(table.update().where(table.c.id == key).values(**values))
+
     def record_gate(self, run_id: str, model_version_id: int | None, passed: bool,
                     rules: Sequence[RuleOutcome],
                     baseline_version: int | None, override_by: str | None = None,
@@ -479,11 +490,8 @@ class Store(WatchRecords, StepRecords):
         raise StoreError(f"could not allocate a model version for {pipeline!r}: too many concurrent writers")
 
     def model_by_id(self, model_id: int) -> ModelVersion:
-        with self.read() as conn:
-            row = conn.execute(sa.select(model_versions).where(model_versions.c.id == model_id)).first()
-        if row is None:
-            raise StoreError(f"no model version with id {model_id}")
-        return _to(ModelVersion, row)
+        return self._by_id(ModelVersion, model_versions, model_id,
+                           f"no model version with id {model_id}")
 
     def model(self, pipeline: str, version: int) -> ModelVersion:
         with self.read() as conn:
@@ -500,11 +508,7 @@ class Store(WatchRecords, StepRecords):
         return _to(ModelVersion, row) if row else None
 
     def models(self, pipeline: str | None = None, limit: int = 50) -> list[ModelVersion]:
-        q = sa.select(model_versions).order_by(model_versions.c.id.desc()).limit(limit)
-        if pipeline:
-            q = q.where(model_versions.c.pipeline == pipeline)
-        with self.read() as conn:
-            return [_to(ModelVersion, r) for r in conn.execute(q)]
+        return self._newest(ModelVersion, model_versions, limit, pipeline=pipeline)
 
     def model_summaries(self, run_ids: Collection[str] | None = None) -> list[ModelSummary]:
         """The model versions trained by many runs (None: all), without their signatures and
@@ -524,14 +528,11 @@ class Store(WatchRecords, StepRecords):
         return _to(ModelVersion, row) if row else None
 
     def set_artifact_uri(self, model_id: int, uri: str) -> ModelVersion:
-        with self.tx() as conn:
-            conn.execute(model_versions.update().where(model_versions.c.id == model_id)
-                         .values(artifact_uri=uri))
+        self._update(model_versions, model_id, {"artifact_uri": uri})
         return self.model_by_id(model_id)
 
     def set_model_flags(self, model_id: int, **flags: bool) -> ModelVersion:
-        with self.tx() as conn:
-            conn.execute(model_versions.update().where(model_versions.c.id == model_id).values(**flags))
+        self._update(model_versions, model_id, flags)
         return self.model_by_id(model_id)
 
     def production_model(self, pipeline: str, environment: str | None) -> ModelVersion | None:
@@ -557,16 +558,11 @@ class Store(WatchRecords, StepRecords):
         return self.image(iid)
 
     def update_image(self, image_pk: int, **values: Any) -> Image:
-        with self.tx() as conn:
-            conn.execute(images.update().where(images.c.id == image_pk).values(**values))
+        self._update(images, image_pk, values)
         return self.image(image_pk)
 
     def image(self, image_pk: int) -> Image:
-        with self.read() as conn:
-            row = conn.execute(sa.select(images).where(images.c.id == image_pk)).first()
-        if row is None:
-            raise StoreError(f"no image record {image_pk}")
-        return _to(Image, row)
+        return self._by_id(Image, images, image_pk, f"no image record {image_pk}")
 
     def images_for(self, model_version_id: int) -> list[Image]:
         q = sa.select(images).where(images.c.model_version_id == model_version_id).order_by(images.c.id.desc())
@@ -607,11 +603,7 @@ class Store(WatchRecords, StepRecords):
         return self.deployment(deployment_id)
 
     def deployment(self, deployment_id: int) -> Deployment:
-        with self.read() as conn:
-            row = conn.execute(sa.select(deployments).where(deployments.c.id == deployment_id)).first()
-        if row is None:
-            raise StoreError(f"no deployment {deployment_id}")
-        return _to(Deployment, row)
+        return self._by_id(Deployment, deployments, deployment_id, f"no deployment {deployment_id}")
 
     def current_deployment(self, pipeline: str, environment: str) -> Deployment | None:
         q = sa.select(deployments).where(
@@ -631,15 +623,8 @@ class Store(WatchRecords, StepRecords):
 
     def deployments(self, pipeline: str | None = None, environment: str | None = None,
                     model_version_id: int | None = None, limit: int = 100) -> list[Deployment]:
-        q = sa.select(deployments).order_by(deployments.c.id.desc()).limit(limit)
-        if pipeline:
-            q = q.where(deployments.c.pipeline == pipeline)
-        if environment:
-            q = q.where(deployments.c.environment == environment)
-        if model_version_id is not None:
-            q = q.where(deployments.c.model_version_id == model_version_id)
-        with self.read() as conn:
-            return [_to(Deployment, r) for r in conn.execute(q)]
+        return self._newest(Deployment, deployments, limit, pipeline=pipeline,
+                            environment=environment, model_version_id=model_version_id)
 
     def record_approval(self, model_version_id: int, environment: str, approver: str,
                         source: ApprovalSource, details: dict | None = None) -> Approval:

@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from cd4ml.store.records import _to
+from cd4ml.store.records import T, _all, _to
 from cd4ml.store.schema import labels, monitorings, prediction_baselines
 
 
@@ -145,12 +145,16 @@ class WatchRecords:
     def monitorings(self, pipeline: str | None = None, environment: str | None = None,
                     model_version_id: int | None = None, limit: int = 50) -> list[Monitoring]:
         """Monitoring results, newest first."""
-        q = sa.select(monitorings).order_by(monitorings.c.id.desc()).limit(limit)
-        if pipeline:
-            q = q.where(monitorings.c.pipeline == pipeline)
-        if environment:
-            q = q.where(monitorings.c.environment == environment)
-        if model_version_id is not None:
-            q = q.where(monitorings.c.model_version_id == model_version_id)
+        return self._newest(Monitoring, monitorings, limit, pipeline=pipeline,
+                            environment=environment, model_version_id=model_version_id)
+
+    def _newest(self, cls: type[T], table: sa.Table, limit: int, **given: object) -> list[T]:
+        """Up to ``limit`` rows of ``table``, highest id first, whose columns equal the values
+        given; a value left out (None, or an empty name) narrows nothing. The Store's listings
+        use it too."""
+        q = sa.select(table).order_by(table.c.id.desc()).limit(limit)
+        for name, value in given.items():
+            if value is not None and value != "":
+                q = q.where(table.c[name] == value)
         with self.read() as conn:
-            return [_to(Monitoring, r) for r in conn.execute(q)]
+            return _all(cls, conn.execute(q))

@@ -7,6 +7,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from tests.helpers import git_as
+
 
 class GitRepo:
     """A repository on ``main`` whose changes are commits by named authors."""
@@ -17,13 +19,7 @@ class GitRepo:
         self.git("init", "-q", "-b", "main")
 
     def git(self, *args: str, author: str = "octo-org") -> str:
-        out = subprocess.run(
-            ["git", "-c", f"user.name={author}", "-c", f"user.email={author}@example.com",
-             "-c", "commit.gpgsign=false", *args],
-            cwd=self.path, capture_output=True, text=True, timeout=60, check=False)
-        if out.returncode != 0:
-            raise AssertionError(f"git {' '.join(args)}: {out.stderr.strip()}")
-        return out.stdout.strip()
+        return git_as(self.path, *args, author=author)
 
     def commit(self, message: str, author: str = "octo-org") -> str:
         self.git("add", "-A", author=author)

@@ -28,6 +28,8 @@ from typing import Any
 
 import yaml
 
+from tests.helpers import git_as
+
 ROOT = Path(__file__).resolve().parents[2]
 PIPELINE = "wine-story"
 SPEC = "pipelines/wine.yaml"  # inside the story's repository
@@ -65,13 +67,7 @@ class Story:
     # ------------------------------------------------------------------ git
 
     def git(self, *args: str, author: str = AUTHOR) -> str:
-        out = subprocess.run(
-            ["git", "-c", f"user.name={author}", "-c", f"user.email={author}@example.com",
-             "-c", "commit.gpgsign=false", *args],
-            cwd=self.repo, capture_output=True, text=True, timeout=30, check=False)
-        if out.returncode != 0:
-            raise AssertionError(f"git {' '.join(args)} failed: {out.stderr.strip()}")
-        return out.stdout.strip()
+        return git_as(self.repo, *args, author=author, timeout=30)
 
     def commit(self, message: str, author: str = AUTHOR) -> str:
         """Commit everything changed, by ``author``; GitHub learns the commit and its author."""

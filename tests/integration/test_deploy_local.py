@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import pytest
 
@@ -62,15 +61,9 @@ def test_blue_green_deploys_roll_back_and_count_no_failure(deploy_world, clean):
                 deploy(spec, store, "staging", 4)  # the server exits on start
             load.wait_for_requests()
 
-            t0 = time.perf_counter()
-            back = rollback(spec, store, "staging", reason="v2 misbehaves")
-            took = time.perf_counter() - t0
-            load.wait_for_requests()
-            to_serving = load.serving_since(1, t0) - t0
-            load.wait_for_requests()
-        print(f"\nlocal: {load.ok} predictions, {len(load.failed)} failed, p99 {load.p99_ms:.0f} ms, "
-              f"max {load.max_ms:.0f} ms; rollback to serving {to_serving:.2f} s "
-              f"(command {took:.2f} s)")
+            back, took, to_serving = load.timed(
+                lambda: rollback(spec, store, "staging", reason="v2 misbehaves"), version=1)
+        print(load.summary("local", took, to_serving))
         assert load.failed == [], load.failed[:5]
         assert load.versions == [1, 2, 1], load.versions
 

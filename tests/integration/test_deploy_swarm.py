@@ -73,15 +73,8 @@ def test_swarm_rolling_updates_and_rollbacks_under_load(deploy_world, stack):
             load.wait_for_requests()
             assert served_version(port) == 2
 
-            t0 = time.perf_counter()
-            back = rollback(spec, store, "swarm")
-            took = time.perf_counter() - t0
-            load.wait_for_requests()
-            to_serving = load.serving_since(1, t0) - t0
-            load.wait_for_requests()
-        print(f"\nswarm: {load.ok} predictions, {len(load.failed)} failed, p99 {load.p99_ms:.0f} ms, "
-              f"max {load.max_ms:.0f} ms; rollback to serving {to_serving:.2f} s "
-              f"(command {took:.2f} s)")
+            back, took, to_serving = load.timed(lambda: rollback(spec, store, "swarm"), version=1)
+        print(load.summary("swarm", took, to_serving))
         assert load.failed == [], load.failed[:5]
         assert load.versions[0] == 1 and load.versions[-1] == 1 and 2 in load.versions
 

@@ -18,7 +18,7 @@ from cd4ml.errors import TrackedRunError
 from cd4ml.spec import load_spec
 from cd4ml.stages import pipeline
 from cd4ml.store import Store
-from tests.helpers import run_workers
+from tests.helpers import entry_point_spec, run_workers
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,24 +59,6 @@ SCRIPT = textwrap.dedent("""\
     sys.exit(0 if result.passed else 1)
 """)
 
-SPEC = """\
-name: tracked
-data:
-  path: data/wine.csv
-  target: target
-model:
-  task: classification
-  entry_point: {entry_point}
-  seed: 1
-metrics: [accuracy, f1_macro]
-gates:
-  - metric: accuracy
-    min: 0.8
-  - metric: f1_macro
-    min: 0.8
-"""
-
-
 @pytest.fixture
 def project(tmp_path, pipelines_dir) -> Path:
     """A copy of the example pipelines, with the training script above beside them."""
@@ -88,7 +70,7 @@ def project(tmp_path, pipelines_dir) -> Path:
 
 def spec_file(project: Path, entry_point: str = "custom_train.py") -> Path:
     path = project / "pipelines" / "tracked.yaml"
-    path.write_text(SPEC.format(entry_point=entry_point))
+    path.write_text(entry_point_spec("tracked", entry_point, seed=1))
     return path
 
 

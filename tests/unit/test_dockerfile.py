@@ -17,6 +17,7 @@ from cd4ml import artifacts
 from cd4ml.errors import BuildError
 from cd4ml.release import dockerfile
 from cd4ml.store import Store
+from tests.helpers import small_tree
 
 REQUIRED_LABELS = (
     "org.opencontainers.image.title", "org.opencontainers.image.version",
@@ -29,22 +30,13 @@ REQUIRED_LABELS = (
 @pytest.fixture
 def model(tmp_path, spec):
     """A small real model, registered and blessed, with its artifact written as train does."""
-    from sklearn.tree import DecisionTreeClassifier
-
-    from cd4ml.stages.data import feature_columns, load_frame
-
-    frame = load_frame(spec.data)
-    features = feature_columns(spec.data, frame)
-    est = DecisionTreeClassifier(max_depth=3, random_state=0).fit(frame[features], frame["target"])
-    directory, sha = artifacts.save(tmp_path / "artifacts", spec.name, est)
-    signature = {"inputs": [{"name": f, "dtype": "float", "nullable": False} for f in features],
-                 "target": "target", "classes": [int(c) for c in est.classes_], "frame": False}
+    tree = small_tree(spec, tmp_path / "artifacts")
     store = Store("sqlite://")
     run = store.start_run(spec.name)
-    mv = store.register_model(spec.name, run.id, "classification", str(directory), sha,
-                              signature, {})
-    artifacts.write_meta(directory, artifacts.ArtifactMeta(
-        pipeline=spec.name, task="classification", sha256=sha, signature=signature,
+    mv = store.register_model(spec.name, run.id, "classification", str(tree.directory),
+                              tree.sha256, tree.signature, {})
+    artifacts.write_meta(tree.directory, artifacts.ArtifactMeta(
+        pipeline=spec.name, task="classification", sha256=tree.sha256, signature=tree.signature,
         version=mv.version, run_id=run.id, data_hash="d" * 64, git_commit="c" * 40,
         created_at=mv.created_at))
     store.record_gate(run.id, mv.id, True, [], None)

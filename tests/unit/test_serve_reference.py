@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from cd4ml import artifacts
+from tests.helpers import small_tree
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,19 +27,11 @@ def _reference(model_dir: Path, rows: list[dict], tmp_path: Path, sha: str | Non
 
 
 def test_reference_predictions_are_the_models_own(tmp_path, spec):
-    from sklearn.tree import DecisionTreeClassifier
-
-    from cd4ml.stages.data import feature_columns, load_frame
-
-    frame = load_frame(spec.data)
-    features = feature_columns(spec.data, frame)
-    est = DecisionTreeClassifier(max_depth=3, random_state=0).fit(frame[features], frame["target"])
-    directory, sha = artifacts.save(tmp_path / "a", spec.name, est)
-    signature = {"inputs": [{"name": f, "dtype": "float", "nullable": False} for f in features],
-                 "target": "target", "classes": [int(c) for c in est.classes_]}
-    artifacts.write_meta(directory, artifacts.ArtifactMeta(pipeline=spec.name, task="classification",
-                                                           sha256=sha, signature=signature))
-    rows = frame[features].head(40).to_dict("records")
-    got = _reference(directory, rows, tmp_path, sha)
-    assert got == {"predictions": [int(v) for v in est.predict(frame[features].head(40))]}
-    assert "error" in _reference(directory, rows, tmp_path, "0" * 64)  # not the pinned model
+    tree = small_tree(spec, tmp_path / "a")
+    artifacts.write_meta(tree.directory, artifacts.ArtifactMeta(
+        pipeline=spec.name, task="classification", sha256=tree.sha256, signature=tree.signature))
+    head = tree.frame[tree.features].head(40)
+    got = _reference(tree.directory, head.to_dict("records"), tmp_path, tree.sha256)
+    assert got == {"predictions": [int(v) for v in tree.estimator.predict(head)]}
+    # not the pinned model
+    assert "error" in _reference(tree.directory, head.to_dict("records"), tmp_path, "0" * 64)

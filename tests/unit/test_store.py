@@ -12,17 +12,9 @@ import time
 import pytest
 import sqlalchemy as sa
 
+from cd4ml import states
 from cd4ml import store as store_mod
 from cd4ml.errors import StoreError
-from cd4ml.states import (
-    ApprovalSource,
-    DeployAction,
-    DeploymentStatus,
-    InfraStatus,
-    MetricScope,
-    RunKind,
-    RunStatus,
-)
 from cd4ml.store import Migration, Store, default_url, migrations, redact
 from tests.helpers import outcome
 
@@ -470,25 +462,28 @@ def test_lock_is_released_when_the_body_raises(store):
 def test_states_come_back_as_their_enums_and_are_stored_as_plain_text(store):
     m = _model(store)
     run = store.run(m.run_id)
-    assert run.status is RunStatus.RUNNING and run.kind is RunKind.PIPELINE
-    assert store.finish_run(run.id, RunStatus.GATE_FAILED).status is RunStatus.GATE_FAILED
+    assert run.status is states.RunStatus.RUNNING and run.kind is states.RunKind.PIPELINE
+    failed = store.finish_run(run.id, states.RunStatus.GATE_FAILED)
+    assert failed.status is states.RunStatus.GATE_FAILED
     store.record_metrics(run.id, [{"name": "accuracy", "value": 0.9}])
-    assert store.metrics(run.id)[0].scope is MetricScope.CANDIDATE
+    assert store.metrics(run.id)[0].scope is states.MetricScope.CANDIDATE
     img = store.record_image(m.id, "sha256:" + "c" * 64, "cd4ml/wine:1", 1)
-    assert img.infra_status is InfraStatus.PENDING
+    assert img.infra_status is states.InfraStatus.PENDING
     dep = store.start_deployment("wine", "staging", m.id, "cd4ml/wine:1", "local",
-                                 DeployAction.DEPLOY, "ana")
-    assert dep.status is DeploymentStatus.IN_PROGRESS and dep.action is DeployAction.DEPLOY
-    done = store.finish_deployment(dep.id, DeploymentStatus.HEALTHY)
-    assert done.status is DeploymentStatus.HEALTHY and done.current
-    assert store.record_approval(m.id, "staging", "bo", ApprovalSource.CLI).source is ApprovalSource.CLI
+                                 states.DeployAction.DEPLOY, "ana")
+    assert dep.status is states.DeploymentStatus.IN_PROGRESS
+    assert dep.action is states.DeployAction.DEPLOY
+    done = store.finish_deployment(dep.id, states.DeploymentStatus.HEALTHY)
+    assert done.status is states.DeploymentStatus.HEALTHY and done.current
+    approval = store.record_approval(m.id, "staging", "bo", states.ApprovalSource.CLI)
+    assert approval.source is states.ApprovalSource.CLI
     # the database holds the same words as before the enums: no migration, old rows read back
     with store.read() as conn:
         assert conn.execute(sa.text("SELECT status, kind FROM runs")).one() == ("gate_failed", "pipeline")
         assert conn.execute(sa.text("SELECT status FROM deployments")).scalar() == "healthy"
     with store.tx() as conn:
         conn.execute(sa.text("UPDATE runs SET status = 'validation_failed'"))
-    assert store.run(run.id).status is RunStatus.VALIDATION_FAILED
+    assert store.run(run.id).status is states.RunStatus.VALIDATION_FAILED
 
 
 @pytest.mark.parametrize("content,says", [(b"", "empty (0 bytes)"),

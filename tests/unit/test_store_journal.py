@@ -3,9 +3,6 @@ empty store rebuilds the same rows (ids included), and that a changed record is 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import pytest
 import sqlalchemy as sa
 
@@ -13,22 +10,7 @@ from cd4ml.errors import StoreError
 from cd4ml.store import Store, journal, metadata, now
 from cd4ml.store.backends import backend_for
 from cd4ml.store.journal import Record, RecordError
-
-
-class Journaled(Store):
-    """A SQLite store keeping one record per write transaction, as the git store does."""
-
-    def __init__(self, url: str):
-        super().__init__(url)
-        journal.listen(self.engine)
-        self.records: list[Record] = []
-
-    @contextmanager
-    def tx(self) -> Iterator[sa.Connection]:
-        with super().tx() as conn, journal.capture(conn) as found:
-            yield conn
-        if found.statements and hasattr(self, "records"):
-            self.records.append(Record.new("write", now(), "me", "0001_initial", found.statements))
+from tests.helpers import Journaled
 
 
 def everything(store: Store) -> dict[str, list[tuple]]:

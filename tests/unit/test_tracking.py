@@ -18,28 +18,7 @@ from cd4ml.spec import load_spec
 from cd4ml.stages.data import file_hash
 from cd4ml.stages.tracking import frame_hash, gate_run, logged_metrics, run_entry_point
 from cd4ml.store import Store
-
-SPEC = """\
-name: tiny
-data:
-  path: data/wine.csv
-  target: target
-  slices: [alcohol_level]
-model:
-  task: classification
-  entry_point: {entry_point}
-  params: {{max_depth: 4}}
-  seed: 3
-split:
-  test_size: 0.3
-metrics: [accuracy, f1_macro]
-gates:
-  - metric: accuracy
-    min: 0.8
-  - metric: f1_macro
-    min: 0.8
-    max_drop: 0.05
-"""
+from tests.helpers import entry_point_spec
 
 TREE = """\
 from sklearn.tree import DecisionTreeClassifier
@@ -89,7 +68,10 @@ def tiny_spec(project: Path, entry_point: str, source: str = TREE):
     (project / "pipelines" / f"{module}.py").write_text(source)
     ref = entry_point if entry_point.endswith(".py") else f"{module}:{entry_point}"
     path = project / "pipelines" / "tiny.yaml"
-    path.write_text(SPEC.format(entry_point=ref))
+    gates = [{"metric": "accuracy", "min": 0.8}, {"metric": "f1_macro", "min": 0.8, "max_drop": 0.05}]
+    path.write_text(entry_point_spec("tiny", ref, seed=3, data={"slices": ["alcohol_level"]},
+                                     model={"params": {"max_depth": 4}}, split={"test_size": 0.3},
+                                     gates=gates))
     return load_spec(path)
 
 

@@ -101,21 +101,23 @@ class ActiveRun:
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Merge ``params`` into the run's parameters (a later value for a key replaces it)."""
-        self._check_open()
-        self._params.update(plain(dict(params)))
-        self.store.update_run(self.id, params=self._params)
+        self._merge("params", self._params, params)
 
     def log_param(self, name: str, value: Any) -> None:
         self.log_params({name: value})
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Merge free-form labels into the run (``cd4ml show`` lists them)."""
-        self._check_open()
-        self._tags.update(plain(dict(tags)))
-        self.store.update_run(self.id, tags=self._tags)
+        self._merge("tags", self._tags, tags)
 
     def set_tag(self, name: str, value: Any) -> None:
         self.set_tags({name: value})
+
+    def _merge(self, column: str, kept: dict, values: Mapping[str, Any]) -> None:
+        # the whole mapping is written each time: the store keeps it as one JSON column
+        self._check_open()
+        kept.update(plain(dict(values)))
+        self.store.update_run(self.id, **{column: kept})
 
     # ---- metrics
 
