@@ -99,12 +99,13 @@ def test_blue_green_deploys_roll_back_and_count_no_failure(deploy_world, clean):
                        override=Override("rita", "fixed upstream"))
         assert again.status == "healthy" and again.override["by"] == "rita"
         assert served_version(port) == 2
-        # containers: the front and one colour, nothing left of the failed releases
+        # containers: the front, its keeper and one colour, nothing left of the failed releases
         names = sorted(c.name for c in LocalTarget().client.containers.list(
             all=True, filters={"label": ["cd4ml.environment=staging", "cd4ml.pipeline=wine",
                                          f"cd4ml.project={spec.project}"]}))
         front = f"{resource_name(spec, spec.environment('staging'))}-front"
-        assert len(names) == 2 and front in names, names
+        keeper = f"{resource_name(spec, spec.environment('staging'))}-keeper"
+        assert len(names) == 3 and front in names and keeper in names, names
 
 
 def _only_blessed_are_bad(store, spec):
