@@ -40,5 +40,7 @@ def test_reference_predictions_are_the_models_own(tmp_path, spec):
                                                            sha256=sha, signature=signature))
     rows = frame[features].head(40).to_dict("records")
     got = _reference(directory, rows, tmp_path, sha)
-    assert got == {"predictions": [int(v) for v in est.predict(frame[features].head(40))]}
+    X = frame[features].head(40)
+    assert got == {"task": "classification", "predictions": [int(v) for v in est.predict(X)],
+                   "probabilities": est.predict_proba(X).tolist()}
     assert "error" in _reference(directory, rows, tmp_path, "0" * 64)  # not the pinned model
