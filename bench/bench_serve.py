@@ -22,7 +22,12 @@ MLflow runs from the Python named by ``--mlflow-python`` (or $MLFLOW_PYTHON); wi
 this Python if it has mlflow; else the shared benchmark virtualenv of bench/mlflow_env.py, made
 on first use; if MLflow cannot be installed the MLflow column is skipped.
 
+With ``--images`` it builds each family's image for both runtimes instead (the build's own
+context and Dockerfile template) and prints the bytes each adds over the base image and the
+time from ``docker run`` to the first answered prediction.
+
 Run: python bench/bench_serve.py [--seconds 5] [--family wine-rf ...] [--mlflow-python PATH]
+     flock /work/locks/docker.lock python bench/bench_serve.py --images
 """
 
 from __future__ import annotations
@@ -376,6 +381,62 @@ def measure(name: str, argv: list[str], url: str, m: dict, seconds: float, work:
     return result
 
 
+# ------------------------------------------------------------------------------- images
+
+
+def images(m: dict, work: Path) -> dict[str, dict]:
+    """Build the family's image for each runtime (the build's own context, from the same
+    Dockerfile template), then time ``docker run`` to the first answered prediction (median of
+    3). Bytes are those added over the base image. Tags cd4ml-bench/serve-*, removed after."""
+    import dataclasses
+
+    from cd4ml.integrations.docker import client, image_size
+    from cd4ml.release import dockerfile
+    from cd4ml.serve.predictor import Predictor
+    from cd4ml.spec import load_spec
+    from cd4ml.store.records import ModelVersion
+
+    c = client()
+    spec = load_spec(ROOT / "pipelines" / "wine.yaml")
+    spec = dataclasses.replace(spec, name=m["name"])
+    base = image_size(c, dockerfile.base_image(spec)) or 0
+    meta = m["meta"]
+    frame = Predictor(m["model"], m["fields"], meta.task, meta.stats).needs_frame
+    record = ModelVersion(1, m["name"], 1, "bench", meta.task, str(m["sklearn_dir"]), meta.sha256,
+                          {**meta.signature, "frame": frame}, meta.stats, True, False,
+                          "2026-01-01T00:00:00Z")
+    out: dict[str, dict] = {}
+    for runtime, compiled in (("sklearn", None), ("onnx", m["onnx_dir"])):
+        if runtime == "onnx" and compiled is None:
+            continue
+        tag = f"cd4ml-bench/serve-{m['name']}:{runtime}"
+        ctx = dockerfile.make_context(work / "ctx" / m["name"] / runtime, spec, record,
+                                      git_commit=None, data_hash=None, ca=dockerfile.ca_bundle(),
+                                      index_url=dockerfile.pip_index_url(), compiled=compiled)
+        c.images.build(path=str(ctx.directory), tag=tag, rm=True, network_mode="host",
+                       buildargs=ctx.buildargs or None)
+        starts = []
+        for _ in range(STARTS):
+            t0 = time.perf_counter()
+            container = c.containers.run(tag, detach=True, ports={"8080/tcp": ("127.0.0.1", PORT + 5)},
+                                         labels={"cd4ml.role": "bench"})
+            try:
+                while post(f"http://127.0.0.1:{PORT + 5}/predict", m["body"], timeout=1.0) != 200:
+                    if time.perf_counter() - t0 > 120:
+                        raise RuntimeError(f"{tag} gave no prediction within 120 s")
+                    time.sleep(0.01)
+                starts.append(time.perf_counter() - t0)
+            finally:
+                container.remove(force=True)
+        out[runtime] = {"added_mb": ((image_size(c, tag) or 0) - base) / 1e6,
+                        "start": statistics.median(starts)}
+        c.images.remove(tag, force=True, noprune=True)
+    print(f"images of {m['name']} (MB added over the base; docker run -> first prediction, s): "
+          + ", ".join(f"{k} {v['added_mb']:.0f} MB, {v['start']:.2f} s" for k, v in out.items()),
+          flush=True)
+    return out
+
+
 # ------------------------------------------------------------------------------- report
 
 
@@ -400,6 +461,9 @@ def main() -> None:
                     help="measure only these (repeatable; default: all four)")
     ap.add_argument("--mlflow-python", help="a Python with mlflow installed (default: "
                     "$MLFLOW_PYTHON, else this one if it has mlflow)")
+    ap.add_argument("--images", action="store_true", help="only build each family's images "
+                    "(both runtimes) and time docker run to the first answer; run it under "
+                    "flock /work/locks/docker.lock where the engine is shared")
     args = ap.parse_args()
     mlflow_python = find_mlflow(args.mlflow_python)
     load = wrk if shutil.which("wrk") else threads_load
@@ -410,7 +474,10 @@ def main() -> None:
               f"{args.seconds:g} s per measurement", file=sys.stderr, flush=True)
         image_env = hidden(work, ("sklearn", "scipy", "pandas", "threadpoolctl", "joblib"))
         for name in args.family or list(FAMILIES):
-            m = make_family(name, work, mlflow_python)
+            m = make_family(name, work, None if args.images else mlflow_python)
+            if args.images:
+                images(m, work)
+                continue
             floor = in_process(m)
             results = {"cd4ml sklearn": measure(
                 "sklearn", cd4ml_argv(m["sklearn_dir"], PORT), f"http://127.0.0.1:{PORT}/predict",
