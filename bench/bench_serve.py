@@ -214,7 +214,7 @@ def post(url: str, body: bytes, timeout: float = 2.0) -> int:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             r.read()
             return r.status
-    except OSError:
+    except (OSError, http.client.HTTPException):  # not up yet, or not speaking HTTP yet
         return 0
 
 

@@ -39,7 +39,7 @@ MB = 1_000_000  # sizes in decimal megabytes, as `docker images` shows them
 
 @dataclass(frozen=True)
 class Check:
-    name: str  # ready | identity | predictions | malformed | latency | size
+    name: str  # ready | identity | predictions | malformed | latency | size | runtime
     passed: bool
     observed: Any
     limit: Any
@@ -77,11 +77,7 @@ def validate_image(c: docker.DockerClient, spec: Spec, model: ModelVersion, imag
     started = time.perf_counter()
     emit(StageStarted("infra", f"validating {image[:19]}"))
     checks: list[Check] = []
-    tolerance = Tolerance(0.0, 0.0)
-    if runtime is not None:
-        tolerance = runtime.tolerance or tolerance
-        checks.append(Check("runtime", True, str(runtime.runtime), str(spec.image.runtime),
-                            runtime.reason + (f"; parity: {tolerance}" if runtime.tolerance else "")))
+    tolerance = runtime.tolerance if runtime and runtime.tolerance else Tolerance(0.0, 0.0)
     rows = held_out(spec, model)
     p99 = ready_s = None
     name = f"cd4ml-infraval-{spec.name}-{model.version}-{uuid.uuid4().hex[:6]}"
@@ -118,6 +114,10 @@ def validate_image(c: docker.DockerClient, spec: Spec, model: ModelVersion, imag
     size_mb = size_bytes / MB
     checks.append(Check("size", limit is None or size_mb <= limit, round(size_mb, 1), limit,
                         f"{size_mb:.0f} MB" + (f" (budget {limit:g} MB)" if limit else "")))
+    if runtime is not None:
+        # what serves the model, why, and the rule its answers were held to: recorded with the image
+        checks.append(Check("runtime", True, str(runtime.runtime), str(spec.image.runtime),
+                            runtime.reason + (f"; parity: {tolerance}" if runtime.tolerance else "")))
     report = InfraReport(passed=all(ch.passed for ch in checks), checks=tuple(checks),
                          test_rows=len(rows), p99_ms=p99, ready_seconds=ready_s,
                          seconds=time.perf_counter() - started)
