@@ -240,10 +240,5 @@ def load(model_dir: Path, fields: tuple[Field, ...], model_sha256: str,
     return OnnxPredictor(graph.read_bytes(), fields, report, threads)
 
 
-def summary(report: dict) -> dict:
-    """What of ``compiled.json`` the build records and shows (no probe rows)."""
-    return {k: v for k, v in report.items() if k not in ("probe", "layout")}
-
-
 def tolerance_dict(tolerance: Tolerance = TOLERANCE) -> dict:
     return asdict(tolerance)
