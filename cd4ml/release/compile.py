@@ -23,7 +23,11 @@ from cd4ml.errors import BuildError
 from cd4ml.release.dockerfile import MODEL_DIR, UID, pin
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import docker
+
+    from cd4ml.release.dockerfile import Context
 
 log = logging.getLogger("cd4ml.release.compile")
 #: what the compile stage's container adds to the scikit-learn image
@@ -52,7 +56,7 @@ def dockerfile(image: str, ca_bundle: str | None, index_url: bool) -> str:
 
 
 def compile_in_image(c: docker.DockerClient, image: str, tag: str, rows: list[dict],
-                     out: Path, build: object) -> CompileOutcome:
+                     out: Path, build: Callable[[Context, str], str]) -> CompileOutcome:
     """Build the compile stage on ``image``, run the conversion in it, remove it.
 
     ``build(ctx, tag)`` is the build stage's own engine call (progress events, errors), given a
@@ -73,7 +77,7 @@ def compile_in_image(c: docker.DockerClient, image: str, tag: str, rows: list[di
             shutil.copyfile(ca, context / CA_FILE)
         ctx = Context(context, text, Requirements(pins, ()),
                       {"PIP_INDEX_URL": index_url} if index_url else {})
-        compiler = build(ctx, tag)  # type: ignore[operator]
+        compiler = build(ctx, tag)
     try:
         return _run(c, compiler, rows, out)
     finally:
