@@ -154,7 +154,43 @@ def _convert(model: Any, fields: tuple[Field, ...], layout: Layout,
     with warnings.catch_warnings(), _hist_gradient_boosting_fix():
         warnings.simplefilter("ignore")
         onx = convert_sklearn(model, initial_types=types, options=options)
+    if layout.dtype == "float64":
+        _exact_thresholds(onx, model)
     return onx.SerializeToString()
+
+
+def _exact_thresholds(onx: Any, model: Any) -> None:
+    """Give a HistGradientBoosting graph its float64 split thresholds.
+
+    scikit-learn compares float64 inputs with float64 thresholds; skl2onnx writes them as float32
+    (``nodes_values``), so a value between the two roundings — a training quantile, where the
+    bins' edges sit — takes the other branch. ONNX-ML 3 has ``nodes_values_as_tensor`` for
+    exact ones; the ensemble's outputs stay float32 (ONNX Runtime's), the graph is told so.
+    Thresholds are in the converter's order: trees in order, nodes in order, 0 for leaves."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    predictors = getattr(model, "_predictors", None)
+    nodes = [n for n in onx.graph.node
+             if n.op_type in ("TreeEnsembleClassifier", "TreeEnsembleRegressor")]
+    if predictors is None or len(nodes) != 1:
+        return
+    exact = [0.0 if n["is_leaf"] else float(n["num_threshold"])
+             for trees in predictors for tree in trees for n in tree.nodes]
+    node = nodes[0]
+    old = next((a for a in node.attribute if a.name == "nodes_values"), None)
+    if old is None or len(old.floats) != len(exact):
+        return
+    node.attribute.remove(old)
+    node.attribute.append(helper.make_attribute(
+        "nodes_values_as_tensor", numpy_helper.from_array(np.array(exact, dtype=np.float64))))
+    for op in onx.opset_import:
+        if op.domain == "ai.onnx.ml":
+            op.version = max(op.version, 3)
+    produced = set(node.output[1:] if node.op_type == "TreeEnsembleClassifier" else node.output)
+    for out in onx.graph.output:
+        if out.name in produced:
+            out.type.tensor_type.elem_type = TensorProto.FLOAT
 
 
 class _hist_gradient_boosting_fix:

@@ -23,6 +23,7 @@ from sklearn.datasets import load_diabetes, load_wine, make_classification
 from sklearn.ensemble import (
     GradientBoostingRegressor,
     HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
     RandomForestClassifier,
     RandomForestRegressor,
 )
@@ -94,6 +95,8 @@ FAMILIES = {
     "forest-regressor": (diabetes, lambda: RandomForestRegressor(30, random_state=0), "regression"),
     "hist-gradient-boosting": (synthetic, lambda: HistGradientBoostingClassifier(max_iter=40, random_state=0),
                                "classification"),
+    "hist-gradient-boosting-regressor": (diabetes, lambda: HistGradientBoostingRegressor(max_iter=50, random_state=0),
+                                         "regression"),
     "gradient-boosting-regressor": (diabetes, lambda: GradientBoostingRegressor(random_state=0), "regression"),
     "knn-classifier": (wine, lambda: make_pipeline(StandardScaler(), KNeighborsClassifier()), "classification"),
     "knn-regressor": (diabetes, lambda: KNeighborsRegressor(), "regression"),
@@ -153,6 +156,29 @@ def test_every_family_converts_and_keeps_parity(family):
         assert got.proba is None
         assert np.allclose(got.predictions, want.predictions, rtol=1e-5, atol=1e-5)
         assert all(type(v) is float for v in got.predictions)
+
+
+def test_hist_gradient_boosting_keeps_its_float64_thresholds(family):
+    if not family.name.startswith("hist-gradient-boosting"):
+        pytest.skip("HistGradientBoosting only")
+    assert family.result.report["layout"]["dtype"] == "float64", family.result.report["reason"]
+    # a row on a split threshold and one a float32 rounding away: scikit-learn's branches
+    model, fields = family.model, family.fields
+    node = next(n for trees in model._predictors for t in trees for n in t.nodes if not n["is_leaf"])
+    base = list(family.held_out[0])
+    rows = []
+    for value in (node["num_threshold"], np.nextafter(node["num_threshold"], np.inf),
+                  float(np.float32(node["num_threshold"]))):
+        row = list(base)
+        row[node["feature_idx"]] = float(value)
+        rows.append(row)
+    onnx = OnnxPredictor(family.result.graph, fields, family.result.report)
+    want = Predictor(model, fields, family.task, family.stats).predict(rows)
+    got = onnx.predict(rows)
+    assert got.predictions == want.predictions or np.allclose(
+        got.predictions, want.predictions, rtol=1e-5, atol=1e-5)
+    if got.proba is not None:
+        assert np.allclose(got.proba, want.proba, rtol=0, atol=1e-5)
 
 
 def test_mixed_columns_are_one_input_each(family):
