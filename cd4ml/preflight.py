@@ -1,10 +1,11 @@
 """What a CI job needs that the repository has not configured yet.
 
-A freshly scaffolded repository has no store that outlives a runner, no registry and no runner
-that reaches the deploy targets. Its first push must still be green: the jobs that would need
-them skip their work and say, in the job summary, exactly what to set and where. The names
-here (the secret ``CD4ML_STORE_URL``, the variables ``CD4ML_ARTIFACTS`` and ``CD4ML_RUNNER``,
-``image.registry``) are the contract between the workflows ``cd4ml init`` writes and README's set-up section.
+A freshly scaffolded repository keeps its store on a branch of its own git (the git store,
+which holds the model artifacts too), but has no registry and no runner that reaches the deploy
+targets. Its first push must still be green: the jobs that would need them skip their work and
+say, in the job summary, exactly what to set and where. The names here (``CD4ML_STORE_URL``, the
+variables ``CD4ML_ARTIFACTS`` and ``CD4ML_RUNNER``, ``image.registry``) are the contract between
+the workflows ``cd4ml init`` writes and README's set-up section.
 """
 
 from __future__ import annotations
@@ -49,19 +50,30 @@ class Preflight:
 def preflight(spec: Spec, environment: str | None = None,
               env: Mapping[str, str] | None = None) -> Preflight:
     """What ``spec``'s job (its pipeline run, or a deploy to ``environment``) lacks here."""
+    from cd4ml.store.gitlocal import writes_locally
+
     env = os.environ if env is None else env
     missing = []
-    if not env.get(STORE_ENV):
+    url = env.get(STORE_ENV, "")
+    if not url:
         missing.append(Missing(
             "a store that outlives the runner (runs, model versions, what is deployed where)",
-            f"the repository secret {STORE_ENV} ({SETTINGS} > Secrets), e.g. "
+            f"{STORE_ENV}: git+origin (the git store, the default of the workflows cd4ml init "
+            f"writes) or the repository secret {STORE_ENV} ({SETTINGS} > Secrets), e.g. "
             "postgresql+psycopg://cd4ml@db.example.com/cd4ml"))
-    if not env.get(ARTIFACTS_ENV):
+    elif environment is not None and writes_locally(url):
+        missing.append(Missing(
+            "a store the deploy may write (this one keeps its writes on the runner, as a pull "
+            "request's job does)",
+            f"{STORE_ENV} without ?writes=local"))
+    # the git store keeps model artifacts on its branch; any other store needs a directory
+    if url and not url.startswith("git+") and not env.get(ARTIFACTS_ENV):
         missing.append(Missing(
             "model artifacts that outlive the runner (the production model is evaluated "
             "against on every run, and built and deployed from)",
             f"the repository variable {ARTIFACTS_ENV} ({SETTINGS} > Variables): a directory "
-            f"of the self-hosted runner named by {RUNNER_ENV}"))
+            f"of the self-hosted runner named by {RUNNER_ENV}; or the git store "
+            f"({STORE_ENV}=git+origin), which keeps them on its branch"))
     if environment is not None:
         target = spec.environment(environment).target
         if not spec.image.registry:

@@ -120,6 +120,27 @@ def find_model(store: Store, ref: ModelRef | str | int, pipeline: Spec | str | N
     return store.model(name, ref.version)
 
 
+_COMMIT = re.compile(r"[0-9a-f]{7,40}")
+
+
+def model_of_commit(store: Store, pipeline: str, commit: str) -> ModelVersion:
+    """The model version the newest run of ``pipeline`` at git ``commit`` (or a prefix of it)
+    trained, or reused: a cached run answers with the model of the run it reused. This is what
+    a workflow builds and deploys for the commit it runs on, never merely the newest blessed
+    version, which a run of another commit may have made."""
+    if not _COMMIT.fullmatch(commit):
+        raise UsageError(f"--commit {commit!r}: expected a git commit id, 7 to 40 lower-case "
+                         "hexadecimal characters (e.g. \"$GITHUB_SHA\" in a workflow)")
+    found = store.runs(pipeline, limit=100, commit=commit)
+    for run in found:
+        model = store.model_for_run(run.reused_from or run.id)
+        if model is not None:
+            return model
+    raise StoreError(f"no run of {pipeline} at commit {commit[:12]} has a model "
+                     f"({len(found)} run(s) there); run 'cd4ml run -p {pipeline}' on that commit "
+                     "first (in a workflow, the pipeline job of the same push does)")
+
+
 # ----------------------------------------------------------------------------- pipelines
 
 

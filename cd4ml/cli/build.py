@@ -7,6 +7,7 @@ import argparse
 from typing import Any
 
 from cd4ml.cli.common import (
+    add_commit,
     add_common,
     chosen_model,
     load_pipeline,
@@ -19,6 +20,7 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("model_version", nargs="?", metavar="MODEL_VERSION",
                    help="the version to build (see README: model versions; default: the newest blessed one)")
     add_common(p)
+    add_commit(p)
     p.add_argument("--push", action="store_true",
                    help="push to image.registry once validated (login from "
                         "CD4ML_REGISTRY_USER / CD4ML_REGISTRY_PASSWORD)")
@@ -33,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     ref = model_arg(args.model_version)
     spec = load_pipeline(args, ref)
     with store_with_progress(args) as store:
-        model = chosen_model(store, spec, ref, blessed=True,
+        model = chosen_model(store, spec, ref, blessed=True, commit=args.commit,
                              missing="run 'cd4ml run' until its gate passes")
         result = build(spec, store, model, push=args.push, nocache=args.nocache)
     if args.json:

@@ -186,15 +186,28 @@ def model_arg(text: str | None) -> ModelRef | None:
     return None if text is None else parse_model_ref(text)
 
 
-def chosen_model(store: Store, pipeline: Spec | str, ref: ModelRef | None, *,
-                 blessed: bool | None = None, missing: str = "") -> ModelVersion:
-    """The version ``ref`` names, or without one the pipeline's newest (blessed, when asked)
-    version; ``missing`` says what to do when there is none."""
-    from cd4ml.refs import find_model
+def add_commit(p: argparse.ArgumentParser) -> None:
+    """``--commit SHA``: the version the run of that commit made (see :func:`chosen_model`)."""
+    p.add_argument("--commit", metavar="SHA",
+                   help="instead of MODEL_VERSION: the version the pipeline's run of this git "
+                        "commit trained or reused (a workflow passes \"$GITHUB_SHA\")")
 
+
+def chosen_model(store: Store, pipeline: Spec | str, ref: ModelRef | None, *,
+                 blessed: bool | None = None, missing: str = "",
+                 commit: str | None = None) -> ModelVersion:
+    """The version ``ref`` names, or the one the run of git ``commit`` made, or else the
+    pipeline's newest (blessed, when asked) version; ``missing`` says what to do when there is
+    none."""
+    from cd4ml.refs import find_model, model_of_commit
+
+    name = pipeline if isinstance(pipeline, str) else pipeline.name
+    if ref is not None and commit:
+        raise UsageError(f"--commit {commit} and model version {ref} both name a version; give one")
+    if commit:
+        return model_of_commit(store, name, commit)
     if ref is not None:
         return find_model(store, ref, pipeline)
-    name = pipeline if isinstance(pipeline, str) else pipeline.name
     model = store.latest_model(name, blessed=blessed)
     if model is None:
         kind = "blessed model version" if blessed else "model version yet"

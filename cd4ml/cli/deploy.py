@@ -9,7 +9,9 @@ from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
 from cd4ml.cli.common import (
+    add_commit,
     add_common,
+    chosen_model,
     line_of_text,
     load_pipeline,
     model_arg,
@@ -28,6 +30,7 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("version", nargs="?", metavar="MODEL_VERSION",
                    help="e.g. 5, wine:5 or wine@staging (default: the newest blessed version "
                         "not marked bad)")
+    add_commit(p)
     p.add_argument("--approved-by", metavar="USER", type=person,
                    help="record USER's approval (checked: GitHub with GITHUB_TOKEN, else git)")
     add_actor(p)
@@ -63,9 +66,13 @@ def run(args: argparse.Namespace) -> int:
 
     ref = model_arg(args.version)
     override = policy_override(args)
-    return act(args, lambda spec, store: deploy(spec, store, args.env, ref, actor=args.actor,
-                                                reason=args.reason, approved_by=args.approved_by,
-                                                override=override), ref)
+
+    def fn(spec: Any, store: Any) -> Any:
+        version = chosen_model(store, spec, ref, commit=args.commit).version if args.commit else ref
+        return deploy(spec, store, args.env, version, actor=args.actor, reason=args.reason,
+                      approved_by=args.approved_by, override=override)
+
+    return act(args, fn, ref)
 
 
 def act(args: argparse.Namespace, fn: Callable[[Any, Any], Any], ref: ModelRef | None) -> int:

@@ -303,10 +303,13 @@ class Store(WatchRecords):
             raise StoreError(f"no run {run_id!r}; see 'cd4ml runs' for run ids")
         return _to(Run, row)
 
-    def runs(self, pipeline: str | None = None, limit: int = 50) -> list[Run]:
+    def runs(self, pipeline: str | None = None, limit: int = 50, commit: str | None = None) -> list[Run]:
+        """The newest runs first; of ``pipeline``, and at git ``commit`` (or a prefix of it)."""
         q = sa.select(runs).order_by(runs.c.started_at.desc()).limit(limit)
         if pipeline:
             q = q.where(runs.c.pipeline == pipeline)
+        if commit:
+            q = q.where(runs.c.git_commit.startswith(commit, autoescape=True))
         with self.read() as conn:
             return _all(Run, conn.execute(q))
 

@@ -28,5 +28,8 @@ def backend_for(url: str) -> type[Store] | None:
     for prefix, target in BACKENDS.items():
         if url.startswith(prefix):
             module, _, name = target.partition(":")
-            return getattr(importlib.import_module(module), name)
+            backend = getattr(importlib.import_module(module), name)
+            # a backend may open some of its URLs with a subclass (the git store's ?writes=local)
+            variant = getattr(backend, "variant", None)
+            return variant(url) if variant is not None else backend
     return None

@@ -98,6 +98,16 @@ def parse_url(url: str, cwd: Path | None = None) -> tuple[str, str]:
 class GitStore(Store):
     """A Store whose records live on a git branch; its SQLite file is only a cache."""
 
+    #: a variant whose cache may hold what the branch does not keeps it in a directory of its own
+    cache_suffix = ""
+
+    @classmethod
+    def variant(cls, url: str) -> type[GitStore]:
+        """The class that opens ``url``: ``?writes=local`` one that never pushes (gitlocal.py)."""
+        from cd4ml.store.gitlocal import LocalWritesGitStore, writes_locally
+
+        return LocalWritesGitStore if writes_locally(url) else cls
+
     def __init__(self, url: str | None = None):
         from cd4ml.paths import home
         from cd4ml.store import default_url
@@ -106,7 +116,7 @@ class GitStore(Store):
         self.git_url = url
         remote, branch = parse_url(url)
         key = hashlib.sha256(f"{remote}#{branch}".encode()).hexdigest()[:12]
-        self.dir = home() / "git-store" / key
+        self.dir = home() / "git-store" / (key + self.cache_suffix)
         self.repo = StateRepo(remote, branch, self.dir / "repo.git", os.environ.get("GITHUB_TOKEN"))
         self.actor = os.environ.get("GITHUB_ACTOR") or os.environ.get("USER") or None
         self.policy = os.environ.get("CD4ML_GIT_STORE_BAD_RECORDS", "skip")

@@ -1,7 +1,9 @@
 """The actions a workflow may ``uses:``, emulated on this machine, and the Python they set up.
 
 - ``actions/checkout``: the repository at the run's commit, fetched shallowly into the
-  workspace as GitHub's checkout does (a detached HEAD, depth 1).
+  workspace as GitHub's checkout does (a detached HEAD, depth 1), with the remote ``origin``
+  set to the repository's address (GitHub's ``https://github.com/<owner>/<repo>``; here the
+  runner's ``origin``) and, with ``persist-credentials: false``, no credentials kept.
 - ``actions/setup-python``: a fresh virtual environment of this machine's Python (the
   version asked must be this one's), first on ``PATH``. Its third-party packages come from a
   *layer*: this interpreter's site-packages, linked one entry at a time, without cd4ml (which
@@ -87,6 +89,7 @@ class Job:
     workspace: Path
     tool_cache: Path
     repository: Path  # the git repository GitHub holds (the "remote")
+    origin: str  # its address as checkout gives it to the remote origin
     sha: str
     artifacts: Path  # this workflow run's artifacts
     python: Python
@@ -109,6 +112,7 @@ def checkout(job: Job, with_: dict[str, Any]) -> str:
     for child in job.workspace.iterdir():
         shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
     _git(["init", "-q"], job.workspace)
+    _git(["remote", "add", "origin", job.origin], job.workspace)
     _git(["fetch", "-q", *(["--depth", str(depth)] if depth else []), job.repository.as_uri(),
           f"+{ref}:refs/remotes/origin/checkout"], job.workspace)
     _git(["-c", "advice.detachedHead=false", "checkout", "-q", "--detach",

@@ -33,6 +33,15 @@ class GitRepo:
     def branch(self, name: str, start: str = "main") -> None:
         self.git("checkout", "-q", "-B", name, start)
 
+    @classmethod
+    def cloned(cls, remote: Path, path: Path) -> GitRepo:
+        """A fresh clone of ``remote`` at ``path`` (its ``origin``), on main."""
+        subprocess.run(["git", "clone", "-q", "-b", "main", str(remote), str(path)], check=True,
+                       capture_output=True, timeout=120)
+        repo = cls.__new__(cls)
+        repo.path = path
+        return repo
+
 
 def snapshot(src: Path, dest: Path) -> GitRepo:
     """``src``'s tracked and untracked-but-not-ignored files, committed as one commit."""

@@ -131,13 +131,17 @@ def load(path: Path) -> dict[str, Any]:
 class Runner:
     """The GitHub Actions of one repository (``repository``, a git repository) on the local
     GitHub server ``github``. ``approvers``: environment -> who approves its reviews (an
-    environment listed with nobody leaves its jobs waiting)."""
+    environment listed with nobody leaves its jobs waiting). ``origin``: the repository's
+    address in a checkout's remote ``origin`` (default: its path as a file URL), e.g. the same
+    repository served over HTTP."""
 
     def __init__(self, root: Path, github: Any, repository: Path, python: emulated.Python, *,
                  secrets: Mapping[str, str] | None = None, variables: Mapping[str, str] | None = None,
                  machine_env: Mapping[str, str] | None = None,
-                 approvers: Mapping[str, tuple[str, ...]] | None = None):
+                 approvers: Mapping[str, tuple[str, ...]] | None = None,
+                 origin: str | None = None):
         self.root, self.gh, self.repository, self.python = root, github, repository, python
+        self.origin = origin or repository.as_uri()
         self.secrets = dict(secrets or {})
         self.variables = dict(variables or {})
         self.machine_env = dict(machine_env or {})
@@ -340,7 +344,8 @@ class Runner:
             shutil.rmtree(d, ignore_errors=True)
             d.mkdir(parents=True)
         state = emulated.Job(workspace=workspace, tool_cache=self.root / "toolcache",
-                             repository=self.repository, sha=ctx["github"]["sha"],
+                             repository=self.repository, origin=self.origin,
+                             sha=ctx["github"]["sha"],
                              artifacts=base / "artifacts", python=self.python)
         ctx = {**ctx, "job": {"status": "success"}, "steps": {}}
         ctx["env"] = self._env(job.get("env"), ctx)

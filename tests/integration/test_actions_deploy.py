@@ -1,12 +1,16 @@
 """The scaffolded workflows deploying, executed as GitHub Actions would (tests/actions), once the
-repository is configured as README's set-up section says: a registry in the spec, a store in
-the secret CD4ML_STORE_URL, a self-hosted runner that reaches the local target (CD4ML_RUNNER)
-and keeps model artifacts (CD4ML_ARTIFACTS), and
-the production environment's required reviewer.
+repository is configured as README's set-up section says: a registry in the spec, a self-hosted
+runner that reaches the local target (CD4ML_RUNNER), and the production environment's required
+reviewer. No store and no artifact directory are configured: the workflows' default, the git
+store, keeps both on the branch cd4ml/state of the repository, here a bare repository served
+over HTTP by git's own ``git http-backend`` (tests/fixtures/gitserver) and checked out with
+``origin`` at that address.
 
 A push to main builds, infra-validates, pushes and deploys to staging; the promote workflow,
-once the reviewer approved, puts that version in production; a second push deploys a new
-version to staging, and the rollback workflow puts the first one back.
+once the reviewer approved, puts that version in production; a second push, from a fresh clone
+and on runners whose ``.cd4ml/`` is empty, is compared with the version serving in production
+(found on the branch, model files included) and deploys its own new version to staging; the
+rollback workflow puts the first one back.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import yaml
 
 from cd4ml.spec import load_spec
 from tests.actions import Runner
+from tests.actions.repos import GitRepo
 from tests.fixtures.deploy import served_version
 from tests.integration.test_actions_scaffold import OWNER, user_repository
 
@@ -50,7 +55,9 @@ def _teardown(spec_path) -> None:
 
 
 @pytest.fixture
-def configured(tmp_path, package_index, actions_python, github_server, registry, docker_client):
+def configured(tmp_path, package_index, actions_python, github_server, registry, docker_client,
+               git_http):
+    git_http.token = github_server.token  # the workflow's own token is what the server takes
     repo = user_repository(tmp_path, package_index, actions_python, name=NAME)
     path = repo.path / "pipelines" / f"{NAME}.yaml"
     spec = yaml.safe_load(path.read_text())
@@ -59,12 +66,11 @@ def configured(tmp_path, package_index, actions_python, github_server, registry,
         spec["environments"][env].update(port=port, health_timeout=30)
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     repo.commit("deploy: our registry and ports", author=OWNER)
+    repo.git("push", "-q", str(git_http.repo), "main")
     github_server.set_permission("rita", "write")
-    runner = Runner(tmp_path / "actions", github_server, repo.path, actions_python,
-                    machine_env=package_index.pip_env,
-                    secrets={"CD4ML_STORE_URL": f"sqlite:///{tmp_path / 'store.db'}"},
-                    variables={"CD4ML_RUNNER": "self-hosted",
-                               "CD4ML_ARTIFACTS": str(tmp_path / "runner-artifacts")},
+    runner = Runner(tmp_path / "actions", github_server, git_http.repo, actions_python,
+                    machine_env=package_index.pip_env, origin=git_http.url,
+                    variables={"CD4ML_RUNNER": "self-hosted"},
                     approvers={"production": ("rita",)})
     _teardown(path)
     try:
@@ -87,7 +93,7 @@ def _deployments(gh, environment: str) -> list[tuple[int, str]]:
     return out
 
 
-def test_push_deploys_to_staging_promote_with_approval_then_rollback(configured):
+def test_push_deploys_to_staging_promote_with_approval_then_rollback(configured, tmp_path):
     repo, runner, gh, spec_path = configured
     (run,) = runner.push(repo.git("rev-parse", "HEAD"))
     assert run.conclusion == "success", run.log()
@@ -106,13 +112,23 @@ def test_push_deploys_to_staging_promote_with_approval_then_rollback(configured)
     assert served_version(PORTS["production"]) == 1
     assert _deployments(gh, "production") == [(1, "success")]
 
-    spec = yaml.safe_load(spec_path.read_text())
+    clone = GitRepo.cloned(runner.repository, tmp_path / "fresh-clone")
+    fresh_spec = clone.path / spec_path.relative_to(repo.path)
+    spec = yaml.safe_load(fresh_spec.read_text())
     spec["drift"]["threshold"] = 0.3  # a new spec: retrained (the same model), version 2
-    spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    (run,) = runner.push(repo.commit("tolerate more drift", author=OWNER))
+    fresh_spec.write_text(yaml.safe_dump(spec, sort_keys=False))
+    second = clone.commit("tolerate more drift", author=OWNER)
+    clone.git("push", "-q", "origin", "main")
+    (run,) = runner.push(second)
     assert run.conclusion == "success", run.log()
     assert run.leaked == set()
-    assert served_version(PORTS["staging"]) == 2
+    # compared with what the first push put in production, found on the branch by a runner
+    # that started with nothing
+    pipeline = run.job("pipeline", pipeline=NAME)
+    assert f"Baseline: {NAME}:1, the version serving in production" in pipeline.summary, pipeline.summary
+    # scored on the same held-out rows: the production model's files came from the branch
+    assert "candidate vs production v1" in pipeline.summary, pipeline.summary
+    assert served_version(PORTS["staging"]) == 2  # this commit's version
 
     rolled = runner.dispatch("rollback.yml", {"pipeline": NAME, "environment": "staging",
                                               "reason": "v2 answers slowly"}, actor=OWNER)

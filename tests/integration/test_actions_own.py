@@ -2,14 +2,17 @@
 they install cd4ml from the checkout, run and report both example pipelines, and skip the
 staging deploy with a notice on a repository without a deploy runner or registry.
 
-The store is a secret here (a SQLite file every job of the test reaches, as a self-hosted
-runner's would) and the artifacts a directory, so the pull request after the push finds its
-runs and models.
+No store is configured: the workflows' default, the git store on the branch cd4ml/state of
+the repository itself (here a bare copy of the checkout, reached as a file URL), carries the
+runs and models from the push to the pull request after it, which reads them and writes
+nothing.
 ``ci.yml`` runs this very test suite: it is checked (every key and ``uses:`` emulated, every
 expression evaluated, every script parsed by bash) but its script is not executed.
 """
 
 from __future__ import annotations
+
+import subprocess
 
 import pytest
 
@@ -20,10 +23,11 @@ PIPELINES = ("wine", "diabetes")
 
 @pytest.fixture
 def own(tmp_path, package_index, actions_python, github_server):
-    runner = Runner(tmp_path / "actions", github_server, package_index.checkout.path,
-                    actions_python, machine_env=package_index.pip_env,
-                    secrets={"CD4ML_STORE_URL": f"sqlite:///{tmp_path / 'store.db'}"},
-                    variables={"CD4ML_ARTIFACTS": str(tmp_path / "runner-artifacts")})
+    remote = tmp_path / "own.git"  # this test's own: the session's checkout is never written
+    subprocess.run(["git", "clone", "-q", "--bare", str(package_index.checkout.path), str(remote)],
+                   check=True, timeout=120)
+    runner = Runner(tmp_path / "actions", github_server, remote, actions_python,
+                    machine_env=package_index.pip_env)
     return package_index, runner, github_server
 
 
@@ -47,17 +51,24 @@ def test_own_workflows_on_push_and_pull_request(own):
         assert "CD4ML_ARTIFACTS" not in deploy.summary and "CD4ML_RUNNER" in deploy.summary
     assert {s["context"] for s in gh.statuses[sha]} == {f"cd4ml/{p}" for p in PIPELINES}
 
+    remote = runner.repository
+    state = subprocess.run(["git", "--git-dir", str(remote), "rev-parse", "cd4ml/state"],
+                           capture_output=True, text=True, check=True).stdout
     repo.branch("docs")
     (repo.path / "NOTES.md").write_text("a change that does not touch the pipelines\n")
     head = repo.commit("notes", author="dana")
+    repo.git("push", "-q", str(remote), "docs")
     (run,) = runner.pull_request(21, head, "docs", only=("cd4ml.yml",))
     assert run.conclusion == "success", run.log()
     assert run.leaked == set()
     assert [j.result for j in run.jobs if j.id == "deploy-staging"] == ["skipped", "skipped"]
     assert len(gh.comments[21]) == len(PIPELINES)
     for p in PIPELINES:  # same data, spec and code as on main: the recorded run answers
-        log = run.job("pipeline", pipeline=p).step("validate, train, evaluate and gate").log
+        log = run.job("pull-request", pipeline=p).step("validate, train, evaluate and gate").log
         assert "inputs unchanged" in log and "reusing" in log, log
+    # read from the branch, and nothing written to it
+    assert subprocess.run(["git", "--git-dir", str(remote), "rev-parse", "cd4ml/state"],
+                          capture_output=True, text=True, check=True).stdout == state
 
 
 def test_ci_workflow_is_fully_emulated(own):

@@ -59,7 +59,7 @@ def scaffolded(tmp_path, package_index, actions_python, github_server):
 
 def test_the_workflows_install_the_release_that_ran_init(scaffolded):
     repo, _, _ = scaffolded
-    for name in ("cd4ml.yml", "promote.yml", "rollback.yml"):
+    for name in ("cd4ml.yml", "promote.yml", "rollback.yml", "monitor.yml"):
         text = (repo.path / ".github" / "workflows" / name).read_text()
         assert f"CD4ML_INSTALL: ${{{{ vars.CD4ML_INSTALL || 'cd4ml[postgres]=={__version__}' }}}}" in text
         assert ".[postgres]" not in text and "wine" in text
@@ -77,18 +77,19 @@ def test_the_first_push_is_green_and_says_what_deploying_needs(scaffolded):
     install = pipeline.step("install cd4ml").log
     assert re.search(rf"Processing .*cd4ml-{re.escape(__version__)}-py3-none-any\.whl", install), install
     assert f"Successfully installed cd4ml-{__version__}" in install
-    assert "ran, but nothing keeps it for the next run" in pipeline.summary
+    assert "nothing keeps it" not in pipeline.summary  # the git store keeps it
     assert state(gh, sha) == "success"
 
     deploy = run.job("deploy-staging", pipeline="wine")
     assert deploy.result == "success" and deploy.runs_on == "ubuntu-latest"
     skipped = [s.name for s in deploy.steps if s.outcome == "skipped"]
-    assert skipped == ["fetch the model artifacts of the pipeline job", "log in to the registry",
-                       "build, infra-validate and push the image", "deploy to staging"]
+    assert skipped == ["log in to the registry", "build, infra-validate and push the image",
+                       "deploy to staging"]
     assert "deploying wine to staging skipped" in deploy.summary
-    for what in ("CD4ML_STORE_URL", "image.registry in wine.yaml", "CD4ML_RUNNER",
-                 "Set up cd4ml in your repository"):
+    for what in ("image.registry in wine.yaml", "CD4ML_RUNNER", "Set up cd4ml in your repository"):
         assert what in deploy.summary, deploy.summary
+    for what in ("CD4ML_STORE_URL", "CD4ML_ARTIFACTS"):  # the git store: no store, no directory
+        assert what not in deploy.summary, deploy.summary
     assert any(kind == "notice" and "skipped" in title for kind, title, _ in deploy.annotations)
     assert gh.deployments == {}
 
@@ -108,7 +109,7 @@ def test_a_pull_request_that_worsens_the_model_fails_then_its_fix_turns_the_comm
     (run,) = runner.pull_request(7, worse, "one-feature", action="opened")
     assert run.conclusion == "failure", run.log()
     assert run.leaked == set()
-    job = run.job("pipeline", pipeline="wine")
+    job = run.job("pull-request", pipeline="wine")
     assert job.step("validate, train, evaluate and gate").outcome == "failure"
     assert job.step("report to GitHub").outcome == "success"  # a failed gate is reported
     assert [j.result for j in run.jobs if j.id == "deploy-staging"] == ["skipped"]

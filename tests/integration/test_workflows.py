@@ -126,22 +126,31 @@ def test_least_privilege_pinned_actions_no_injection(name):
 def test_the_pipeline_workflow_reports_and_deploys_to_staging():
     wf = _load("cd4ml.yml")
     assert set(wf["on"]) == {"push", "pull_request"}
-    pipeline, deploy = wf["jobs"]["pipeline"], wf["jobs"]["deploy-staging"]
+    pipeline, pr = wf["jobs"]["pipeline"], wf["jobs"]["pull-request"]
+    deploy = wf["jobs"]["deploy-staging"]
     for p in pipeline["strategy"]["matrix"]["pipeline"]:
         assert (ROOT / "pipelines" / f"{p}.yaml").is_file()
+    assert pr["strategy"] == pipeline["strategy"] and pr["steps"] == pipeline["steps"]
     runs = [s["run"] for s in pipeline["steps"] if "run" in s]
     assert any(r.startswith("cd4ml run ") for r in runs)
     report = next(s for s in pipeline["steps"] if s.get("run", "").startswith("cd4ml report"))
     assert report["if"] == "${{ !cancelled() }}"  # a failed gate is reported too
     assert report["env"]["GITHUB_TOKEN"] == "${{ github.token }}"
-    assert pipeline["permissions"] == {"contents": "read", "statuses": "write",
-                                       "checks": "write", "pull-requests": "write"}
+    # a push records its runs on the git store's branch; a pull request's token may not write
+    assert pipeline["if"] == "${{ github.event_name != 'pull_request' }}"
+    assert pipeline["permissions"] == {"contents": "write", "statuses": "write", "checks": "write"}
+    assert pr["if"] == "${{ github.event_name == 'pull_request' }}"
+    assert pr["permissions"] == {"contents": "read", "statuses": "write", "checks": "write",
+                                 "pull-requests": "write"}
     assert deploy["needs"] == "pipeline" and deploy["environment"] == "staging"
     assert "refs/heads/main" in deploy["if"]
-    assert deploy["permissions"] == {"contents": "read", "deployments": "write"}
+    assert deploy["permissions"] == {"contents": "write", "deployments": "write"}
     deploy_runs = " ".join(s.get("run", "") for s in deploy["steps"])
     assert "cd4ml build" in deploy_runs and "cd4ml deploy" in deploy_runs and "--env staging" in deploy_runs
-    assert wf["env"]["CD4ML_STORE_URL"] == "${{ secrets.CD4ML_STORE_URL }}"
+    # what this commit's run made, never merely the newest blessed version
+    for command in ("cd4ml build", "cd4ml deploy"):
+        step = next(s for s in deploy["steps"] if s.get("run", "").startswith(command))
+        assert '--commit "$GITHUB_SHA"' in step["run"], step
 
 
 def test_promotion_waits_for_the_production_environment_reviewers():
@@ -150,7 +159,7 @@ def test_promotion_waits_for_the_production_environment_reviewers():
     assert wf["on"]["workflow_dispatch"]["inputs"]["version"]["required"] is True
     job = wf["jobs"]["promote"]
     assert job["environment"] == "production"
-    assert job["permissions"] == {"contents": "read", "deployments": "write", "actions": "read"}
+    assert job["permissions"] == {"contents": "write", "deployments": "write", "actions": "read"}
     step = next(s for s in job["steps"] if "cd4ml promote" in s.get("run", ""))
     assert step["env"]["VERSION"] == "${{ inputs.version }}"
     assert '"$VERSION" --to production' in step["run"]
@@ -170,7 +179,7 @@ def test_monitoring_runs_on_a_schedule_and_may_only_open_issues_and_dispatch():
     wf = _load("monitor.yml")
     assert set(wf["on"]) == {"schedule", "workflow_dispatch"} and wf["on"]["schedule"][0]["cron"]
     job = wf["jobs"]["monitor"]
-    assert job["permissions"] == {"contents": "read", "issues": "write", "actions": "write"}
+    assert job["permissions"] == {"contents": "write", "issues": "write", "actions": "write"}
     step = next(s for s in job["steps"] if "cd4ml" in s.get("run", "") and "monitor" in s["run"])
     assert "--report" in step["run"] and "--retrain-workflow" in step["run"]
     assert step["env"]["GITHUB_TOKEN"] == "${{ github.token }}"
@@ -179,17 +188,32 @@ def test_monitoring_runs_on_a_schedule_and_may_only_open_issues_and_dispatch():
         assert (ROOT / "pipelines" / f"{p}.yaml").is_file()
 
 
-@pytest.mark.parametrize("name", ("cd4ml.yml", "promote.yml", "rollback.yml"))
+#: the store each workflow chooses: the secret, else the git store of the repository itself;
+#: a pull request never gets the secret and never writes the branch
+STORE = "${{ secrets.CD4ML_STORE_URL || 'git+origin' }}"
+PR_STORE = ("${{ github.event_name == 'pull_request' && 'git+origin?writes=local' || "
+            "secrets.CD4ML_STORE_URL || 'git+origin' }}")
+
+
+@pytest.mark.parametrize("name", ("cd4ml.yml", "promote.yml", "rollback.yml", "monitor.yml"))
 def test_one_store_one_install_and_deploys_wait_for_their_configuration(name):
     text = (WORKFLOWS / name).read_text()
     wf = _load(name)
     # the store is chosen in one place, the workflow's env (a default store goes there)
-    assert wf["env"]["CD4ML_STORE_URL"] == "${{ secrets.CD4ML_STORE_URL }}"
+    assert wf["env"]["CD4ML_STORE_URL"] == (PR_STORE if name == "cd4ml.yml" else STORE)
     assert text.count("secrets.CD4ML_STORE_URL") == 1
     assert wf["env"]["CD4ML_INSTALL"] == ".[postgres]"  # cd4ml's own: the checkout
     for job in wf["jobs"].values():
         runs = [s.get("run", "") for s in job["steps"]]
         assert any('pip install -r "$RUNNER_TEMP/cd4ml-requirements.txt"' in r for r in runs)
+        # the git store reads and writes with the workflow's token: every step that opens the
+        # store has it, and only a job whose event may write asks for contents: write
+        for step in job["steps"]:
+            command = step.get("run", "").split(" -p ")[0].split("\n")[-1].strip()
+            if command in ("cd4ml run", "cd4ml report", "cd4ml build", "cd4ml deploy", "cd4ml promote"):
+                assert step["env"]["GITHUB_TOKEN"] == "${{ github.token }}", step
+        writes = "== 'pull_request'" not in str(job.get("if", ""))
+        assert job["permissions"]["contents"] == ("write" if writes else "read")
         ids = [s.get("id") for s in job["steps"]]
         if "preflight" not in ids:
             continue

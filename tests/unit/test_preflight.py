@@ -23,7 +23,7 @@ def test_a_deploy_needs_store_artifacts_registry_and_runner(spec, with_registry)
     assert not fresh.ready
     text = summary(fresh)
     assert "deploying wine to staging skipped" in text
-    for name in ("CD4ML_STORE_URL", "CD4ML_ARTIFACTS", "image.registry in wine.yaml",
+    for name in ("CD4ML_STORE_URL", "git+origin", "image.registry in wine.yaml",
                  "CD4ML_RUNNER", "target (local)"):
         assert name in text
     assert preflight(with_registry, "staging", CONFIGURED).ready
@@ -33,11 +33,25 @@ def test_a_deploy_needs_store_artifacts_registry_and_runner(spec, with_registry)
         assert not result.ready and [name in m.where for m in result.missing] == [True]
 
 
+def test_the_git_store_keeps_the_artifacts_so_a_deploy_needs_no_artifact_directory(with_registry):
+    git = {"CD4ML_STORE_URL": "git+origin", "CD4ML_RUNNER": "self-hosted"}
+    assert preflight(with_registry, "staging", git).ready
+    assert not preflight(with_registry, "staging", {"CD4ML_STORE_URL": "git+origin"}).ready
+    assert preflight(with_registry, None, {"CD4ML_STORE_URL": "git+origin"}).missing == ()
+    # a pull request's view of the store: it may run the pipeline, never deploy
+    local = {**git, "CD4ML_STORE_URL": "git+origin?writes=local"}
+    assert preflight(with_registry, None, local).missing == ()
+    refused = preflight(with_registry, "staging", local)
+    assert not refused.ready and ["without ?writes=local" in m.where for m in refused.missing] == [True]
+
+
 def test_the_pipeline_job_always_runs_and_only_advises(spec):
     result = preflight(spec, None, {})
     assert result.ready
     assert "nothing keeps it for the next run" in summary(result)
     assert "CD4ML_RUNNER" not in "".join(m.where.split(":")[0] for m in result.missing)
+    sqlite = preflight(spec, None, {"CD4ML_STORE_URL": "sqlite:///x.db"})
+    assert ["CD4ML_ARTIFACTS" in m.where for m in sqlite.missing] == [True]
 
 
 def test_cli_writes_the_output_the_summary_and_a_notice(spec, tmp_path, monkeypatch, capsys,
