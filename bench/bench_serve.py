@@ -396,6 +396,9 @@ def images(m: dict, work: Path) -> dict[str, dict]:
     from cd4ml.spec import load_spec
     from cd4ml.store.records import ModelVersion
 
+    if os.environ.get("PIP_CERT") and not os.environ.get(dockerfile.CA_ENV):
+        # this machine's pip goes through a TLS proxy: the build's pip must trust it too
+        os.environ[dockerfile.CA_ENV] = os.environ["PIP_CERT"]
     c = client()
     spec = load_spec(ROOT / "pipelines" / "wine.yaml")
     spec = dataclasses.replace(spec, name=m["name"])
