@@ -44,8 +44,8 @@ FRAME_MODULES = frozenset({"pandas"})
 #: modules of the compiled path: the converter (only in the compile stage's image) and the runtime
 COMPILE_MODULES = frozenset({"skl2onnx", "onnx"})
 ONNX_MODULES = frozenset({"onnxruntime"})
-#: what an image serving the compiled model needs (cd4ml.serve.compiled), and nothing more
-ONNX_IMAGE_MODULES = frozenset({"numpy", "onnxruntime"})
+#: what only the scikit-learn runtime imports: an image serving the compiled model goes without
+SKLEARN_MODULES = frozenset({"sklearn", "scipy", "pandas", "joblib", "threadpoolctl"})
 
 
 @dataclass(frozen=True)
@@ -156,14 +156,17 @@ def requirements(spec: Spec, model_dir: Path, frame: bool = True,
 
     ``frame``: whether the server will hand this model a pandas DataFrame; it imports pandas
     only then, and pandas is a fifth of the image. ``runtime: onnx``: the image serves the
-    compiled model, and needs numpy and onnxruntime only (the pickle is never opened there).
+    compiled model, and needs the server's own imports and onnxruntime, but none of scikit-learn
+    and its friends nor what the pickle refers to (it is never opened there).
     """
     from cd4ml.artifacts import MODEL_FILE
 
-    if runtime == "onnx":
-        return Requirements(pin(ONNX_IMAGE_MODULES), ())
     needed = third_party(imported_modules(p for p in server_files() if p.suffix == ".py"))
-    needed -= COMPILE_MODULES | ONNX_MODULES
+    needed -= COMPILE_MODULES
+    if runtime == "onnx":
+        # the server (its HTTP layer included) and ONNX Runtime; never the pickle's modules
+        return Requirements(pin((needed - SKLEARN_MODULES) | ONNX_MODULES), ())
+    needed -= ONNX_MODULES
     if not frame:
         needed -= FRAME_MODULES
     user: list[Path] = []

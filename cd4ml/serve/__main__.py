@@ -2,7 +2,8 @@
 
 Options default to environment variables so that an orchestrator can configure the server
 without changing the command: ``CD4ML_MODEL_DIR``, ``CD4ML_HOST``, ``CD4ML_PORT``,
-``CD4ML_WORKERS`` (``auto``, the default: one per CPU the container may use). Each worker's
+``CD4ML_WORKERS`` (``auto``, the default: one per CPU the container may use),
+``CD4ML_KEEP_ALIVE`` (75 s) and ``CD4ML_HEADER_TIMEOUT`` (10 s). Each worker's
 numeric thread pools get an equal share of the CPUs unless ``OMP_NUM_THREADS`` says otherwise
 (see :mod:`cd4ml.serve.resources`). Exit codes: 0 after a clean stop, 2 when the model cannot be served
 (sha256 mismatch, missing or inconsistent artifact, port taken).
@@ -31,7 +32,25 @@ def parser() -> argparse.ArgumentParser:
                         "container may use (default $CD4ML_WORKERS or auto)")
     p.add_argument("--max-rows", type=int, default=10_000,
                    help="most rows in one request (default 10000)")
+    p.add_argument("--keep-alive", type=_seconds, default=env("CD4ML_KEEP_ALIVE", "75"),
+                   metavar="SECONDS",
+                   help="close a connection idle this long (default $CD4ML_KEEP_ALIVE or 75); a "
+                        "proxy in front must close its idle connections to the server sooner")
+    p.add_argument("--header-timeout", type=_seconds, default=env("CD4ML_HEADER_TIMEOUT", "10"),
+                   metavar="SECONDS",
+                   help="answer 408 and close when a request's headers take longer (default "
+                        "$CD4ML_HEADER_TIMEOUT or 10)")
     return p
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < 86_400:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve(args.model_dir, host=args.host, port=args.port, workers=workers,
                      expected_sha256=os.environ.get("CD4ML_MODEL_SHA256") or None,
                      log_path=prediction_log_path(os.environ),
-                     max_rows=args.max_rows, threads=threads, log_policy=policy)
+                     max_rows=args.max_rows, threads=threads, log_policy=policy,
+                     keep_alive=args.keep_alive, header_timeout=args.header_timeout)
     except StartError as e:
         print(f"cd4ml.serve: error: {e}", file=sys.stderr, flush=True)
         return 2

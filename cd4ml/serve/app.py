@@ -1,6 +1,6 @@
 """The endpoints of the model server, as plain methods from a request to (status, type, body).
 
-Nothing here touches sockets (that is :mod:`cd4ml.serve.handler`); a request that cannot be
+Nothing here touches HTTP (that is :mod:`cd4ml.serve.handler`); a request that cannot be
 served raises :class:`cd4ml.serve.schema.RequestError` with the status to answer.
 """
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -42,9 +41,6 @@ class App:
         self.peers: Callable[[], bool] | None = None
         self.started = time.time()
         self.ready_at: float | None = None
-        self._cv = threading.Condition()
-        self._inflight = 0
-        self.closing = False
         self.metadata = {
             "pipeline": meta.pipeline, "model_version": meta.version, "task": meta.task,
             "run_id": meta.run_id, "data_hash": meta.data_hash, "git_commit": meta.git_commit,
@@ -61,27 +57,6 @@ class App:
         self._answer_tail = "".join((
             ',"pipeline":', json.dumps(meta.pipeline), ',"model_version":',
             json.dumps(meta.version), ',"request_id":'))
-
-    # ------------------------------------------------------------------- in-flight bookkeeping
-
-    def enter(self) -> bool:
-        with self._cv:
-            if self.closing:
-                return False
-            self._inflight += 1
-            return True
-
-    def leave(self) -> None:
-        with self._cv:
-            self._inflight -= 1
-            if not self._inflight:
-                self._cv.notify_all()
-
-    def drain(self, grace: float) -> bool:
-        """Refuse new requests, wait up to ``grace`` s for those in flight; True if all ended."""
-        with self._cv:
-            self.closing = True
-            return self._cv.wait_for(lambda: self._inflight == 0, grace)
 
     # ------------------------------------------------------------------------------ endpoints
 
@@ -119,7 +94,7 @@ class App:
             classes = self.meta.signature.get("classes")
             self._openapi = json.dumps(document(self.fields, self.meta.pipeline,
                                                 self.meta.version, self.meta.task,
-                                                classes)).encode()
+                                                classes, self.max_rows)).encode()
         return 200, JSON, self._openapi
 
     def predict(self, request: Request) -> tuple[int, str, bytes]:

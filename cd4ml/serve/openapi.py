@@ -4,31 +4,54 @@ from __future__ import annotations
 
 from typing import Any
 
-from cd4ml.serve.schema import Field
+from cd4ml.serve.schema import MAX_NUMBER, Field
 
 _TYPES = {"float": "number", "int": "integer", "bool": "boolean", "str": "string"}
 
 
-def _value(f: Field) -> dict[str, Any]:
+def _types(f: Field) -> list[str]:
     kind = _TYPES[f.dtype]
-    return {"type": [kind, "null"] if f.nullable else kind}
+    return [kind, "null"] if f.nullable else [kind]
+
+
+def _value(f: Field) -> dict[str, Any]:
+    types = _types(f)
+    out: dict[str, Any] = {"type": types if len(types) > 1 else types[0]}
+    if f.dtype in ("float", "int"):
+        out.update(minimum=-MAX_NUMBER, maximum=MAX_NUMBER)
+    return out
 
 
 def document(fields: tuple[Field, ...], pipeline: str, version: Any, task: str,
-             classes: list | None) -> dict[str, Any]:
-    """The OpenAPI document for a server of this model."""
+             classes: list | None, max_rows: int = 10_000) -> dict[str, Any]:
+    """The OpenAPI document for a server of this model: it accepts what the server accepts
+    and refuses what the server refuses (schemathesis checks both ways)."""
     names = [f.name for f in fields]
+    width = len(names)
     record = {"type": "object", "additionalProperties": False, "required": names,
               "properties": {f.name: _value(f) for f in fields}}
+    # JSON Schema cannot say "all lists of one length", so the document describes one row per
+    # list: it must never accept a body the server refuses (the server also takes longer
+    # lists of equal length; the records and split forms are the way to send many rows)
     columnar = {"type": "object", "additionalProperties": False, "required": names,
-                "properties": {f.name: {"type": "array", "minItems": 1, "items": _value(f)}
-                               for f in fields}}
-    split = {"type": "object", "required": ["columns", "data"],
-             "properties": {"columns": {"type": "array", "items": {"type": "string",
-                                                                    "enum": names}},
-                            "data": {"type": "array", "minItems": 1,
-                                     "items": {"type": "array"}}}}
-    rows = {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Record"}}
+                "description": "one list per feature, all of the same length (described for "
+                               "one row; use instances or columns+data for many)",
+                "properties": {f.name: {"type": "array", "minItems": 1, "maxItems": 1,
+                                        "items": _value(f)} for f in fields}}
+    any_value: dict[str, Any] = {"type": sorted({t for f in fields for t in _types(f)})}
+    if any(f.dtype in ("float", "int") for f in fields):
+        any_value.update(minimum=-MAX_NUMBER, maximum=MAX_NUMBER)
+    # every feature once, in any order; each row one value per column, in that order
+    split: dict[str, Any] = {
+        "type": "object", "required": ["columns", "data"],
+        "properties": {"columns": {"type": "array", "minItems": width, "maxItems": width,
+                                   "uniqueItems": True,
+                                   "items": {"type": "string", "enum": names}},
+                       "data": {"type": "array", "minItems": 1, "maxItems": max_rows,
+                                "items": {"type": "array", "minItems": width,
+                                          "maxItems": width, "items": any_value}}}}
+    rows = {"type": "array", "minItems": 1, "maxItems": max_rows,
+            "items": {"$ref": "#/components/schemas/Record"}}
 
     def body(key: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
         return {"type": "object", "description": description, "required": [key],
@@ -77,8 +100,11 @@ def document(fields: tuple[Field, ...], pipeline: str, version: Any, task: str,
                 "operationId": "predict",
                 "summary": "Predict one or many rows",
                 "parameters": [{"name": "X-Request-ID", "in": "header", "required": False,
-                                "description": "echoed back and written to the prediction log",
-                                "schema": {"type": "string", "maxLength": 200}}],
+                                "description": "echoed back and written to the prediction "
+                                               "log; one the server would not echo (over 200 "
+                                               "characters, or not visible ASCII) is replaced "
+                                               "by a new one",
+                                "schema": {"type": "string"}}],
                 "requestBody": {"required": True, "content": {"application/json": {
                     "schema": {"$ref": "#/components/schemas/PredictRequest"}}}},
                 "responses": {
@@ -113,7 +139,9 @@ def document(fields: tuple[Field, ...], pipeline: str, version: Any, task: str,
                      "one record, or columnar: one list per feature"),
                 {**split, "description": "split: column names, then one list per row",
                  "additionalProperties": False},
-                body("dataframe_split", split, "MLflow's split form"),
+                body("dataframe_split", {**split, "additionalProperties": False, "properties": {
+                    **split["properties"], "index": {"description": "ignored"}}},
+                     "MLflow's split form"),
                 body("dataframe_records", rows, "MLflow's records form")]},
             "PredictResponse": predict_response,
             "Error": error,

@@ -90,6 +90,10 @@ def decode(body: bytes) -> Any:
         return json.loads(body, parse_constant=_reject_constant)
     except UnicodeDecodeError as e:
         raise RequestError(400, f"request body is not UTF-8: {e.reason} at byte {e.start}") from None
+    except RecursionError:
+        # arrays in arrays a hundred thousand deep: JSON, but no request of any model
+        raise RequestError(400, "request body is nested too deeply; send rows of values, see "
+                           "GET /openapi.json") from None
     except ValueError as e:
         raise RequestError(400, f"request body is not valid JSON: {e}") from None
 
@@ -293,9 +297,12 @@ def _all_of(f: Field, values: Any) -> bool:
     nulls = f.nullable and _NONE in types
     if not types - {_NONE} <= _ALLOWED[f.dtype] or (_NONE in types and not nulls):
         return False
-    if float in types:  # 1e999 parses to infinity
+    if f.dtype in _NUMBERS and types & _NUMBERS_TYPES:
+        numbers = [v for v in values if v is not None] if nulls else values
         try:
-            return all(map(isfinite, [v for v in values if v is not None] if nulls else values))
+            # 1e999 parses to infinity (and max() would pass over a NaN); abs of an int is exact
+            return (all(map(isfinite, numbers))
+                    and max(map(abs, numbers), default=0) <= MAX_NUMBER)
         except OverflowError:  # an int too big for a double: the slow path's to judge
             return False
     return True
@@ -332,23 +339,33 @@ class _Bad(Exception):
     pass
 
 
+#: the largest magnitude a feature may have: a 32-bit float's, which tree models compute in
+#: (a larger value reaches them as infinity); the OpenAPI document states the same bound
+MAX_NUMBER = 3.4028234663852886e38
+_NUMBERS = frozenset({"float", "int"})
+_NUMBERS_TYPES = frozenset({int, float})
+_RANGE = "must be within ±3.4e38 (a 32-bit float's range)"
+
+
 def _float(v: Any) -> Any:
     t = type(v)
-    if t is int:
-        return v
-    if t is float:
-        if isfinite(v):  # JSON has no infinity, but 1e999 parses to one
-            return v
+    if t is float and not isfinite(v):  # JSON has no infinity, but 1e999 parses to one
         raise _Bad("must be a finite number (it overflows a double)")
+    if t is int or t is float:
+        if abs(v) <= MAX_NUMBER:
+            return v
+        raise _Bad(_RANGE)
     raise _Bad(f"must be a number, not {_describe(v)}")
 
 
 def _int(v: Any) -> Any:
     t = type(v)
-    if t is int:
-        return v
     if t is float and isfinite(v) and v.is_integer():
-        return int(v)
+        v, t = int(v), int
+    if t is int:
+        if abs(v) <= MAX_NUMBER:
+            return v
+        raise _Bad(_RANGE)
     if t is float:
         raise _Bad(f"must be an integer, not {v!r}")
     raise _Bad(f"must be an integer, not {_describe(v)}")

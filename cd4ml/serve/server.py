@@ -2,8 +2,15 @@
 
 Order of events: verify the artifact's sha256 (refuse to start on a mismatch, before anything
 listens), listen, then in each worker: answer ``/health`` at once (``/ready`` and ``/predict``
-say 503), load the model, become ready. SIGTERM or SIGINT: stop taking requests, finish those
-in flight, write out the prediction log, exit 0.
+say 503), load the model, become ready. SIGTERM or SIGINT: close the listening socket first (a
+front retries a refused connection elsewhere), finish the requests in flight (up to ``grace``
+seconds), close idle connections, write out the prediction log, exit 0.
+
+Each worker serves HTTP with uvicorn on one asyncio event loop: a connection costs a few
+kilobytes, not a thread, so thousands of slow or idle clients do not crowd out the others
+(see :mod:`cd4ml.serve.protocol` for the deadlines). Predictions run on the loop itself: a
+single-row prediction is well under a millisecond after the forest shortcut, less than
+handing it to a thread would cost.
 
 ``workers > 1`` forks that many processes over the one listening socket (before any thread or
 scikit-learn exists), so predictions use every core; they share the metrics (a memory map)
@@ -15,6 +22,7 @@ if a worker dies it stops the others and exits non-zero, for the orchestrator to
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import signal
@@ -22,15 +30,25 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import uvicorn
 
 from cd4ml import artifacts
 from cd4ml.serve import schema
 from cd4ml.serve.app import ENDPOINTS, App
-from cd4ml.serve.handler import Server, listen
+from cd4ml.serve.handler import Asgi
 from cd4ml.serve.metrics import Layout, Metrics, shared
 from cd4ml.serve.predlog import LogPolicy, PredictionLog
+from cd4ml.serve.protocol import HEADER_TIMEOUT, LimitedProtocol
+
+#: seconds an idle keep-alive connection is kept open; a proxy in front must give up on its
+#: idle upstream connections sooner (nginx's upstream ``keepalive_timeout``, 60 s by default),
+#: or it may send a request on a connection the server is closing
+KEEP_ALIVE = 75.0
 
 
 class StartError(Exception):
@@ -63,32 +81,48 @@ def verify(model_dir: Path, expected_sha256: str | None) -> artifacts.ArtifactMe
     return meta
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one request and one connection may take, and how long a stop may wait."""
+
+    max_rows: int = 10_000
+    max_body: int = 16 << 20
+    #: seconds the requests in flight get to finish after SIGTERM (under Docker's 10)
+    grace: float = 8.0
+    keep_alive: float = KEEP_ALIVE
+    header_timeout: float = HEADER_TIMEOUT
+
+
 def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8080, workers: int = 1,
           expected_sha256: str | None = None, log_path: str | None = None,
           max_rows: int = 10_000, max_body: int = 16 << 20, grace: float = 8.0,
-          threads: int | None = None, log_policy: LogPolicy | None = None) -> int:
+          threads: int | None = None, log_policy: LogPolicy | None = None,
+          keep_alive: float = KEEP_ALIVE, header_timeout: float = HEADER_TIMEOUT) -> int:
     """Serve the model in ``model_dir`` until SIGTERM/SIGINT; returns the exit code.
 
     Raises :class:`StartError` when the artifact fails verification, cannot be loaded, or the
     port cannot be had. ``grace`` bounds the wait for requests in flight at shutdown (under
     Docker's 10 s between SIGTERM and SIGKILL). ``threads`` caps each worker's numeric thread
     pools (default: an equal share of the CPUs, see :mod:`cd4ml.serve.resources`).
+    ``keep_alive``: seconds an idle connection is kept; ``header_timeout``: seconds a
+    request's headers may take to arrive.
     """
     started = time.perf_counter()
     model_dir = Path(model_dir)
+    limits = Limits(max_rows, max_body, grace, keep_alive, header_timeout)
     if threads is None:
         from cd4ml.serve.resources import thread_budget
 
         threads = thread_budget(workers)
     if workers > 1:
-        return _supervise(model_dir, host, port, workers, expected_sha256, log_path, max_rows,
-                          max_body, grace, started, threads, log_policy or LogPolicy())
+        return _supervise(model_dir, host, port, workers, expected_sha256, log_path, limits,
+                          started, threads, log_policy or LogPolicy())
     stop = threading.Event()
     # before anything can be seen to listen: a SIGTERM from then on must stop us cleanly
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        job, sock = _prepare(model_dir, host, port, 1, expected_sha256, log_path, max_rows,
-                             max_body, grace, started, threads)
+        job, sock = _prepare(model_dir, host, port, 1, expected_sha256, log_path, limits,
+                             started, threads)
         job.log_policy = log_policy or LogPolicy()
         try:
             return job.run(sock, stop, None, 0, 1, None)
@@ -99,8 +133,16 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8080, work
             signal.signal(s, handler)
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket; made before the workers fork so that they all share it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=2048)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
 def _prepare(model_dir: Path, host: str, port: int, workers: int, expected_sha256: str | None,
-             log_path: str | None, max_rows: int, max_body: int, grace: float, started: float,
+             log_path: str | None, limits: Limits, started: float,
              threads: int) -> tuple[_Job, socket.socket]:
     """Verify, read the signature, listen: everything that happens once, before any worker."""
     meta = verify(model_dir, expected_sha256)
@@ -119,8 +161,28 @@ def _prepare(model_dir: Path, host: str, port: int, workers: int, expected_sha25
     url = f"http://{'[' + bound_host + ']' if ':' in bound_host else bound_host}:{bound_port}"
     _say(f"{meta.pipeline}:{meta.version} (sha256 {meta.sha256[:12]}) listening on {url}"
          + (f" with {workers} workers" if workers > 1 else ""))
-    return _Job(model_dir, meta, fields, layout, expected_sha256, log_path, max_rows, max_body,
-                grace, started, threads), sock
+    return _Job(model_dir, meta, fields, layout, expected_sha256, log_path, limits, started,
+                threads), sock
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn's server, stopped by our own signal handlers (set before it exists)."""
+
+    def __init__(self, config: uvicorn.Config, stop: threading.Event, who: str):
+        super().__init__(config)
+        self.stop, self.who = stop, who
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # uvicorn's own handlers would re-raise the signal once it has shut down: a clean
+        # stop would end as killed by SIGTERM instead of exit 0
+        yield
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.stop.is_set() and not self.should_exit:
+            self.should_exit = True
+            _say(f"{self.who}stopping: no new connections, finishing requests in flight")
+        return await super().on_tick(counter)
 
 
 class _Job:
@@ -128,18 +190,16 @@ class _Job:
 
     def __init__(self, model_dir: Path, meta: artifacts.ArtifactMeta,
                  fields: tuple[schema.Field, ...], layout: Layout, expected_sha256: str | None,
-                 log_path: str | None, max_rows: int, max_body: int, grace: float,
-                 started: float, threads: int):
+                 log_path: str | None, limits: Limits, started: float, threads: int):
         self.model_dir, self.meta, self.fields, self.layout = model_dir, meta, fields, layout
         self.expected_sha256, self.log_path = expected_sha256, log_path
-        self.max_rows, self.max_body, self.grace, self.started = max_rows, max_body, grace, started
-        self.threads = threads
+        self.limits, self.started, self.threads = limits, started, threads
         self.log_policy = LogPolicy()
 
     def run(self, sock: socket.socket, stop: threading.Event, memory: Any, worker: int,
             workers: int, log_lock: Any, loaded: Any = None) -> int:
         """Serve on ``sock`` until ``stop`` is set (by the caller's signal handlers)."""
-        meta = self.meta
+        meta, limits = self.meta, self.limits
         who = f"worker {worker}: " if workers > 1 else ""
         log = PredictionLog(self.log_path, {"pipeline": meta.pipeline,
                                             "model_version": meta.version,
@@ -147,39 +207,44 @@ class _Job:
                             policy=self.log_policy)
         metrics = Metrics(self.layout, {"pipeline": meta.pipeline, "version": str(meta.version),
                                         "sha256": meta.sha256}, memory, worker, workers)
-        app = App(meta, self.fields, log, metrics, self.max_rows, self.max_body)
+        app = App(meta, self.fields, log, metrics, limits.max_rows, limits.max_body)
         app.workers, app.threads = workers, self.threads
         if loaded is not None:
             app.peers = lambda: loaded.value >= workers
-        server = Server(sock, app)
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                                  name="cd4ml-http", daemon=True)
-        # worker 0 answers /health while it loads; the others take connections only once
-        # loaded, so after the first /ready 200 no request meets a worker still loading
-        if worker == 0:
-            thread.start()
-        try:
-            gc.disable()
-            self._load(app)
+        server = _Uvicorn(_config(Asgi(app), limits), stop, who)
+        failed: list[StartError] = []
+
+        def load() -> None:
+            try:
+                self._load(app)
+            except StartError as e:
+                failed.append(e)
+                stop.set()
+                return
             if loaded is not None:
                 with loaded.get_lock():
                     loaded.value += 1
-            if worker != 0:
-                thread.start()
             shortcut = (" (ONNX Runtime)" if app.predictor.runtime == "onnx" else
                         " (forest shortcut)" if app.predictor.shortcut else
                         " (one model call per request)" if app.predictor.single_call else "")
             _say(f"{who}ready in {time.perf_counter() - self.started:.2f} s{shortcut}; "
                  f"predictions log to {log.target}")
-            stop.wait()
-            _say(f"{who}stopping: finishing requests in flight")
-            if not app.drain(self.grace):
-                _say(f"{who}requests still running after {self.grace:g} s; stopping anyway")
+
+        try:
+            gc.disable()
+            if worker == 0:
+                # worker 0 answers /health while it loads; the others take connections only
+                # once loaded, so after the first /ready 200 no request meets one still loading
+                threading.Thread(target=load, name="cd4ml-load", daemon=True).start()
+            else:
+                load()
+            if not failed:
+                server.run(sockets=[sock])
         finally:
             gc.enable()
-            if thread.is_alive():  # (shutdown waits for a serve_forever that never began)
-                server.shutdown()
             log.close()
+        if failed:
+            raise failed[0]
         _say(f"{who}stopped; {log.written} prediction(s) logged"
              + (f", {log.failed} could not be written" if log.failed else ""))
         return 0
@@ -214,8 +279,8 @@ class _Job:
 
 
 def _supervise(model_dir: Path, host: str, port: int, workers: int, expected_sha256: str | None,
-               log_path: str | None, max_rows: int, max_body: int, grace: float,
-               started: float, threads: int, log_policy: LogPolicy) -> int:
+               log_path: str | None, limits: Limits, started: float, threads: int,
+               log_policy: LogPolicy) -> int:
     import multiprocessing
 
     children: dict[int, int] = {}
@@ -228,12 +293,9 @@ def _supervise(model_dir: Path, host: str, port: int, workers: int, expected_sha
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        job, sock = _prepare(model_dir, host, port, workers, expected_sha256, log_path, max_rows,
-                             max_body, grace, started, threads)
+        job, sock = _prepare(model_dir, host, port, workers, expected_sha256, log_path, limits,
+                             started, threads)
         job.log_policy = log_policy
-        # non-blocking: every worker wakes for a new connection; the losers must not hang in
-        # accept, or they would never see a shutdown
-        sock.setblocking(False)
         memory = shared(job.layout, workers)
         context = multiprocessing.get_context("fork")
         log_lock = context.Lock()
@@ -300,6 +362,19 @@ def _kill(pid: int) -> None:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         pass
+
+
+def _config(asgi: Asgi, limits: Limits) -> uvicorn.Config:
+    protocol = type("Protocol", (LimitedProtocol,), {"header_timeout": limits.header_timeout})
+    # no lifespan, access log, proxy headers, websockets or uvloop: a model server's needs, and
+    # what the image installs (uvicorn without its [standard] extras, plus httptools)
+    config = uvicorn.Config(asgi, http=protocol, loop="asyncio", ws="none", lifespan="off",
+                            interface="asgi3", log_config=None, log_level="error",
+                            access_log=False, proxy_headers=False, server_header=False,
+                            headers=[("server", "cd4ml-serve")],
+                            timeout_keep_alive=limits.keep_alive,  # type: ignore[arg-type]
+                            timeout_graceful_shutdown=limits.grace)  # type: ignore[arg-type]
+    return config
 
 
 def _say(message: str) -> None:

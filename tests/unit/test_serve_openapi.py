@@ -15,7 +15,7 @@ ROW = {"x": 1.5, "n": 2, "city": None}
 
 @pytest.fixture(scope="module")
 def doc():
-    return document(FIELDS, "wine", 3, "classification", [0, 1, 2])
+    return document(FIELDS, "wine", 3, "classification", [0, 1, 2], max_rows=3)
 
 
 def request_schema(doc) -> dict:
@@ -29,7 +29,9 @@ def test_the_document_is_valid_openapi_3_1(doc):
     assert set(doc["paths"]) == {"/predict", "/health", "/ready", "/metadata", "/metrics",
                                  "/openapi.json"}
     record = doc["components"]["schemas"]["Record"]
-    assert record["properties"] == {"x": {"type": "number"}, "n": {"type": "integer"},
+    bounds = {"minimum": -3.4028234663852886e38, "maximum": 3.4028234663852886e38}
+    assert record["properties"] == {"x": {"type": "number", **bounds},
+                                    "n": {"type": "integer", **bounds},
                                     "city": {"type": ["string", "null"]}}
     assert record["required"] == ["x", "n", "city"] and record["additionalProperties"] is False
 
@@ -58,9 +60,19 @@ def test_bodies_the_server_accepts_match_the_described_schema(doc, body):
     {"instances": [{**ROW, "n": 2.5}]},
     {"instances": []},
     {"inputs": {**ROW, "x": None}},
+    # split forms naming no column, one twice, or rows of the wrong width (issue #12)
+    {"columns": [], "data": [[]]},
+    {"columns": ["x", "x", "n"], "data": [[1.0, 1.0, 2]]},
+    {"columns": ["x", "n"], "data": [[1.0, 2]]},
+    {"columns": ["x", "n", "city"], "data": [[1.0, 2]]},
+    {"dataframe_split": {"columns": [], "data": [[]]}},
+    {"instances": [ROW] * 4},  # over max_rows (3 in this document)
+    {"instances": [{**ROW, "x": 1e39}]},  # over a 32-bit float, infinite to a tree model
+    {"inputs": {**ROW, "n": -(10**39)}},
+    {"inputs": {"x": [1.0, 2.0], "n": [1], "city": ["a"]}},  # columns of unequal length
 ])
 def test_bodies_the_server_refuses_are_outside_the_described_schema(doc, body):
     with pytest.raises(RequestError):
-        parse(body, FIELDS)
+        parse(body, FIELDS, max_rows=3)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(body, request_schema(doc), cls=jsonschema.Draft202012Validator)
