@@ -23,8 +23,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cd4ml.states import RuleKind
 from cd4ml.store import Store, journal, now
 from cd4ml.store.journal import Record
+from cd4ml.store.records import RuleOutcome
 
 RUNS = 1000
 WRITES = 20
@@ -57,7 +59,9 @@ def one_run(store: Store, i: int) -> None:
     store.set_artifact_uri(model.id, f"/a/wine/v{model.version}")
     store.record_metrics(run.id, [{"name": f"m{j}", "value": 0.9, "slice": "s" if j > 4 else "",
                                    "slice_value": "x" if j > 4 else ""} for j in range(15)])
-    store.record_gate(run.id, model.id, True, [{"rule": "accuracy >= 0.85"}] * 5, None)
+    rule = RuleOutcome("accuracy >= 0.85", "accuracy", None, None, RuleKind.MIN, 0.9, 0.85, None,
+                       True, "0.9 >= 0.85", 1)
+    store.record_gate(run.id, model.id, True, [rule] * 5, None)
     store.finish_run(run.id, "succeeded")
 
 

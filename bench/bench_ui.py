@@ -1,13 +1,13 @@
 """The web view's runs page over a store of 10,000 runs, beside MLflow's tracking server.
 
 Prints, for ``cd4ml ui``'s ``/api/runs`` (the JSON the runs page draws; 50 rows a page, every
-parameter and metric a column): the first answer (the table read from the store), the median
+parameter and metric a column): the first answer of a fresh server, the median
 and p95 of answers — newest first, sorted by a metric, filtered by text, a deep page — against
-the target of 200 ms on the server, the answer just after a run was recorded (the previous
-table, marked stale, while the new one is read in the background) and how long that read
-takes; and, in
-headless chromium (Debian's, through Playwright), the time from navigation until the table's
-50 rows are on screen, against the target of 1 s.
+the target of 200 ms on the server, with the CPU time each takes, and the answer just after a
+run was recorded (each query once, answered by the database while the table is read again);
+and, in headless chromium (Debian's, through
+Playwright), the time from navigation until the table's 50 rows are on screen, against the
+target of 1 s.
 
 The peer: MLflow's tracking server (``mlflow server`` on SQLite, in the virtualenv of
 bench/mlflow_env.py) holding the same 10,000 runs with the same parameters and metrics,
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-UI_PORT, MLFLOW_PORT = 19050, 19051
+UI_PORT, MLFLOW_PORT = 42650, 42651  # this bench's range: 42600-42699
 METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "roc_auc")
 REPEAT = 20
 MLFLOW_REPEAT = 5  # its sorted search takes seconds a request
@@ -116,24 +116,28 @@ def bench_cd4ml(url: str, n: int, browser: bool) -> None:
     from cd4ml.ui.server import UiConfig, serve_in_thread
 
     with Store(url) as store:
+        cpu = time.process_time()  # the server answers in this process: its CPU is ours
         server, started = serve_in_thread(UiConfig(port=UI_PORT), store)
         base = started.url + "api/runs?"
         cold, body = get(base)
+        cold_cpu = time.process_time() - cpu
         assert json.loads(body)["all"] == n
         print(f"cd4ml ui /api/runs, {n} runs")
-        print(f"  first answer (the table read from the store) {cold * 1000:7.1f} ms")
+        print(f"  first answer of a fresh server               {cold * 1000:7.1f} ms   "
+              f"(CPU from start-up {cold_cpu * 1000:6.1f} ms; target <= 200 ms)")
         for label, query in QUERIES.items():
+            cpu = time.process_time()
             times = [get(base + query)[0] for _ in range(REPEAT)]
-            print(f"  {label:<28} {summary(times)}   (target <= 200 ms)")
+            per = (time.process_time() - cpu) / REPEAT
+            print(f"  {label:<28} {summary(times)}   CPU {per * 1000:6.1f} ms/request   (target <= 200 ms)")
         store.start_run("wine", actor="new")  # something is recorded while the view runs
-        during, body = get(base)
-        t = time.perf_counter()
-        while json.loads(body)["stale"]:
-            time.sleep(0.05)
-            body = get(base)[1]
-        print(f"  just after a write: answer (previous table)  {during * 1000:7.1f} ms   (target <= 200 ms)")
-        print(f"  ... and the table read again, in the background, {(time.perf_counter() - t) * 1000:7.1f} ms later")
-        assert json.loads(body)["all"] == n + 1
+        after = []
+        for label, query in QUERIES.items():  # answered by the database, the table being read
+            took, body = get(base + query)
+            after.append(took)
+            assert json.loads(body)["all"] == n + 1
+        assert json.loads(get(base)[1])["rows"][0]["actor"] == "new"
+        print(f"  just after a write, each query once (the new run in it)  {summary(after)}   (target <= 200 ms)")
         if browser:
             print(f"  browser: navigation to 50 rows on screen      {browser_time(started.url) * 1000:7.1f} ms"
                   "   (target <= 1000 ms)")

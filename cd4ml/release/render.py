@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 _PACKAGE = Path(__file__).resolve().parents[1]
 #: the port the model server listens on inside its container (infra/docker/Dockerfile.j2)
 CONTAINER_PORT = 8080
-#: files copied verbatim next to the rendered templates (the traffic front of local and swarm)
-PROXY_FILE = "proxy.py"
+#: the traffic front's nginx configuration, rendered next to a Swarm stack (a Swarm config)
+FRONT_FILE = "front.conf"
 
 
 @dataclass(frozen=True)
@@ -153,11 +153,6 @@ def _k8s_memory(n: int) -> str:
 # ----------------------------------------------------------------------------- rendering
 
 
-def proxy_source() -> str:
-    """The traffic front's code (cd4ml/release/targets/proxy.py): stdlib only, run by any Python image."""
-    return (_PACKAGE / "release" / "targets" / PROXY_FILE).read_text(encoding="utf-8")
-
-
 def pinned(image: str, digest: str | None = None, image_id: str | None = None,
            local: bool = False) -> str:
     """The one exact image: ``repo@digest`` when it was pushed; on the local engine (``local``)
@@ -178,9 +173,11 @@ def context(spec: Spec, env: EnvironmentSpec, model: ModelVersion, image: str, *
             container_port: int = CONTAINER_PORT, image_id: str | None = None) -> dict[str, Any]:
     """Every variable a template may use (the templates' headers list them)."""
     name = resource_name(spec, env)
-    proxy = proxy_source()
     # a cluster pulls: only a digest pins there; a Docker engine runs what it holds, by ID
+    from cd4ml.release.targets.front import FRONT_PORT, default_image
+
     image_pinned = pinned(image, digest, image_id, local=env.target != "kubernetes")
+    front = swarm_front(container_port)
     return {
         "project": spec.project,
         "pipeline": spec.name,
@@ -204,17 +201,25 @@ def context(spec: Spec, env: EnvironmentSpec, model: ModelVersion, image: str, *
         "healthcheck": env.healthcheck,
         "resources": resources(env),
         "labels": labels(spec, env),
-        "proxy_image": proxy_image or base_image(spec),
+        "proxy_image": proxy_image or default_image(base_image(spec)),
         # the host directory the model containers write their prediction logs to
         "prediction_logs": str(prediction_log_dir(spec.project, spec.name, env.name)),
-        "proxy_file": PROXY_FILE,
-        # swarm configs are immutable: a changed proxy gets a new name, an unchanged one keeps it
-        "proxy_config": f"{name}-proxy-{hashlib.sha256(proxy.encode()).hexdigest()[:12]}",
+        "front_file": FRONT_FILE,
+        # swarm configs are immutable: a changed front gets a new name, an unchanged one keeps it
+        "front_config": f"{name}-front-{hashlib.sha256(front.encode()).hexdigest()[:12]}",
+        "front_port": FRONT_PORT,
     }
 
 
+def swarm_front(container_port: int) -> str:
+    """The Swarm front's nginx configuration: every request to the model service's tasks."""
+    from cd4ml.release.targets.front import SWARM_RESOLVER, Routes, nginx_conf
+
+    return nginx_conf(Routes(stable=f"model:{container_port}"), resolver=SWARM_RESOLVER)
+
+
 def base_image(spec: Spec) -> str:
-    """The image the traffic front runs in: the model image's base (any image with Python)."""
+    """The model image's base, from which cd4ml builds its front image (cd4ml-front)."""
     return os.environ.get("CD4ML_BASE_IMAGE") or spec.image.base
 
 
@@ -253,8 +258,8 @@ def render(spec: Spec, env: EnvironmentSpec | str, model: ModelVersion | None, i
         if text.strip():
             files[fname] = text
             sources[fname] = path
-    if env.target in ("local", "swarm"):
-        files[PROXY_FILE] = proxy_source()
+    if env.target == "swarm":
+        files[FRONT_FILE] = swarm_front(container_port)
     return Rendered(target=env.target, environment=env.name, name=ctx["name"], files=files,
                     sources=sources, context=ctx)
 

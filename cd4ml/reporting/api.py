@@ -69,14 +69,19 @@ class RunRow:
 def run_rows(store: Store, pipeline: str | None = None, limit: int | None = None) -> list[RunRow]:
     """The newest runs (all when ``limit`` is None) with their models and metrics, in three
     queries however many runs there are."""
+    return rows_for(store, store.runs(pipeline, limit=limit if limit is not None else 2**62),
+                    every=limit is None and pipeline is None)  # every run: no ids to send
+
+
+def rows_for(store: Store, runs: list[Run], every: bool = False) -> list[RunRow]:
+    """The runs table's lines of ``runs`` (``every``: they are all the store's runs)."""
     from cd4ml.states import RunStatus
     from cd4ml.store.liveness import shown_status
 
     # a run whose process was killed shows as abandoned before the next run marks it so
     runs = [r if r.status != RunStatus.RUNNING else replace(r, status=shown_status(r))
-            for r in store.runs(pipeline, limit=limit if limit is not None else 2**62)]
+            for r in runs]
     sources = [r.reused_from or r.id for r in runs]
-    every = limit is None and pipeline is None  # no list of ids to send to the database
     models = {m.run_id: m for m in store.model_summaries(None if every else sources)}
     overall: dict[str, dict[str, float | None]] = {}
     for m in store.overall_metrics(None if every else sources):

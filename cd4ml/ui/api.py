@@ -3,7 +3,7 @@ one GET route each. The pages are drawn from these and nothing else.
 
 | route | gives |
 |---|---|
-| ``/api/runs?pipeline=&status=&blessed=yes|no&q=&sort=&order=&page=&per_page=[&fresh=1]`` | a page of the runs table (``stale``: the store changed and is being read again; ``fresh=1`` waits for it) |
+| ``/api/runs?pipeline=&status=&blessed=yes|no&q=&sort=&order=&page=&per_page=`` | a page of the runs table |
 | ``/api/runs.csv?...&columns=a,b`` | every matching run as CSV |
 | ``/api/models?pipeline=`` | ``cd4ml models --json`` |
 | ``/api/show/REF`` | ``cd4ml show REF --json`` (a run id or PIPELINE:VERSION) |
@@ -78,8 +78,7 @@ class Api:
             return (query.get(name) or [""])[0]
 
         if route == "runs":
-            return json_response(self.runs.page(RunsQuery.from_query(query),
-                                                wait=one("fresh") == "1"))
+            return json_response(self.runs.page(RunsQuery.from_query(query)))
         if route == "runs.csv":
             columns = [c for c in one("columns").split(",") if c] or None
             return Response(200, "text/csv; charset=utf-8",
@@ -99,7 +98,7 @@ class Api:
         if route == "compare":
             return self._compare(query.get("ref") or [])
         if route == "environments":
-            names = sorted({r.data["pipeline"] for r in self.runs.snapshot()[0].rows}
+            names = sorted(set(self.runs.pipelines())
                            | {d.pipeline for d in self.store.current_deployments()})
             return json_response(environments.environments(self.store, names, self.root,
                                                            probe=one("probe") == "1"))

@@ -137,7 +137,7 @@ def start(config: UiConfig, store: Store) -> tuple[UiServer, Started]:
         raise UiError(f"cannot listen on {config.host}:{config.port}: {e.strerror}; "
                       "choose another --port or --host") from None
     server.api = Api(store, config.root, list(config.log_paths) or None)
-    # the runs table is read from the store before the first visitor asks for it
+    # the runs table's columns are read before the first visitor asks for a page
     threading.Thread(target=_warm, args=(server.api,), daemon=True, name="cd4ml-ui-warm").start()
     server.access = Access(token)
     server.files = static_files()
@@ -149,9 +149,9 @@ def start(config: UiConfig, store: Store) -> tuple[UiServer, Started]:
 
 def _warm(api: Api) -> None:
     try:
-        api.runs.snapshot()
+        api.runs.warm()
     except Exception as e:  # noqa: BLE001 -- the first request meets the same error and shows it
-        log.debug("reading the runs table ahead failed: %s", e)
+        log.debug("reading the runs table's columns ahead failed: %s", e)
 
 
 def serve_in_thread(config: UiConfig, store: Store) -> tuple[UiServer, Started]:

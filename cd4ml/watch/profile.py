@@ -17,8 +17,10 @@ from typing import Any
 from cd4ml.serve.schema import label_key
 from cd4ml.watch.baseline import CONFIDENCE_BINS, confidence_bin
 
-#: records held as parsed before they are folded into counts (~40 MB for wine)
-CHUNK = 16_384
+#: records held as parsed before they are folded into counts (~5 MB for wine). Small enough
+#: that the memory one chunk frees is what the next one takes: at 16,384 the allocator gave
+#: it back to the system and faulted it in again, a sixth of the CPU of a long read
+CHUNK = 2_048
 
 
 @dataclass
@@ -223,14 +225,18 @@ def _bins(stats: dict) -> int:
 def _matrix(rows: list[Any], names: list[str]) -> Any:
     """The ``names`` of each row (a mapping) as float64: missing (absent, null) is NaN, and so
     is a value that is no number."""
+    from itertools import chain
     from operator import itemgetter
 
     import numpy as np
 
     pick = itemgetter(*names)
     try:
-        picked = list(map(pick, rows))
-        X = np.array(picked, dtype="float64").reshape(len(rows), len(names))
+        # one flat stream into a preallocated array: half the time of np.array over a list
+        # of tuples (which discovers the shape and types first), the same values
+        values = map(pick, rows) if len(names) == 1 else chain.from_iterable(map(pick, rows))
+        X = np.fromiter(values, dtype="float64", count=len(rows) * len(names))
+        X = X.reshape(len(rows), len(names))
     except (TypeError, ValueError, KeyError, AttributeError):
         X = np.array([[_number(r.get(n) if type(r) is dict else None) for n in names]
                       for r in rows], dtype="float64").reshape(len(rows), len(names))

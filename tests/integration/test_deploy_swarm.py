@@ -5,6 +5,7 @@ a rollback, under a steady stream of predictions that must all succeed."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -14,7 +15,7 @@ from cd4ml.release.render import render, resource_name
 from cd4ml.release.state import history, status
 from cd4ml.release.targets import NotHealthy
 from cd4ml.release.targets.swarm import SwarmTarget
-from tests.fixtures.deploy import PORTS, Load, served_version
+from tests.fixtures.deploy import PORTS, Load, logged, served_version
 
 pytestmark = pytest.mark.docker
 
@@ -112,4 +113,48 @@ def test_rendered_stack_is_what_runs(deploy_world, stack, tmp_path):
     # the exact image by ID: a tag can be moved by anyone
     assert doc["services"]["model"]["image"] == image.image_id
     assert doc["services"]["front"]["ports"][0]["published"] == PORTS["swarm"]
-    assert (tmp_path / "proxy.py").is_file()
+    # the front's nginx configuration, a Swarm config of the stack
+    assert "resolver 127.0.0.11" in (tmp_path / "front.conf").read_text()
+
+
+def test_swarm_split_mirror_and_unsplit_under_load(deploy_world, stack):
+    import requests
+
+    spec, env, target = stack
+    port = PORTS["swarm"]
+    with deploy_world.store() as store:
+        assert deploy(spec, store, "swarm", 1).status == "healthy"
+        releases = {}
+        for n in (1, 2):
+            image = store.images_for(deploy_world.versions[n].id)[0]
+            releases[n] = render(spec, env, deploy_world.versions[n], image.reference,
+                                 proxy_image=target.proxy_image(spec, env, image.reference),
+                                 image_id=image.image_id)
+    url = f"http://127.0.0.1:{port}/predict"
+    body = {"instances": [deploy_world.row]}
+    with Load(port, deploy_world.row) as load:
+        load.wait_for_requests()
+        target.split(releases[1], releases[2], weight=10, timeout=60)
+        session = requests.Session()
+        versions = [session.post(url, json=body, timeout=10).json()["model_version"]
+                    for _ in range(300)]
+        share = versions.count(2) / len(versions)
+        print(f"\nswarm weight 10: {versions.count(2)} of {len(versions)} requests to the candidate")
+        # split by a hash of each request's random id: about 10 %, not exactly
+        assert 0.04 <= share <= 0.18, share
+
+        target.split(releases[1], releases[2], weight=0, shadow=True, timeout=60)
+        ids = [f"swarm-shadow-{i}-{time.time_ns()}" for i in range(20)]
+        answers = [session.post(url, json=body, headers={"X-Request-ID": i}, timeout=10).json()
+                   for i in ids]
+        assert {a["model_version"] for a in answers} == {1}
+        logs = Path(releases[1].context["prediction_logs"])
+        assert logged(logs, ids, version=2) and logged(logs, ids, version=1)
+
+        done = target.unsplit(releases[1], releases[2], timeout=60)
+        load.wait_for_requests()
+    print(f"swarm unsplit: all traffic on stable {done.details['switch_seconds']:.2f} s after the call")
+    assert done.details["switch_seconds"] < 2.0
+    assert load.failed == [], load.failed[:5]
+    assert target._service(f"{resource_name(spec, env)}_candidate") is None
+    assert served_version(port) == 1

@@ -1,5 +1,5 @@
-"""The web view over PostgreSQL: the runs table, its rebuild when something is recorded (the
-fingerprint query, as SQLite's change counter is not there), and the JSON routes."""
+"""The web view over PostgreSQL: the runs table (its pages sorted and filtered by PostgreSQL as
+the straightforward computation does them), a change seen at once, and the JSON routes."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from cd4ml.store import Store
 from cd4ml.ui.api import Api
 from cd4ml.ui.runs import RunsQuery
+from tests.unit.test_ui_runs_sql import SORTS, check_against_reference, fill
 
 pytestmark = pytest.mark.postgres
 
@@ -27,11 +28,17 @@ def test_runs_table_and_api_over_postgresql(postgres_url, tmp_path):
 
         store.finish_run(run.id, "succeeded")  # an update only: the table must still see it
         assert store.fingerprint() != before
-        assert api.runs.page(RunsQuery(), wait=True)["rows"][0]["status"] == "succeeded"
+        assert api.runs.page(RunsQuery())["rows"][0]["status"] == "succeeded"
         store.set_model_flags(model.id, blessed=True)
-        assert api.runs.page(RunsQuery(blessed="yes"), wait=True)["total"] == 1
+        assert api.runs.page(RunsQuery(blessed="yes"))["total"] == 1
 
         shown = json.loads(api.handle("/api/show/wine:1", {}).body)
         assert shown["run"]["id"] == run.id and shown["metrics"][0]["candidate"] == 0.9
         assert api.handle("/api/lineage/wine:1", {}).status == 200
         assert api.handle("/api/runs.csv", {}).body.decode().count("\n") == 2
+
+
+def test_runs_pages_sorted_and_filtered_by_postgresql_equal_the_reference(postgres_url):
+    with Store(postgres_url) as store:
+        fill(store)
+        assert check_against_reference(store) == len(SORTS) * 2 + 4 * 2 * 11

@@ -14,7 +14,6 @@ from cd4ml.errors import SpecError
 from cd4ml.release.render import (
     cpu_cores,
     memory_bytes,
-    proxy_source,
     render,
     resource_name,
     templates_root,
@@ -39,8 +38,9 @@ def test_packaged_templates_are_the_repository_infra():
 
 def test_local_release_describes_model_and_front(spec):
     env = env_of(spec, "local", cpu="500m", memory="512Mi", port=18250)
-    r = render(spec, env, model_record(), "cd4ml/wine:3", proxy_image="python:3.11-slim")
-    assert list(r.files) == ["containers.yml", "proxy.py"]
+    r = render(spec, env, model_record(), "cd4ml/wine:3", proxy_image="cd4ml-front:abc")
+    # the local front's nginx configuration is made at each switch, not rendered
+    assert list(r.files) == ["containers.yml"]
     conf = yaml.safe_load(r.files["containers.yml"])
     assert conf["network"] == r.name == f"cd4ml-{spec.project}-wine-staging"
     assert conf["model"]["labels"]["cd4ml.project"] == spec.project
@@ -48,9 +48,7 @@ def test_local_release_describes_model_and_front(spec):
     assert conf["model"]["cpus"] == 0.5 and conf["model"]["memory"] == 512 * 2**20
     assert conf["model"]["labels"]["cd4ml.model.version"] == "3"
     assert conf["front"] == {**conf["front"], "port": 18250, "host": "127.0.0.1",
-                             "image": "python:3.11-slim"}
-    assert r.files["proxy.py"] == proxy_source()
-    compile(r.files["proxy.py"], "proxy.py", "exec")
+                             "image": "cd4ml-front:abc"}
 
 
 def test_swarm_stack_rolls_start_first_and_back_on_failure(spec):
@@ -67,8 +65,11 @@ def test_swarm_stack_rolls_start_first_and_back_on_failure(spec):
     assert m["deploy"]["resources"]["limits"] == {"cpus": "1.0", "memory": "1024M"}
     assert "/ready" in " ".join(m["healthcheck"]["test"])
     assert front["ports"] == [{"target": 8080, "published": 18251, "protocol": "tcp", "mode": "host"}]
-    assert front["command"][-2:] == ["--dns", "model:8080"]
-    assert stack["configs"]["proxy"]["file"] == "./proxy.py"
+    assert front["configs"][0]["target"] in front["entrypoint"][-1]
+    assert stack["configs"]["front"]["file"] == "./front.conf"
+    # nginx asks Swarm's DNS for the model service's tasks at run time
+    assert "resolver 127.0.0.11" in r.files["front.conf"]
+    assert "proxy_pass http://$cd4ml_live:8080;" in r.files["front.conf"]
     # the front does not depend on the model version: a deploy leaves it alone
     other = render(spec, env, model_record(4), "reg.example:5000/cd4ml/wine:4", proxy_image="python:3.11-slim")
     assert yaml.safe_load(other.files["stack.yml"])["services"]["front"] == front
@@ -104,7 +105,7 @@ def test_user_templates_override_and_add(spec, tmp_path):
     assert r.sources["containers.yml"] == repo / "infra" / "local" / "containers.yml.j2"
     assert r.files["README.md"] == "wine in staging\n"
     written = r.write(tmp_path / "out")
-    assert sorted(p.name for p in written) == ["README.md", "containers.yml", "proxy.py"]
+    assert sorted(p.name for p in written) == ["README.md", "containers.yml"]
 
 
 def test_template_mistakes_name_the_file(spec, tmp_path):

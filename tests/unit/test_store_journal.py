@@ -105,3 +105,12 @@ def test_backends_are_chosen_by_url_prefix(tmp_path, monkeypatch):
         Store()
     with pytest.raises(StoreError, match="is not git\\+<remote>#<branch>"):
         Store("git+origin#bad..branch")
+
+
+def test_a_record_reads_back_as_written_whatever_its_text_holds():
+    # parsed by orjson, with the json module for what orjson refuses (a lone surrogate)
+    for actor in ("alice", "\ud800 half a pair", "ünïcode ☃", "a\x00b"):
+        record = Record.new("start_run", "2026-12-03T10:20:37.123456Z", actor, "0001_initial",
+                            [journal.Statement("INSERT INTO runs (id) VALUES (?)",
+                                               [actor, 2**63 - 1, 0.1, None])])
+        assert Record.from_bytes(record.to_bytes()) == record

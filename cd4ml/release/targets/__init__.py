@@ -1,8 +1,9 @@
 """Deploy targets: each applies an environment's rendered files through one seam.
 
     local       the local Docker engine (cd4ml.integrations.docker): blue/green containers behind
-                cd4ml's traffic front (proxy.py)
-    swarm       a Docker Swarm manager: ``docker stack deploy`` of the rendered stack
+                cd4ml's traffic front (nginx; front.py)
+    swarm       a Docker Swarm manager: ``docker stack deploy`` of the rendered stack, the same
+                front in front of the model service
     kubernetes  a cluster: ``kubectl apply`` of the rendered manifests (cd4ml.integrations.kubernetes)
 
 A target's :meth:`Target.apply` returns once the release serves, or raises :class:`NotHealthy`
@@ -63,6 +64,20 @@ class Target(Protocol):
     def apply(self, rendered: Rendered, *, timeout: float, previous: Rendered | None = None,
               preflight: bool = True) -> Applied:
         """Make ``rendered`` serve; on failure restore ``previous``'s state and raise NotHealthy."""
+
+    def split(self, stable: Rendered, candidate: Rendered, *, weight: int, shadow: bool = False,
+              timeout: float) -> Applied:
+        """Start candidate's servers alongside stable's (if not running; another colour), wait
+        for its /ready, then point the front: ``weight`` % (0..100) of live requests to
+        candidate, the rest to stable; with ``shadow`` (weight 0) every live request is answered
+        by stable and a mirrored copy (same body, same X-Request-ID) goes to candidate, whose
+        answer is discarded. Returns once the front applies it. ``details["upstreams"]`` is
+        ``{"stable": url, "candidate": url}``, reachable from the deploying host if possible."""
+
+    def unsplit(self, keep: Rendered, drop: Rendered, *, timeout: float) -> Applied:
+        """All traffic to ``keep`` at once (the abort/rollback path; ``details["switch_seconds"]``
+        is the time from the call until all traffic is on keep), then drain and remove
+        ``drop``'s servers."""
 
     def health(self, spec: Spec, env: EnvironmentSpec) -> Health:
         """Probe the environment live."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import tempfile
 from typing import TYPE_CHECKING
 
+from cd4ml.errors import DeployError
 from cd4ml.integrations.kubernetes import Kubectl, delete_argv
 from cd4ml.release.render import resource_name
 from cd4ml.release.targets import Applied, Health, NotHealthy
@@ -56,6 +57,15 @@ class KubernetesTarget:
         raise NotHealthy(f"deployment/{rendered.name} did not roll out within {timeout:g} s: "
                          f"{said.splitlines()[-1] if said else 'no answer'}", restored=restored,
                          details=details)
+
+    def split(self, stable: Rendered, candidate: Rendered, *, weight: int, shadow: bool = False,
+              timeout: float) -> Applied:
+        raise DeployError(f"{stable.name}: the kubernetes target cannot split traffic yet; use "
+                          "strategy blue_green for this environment, or a local or swarm target")
+
+    def unsplit(self, keep: Rendered, drop: Rendered, *, timeout: float) -> Applied:
+        raise DeployError(f"{keep.name}: the kubernetes target cannot split traffic yet, so there "
+                          "is no split to undo; use strategy blue_green for this environment")
 
     def url(self, spec: Spec, env: EnvironmentSpec) -> str:
         """The Service's address inside the cluster."""

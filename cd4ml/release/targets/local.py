@@ -2,30 +2,33 @@
 
 A deploy never touches the port clients use. It starts the other colour (``<name>-blue`` or
 ``<name>-green``) on the environment's network with its port published on 127.0.0.1 at a port
-Docker picks, waits for ``/ready`` there, tells the front (``<name>-front``, cd4ml's proxy.py,
-which holds ``host:port``) to send new requests to it, waits until the front has applied the
-switch and the old colour has no request in flight, then stops the old colour. A new colour
-that does not become ready is removed and the old one never stops serving; a server that exits
-on start (a wrong model checksum, a crash) is noticed at once rather than at the timeout.
+Docker picks, waits for ``/ready`` there, has the front (``<name>-front``, nginx, which holds
+``host:port``; see :mod:`cd4ml.release.targets.front`) reload with routes to it, waits until the
+front's old workers have finished every request the old colour had, then stops the old colour.
+A new colour that does not become ready is removed and the old one never stops serving; a
+server that exits on start (a wrong model checksum, a crash) is noticed at once rather than at
+the timeout.
+
+:meth:`LocalTarget.split` runs a candidate in the other colour beside the stable one and has
+the front send it a share of the requests (or a mirrored copy of each); :meth:`unsplit` puts all
+traffic on one of them and removes the other.
 
 The front is created on the first deploy and recreated only when its own settings change
-(port, host, image, proxy code), never for a new model version.
+(port, host, image), never for a new model version.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import shlex
-import tarfile
 import time
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from cd4ml.errors import DeployError
-from cd4ml.release.render import PROXY_FILE, base_image
+from cd4ml.release.render import base_image
 from cd4ml.release.targets import (
     Applied,
     DockerTarget,
@@ -35,16 +38,26 @@ from cd4ml.release.targets import (
     probe_host,
     wait_for,
 )
+from cd4ml.release.targets.front import (
+    FRONT_CONF,
+    FRONT_MEMORY,
+    FRONT_PORT,
+    FRONT_UID,
+    Routes,
+    check_split,
+    drained,
+    front_image,
+    install,
+    nginx_conf,
+    routes_of,
+    tar,
+)
 
 if TYPE_CHECKING:
 
     from cd4ml.release.render import Rendered
     from cd4ml.spec import EnvironmentSpec, Spec
 
-UPSTREAM_DIR = "/tmp/cd4ml-front"
-UPSTREAM_FILE = f"{UPSTREAM_DIR}/upstreams.json"
-FRONT_PORT = 8080
-FRONT_UID = 65534
 COLOURS = ("blue", "green")
 #: the labels that say whose a container is; every clean-up filters on all of them
 OWNER_LABELS = ("cd4ml.project", "cd4ml.pipeline", "cd4ml.environment")
@@ -56,25 +69,15 @@ class LocalTarget(DockerTarget):
     # ------------------------------------------------------------------ what the front runs in
 
     def proxy_image(self, spec: Spec, env: EnvironmentSpec, model_image: str) -> str:
-        """The running front's image (so that it is not recreated), else the base image when
-        this engine has it, else the model image: any image with Python runs the front."""
+        """The running front's image (so that it is not recreated), else cd4ml's nginx image
+        (built once from the base image) or the one ``$CD4ML_FRONT_IMAGE`` names."""
         from cd4ml.release.render import resource_name
 
         front = self._container(f"{resource_name(spec, env)}-front")
         if front is not None:
             tags = front.image.tags
             return tags[0] if tags else front.image.id
-        base = base_image(spec)
-        return base if self._has_image(base) else model_image
-
-    def _has_image(self, ref: str) -> bool:
-        from docker.errors import ImageNotFound
-
-        try:
-            self.client.images.get(ref)
-            return True
-        except ImageNotFound:
-            return False
+        return front_image(self.client, base_image(spec))
 
     # ------------------------------------------------------------------ apply
 
@@ -85,20 +88,17 @@ class LocalTarget(DockerTarget):
         conf = parse_conf(rendered)
         prepare_log_dir(rendered)
         with translating(DeployError, f"deploy {rendered.name}", "check the engine with 'docker info'"):
-            front = self._container(conf["front"]["name"])
-            if front is None or _published(front) != (conf["front"].get("host") or "127.0.0.1",
-                                                      int(conf["front"]["port"])):
-                self.check_port(conf["front"].get("host") or "127.0.0.1", int(conf["front"]["port"]))
-            owner = conf["model"].get("labels") or {}
-            self._network(conf["network"], {k: str(owner.get(k)) for k in OWNER_LABELS})
-            active = self._active_upstream(front) if front is not None else None
-            old_name = active.rsplit(":", 1)[0] if active else None
+            front = self._prepare(conf)
+            routes = self._routes(front)
+            if routes is not None and routes.candidate:
+                routes = self._collapse(front, routes)
+            old_name = routes.stable.rsplit(":", 1)[0] if routes else None
             colour = "green" if old_name and old_name.endswith("-blue") else "blue"
             new = self._start_model(conf, colour)
             try:
                 self._wait_ready(new, conf, timeout)
                 upstream = f"{new.name}:{conf['model']['port']}"
-                front = self._switch(conf, front, upstream, proxy=rendered.files[PROXY_FILE])
+                front = self._switch(conf, front, Routes(stable=upstream, generation=_generation()))
             except NotHealthy as e:
                 restored = old_name is not None and self._restore(conf, front, old_name)
                 _remove(new)
@@ -107,26 +107,124 @@ class LocalTarget(DockerTarget):
                 _remove(new)
                 raise
             if old_name:
-                self._drain(conf, f"{old_name}:{conf['model']['port']}")
+                self._drain(front, old_name)
             self._remove_others(conf, keep={new.name, front.name})
-        url = f"http://{probe_host(conf['front']['host'])}:{conf['front']['port']}"
-        return Applied(url=url, details={"container": new.name, "colour": colour,
-                                         "image": conf["model"]["image"], "front": front.name,
-                                         "previous_container": old_name})
+        return Applied(url=self._front_url(conf), details={
+            "container": new.name, "colour": colour, "image": conf["model"]["image"],
+            "front": front.name, "previous_container": old_name})
+
+    def _prepare(self, conf: dict) -> Any:
+        """The environment's front (None before the first deploy), its port checked free when
+        it is not the front's yet, and the environment's network."""
+        front = self._container(conf["front"]["name"])
+        if front is None or _published(front) != (conf["front"].get("host") or "127.0.0.1",
+                                                  int(conf["front"]["port"])):
+            self.check_port(conf["front"].get("host") or "127.0.0.1", int(conf["front"]["port"]))
+        owner = conf["model"].get("labels") or {}
+        self._network(conf["network"], {k: str(owner.get(k)) for k in OWNER_LABELS})
+        return front
+
+    def _front_url(self, conf: dict) -> str:
+        return f"http://{probe_host(conf['front']['host'])}:{conf['front']['port']}"
 
     def _restore(self, conf: dict, front: Any, old_name: str) -> bool:
         """After a failed switch: make sure the front routes to the old colour again."""
         old = f"{old_name}:{conf['model']['port']}"
         front = front or self._container(conf["front"]["name"])
-        if front is None:
+        routes = self._routes(front)
+        if routes is None:
             return False
-        if self._active_upstream(front) == old:
+        if routes.stable == old and not routes.candidate:
             return True
         try:
-            self._point(front, old, time.time_ns() // 1_000_000, conf["network"])
+            install(front, Routes(stable=old, generation=_generation()))
             return True
         except DeployError:
             return False
+
+    # ------------------------------------------------------------------ split traffic
+
+    def split(self, stable: Rendered, candidate: Rendered, *, weight: int, shadow: bool = False,
+              timeout: float) -> Applied:
+        """Run ``candidate`` in the other colour beside ``stable`` (started unless it already
+        runs there) and have the front send it ``weight`` % of the requests, or with
+        ``shadow`` a copy of each (its answers discarded)."""
+        from cd4ml.integrations.docker import translating
+
+        check_split(weight, shadow)
+        conf, cand = parse_conf(stable), parse_conf(candidate)
+        with translating(DeployError, f"split {stable.name}", "check the engine with 'docker info'"):
+            front = self._container(conf["front"]["name"])
+            routes = self._routes(front)
+            if routes is None:
+                raise DeployError(f"{stable.name}: nothing serves behind {conf['front']['name']} "
+                                  "yet; deploy the stable version before splitting traffic")
+            ctr = self._container(routes.candidate.rsplit(":", 1)[0]) if routes.candidate else None
+            if ctr is None or ctr.image.id != self._image_id(cand["model"]["image"]):
+                if ctr is not None:
+                    routes = self._collapse(front, routes)
+                stable_name = routes.stable.rsplit(":", 1)[0]
+                ctr = self._start_model(cand, "green" if stable_name.endswith("-blue") else "blue")
+                try:
+                    self._wait_ready(ctr, cand, timeout)
+                except BaseException:
+                    _remove(ctr)
+                    raise
+            upstream = f"{ctr.name}:{cand['model']['port']}"
+            install(front, Routes(stable=routes.stable, candidate=upstream, weight=weight,
+                                  shadow=shadow, generation=_generation()))
+        return Applied(url=self._front_url(conf), details={
+            "front": front.name, "weight": weight, "shadow": shadow,
+            "container": ctr.name, "stable_container": routes.stable.rsplit(":", 1)[0],
+            "upstreams": {"stable": self._direct_url(routes.stable), "candidate":
+                          self._direct_url(upstream)}})
+
+    def unsplit(self, keep: Rendered, drop: Rendered, *, timeout: float) -> Applied:
+        """All traffic to ``keep`` at once (``details["switch_seconds"]``: from the call until
+        the front routes every new request there), then drain and remove ``drop``'s server."""
+        from cd4ml.integrations.docker import translating
+
+        t0 = time.perf_counter()
+        conf, kept = parse_conf(drop), parse_conf(keep)
+        with translating(DeployError, f"unsplit {keep.name}", "check the engine with 'docker info'"):
+            front = self._container(conf["front"]["name"])
+            routes = self._routes(front)
+            if routes is None:
+                raise DeployError(f"{keep.name}: {conf['front']['name']} does not run; nothing to unsplit")
+            want = self._image_id(kept["model"]["image"])
+            by_image = {u: self._container(u.rsplit(":", 1)[0])
+                        for u in (routes.stable, routes.candidate) if u}
+            keep_up = next((u for u, c in by_image.items() if c is not None and c.image.id == want),
+                           None)
+            if keep_up is None:
+                raise DeployError(f"{keep.name}: no server behind the front runs {kept['model']['image']}"
+                                  "; nothing was changed")
+            install(front, Routes(stable=keep_up, generation=_generation()), timeout=timeout)
+            switched = time.perf_counter() - t0
+            dropped = [u.rsplit(":", 1)[0] for u in by_image if u != keep_up]
+            for name in dropped:
+                self._drain(front, name)
+        return Applied(url=self._front_url(conf), details={
+            "front": front.name, "container": keep_up.rsplit(":", 1)[0], "removed": dropped,
+            "switch_seconds": round(switched, 3)})
+
+    def _image_id(self, ref: str) -> str | None:
+        from docker.errors import ImageNotFound
+
+        try:
+            return self.client.images.get(ref).id
+        except ImageNotFound:
+            return None
+
+    def _direct_url(self, upstream: str) -> str | None:
+        """A model server's own address as this machine reaches it (its port on 127.0.0.1)."""
+        name, _, port = upstream.rpartition(":")
+        ctr = self._container(name)
+        if ctr is None:
+            return None
+        binding = (((ctr.attrs.get("NetworkSettings") or {}).get("Ports") or {})
+                   .get(f"{port}/tcp") or [None])[0]
+        return f"http://127.0.0.1:{binding['HostPort']}" if binding else None
 
     def _network(self, name: str, owner: dict[str, str]) -> None:
         from docker.errors import NotFound
@@ -176,54 +274,25 @@ class LocalTarget(DockerTarget):
 
     # ------------------------------------------------------------------ the front
 
-    def _active_upstream(self, front: Any) -> str | None:
-        state = self._front_state(front)
-        active = (state or {}).get("active") or []
-        return active[0] if active else None
-
-    def _front_state(self, front: Any) -> dict | None:
+    def _routes(self, front: Any) -> Routes | None:
+        if front is None:
+            return None
         front.reload()
-        if front.status != "running":
-            return None
-        ports = (front.attrs.get("NetworkSettings") or {}).get("Ports") or {}
-        binding = (ports.get(f"{FRONT_PORT}/tcp") or [None])[0]
-        if not binding:
-            return None
-        status, body = http_get(f"http://{probe_host(binding['HostIp'])}:{binding['HostPort']}"
-                                "/.cd4ml/front", timeout=2)
-        try:
-            return json.loads(body) if status == 200 else None
-        except ValueError:
-            return None
+        return routes_of(front) if front.status == "running" else None
 
-    def _switch(self, conf: dict, front: Any, upstream: str, proxy: str) -> Any:
-        f = conf["front"]
-        generation = time.time_ns() // 1_000_000
-        doc = json.dumps({"generation": generation, "upstreams": [upstream]})
-        want = _front_hash(f, proxy)
+    def _switch(self, conf: dict, front: Any, routes: Routes) -> Any:
+        """Point the front at ``routes``: a new front the first time (or when its image, host or
+        port changed), else a graceful reload of the running one."""
+        want = _front_hash(conf["front"])
         if front is not None and (front.status != "running" or front.labels.get("cd4ml.front") != want):
-            _remove(front)  # its port, host, image or code changed: a new front, once
+            _remove(front)  # its port, host or image changed: a new front, once
             front = None
         if front is None:
-            return self._create_front(conf, doc, proxy, want)
-        self._point(front, upstream, generation, conf["network"])
+            return self._create_front(conf, routes, want)
+        install(front, routes)
         return front
 
-    def _point(self, front: Any, upstream: str, generation: int, network: str) -> None:
-        """Rewrite the front's upstream list and wait until it routes there."""
-        doc = json.dumps({"generation": generation, "upstreams": [upstream]})
-        res = front.exec_run(["sh", "-c", 'printf "%s" "$1" > "$2.tmp" && mv "$2.tmp" "$2"',
-                              "sh", doc, UPSTREAM_FILE])
-        if res.exit_code != 0:
-            raise DeployError(f"{front.name}: could not switch to {upstream}: "
-                              f"{res.output.decode(errors='replace').strip()}")
-        applied = wait_for(lambda: (s := self._front_state(front)) and s.get("generation") == generation
-                           and s.get("active") == [upstream], timeout=15, interval=0.05)
-        if not applied:
-            raise NotHealthy(f"{front.name} did not switch to {upstream} within 15 s "
-                             f"(it cannot reach it on network {network})", restored=False)
-
-    def _create_front(self, conf: dict, doc: str, proxy: str, want: str) -> Any:
+    def _create_front(self, conf: dict, routes: Routes, want: str) -> Any:
         from docker.errors import APIError
 
         from cd4ml.integrations.docker import explain, logs_tail
@@ -232,16 +301,13 @@ class LocalTarget(DockerTarget):
         host = f.get("host") or "127.0.0.1"
         front = self.client.containers.create(
             f["image"], name=f["name"], network=conf["network"],
-            entrypoint=["python", f"/cd4ml-{PROXY_FILE}"],
-            command=["--listen", f"0.0.0.0:{FRONT_PORT}", "--upstream-file", UPSTREAM_FILE,
-                     "--hold", str(f.get("hold", 30))],
-            user=str(FRONT_UID), healthcheck={"test": ["NONE"]},
+            entrypoint=["nginx", "-c", FRONT_CONF], command=[], user=str(FRONT_UID),
+            healthcheck={"test": ["NONE"]}, mem_limit=int(f.get("memory") or FRONT_MEMORY),
             labels={**{str(k): str(v) for k, v in (f.get("labels") or {}).items()},
                     "cd4ml.role": "front", "cd4ml.front": want},
             ports={f"{FRONT_PORT}/tcp": (host, int(f["port"]))},
             restart_policy={"Name": "unless-stopped"})
-        front.put_archive("/", _tar({f"cd4ml-{PROXY_FILE}": (proxy, 0o444),
-                                     UPSTREAM_DIR.lstrip("/") + "/upstreams.json": (doc, 0o666)}))
+        front.put_archive("/", tar({FRONT_CONF.lstrip("/"): (nginx_conf(routes), 0o644)}))
         try:
             front.start()
         except APIError as e:
@@ -254,14 +320,21 @@ class LocalTarget(DockerTarget):
                              f"{_last_line(logs_tail(front))}", restored=False)
         return front
 
-    def _drain(self, conf: dict, old_upstream: str) -> None:
-        front = self._container(conf["front"]["name"])
-        wait_for(lambda: front is not None and (s := self._front_state(front)) is not None
-                 and not s.get("inflight", {}).get(old_upstream), timeout=10, interval=0.05)
-        old = self._container(old_upstream.rsplit(":", 1)[0])
+    def _drain(self, front: Any, old_name: str) -> None:
+        """Wait until the front's old workers have finished every request the old routes took,
+        then stop the old server."""
+        drained(front)
+        old = self._container(old_name)
         if old is not None:
             old.stop(timeout=10)
             _remove(old)
+
+    def _collapse(self, front: Any, routes: Routes) -> Routes:
+        """An unfinished split before a plain deploy: all traffic back to stable, candidate gone."""
+        back = Routes(stable=routes.stable, generation=_generation())
+        install(front, back)
+        self._drain(front, routes.candidate.rsplit(":", 1)[0] if routes.candidate else "")
+        return back
 
     def _remove_others(self, conf: dict, keep: set[str]) -> None:
         labels = conf["model"].get("labels") or {}
@@ -346,28 +419,13 @@ def parse_conf(rendered: Rendered) -> dict:
     return conf
 
 
-def _front_hash(front: dict, proxy: str) -> str:
-    key = json.dumps([front.get("image"), front.get("host"), front.get("port"), front.get("hold"),
-                      hashlib.sha256(proxy.encode()).hexdigest()])
+def _front_hash(front: dict) -> str:
+    key = json.dumps([front.get("image"), front.get("host"), front.get("port"), front.get("memory")])
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def _tar(files: dict[str, tuple[str, int]]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        dirs = sorted({p.rsplit("/", 1)[0] for p in files if "/" in p})
-        for d in dirs:
-            info = tarfile.TarInfo(d)
-            # owned by the front's user (nobody), which rewrites the upstream list in place
-            info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, 0o755, FRONT_UID, FRONT_UID
-            tar.addfile(info)
-        for path, (text, mode) in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(path)
-            info.size, info.mode, info.mtime = len(data), mode, int(time.time())
-            info.uid = info.gid = FRONT_UID
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+def _generation() -> int:
+    return time.time_ns() // 1_000_000
 
 
 def _remove(ctr: Any) -> None:

@@ -2,24 +2,31 @@
 
 The stack (infra/swarm/stack.yml.j2) has two services: ``model``, updated by Swarm itself one
 task at a time, new task first, rolled back by Swarm when a new task fails; and ``front``,
-cd4ml's traffic front on the environment's port, which routes only to tasks whose ``/ready``
-answers and which no deploy changes. A deploy here:
+cd4ml's traffic front (nginx, :mod:`cd4ml.release.targets.front`) on the environment's port,
+which no deploy changes. A deploy here:
 
 1. pre-flight (deploy and promote, not rollback): starts the image once as a plain container
    on the manager and waits for ``/ready``. An image that never gets ready is refused before any
    task is touched; this is the guard on engines whose Swarm cannot health-check tasks.
-2. ``docker stack deploy --resolve-image never`` (through cd4ml.integrations.proc: the compose file is applied
-   exactly as ``cd4ml render`` shows it).
-3. waits until every replica runs the new image and the front routes to those tasks only.
-4. when that does not happen in time (or Swarm rolled the update back), deploys the previous
+2. when the stack serves already: runs the new image as the service ``<stack>_candidate``
+   beside it, waits for its ``/ready`` (asked inside its container) and has the front send
+   every request there, because the model service's new tasks answer 503 until their model is
+   loaded and nginx cannot hold a request until one is ready (nor re-send it).
+3. ``docker stack deploy --resolve-image never`` (through cd4ml.integrations.proc: the compose
+   file is applied exactly as ``cd4ml render`` shows it).
+4. waits until every replica runs the new image, no task of another image runs, and the
+   front answers ``/ready``; then until the new tasks answer ``/ready`` themselves, routes the
+   front back to the model service and removes the candidate once the front has drained it.
+5. when that does not happen in time (or Swarm rolled the update back), deploys the previous
    stack again and waits for it to serve, then raises NotHealthy.
+
+:meth:`SwarmTarget.split` uses the same candidate service for canary and shadow releases.
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from cd4ml.errors import CommandError, DeployError
@@ -62,23 +69,20 @@ class SwarmTarget(DockerTarget):
 
     def proxy_image(self, spec: Spec, env: EnvironmentSpec, model_image: str) -> str:
         """The front service's current image (so that a deploy leaves the front alone), else
-        the base image when the manager has it, else the model image."""
-        from docker.errors import ImageNotFound
+        cd4ml's nginx image (built once on the manager) or ``$CD4ML_FRONT_IMAGE``."""
+        from cd4ml.release.targets.front import front_image
 
         front = self._service(f"{resource_name(spec, env)}_front")
         if front is not None:
             return front.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
-        try:
-            self.client.images.get(base_image(spec))
-            return base_image(spec)
-        except ImageNotFound:
-            return model_image
+        return front_image(self.client, base_image(spec))
 
     # ------------------------------------------------------------------ apply
 
     def apply(self, rendered: Rendered, *, timeout: float, previous: Rendered | None = None,
               preflight: bool = True) -> Applied:
         from cd4ml.integrations.docker import translating
+        from cd4ml.release.targets.front import drained
 
         with translating(DeployError, f"deploy stack {rendered.name}", "check 'docker info'"):
             prepare_log_dir(rendered)
@@ -91,14 +95,25 @@ class SwarmTarget(DockerTarget):
                     self._preflight(rendered, timeout)
                 except NotHealthy as e:
                     raise NotHealthy(f"pre-flight: {e}", restored=existed, details=e.details) from None
+            front = self._front_task(rendered.name) if existed else None
+            if front is not None:
+                # while Swarm replaces the model's tasks (which answer 503 until their model is
+                # loaded), the front sends every request to the new version run beside them
+                self._run_candidate(rendered, front, timeout)
+                self._route(rendered, front, f"{rendered.name}_candidate")
+                drained(front)
             self._deploy(rendered)
             ok, why, details = self._converge(rendered, timeout)
             if ok:
+                if front is not None:
+                    self._back_to_model(rendered, front, timeout)
                 return Applied(url=self._url(rendered), details=details)
             restored = False
             if previous is not None:
                 self._deploy(previous)
                 restored, _, _ = self._converge(previous, max(60.0, timeout))
+                if restored and front is not None:
+                    self._back_to_model(previous, front, timeout)
             raise NotHealthy(why, restored=restored, details=details)
 
     def _preflight(self, rendered: Rendered, timeout: float) -> None:
@@ -137,7 +152,6 @@ class SwarmTarget(DockerTarget):
         """Wait until every replica runs the rendered image and the front routes only to them."""
         ctx = rendered.context
         want = ctx["image_pinned"]
-        network = f"{rendered.name}_net"
         deadline = time.monotonic() + timeout
         why = "no task of the new image started"
         details: dict[str, Any] = {"stack": rendered.name, "service": f"{rendered.name}_model"}
@@ -158,32 +172,178 @@ class SwarmTarget(DockerTarget):
                       and (t.get("Status") or {}).get("State") in ("failed", "rejected")]
             if failed:
                 why = f"a task failed: {(failed[0].get('Status') or {}).get('Err') or 'exited'}"
-            ips = {a.split("/")[0] for t in new for n in t.get("NetworksAttachments") or []
-                   if n["Network"]["Spec"]["Name"] == network for a in n.get("Addresses") or []}
-            if len(new) >= int(ctx["replicas"]) and ips:
-                active = self._front_active(ctx)
-                if active is not None and active and set(active) <= ips:
-                    details.update(tasks=sorted(ips), image=want)
+            old = [t for t in svc.tasks() if (t.get("Status") or {}).get("State") == "running"
+                   and t["Spec"]["ContainerSpec"]["Image"] != want]
+            if len(new) >= int(ctx["replicas"]) and not old:
+                # the front resolves the service every second: the old tasks are gone from it
+                if http_get(f"{self._url(rendered)}/ready", timeout=2)[0] == 200:
+                    details.update(tasks=sorted(t["ID"] for t in new), image=want)
                     return True, "", details
-                why = (f"the front routes to {sorted(active)} instead of the new tasks {sorted(ips)}"
-                       if active is not None else "the front does not answer")
+                why = "the front does not answer /ready with 200"
             else:
                 why = f"{len(new)} of {ctx['replicas']} tasks run {want}" + (
-                    f" ({why})" if failed else "")
+                    f" ({why})" if failed else "") + (f", {len(old)} old still run" if old else "")
             time.sleep(0.2)
         return False, f"not serving within {timeout:g} s: {why}", details
 
-    def _front_active(self, ctx: Mapping[str, Any]) -> list[str] | None:
-        import json
+    # ------------------------------------------------------------------ split traffic
 
-        status, body = http_get(f"http://{probe_host(ctx['host'])}:{ctx['port']}/.cd4ml/front",
-                                timeout=2)
-        if status != 200:
-            return None
+    def split(self, stable: Rendered, candidate: Rendered, *, weight: int, shadow: bool = False,
+              timeout: float) -> Applied:
+        """Run ``candidate`` as the service ``<stack>_candidate`` on the stack's network (unless
+        it already runs that image) and re-route the front in place: ``weight`` % of requests
+        to it, or with ``shadow`` a copy of each. The model servers are on the overlay network
+        only: ``details["upstreams"]`` has no address this host can reach (None)."""
+        from cd4ml.integrations.docker import translating
+        from cd4ml.release.targets.front import SWARM_RESOLVER, Routes, check_split, install
+
+        check_split(weight, shadow)
+        with translating(DeployError, f"split {stable.name}", "check 'docker info'"):
+            self._manager()
+            front = self._front_container(stable.name)
+            name, port = f"{stable.name}_candidate", stable.context["container_port"]
+            self._run_candidate(candidate, front, timeout)
+            install(front, Routes(stable=f"model:{port}", candidate=f"{name}:{port}", weight=weight,
+                                  shadow=shadow, generation=time.time_ns() // 1_000_000),
+                    resolver=SWARM_RESOLVER)
+        return Applied(url=self._url(stable), details={
+            "front": front.name, "service": name, "weight": weight, "shadow": shadow,
+            "upstreams": {"stable": None, "candidate": None}})
+
+    def unsplit(self, keep: Rendered, drop: Rendered, *, timeout: float) -> Applied:
+        """All traffic to the servers of ``keep`` at once, then drain and remove the others.
+        Keeping the candidate (a promotion) routes everything to it while the stack's model
+        service is updated to its image, then back to the model service."""
+        from cd4ml.integrations.docker import translating
+
+        t0 = time.perf_counter()
+        with translating(DeployError, f"unsplit {keep.name}", "check 'docker info'"):
+            self._manager()
+            front = self._front_container(keep.name)
+            want, name = keep.context["image_pinned"], f"{keep.name}_candidate"
+            model, cand = self._service(f"{keep.name}_model"), self._service(name)
+            image = (lambda svc: svc.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+                     if svc is not None else None)
+            if image(model) == want:
+                self._route(keep, front, "model")
+                switched = time.perf_counter() - t0
+            elif image(cand) == want:
+                self._route(keep, front, name)
+                switched = time.perf_counter() - t0
+                # a promotion: the model service is updated to the candidate's image (the front
+                # sends everything to the candidate meanwhile), then takes the traffic back
+                self.apply(keep, timeout=timeout, previous=drop, preflight=False)
+            else:
+                raise DeployError(f"{keep.name}: neither the model service nor {name} runs {want}; "
+                                  "nothing was changed")
+            self._drop_candidate(keep, front)
+        return Applied(url=self._url(keep), details={"front": front.name, "removed": name,
+                                                     "switch_seconds": round(switched, 3)})
+
+    def _front_container(self, stack: str) -> Any:
+        found = self.client.containers.list(
+            filters={"label": f"com.docker.swarm.service.name={stack}_front"})
+        if not found:
+            raise DeployError(f"{stack}_front has no running task on this engine (the front runs on "
+                              "a manager); deploy the stable version first, from a manager")
+        return found[0]
+
+    def _start_candidate(self, stack: str, candidate: Rendered) -> None:
+        from docker.types import EndpointSpec, Mount, RestartPolicy
+
+        ctx = candidate.context
+        self.client.services.create(
+            ctx["image_pinned"], name=f"{stack}_candidate", networks=[f"{stack}_net"],
+            endpoint_spec=EndpointSpec(mode="dnsrr"),
+            env=["CD4ML_PREDICTION_LOG_DIR=/var/log/cd4ml"],
+            mounts=[Mount("/var/log/cd4ml", str(ctx["prediction_logs"]), type="bind")],
+            # in the stack's namespace: 'docker stack rm' (teardown) removes it with the rest
+            labels={**ctx["labels"], "com.docker.stack.namespace": stack, "cd4ml.role": "candidate"},
+            container_labels={**ctx["labels"], "cd4ml.role": "model",
+                              "cd4ml.model.version": str(ctx["model"]["version"])},
+            restart_policy=RestartPolicy(condition="any", delay=2_000_000_000),
+            stop_grace_period=10_000_000_000)
+
+    def _front_task(self, stack: str) -> Any:
         try:
-            return [a.rsplit(":", 1)[0] for a in json.loads(body).get("active", [])]
-        except (ValueError, AttributeError):
-            return None
+            return self._front_container(stack)
+        except DeployError:
+            return None  # the first deploy, or a front on another node: Swarm's update alone
+
+    def _route(self, rendered: Rendered, front: Any, service: str, timeout: float = 15) -> None:
+        """Every request to ``service`` (a service of the stack's network)."""
+        from cd4ml.release.targets.front import SWARM_RESOLVER, Routes, install
+
+        install(front, Routes(stable=f"{service}:{rendered.context['container_port']}",
+                              generation=time.time_ns() // 1_000_000),
+                resolver=SWARM_RESOLVER, timeout=timeout)
+
+    def _run_candidate(self, candidate: Rendered, front: Any, timeout: float) -> None:
+        """``<stack>_candidate`` running ``candidate``'s image and ready: kept when it already
+        runs it, else (re)started; a candidate that is not ready in time is removed."""
+        name, want = f"{candidate.name}_candidate", candidate.context["image_pinned"]
+        svc = self._service(name)
+        if svc is not None and svc.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] != want:
+            self._route(candidate, front, "model")  # off the other candidate before it goes
+            self._drop_candidate(candidate, front)
+            svc = None
+        if svc is None:
+            prepare_log_dir(candidate)
+            self._start_candidate(candidate.name, candidate)
+        try:
+            self._wait_tasks(name, want, timeout, count=1, fail_fast=True)
+        except NotHealthy:
+            self._drop_candidate(candidate, front)
+            raise
+
+    def _back_to_model(self, rendered: Rendered, front: Any, timeout: float) -> None:
+        """After the model service's update: its tasks ready, the traffic back, the candidate gone."""
+        self._wait_tasks(f"{rendered.name}_model", rendered.context["image_pinned"], timeout,
+                         count=int(rendered.context["replicas"]))
+        self._route(rendered, front, "model")
+        self._drop_candidate(rendered, front)
+
+    def _wait_tasks(self, service: str, image: str, timeout: float, count: int,
+                    fail_fast: bool = False) -> None:
+        """Wait until ``count`` tasks of ``service`` run ``image`` and answer /ready, asked inside
+        their containers (the overlay network is not reachable from here; tasks on other nodes
+        are taken as ready once running). ``fail_fast``: a task that fails is reported at once
+        (a service of one image only, the candidate)."""
+        probe = ("import sys, urllib.request as u; sys.exit(0 if u.urlopen("
+                 "'http://127.0.0.1:8080/ready', timeout=2).status == 200 else 1)")
+        deadline = time.monotonic() + timeout
+        why = "no task running"
+        while time.monotonic() < deadline:
+            svc = self._service(service)
+            tasks = svc.tasks() if svc is not None else []
+            failed = [t for t in tasks if fail_fast and (t.get("Status") or {}).get("State") in
+                      ("failed", "rejected")]
+            if failed:
+                raise NotHealthy(f"{service} ({image}): a task failed: "
+                                 f"{(failed[0].get('Status') or {}).get('Err') or 'exited'}",
+                                 restored=True)
+            running = {(t.get("Status") or {}).get("ContainerStatus", {}).get("ContainerID")
+                       for t in tasks if (t.get("Status") or {}).get("State") == "running"
+                       and t["Spec"]["ContainerSpec"]["Image"] == image}
+            local = {c.id: c for c in self.client.containers.list(
+                filters={"label": f"com.docker.swarm.service.name={service}"})}
+            ready = [cid for cid in running
+                     if cid not in local or local[cid].exec_run(["python", "-c", probe]).exit_code == 0]
+            if len(ready) >= count:
+                return
+            why = f"{len(ready)} of {count} tasks ready"
+            time.sleep(0.3)
+        raise NotHealthy(f"{service} ({image}) was not ready within {timeout:g} s: {why}",
+                         restored=True)
+
+    def _drop_candidate(self, rendered: Rendered, front: Any) -> None:
+        """Wait until the front's old workers are done with it, then remove the candidate."""
+        from cd4ml.release.targets.front import drained
+
+        drained(front)
+        svc = self._service(f"{rendered.name}_candidate")
+        if svc is not None:
+            svc.remove()
 
     def _url(self, rendered: Rendered) -> str:
         return f"http://{probe_host(rendered.context['host'])}:{rendered.context['port']}"

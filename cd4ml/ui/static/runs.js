@@ -122,12 +122,7 @@ export async function runsPage(params) {
     h("span", { id: "count" }, `${data.total} of ${data.all} runs · page ${data.page} of ${pages}`),
     h("button", { disabled: data.page >= pages, onclick: () => go({ page: data.page + 1 }) }, "older ›"));
 
-  if (data.stale) {
-    // the store changed: the server is reading it again; ask once more in a moment
-    const asked = location.hash;
-    setTimeout(() => { if (location.hash === asked) runsPage(params); }, 800);
-  }
-  show(h("h1", {}, "Runs", data.stale ? h("span", { class: "muted", id: "stale" }, " · refreshing…") : null), filters,
+  show(h("h1", {}, "Runs"), filters,
     h("div", { class: "toolbar" }, chooser, compareButton, clear,
       h("a", { href: `/api/runs.csv?${csv}`, download: "cd4ml-runs.csv", id: "csv" }, "Export CSV")),
     data.rows.length ? h("div", { class: "scroll" }, h("table", { id: "runs", class: "grid" }, h("thead", {}, head), h("tbody", {}, body)))

@@ -1,0 +1,160 @@
+"""The runs page gives what the straightforward computation gives (every run read with
+``run_rows``, filtered and sorted in Python), both as the database answers it (filtered,
+sorted and paged by cd4ml.store.runtable: a fresh server, a changed store) and from the table
+kept in memory. The reference here is the definition of the page's order and filters; the store below
+holds what makes them hard: parameters of mixed types, nested, null, empty or flattened to one
+name from two paths; metrics missing, not finite or logged twice; cached runs standing on another
+run's model and metrics; several model versions of one run; runs left running by a process that
+is gone; ties in time; text with LIKE's wildcards in it."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import socket
+
+from cd4ml.reporting.api import run_rows
+from cd4ml.ui.runs import FIXED, RunsQuery, RunsTable, _row, value
+
+SORTS = [k for k, _ in FIXED] + ["ended_at", "error", "no.such.key", "param.model.depth",
+                                  "param.lr", "param.name", "param.a.b", "param.flag",
+                                  "param.empty", "param.nothing", "metric.accuracy",
+                                  "metric.f1", "metric.never"]
+
+
+def fill(store, n: int = 48, seed: int = 5) -> None:
+    rng = random.Random(seed)
+    made = []
+    for i in range(n):
+        params = rng.choice([
+            {"model": {"depth": rng.randint(1, 4)}, "lr": rng.choice([0.1, 0.01, 1])},
+            {"model": {"depth": rng.choice(["deep", "2", None])}, "name": rng.choice(["x_1", "X%2", "b"])},
+            {"lr": rng.choice(["fast", True, False, 0.5]), "flag": rng.choice([True, False])},
+            {"a": {"b": rng.randint(0, 3)}, "a.b": rng.choice([7, None, "z"]), "empty": {}},
+            {"model": 3, "empty": rng.choice([{}, 1]), "a": {"b": rng.choice([2, "y"])}},
+            {},
+        ])
+        run = store.start_run(rng.choice(["wine", "diabetes"]), params=params,
+                              actor=rng.choice(["ana", "Ben", "rita", None, "50%_off"]),
+                              branch=rng.choice(["main", "exp/trees", None]),
+                              git_commit=f"{rng.getrandbits(40):010x}",
+                              tags=rng.choice([{}, {"team": "Blue"}]))
+        if made and rng.random() < 0.2:  # a cached run: its model and metrics are the source's
+            store.update_run(run.id, reused_from=rng.choice(made))
+        else:
+            made.append(run.id)
+            for name in rng.sample(["accuracy", "f1"], rng.randint(0, 2)):
+                rows = [{"name": name, "value": rng.choice([rng.random(), float("inf"), None, 0.5])}
+                        for _ in range(rng.randint(1, 2))]  # a second step: the last one counts
+                rows.append({"name": name, "value": 9.0, "slice": "s", "slice_value": "v"})
+                store.record_metrics(run.id, rows)
+            for _ in range(rng.choice([0, 1, 1, 2])):
+                m = store.register_model("wine", run.id, "classification", "/a", "a" * 64, {}, {})
+                store.set_model_flags(m.id, blessed=rng.random() < 0.5)
+        status = rng.choice(["succeeded", "failed", "gate_failed", "running", "dead"])
+        if status == "dead":  # left running by a process that is gone: shown abandoned
+            store.update_run(run.id, holder=f"{socket.gethostname()}:999999999:1")
+        elif status != "running":
+            store.finish_run(run.id, status, error=rng.choice([None, "boom_1"]))
+        stamp = f"2026-01-{1 + i % 5:02d}T00:00:00.000000Z"  # many ties
+        store.update_run(run.id, started_at=stamp,
+                         ended_at=f"2026-01-{1 + i % 5:02d}T00:{i:02d}:0{i % 10}.000000Z")
+
+
+def reference(rows: list[dict], q: RunsQuery) -> list[str]:
+    """The ids of every matching run in page order, computed the obvious way from every row
+    of the table (``everything``)."""
+    text = q.text.lower()
+    blessed = {"yes": True, "no": False}.get(q.blessed)
+
+    def fields(r: dict) -> list[str]:
+        stored = [json.dumps(r["params"], sort_keys=True), json.dumps(r["tags"], sort_keys=True)]
+        return [str(v).lower() for v in (r["id"], r["git_commit"], r["actor"], r["branch"],
+                                         r["pipeline"], r["status"], r["error"], *stored)
+                if v is not None]
+
+    rows = [r for r in rows
+            if (not q.pipeline or r["pipeline"] == q.pipeline)
+            and (not q.status or r["status"] == q.status)
+            and (blessed is None or bool(r["blessed"]) == blessed)
+            and (not text or any(text in f for f in fields(r)))]
+    rows.sort(key=lambda r: (r["started_at"], r["id"]), reverse=True)  # ties: newest first
+    key = q.sort if q.sort in {k for k, _ in FIXED} | {"ended_at", "error"} \
+        or q.sort.startswith(("param.", "metric.")) else None
+    if key is None or key == "started_at":
+        ordered = rows if key is None or q.descending else \
+            sorted(rows, key=lambda r: r["started_at"])
+        return [r["id"] for r in ordered]
+
+    def sort_key(r: dict) -> tuple:
+        v = value(r, key)
+        if isinstance(v, (bool, int, float)):
+            return (0, float(v))
+        return (1, json.dumps(v) if isinstance(v, (dict, list)) else str(v))
+
+    present = [r for r in rows if value(r, key) is not None]
+    missing = [r for r in rows if value(r, key) is None]
+    return [r["id"] for r in sorted(present, key=sort_key, reverse=q.descending) + missing]
+
+
+def everything(store) -> list[dict]:
+    return [_row(r.json()) for r in run_rows(store)]
+
+
+def check_against_reference(store) -> int:
+    """Every sort in both directions; each filter under sorts of each kind; paged: the same
+    ids from the database and from memory. The number of queries checked."""
+    table = RunsTable(store)
+    rows = everything(store)
+    mark = store.fingerprint()
+    kept = table.read(mark)
+    answers = (lambda q: table.from_database(q, mark), lambda q: table.from_memory(q, kept))
+    filters = [{}, {"pipeline": "wine"}, {"status": "abandoned"}, {"status": "running"},
+               {"blessed": "yes"}, {"blessed": "no"}, {"text": "50%_"}, {"text": "X_1"},
+               {"text": "TEAM"}, {"text": '"depth": 2'}, {"text": "boom"},
+               {"pipeline": "diabetes", "blessed": "no", "text": "a"}]
+    checked = 0
+    queries = [*itertools.product(SORTS, (True, False), [{}]),
+               *itertools.product(["param.lr", "metric.accuracy", "actor", "status"], (True, False),
+                                  filters[1:])]
+    for sort, descending, where in queries:
+        q = RunsQuery(sort=sort, descending=descending, per_page=500, **where)
+        want = reference(rows, q)
+        for way, answer in enumerate(answers):
+            page = answer(q)
+            assert page["total"] == len(want), (way, sort, descending, where)
+            assert [r["id"] for r in page["rows"]] == want, (way, sort, descending, where)
+        checked += 1
+    # pages are slices of the same order
+    q = RunsQuery(sort="metric.accuracy", descending=False, per_page=7)
+    want = reference(rows, q)
+    for answer in answers:
+        got = [r["id"] for p in range(1, 9)
+               for r in answer(RunsQuery(sort=q.sort, descending=False, per_page=7, page=p))["rows"]]
+        assert got == want
+    return checked
+
+
+def test_sql_pages_equal_the_straightforward_computation(file_store):
+    fill(file_store)
+    assert check_against_reference(file_store) == len(SORTS) * 2 + 4 * 2 * 11
+
+
+def test_the_page_shows_what_the_whole_table_shows(file_store):
+    import sqlalchemy as sa
+
+    fill(file_store, n=30, seed=9)
+    with file_store.tx() as conn:  # as an older writer stored a parameter that was no number
+        conn.execute(sa.text("UPDATE runs SET params = '{\"x\": NaN, \"y\": -Infinity}' "
+                             "WHERE id = (SELECT min(id) FROM runs)"))
+    every = {r["id"]: r for r in everything(file_store)}
+    table, mark = RunsTable(file_store), file_store.fingerprint()
+    memory, database = (table.from_memory(RunsQuery(per_page=500), table.read(mark)),
+                        table.from_database(RunsQuery(per_page=500), mark))
+    assert {r["id"]: r for r in database["rows"]} == every  # row by row, field by field
+    assert database["columns"]["params"] == sorted({k for r in every.values()
+                                                    for k in r["param_values"]})
+    assert database["statuses"] == sorted({r["status"] for r in every.values()})
+    assert "abandoned" in database["statuses"]
+    assert memory == database
