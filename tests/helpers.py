@@ -188,3 +188,22 @@ def serve_in_production(store: Any, spec: Any, model: Any) -> None:
     dep = store.start_deployment(spec.name, env, model.id, f"img:{model.version}", "local",
                                  "deploy", "ana")
     store.finish_deployment(dep.id, "healthy")
+
+
+def killed_lock_holder(url: str, name: str, holder: str, env: dict[str, str] | None = None) -> None:
+    """Take lock ``name`` of the store at ``url`` in another process and kill -9 that process
+    while it holds it: the lock stays behind as a killed deploy leaves it."""
+    import signal
+    import subprocess
+    import sys
+
+    code = ("import sys, time; from cd4ml.store import Store; s = Store(sys.argv[1]); "
+            "lock = s.lock(sys.argv[2], sys.argv[3]); lock.__enter__(); "
+            "print('held', flush=True); time.sleep(120)")
+    proc = subprocess.Popen([sys.executable, "-c", code, url, name, holder], stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)})
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)

@@ -17,7 +17,9 @@ changed. After the target says the release serves, the servers are asked what th
 (``/metadata``): another model than the one recorded fails the release, which is rolled back.
 
 Every action is recorded (store.start_deployment/finish_deployment) and holds the store lock
-``deploy:<pipeline>:<env>``, so two deploys to one environment run one after the other. An
+``deploy:<pipeline>:<env>``, so two deploys to one environment run one after the other; the lock
+of a killed action is taken over at once, and what it left is cleaned up first
+(:mod:`cd4ml.release.leftovers`). An
 action whose outcome is already in place (that version current and healthy) changes nothing
 and says so. Events (:class:`~cd4ml.events.DeploymentStarted`, ``Deployed``,
 ``DeploymentFailed``, ``RolledBack``, ``DeployUnchanged``, ``TakenDown``) carry pipeline,
@@ -28,8 +30,6 @@ id: the console and the GitHub reporter both listen to them.
 from __future__ import annotations
 
 import getpass
-import os
-import socket
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -48,6 +48,7 @@ from cd4ml.events import (
     emit,
 )
 from cd4ml.refs import ModelRef, find_model
+from cd4ml.release.leftovers import environment_lock
 from cd4ml.release.policy import AUTO, ApproverCheck, Decision, Override, admit
 from cd4ml.states import DeployAction, DeploymentStatus, InfraStatus
 
@@ -243,7 +244,7 @@ def down(spec: Spec, store: Store, environment: str, *, actor: str | None = None
     target = target or get_target(env)
     who = actor_name(actor)
     started = time.perf_counter()
-    with store.lock(f"deploy:{spec.name}:{env.name}", _holder(who)):
+    with environment_lock(store, spec, env, who, target, DeployAction.DOWN):
         current = store.current_deployment(spec.name, env.name)
         target.teardown(spec, env)
         if current is None:
@@ -283,10 +284,6 @@ def _earlier_deployment(store: Store, spec: Spec, env: EnvironmentSpec,
     return None
 
 
-def _holder(who: str) -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{who}"
-
-
 # ----------------------------------------------------------------------------- the release
 
 
@@ -303,7 +300,7 @@ def _release(spec: Spec, store: Store, env: EnvironmentSpec, model: ModelVersion
     started = time.perf_counter()
     image = release.reference
     recorded = decision.record()
-    with store.lock(f"deploy:{spec.name}:{env.name}", _holder(who)):
+    with environment_lock(store, spec, env, who, target, action):
         current = store.current_deployment(spec.name, env.name)
         prev_model = store.model_by_id(current.model_version_id) if current else None
         base: dict[str, Any] = {"pipeline": spec.name, "environment": env.name, "action": action,

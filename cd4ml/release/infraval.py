@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from cd4ml.events import StageFailed, StageFinished, StageStarted, emit
 from cd4ml.release.dockerfile import MODEL_DIR, PORT
+from cd4ml.release.render import container_memory
 
 if TYPE_CHECKING:
     import docker
@@ -86,6 +87,7 @@ def validate_image(c: docker.DockerClient, spec: Spec, model: ModelVersion, imag
         with translating(BuildError, f"start {image[:19]} for infra validation"):
             container = c.containers.run(
                 image, detach=True, name=name, read_only=True, tmpfs={"/tmp": "size=64m"},
+                mem_limit=container_memory(spec),
                 ports={f"{PORT}/tcp": ("127.0.0.1", None)},
                 labels={"cd4ml.role": "infra-validation", "cd4ml.project": spec.project,
                         "cd4ml.pipeline": spec.name})
@@ -99,7 +101,8 @@ def validate_image(c: docker.DockerClient, spec: Spec, model: ModelVersion, imag
                 checks[-1] = Check("ready", False, None, ready_timeout, f"{why}: {tail[0][:300]}")
         else:
             checks.append(_identity(url, model))
-            expected, load_error = _reference(c, reference_image or image, rows)
+            expected, load_error = _reference(c, reference_image or image, rows,
+                                              container_memory(spec))
             checks.append(_predictions(url, rows, expected, load_error, tolerance))
             checks.append(_malformed(url))
             latency, p99 = _latency(url, rows, latency_requests, spec.image.max_p99_ms)
@@ -140,7 +143,8 @@ def held_out(spec: Spec, model: ModelVersion) -> list[dict]:
     return [{k: _native(v) for k, v in r.items()} for r in test[names].to_dict("records")]
 
 
-def _reference(c: docker.DockerClient, image: str, rows: list[dict]) -> tuple[dict | None, str | None]:
+def _reference(c: docker.DockerClient, image: str, rows: list[dict],
+               memory: int) -> tuple[dict | None, str | None]:
     """The model's own predictions on ``rows``, computed by ``cd4ml.serve.reference`` in a
     throwaway container of ``image`` (its unprivileged user, no network, read-only root): the
     build host never unpickles a model."""
@@ -155,7 +159,7 @@ def _reference(c: docker.DockerClient, image: str, rows: list[dict]) -> tuple[di
             out = c.containers.run(
                 image, ["python", "-m", "cd4ml.serve.reference", "/in/rows.json"], remove=True,
                 environment={"CD4ML_MODEL_DIR": MODEL_DIR},
-                network_mode="none", read_only=True, tmpfs={"/tmp": "size=64m"},
+                network_mode="none", read_only=True, tmpfs={"/tmp": "size=64m"}, mem_limit=memory,
                 volumes={tmp: {"bind": "/in", "mode": "ro"}}, stdout=True, stderr=False,
                 labels={"cd4ml.role": "infra-validation"})
         except Exception as e:  # noqa: BLE001 -- ContainerError carries the refusal; any is a failed check

@@ -129,16 +129,30 @@ def memory_bytes(value: str | None) -> int | None:
     return int(float(m.group(1)) * _MEM_UNITS[unit])
 
 
+#: the memory limit of every container cd4ml starts on a Docker engine when the environment
+#: sets none: a model that leaks or a hostile request then fails its own container, not the host
+DEFAULT_MEMORY = "1Gi"
+
+
+def container_memory(spec: Spec) -> int:
+    """The limit for a container of the model's image outside any environment (infra
+    validation, its reference predictions): the largest the spec's environments allow."""
+    return max((memory_bytes(e.memory or DEFAULT_MEMORY) or 0 for e in spec.environments),
+               default=memory_bytes(DEFAULT_MEMORY) or 0)
+
+
 def resources(env: EnvironmentSpec) -> dict[str, Any]:
-    """The environment's cpu and memory in each target's notation (None where not set)."""
+    """The environment's cpu and memory in each target's notation (None where not set). On
+    Docker (``memory_bytes``, ``memory_docker``) the memory is :data:`DEFAULT_MEMORY` when the
+    environment sets none; Kubernetes keeps the namespace's defaults (``memory_k8s`` None)."""
     cores = cpu_cores(env.cpu)
-    mem = memory_bytes(env.memory)
+    mem = memory_bytes(env.memory or DEFAULT_MEMORY)
     return {
         "cpu_cores": cores,
         "nano_cpus": int(cores * 1e9) if cores else None,
         "cpu_k8s": (f"{round(cores * 1000)}m" if cores else None),
         "memory_bytes": mem,
-        "memory_k8s": (_k8s_memory(mem) if mem else None),
+        "memory_k8s": (_k8s_memory(mem) if mem and env.memory else None),
         "memory_docker": (f"{mem // 2**20}M" if mem and mem % 2**20 == 0 else (f"{mem}b" if mem else None)),
     }
 

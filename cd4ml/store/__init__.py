@@ -19,13 +19,14 @@ the tables the queries use, ``records.py`` the frozen dataclass each query retur
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -61,6 +62,7 @@ from cd4ml.store.records import (
     Deployment,
     GateDecision,
     Image,
+    Lock,
     Metric,
     MetricValue,
     ModelSummary,
@@ -87,7 +89,7 @@ from cd4ml.store.schema import (
 from cd4ml.store.watch import Label, Monitoring, PredictionBaseline, WatchRecords
 
 __all__ = [
-    "MIGRATIONS", "Approval", "Dataset", "Deployment", "GateDecision", "Image", "Label",
+    "MIGRATIONS", "Approval", "Dataset", "Deployment", "GateDecision", "Image", "Label", "Lock",
     "Metric", "MetricValue", "Migration", "ModelSummary", "ModelVersion", "Monitoring",
     "PredictionBaseline", "RuleOutcome", "Run", "Store", "Validation", "approvals", "datasets",
     "default_url", "deployments", "gate_decisions", "images", "locks", "metadata", "metrics",
@@ -268,17 +270,23 @@ class Store(WatchRecords):
 
     def abandon_dead_runs(self, pipeline: str) -> list[Run]:
         """Mark ``abandoned`` the runs of ``pipeline`` still ``running`` whose process is gone
-        (killed mid-way); returns them."""
+        (killed mid-way), and ``bad`` the model versions they registered but never got blessed
+        (perhaps without their artifact): nothing builds or deploys those. Returns the runs."""
         with self.read() as conn:
             rows = conn.execute(sa.select(runs).where(runs.c.pipeline == pipeline,
                                                       runs.c.status == RunStatus.RUNNING)).all()
         dead = [r for r in (_to(Run, row) for row in rows) if liveness.is_abandoned(r)]
         for r in dead:
             with self.tx() as conn:
-                conn.execute(runs.update().where(runs.c.id == r.id, runs.c.status == RunStatus.RUNNING)
-                             .values(status=RunStatus.ABANDONED, ended_at=now(),
-                                     error=f"abandoned: the process running it ({r.holder}) "
-                                           "ended without finishing it"))
+                done = conn.execute(runs.update().where(runs.c.id == r.id,
+                                                        runs.c.status == RunStatus.RUNNING)
+                                    .values(status=RunStatus.ABANDONED, ended_at=now(),
+                                            error=f"abandoned: the process running it ({r.holder}) "
+                                                  "ended without finishing it"))
+                if done.rowcount:
+                    conn.execute(model_versions.update().where(model_versions.c.run_id == r.id,
+                                                               model_versions.c.blessed.is_(False))
+                                 .values(bad=True))
         return [self.run(r.id) for r in dead]
 
     def update_run(self, run_id: str, **values: Any) -> Run:
@@ -651,26 +659,64 @@ class Store(WatchRecords):
     # ---- locks
 
     @contextmanager
-    def lock(self, name: str, holder: str, timeout: float = 600.0, ttl: float = 900.0) -> Iterator[None]:
-        """A lock held in the store, so that jobs on different machines queue on it. A holder
-        that died is taken over once its ``ttl`` has passed."""
+    def lock(self, name: str, holder: str, timeout: float = 600.0, ttl: float = 900.0, *,
+             on_wait: Callable[[Lock], None] | None = None,
+             on_takeover: Callable[[Lock], None] | None = None) -> Iterator[None]:
+        """A lock held in the store, so that jobs on different machines queue on it. It records
+        its process and keeps a heartbeat (:mod:`cd4ml.store.liveness`) while held: a lock whose
+        process is gone (killed on this host, or silent for longer than ``STALE_AFTER`` on
+        another) is taken over at once and ``on_takeover`` told; one taken by an older cd4ml,
+        without a process, is taken over once its ``ttl`` has passed. A waiter tells ``on_wait``
+        who it waits for, once per holder."""
         deadline = time.monotonic() + timeout
         token = f"{holder}#{uuid.uuid4().hex[:8]}"
+        told: str | None = None
         while True:
             try:
                 with self.tx() as conn:
                     conn.execute(locks.delete().where(locks.c.name == name, locks.c.expires_at < time.time()))
-                    conn.execute(locks.insert().values(name=name, holder=token, expires_at=time.time() + ttl))
+                    stamp = now()
+                    conn.execute(locks.insert().values(
+                        name=name, holder=token, expires_at=time.time() + ttl,
+                        owner=liveness.holder(), acquired_at=stamp, heartbeat_at=stamp))
                 break
             except sa.exc.IntegrityError:
+                held = self.held_lock(name)
+                if held is None:
+                    continue  # released meanwhile
+                if liveness.process_gone(held.owner, held.heartbeat_at):
+                    if self.break_lock(name, held.holder) and on_takeover is not None:
+                        on_takeover(held)
+                    continue
                 if time.monotonic() > deadline:
-                    with self.read() as conn:
-                        who = conn.execute(sa.select(locks.c.holder).where(locks.c.name == name)).scalar()
-                    raise StoreError(f"lock {name!r} is held by {who}; wait for it or, if that job "
-                                     "died, retry after it expires") from None
+                    raise StoreError(f"lock {name!r} is held by {held.who}, which is still "
+                                     "working; wait for it, or stop that job") from None
+                if on_wait is not None and told != held.holder:
+                    told = held.holder
+                    on_wait(held)
                 time.sleep(0.2)
         try:
-            yield
+            with liveness.Pulse(functools.partial(self.beat_lock, name, token, ttl),
+                                f"cd4ml-lock-{name}"):
+                yield
         finally:
             with self.tx() as conn:
                 conn.execute(locks.delete().where(locks.c.name == name, locks.c.holder == token))
+
+    def held_lock(self, name: str) -> Lock | None:
+        """The lock ``name`` as held now, or None when nobody holds it."""
+        with self.read() as conn:
+            row = conn.execute(sa.select(locks).where(locks.c.name == name)).first()
+        return _to(Lock, row) if row else None
+
+    def beat_lock(self, name: str, holder: str, ttl: float) -> None:
+        """Refresh a held lock's heartbeat (and push its expiry on, for older readers)."""
+        with self.tx() as conn:
+            conn.execute(locks.update().where(locks.c.name == name, locks.c.holder == holder)
+                         .values(heartbeat_at=now(), expires_at=time.time() + ttl))
+
+    def break_lock(self, name: str, holder: str) -> bool:
+        """Remove lock ``name`` if ``holder`` still holds it (a dead one): whether it did."""
+        with self.tx() as conn:
+            gone = conn.execute(locks.delete().where(locks.c.name == name, locks.c.holder == holder))
+        return bool(gone.rowcount)

@@ -345,8 +345,10 @@ class GitStore(Store):
     # ---- locks
 
     @contextmanager
-    def lock(self, name: str, holder: str, timeout: float = 600.0, ttl: float = 900.0) -> Iterator[None]:
-        """The Store's lock, taken and released by commits on the branch (so across machines)."""
+    def lock(self, name: str, holder: str, timeout: float = 600.0, ttl: float = 900.0,
+             **tell: Any) -> Iterator[None]:
+        """The Store's lock, taken and released by commits on the branch (so across machines);
+        its heartbeat and a take-over of a dead holder's are commits too."""
         deadline = time.monotonic() + timeout
         with ExitStack() as stack:
             stack.callback(self._name_next, None, None)  # runs last: after the release
@@ -354,7 +356,8 @@ class GitStore(Store):
                 self._t.op, self._t.summary = "lock", f"{name} for {holder}"
                 try:
                     stack.enter_context(Store.lock(self, name, holder,
-                                                   max(0.0, deadline - time.monotonic()), ttl))
+                                                   max(0.0, deadline - time.monotonic()), ttl,
+                                                   **tell))
                     break
                 except _Moved:
                     continue

@@ -3,14 +3,18 @@
 A run records its holder (host, pid and the process's start time, so a recycled pid is not
 taken for the original) and a heartbeat it refreshes while it works. A run left ``running`` by a
 process that was killed (kill -9, a cancelled CI job) is *abandoned*: on this host as soon as its
-process is gone, elsewhere once its heartbeat is older than :data:`STALE_AFTER` seconds.
+process is gone, elsewhere once its heartbeat is older than :data:`STALE_AFTER` seconds. The
+store's locks (``Store.lock``: a deploy's) record and refresh theirs the same way, so the lock
+of a killed deploy is taken over at once.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -49,20 +53,28 @@ def _alive_here(pid: int, start: str) -> bool:
     return start == "?" or _start_ticks(pid) == start
 
 
-def is_abandoned(run: Run, now: datetime | None = None) -> bool:
-    """Whether ``run`` says ``running`` but nothing is running it any more."""
-    if run.status is not RunStatus.RUNNING or not run.holder:
+def process_gone(owner: str | None, heartbeat: str | None, now: datetime | None = None) -> bool:
+    """Whether the process ``owner`` (``host:pid:start``, as :func:`holder` names it) is gone:
+    on this host as soon as its pid is dead or reused by another process, elsewhere once its
+    ``heartbeat`` (ISO time) is older than :data:`STALE_AFTER`. An unknown owner is not gone."""
+    if not owner:
         return False
-    host, _, rest = run.holder.partition(":")
+    host, _, rest = owner.partition(":")
     pid, _, start = rest.partition(":")
     if host == socket.gethostname() and pid.isdigit():
         return not _alive_here(int(pid), start)
-    beat = run.heartbeat_at or run.started_at
     try:
-        last = datetime.fromisoformat(beat)
+        last = datetime.fromisoformat(heartbeat or "")
     except ValueError:
         return False
     return ((now or datetime.now(UTC)) - last).total_seconds() > STALE_AFTER
+
+
+def is_abandoned(run: Run, now: datetime | None = None) -> bool:
+    """Whether ``run`` says ``running`` but nothing is running it any more."""
+    if run.status is not RunStatus.RUNNING:
+        return False
+    return process_gone(run.holder, run.heartbeat_at or run.started_at, now)
 
 
 def shown_status(run: Run) -> RunStatus:
@@ -71,28 +83,44 @@ def shown_status(run: Run) -> RunStatus:
     return RunStatus.ABANDONED if is_abandoned(run) else run.status
 
 
-class Heartbeat:
-    """Refresh a run's heartbeat in the background while the ``with`` block works."""
+class Pulse:
+    """Call ``beat`` every ``every`` seconds (default :data:`BEAT_EVERY`) in a background
+    thread while the ``with`` block works (or from :meth:`start` to :meth:`stop`); a missed
+    beat is logged, never raised."""
 
-    def __init__(self, store: Store, run_id: str, every: float = BEAT_EVERY):
-        self.store, self.run_id, self.every = store, run_id, every
+    def __init__(self, beat: Callable[[], object], name: str, every: float | None = None):
+        self.beat, self.every = beat, BEAT_EVERY if every is None else every
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"cd4ml-heartbeat-{run_id}",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._beat, name=name, daemon=True)
 
-    def __enter__(self) -> Heartbeat:  # noqa: PYI034 -- final in practice; Self needs 3.11 typing
+    def start(self) -> None:
         self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> Pulse:  # noqa: PYI034 -- final in practice; Self needs 3.11 typing
+        self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+        self.stop()
 
     def _beat(self) -> None:
         import logging
 
         while not self._stop.wait(self.every):
             try:
-                self.store.beat(self.run_id)
-            except Exception as e:  # noqa: BLE001 -- a missed beat must not fail the run
-                logging.getLogger(__name__).debug("heartbeat of %s: %s", self.run_id, e)
+                self.beat()
+            except Exception as e:  # noqa: BLE001 -- a missed beat must not fail the work
+                logging.getLogger(__name__).debug("%s: %s", self._thread.name, e)
+
+
+class Heartbeat(Pulse):
+    """Refresh a run's heartbeat in the background while the ``with`` block works."""
+
+    def __init__(self, store: Store, run_id: str, every: float | None = None):
+        super().__init__(functools.partial(store.beat, run_id), f"cd4ml-heartbeat-{run_id}", every)
+        self.store, self.run_id = store, run_id

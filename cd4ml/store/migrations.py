@@ -252,6 +252,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     # cd4ml monitor and cd4ml labels (issue 16): held-out predictions per version, labels
     # joined to logged predictions, monitoring results
     Migration("0003_monitoring", ddl(_MONITORING, serial=("INTEGER", "SERIAL"))),
+    # who holds a lock (the process, as runs record it), since when, and its heartbeat: a lock
+    # whose holder was killed is taken over at once instead of after its expiry
+    Migration("0004_deploy_lock_liveness", ddl("ALTER TABLE locks ADD COLUMN owner VARCHAR(255);"
+                                               "ALTER TABLE locks ADD COLUMN acquired_at VARCHAR(32);"
+                                               "ALTER TABLE locks ADD COLUMN heartbeat_at VARCHAR(32)")),
 )
 
 _bookkeeping = sa.MetaData()

@@ -209,6 +209,29 @@ class Approval:
 
 
 @dataclass(frozen=True)
+class Lock:
+    """A lock held in the store: ``holder`` says who (``actor@host:pid#token``), ``owner`` the
+    process as :mod:`cd4ml.store.liveness` names it (None for a lock an older cd4ml took)."""
+
+    name: str
+    holder: str
+    expires_at: float
+    owner: str | None = None
+    acquired_at: str | None = None
+    heartbeat_at: str | None = None
+
+    @property
+    def who(self) -> str:
+        """The holder as people read it: the actor, the process and since when."""
+        actor = self.holder.rsplit("#", 1)[0]
+        host, _, rest = (self.owner or "").partition(":")
+        pid = rest.partition(":")[0]
+        where = f" (pid {pid} on {host})" if pid else ""
+        since = f" since {self.acquired_at}" if self.acquired_at else ""
+        return f"{actor}{where}{since}"
+
+
+@dataclass(frozen=True)
 class ModelSummary:
     """A model version without its signature and training statistics: what a table of
     thousands of runs needs, without parsing kilobytes of JSON per row."""

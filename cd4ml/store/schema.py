@@ -145,8 +145,11 @@ approvals = sa.Table(
 locks = sa.Table(
     "locks", metadata,
     sa.Column("name", sa.String(255), primary_key=True),
-    sa.Column("holder", sa.String(255), nullable=False),
-    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("holder", sa.String(255), nullable=False),  # who (the actor) and a token
+    sa.Column("expires_at", sa.Float, nullable=False),  # moved on by each heartbeat
+    sa.Column("owner", sa.String(255)),  # host:pid:start of the process holding it
+    sa.Column("acquired_at", sa.String(32)),
+    sa.Column("heartbeat_at", sa.String(32)),
 )
 
 # ---- monitoring (issue 16): what the deployed model met, labels that came later, and the

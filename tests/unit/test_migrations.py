@@ -84,7 +84,7 @@ def test_opening_a_current_store_does_not_wait_for_a_writer(tmp_path):
     url = _fresh(tmp_path)
     writer = sqlite3.connect(tmp_path / "fresh.db", isolation_level=None)
     writer.execute("BEGIN IMMEDIATE")  # another job's write transaction, held
-    writer.execute("INSERT INTO locks VALUES ('x', 'other job', 0)")
+    writer.execute("INSERT INTO locks (name, holder, expires_at) VALUES ('x', 'other job', 0)")
     reader, seen = start_reader(url)
     reader.join(timeout=10)
     blocked = reader.is_alive()

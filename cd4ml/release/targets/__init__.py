@@ -96,6 +96,12 @@ class Target(Protocol):
     def teardown(self, spec: Spec, env: EnvironmentSpec) -> None:
         """Remove everything the target created for the environment."""
 
+    def remove_orphans(self, spec: Spec, env: EnvironmentSpec, *, keep: set[str],
+                       anything_current: bool) -> list[str]:
+        """Remove the environment's model containers that serve nothing (left by a killed
+        deploy), never ``keep``; return their names. Targets whose orchestrator converges on
+        the applied state by itself (Swarm, Kubernetes) have none."""
+
 
 def prepare_log_dir(rendered: Rendered) -> None:
     """Make the host directory the model containers write their prediction logs to, writable by
@@ -137,6 +143,10 @@ class DockerTarget:
 
             self._client = client()
         return self._client
+
+    def remove_orphans(self, spec: Spec, env: EnvironmentSpec, *, keep: set[str],
+                       anything_current: bool) -> list[str]:
+        return []
 
     # both publish the environment's front on its host:port
     def url(self, spec: Spec, env: EnvironmentSpec) -> str:

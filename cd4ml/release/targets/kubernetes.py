@@ -86,6 +86,10 @@ class KubernetesTarget:
     def ensure_image(self, image: str, image_id: str | None, digest: str | None) -> None:
         """The cluster pulls the image itself (by digest where one was recorded)."""
 
+    def remove_orphans(self, spec: Spec, env: EnvironmentSpec, *, keep: set[str],
+                       anything_current: bool) -> list[str]:
+        return []  # the Deployment converges on the applied state by itself
+
     def teardown(self, spec: Spec, env: EnvironmentSpec) -> None:
         k = self.kubectl
         k.run(delete_argv(resource_name(spec, env), k.context, k.namespace), check=False)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from cd4ml.errors import DeployError
-from cd4ml.release.render import base_image
+from cd4ml.release.render import DEFAULT_MEMORY, base_image, memory_bytes
 from cd4ml.release.targets import (
     Applied,
     DockerTarget,
@@ -52,6 +52,7 @@ from cd4ml.release.targets.front import (
     routes_of,
     tar,
 )
+from cd4ml.release.targets.keeper import ensure_keeper
 
 if TYPE_CHECKING:
 
@@ -109,6 +110,7 @@ class LocalTarget(DockerTarget):
             if old_name:
                 self._drain(front, old_name)
             self._remove_others(conf, keep={new.name, front.name})
+            ensure_keeper(self.client, conf)  # brings a 'docker kill'ed model container back
         return Applied(url=self._front_url(conf), details={
             "container": new.name, "colour": colour, "image": conf["model"]["image"],
             "front": front.name, "previous_container": old_name})
@@ -262,8 +264,8 @@ class LocalTarget(DockerTarget):
             kwargs["command"] = shlex.split(cmd) if isinstance(cmd, str) else [str(c) for c in cmd]
         if m.get("cpus"):
             kwargs["nano_cpus"] = int(float(m["cpus"]) * 1e9)
-        if m.get("memory"):
-            kwargs["mem_limit"] = int(m["memory"])
+        # a containers.yml of the user's that sets no memory still gets cd4ml's default limit
+        kwargs["mem_limit"] = int(m.get("memory") or memory_bytes(DEFAULT_MEMORY) or 0)
         if m.get("volumes"):
             kwargs["volumes"] = list(m["volumes"])
         return self.client.containers.run(m["image"], **kwargs)
@@ -342,6 +344,33 @@ class LocalTarget(DockerTarget):
         for c in self.client.containers.list(all=True, filters={"label": flt}):
             if c.name not in keep:
                 _remove(c)
+
+    def remove_orphans(self, spec: Spec, env: EnvironmentSpec, *, keep: set[str],
+                       anything_current: bool) -> list[str]:
+        """Remove the environment's model containers that neither the front routes to nor
+        ``keep`` names (a killed deploy's new colour). When something is current but neither
+        the front nor the record says which container it is, nothing is removed."""
+        from cd4ml.integrations.docker import translating
+        from cd4ml.release.render import labels, resource_name
+
+        flt = ["cd4ml.role=model", *(f"{k}={v}" for k, v in labels(spec, env).items())]
+        with translating(DeployError, f"clean up {resource_name(spec, env)}",
+                         "check the engine with 'docker info'"):
+            found = self.client.containers.list(all=True, filters={"label": flt})
+            if not found:
+                return []
+            front = self._container(f"{resource_name(spec, env)}-front")
+            routes = self._routes(front)
+            routed = {u.rsplit(":", 1)[0] for u in (routes.stable, routes.candidate) if u} \
+                if routes is not None else set()
+            if routed:
+                keep = keep | routed
+            elif anything_current and not keep:
+                return []
+            removed = [c for c in found if c.name not in keep]
+            for c in removed:
+                _remove(c)
+        return [c.name for c in removed]
 
     # ------------------------------------------------------------------ status
 

@@ -130,6 +130,7 @@ class SwarmTarget(DockerTarget):
         ctr = self.client.containers.run(
             ctx["image_pinned"], name=name, detach=True,
             ports={f"{ctx['container_port']}/tcp": ("127.0.0.1", None)},
+            mem_limit=ctx["resources"]["memory_bytes"],
             labels={"cd4ml.role": "preflight", **ctx["labels"]})
         try:
             wait_ready(ctr, ctx["image_pinned"], int(ctx["container_port"]), "/ready", timeout)

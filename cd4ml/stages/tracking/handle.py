@@ -77,6 +77,13 @@ class ActiveRun:
         self._owns_store = owns_store
         self._owns_run = owns_run
         self._ended = False
+        from cd4ml.store.liveness import Heartbeat
+
+        # a run of its own beats while the script works, so that another host can tell a
+        # long training from a killed one (a pipeline's run beats in the pipeline)
+        self._heartbeat = Heartbeat(store, record.id) if owns_run else None
+        if self._heartbeat is not None:
+            self._heartbeat.start()
 
     def __repr__(self) -> str:
         return f"<ActiveRun {self.id} pipeline={self.pipeline!r}>"
@@ -250,6 +257,8 @@ class ActiveRun:
         if self._ended:
             return
         self._ended = True
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
         try:
             if self._owns_run:
                 self.store.finish_run(self.id, status, error=error)

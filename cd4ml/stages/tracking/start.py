@@ -4,6 +4,7 @@ script's hash."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import sys
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from cd4ml.spec import Spec
     from cd4ml.store import Store
 
+log = logging.getLogger(__name__)
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
@@ -53,6 +55,9 @@ def start_run(pipeline: str | Path | Spec, store: Store | str | None = None, *,
         # the code's repository is where the training script lives, wherever it is run from
         git = git_info(caller.parent if caller else spec.root if spec else None)
         run_tags = {**git.tags, **plain(dict(tags or {}))}
+        for dead in opened.abandon_dead_runs(name):
+            log.warning("run %s was left running by a process that is gone (%s): marked "
+                        "abandoned", dead.id, dead.holder)
         record = opened.start_run(
             name, kind=RunKind.TRACKED, git_commit=git.commit, branch=git.branch, actor=git.actor,
             spec_hash=spec.spec_hash if spec else None,
