@@ -6,7 +6,13 @@ Prints, per target: predictions sent and failed (target: 0 failed), latency p50/
 seconds each action took, and the rollback's time to serving (the old version answering again;
 target: < 10 s).
 
-Run: python bench/bench_deploy.py [--targets local,swarm] [--seconds-between 2]
+The canary scenario (``--targets ...,canary``: on the local target, strategy canary with steps
+10, 50, 100) releases v2 under the same stream, then a version trained on shuffled labels
+(infra-valid, wrong), and prints beside the blue/green figures above: failed predictions
+(target: 0), each step's verdict and seconds, whether the bad version was stopped at its first
+step, and the time from the decision to abort to all traffic on stable (target: <= 2 s).
+
+Run: python bench/bench_deploy.py [--targets local,swarm,canary] [--seconds-between 2]
      (needs the Docker engine: scripts/docker-up.sh; for swarm, this engine becomes a single-node
      Swarm for the run if it is not one, and leaves it afterwards)
 """
@@ -25,11 +31,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-PORTS = {"local": 18310, "swarm": 18311}
+PORTS = {"local": 18310, "swarm": 18311, "canary": 42320}
 
 
-def world(tmp: Path):
-    """Spec, store and images: v1 and v2 built and validated, v3 never ready."""
+def world(tmp: Path, canary: bool = False):
+    """Spec, store and images: v1 and v2 built and validated, v3 never ready, and with
+    ``canary`` v4 trained on shuffled labels, built and validated."""
     import yaml
 
     from cd4ml.integrations.docker import client
@@ -45,6 +52,8 @@ def world(tmp: Path):
         "local": {"target": "local", "port": PORTS["local"], "health_timeout": 15},
         "swarm": {"target": "swarm", "port": PORTS["swarm"], "health_timeout": 15,
                   "healthcheck": False},
+        "canary": {"target": "local", "port": PORTS["canary"], "health_timeout": 30,
+                   "strategy": "canary", "canary": {"steps": [10, 50, 100], "interval": 5}},
     }
     spec_path = tmp / "wine.yaml"
     spec_path.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -62,6 +71,13 @@ def world(tmp: Path):
     never = _derived(client(), f"{spec.image.repository}:2", f"{spec.image.repository}:3-never-ready",
                      'CMD ["python", "-m", "http.server", "8080"]')
     store.record_image(versions[3].id, never[0], never[1], never[2], "passed")
+    if canary:
+        from tests.canary_world import train_shuffled
+
+        versions[4] = train_shuffled(spec, store, tmp, seed=4)
+        result = build(spec, store, versions[4], latency_requests=20)
+        print(f"built {result.reference} (trained on shuffled labels; infra validation "
+              f"{'passed' if result.infra.passed else 'FAILED'})")
     frame = __import__("pandas").read_csv(spec.data.path)
     inputs = [i["name"] for i in versions[1].signature["inputs"]]
     row = {k: (v.item() if hasattr(v, "item") else v) for k, v in frame[inputs].iloc[0].items()}
@@ -118,9 +134,65 @@ def run_target(spec, store, row, env_name: str, pause: float) -> None:
         target.teardown(spec, env)
 
 
+def run_canary(spec, store, env_name: str, pause: float) -> None:
+    """v1, then v2 by canary (good), then v4 (shuffled labels) by canary, under a stream."""
+    import dataclasses
+
+    from cd4ml.release.deploy import DeployFailed, deploy
+    from cd4ml.release.targets import get_target
+    from tests.canary_world import Stream, input_rows
+
+    env = spec.environment(env_name)
+    spec = dataclasses.replace(spec, environments=(env,))
+    target = get_target(env)
+    target.teardown(spec, env)
+    try:
+        deploy(spec, store, env_name, 1)
+        stream = Stream(f"http://127.0.0.1:{env.port}", input_rows(spec, store.model(spec.name, 1)),
+                        limit_seconds=600)
+        try:
+            time.sleep(pause)
+            t0 = time.perf_counter()
+            good = deploy(spec, store, env_name, 2)
+            good_s = time.perf_counter() - t0
+            time.sleep(pause)
+            t0 = time.perf_counter()
+            try:
+                deploy(spec, store, env_name, 4)
+                bad = None
+            except DeployFailed as e:
+                bad = e.result
+            bad_s = time.perf_counter() - t0
+            time.sleep(pause)
+        finally:
+            stream.stop()
+        print(f"\n== {env_name} (local, strategy canary, steps {list(env.rollout.steps)}, "
+              f"interval {env.rollout.interval:g} s) ==")
+        print(f"predictions: {stream.sent} sent, {len(stream.failed)} failed (target 0); "
+              f"answers by version: {stream.versions}")
+        print(f"canary of v2 (good): {good.status} in {good_s:.1f} s")
+        for step in good.details.get("steps", []):
+            print(f"  {step['status']:<7} {step['seconds']:6.2f} s  {step['summary']}")
+        if bad is None:
+            print("canary of v4 (shuffled labels): NOT STOPPED (it was promoted)")
+        else:
+            steps = bad.details.get("steps", [])
+            print(f"canary of v4 (shuffled labels): {bad.status} in {bad_s:.1f} s, stopped at "
+                  f"step {len(steps)} of {len(env.rollout.steps) - 1} (target: step 1)")
+            for step in steps:
+                print(f"  {step['status']:<7} {step['seconds']:6.2f} s  {step['summary']}")
+            print(f"abort decision -> all traffic on stable: {bad.details.get('abort_seconds')} s "
+                  f"(target <= 2 s; the front's switch {bad.details.get('switch_seconds')} s)")
+        for failure in stream.failed[:5]:
+            print(f"  failed: {failure}")
+    finally:
+        target.teardown(spec, env)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--targets", default="local,swarm")
+    p.add_argument("--targets", default="local,swarm,canary",
+                   help="local, swarm (blue/green) and canary (local, strategy canary)")
     p.add_argument("--seconds-between", type=float, default=2.0,
                    help="steady load before and after each action")
     args = p.parse_args()
@@ -134,13 +206,16 @@ def main() -> int:
         joined = True
     try:
         with tempfile.TemporaryDirectory(prefix="cd4ml-bench-deploy-") as tmp:
-            spec, store, row = world(Path(tmp))
+            spec, store, row = world(Path(tmp), canary="canary" in targets)
             try:
                 for t in targets:
-                    run_target(spec, store, row, t, args.seconds_between)
+                    if t == "canary":
+                        run_canary(spec, store, t, args.seconds_between)
+                    else:
+                        run_target(spec, store, row, t, args.seconds_between)
             finally:
                 store.close()
-                for tag in ("1", "2", "3-never-ready"):  # untag; the layers stay as build cache
+                for tag in ("1", "2", "3-never-ready", "4"):  # untag; the layers stay as build cache
                     subprocess.run(["docker", "rmi", "--no-prune", f"{spec.image.repository}:{tag}"],
                                    capture_output=True, check=False)
     finally:

@@ -135,6 +135,17 @@ class TakenDown(DeploymentEvent):
     pass
 
 
+@dataclass(frozen=True, kw_only=True)
+class DeploymentStepped(DeploymentEvent):
+    """A step of a canary or shadow release ended (``message`` says how, with its analysis)."""
+
+    step: int  # 1-based
+    steps: int
+    kind: str  # a cd4ml.states.StepKind
+    weight: int  # percent of live traffic on the candidate (0: a shadow)
+    step_status: str  # a cd4ml.states.StepStatus
+
+
 def emit(event: Event) -> None:
     """Tell every listener."""
     # a copy: a listener may leave (end its ``listening`` block) while it is being told

@@ -21,6 +21,7 @@ from typing import Any, NoReturn, overload
 import yaml
 
 from cd4ml.errors import SpecError
+from cd4ml.release.strategy import RolloutSpec, parse_rollout
 
 TASKS = ("classification", "regression")
 TARGETS = ("local", "swarm", "kubernetes")
@@ -174,6 +175,8 @@ class EnvironmentSpec:
     healthcheck: bool = True
     # the audited break-glass path (--override --reason --by) past this environment's policy
     allow_override: bool = True
+    # how traffic moves to a new version (strategy, canary, shadow, analysis)
+    rollout: RolloutSpec = field(default_factory=RolloutSpec)
     line: int = 0
 
 
@@ -705,6 +708,7 @@ def _environments(top: _Section) -> tuple[EnvironmentSpec, ...]:
             health_timeout=e.get("health_timeout", float, 60.0),
             healthcheck=e.get("healthcheck", bool, True),
             allow_override=e.get("allow_override", bool, True),
+            rollout=parse_rollout(e, e.value.get("target") or "local"),
             line=e.lines.get(_key(e.path), 0),
         )
         if env.replicas < 1:

@@ -109,3 +109,20 @@ class ApprovalSource(StrEnum):
 
     CLI = "cli"  # named with --approved-by
     GITHUB = "github"  # a review of the workflow run's environment gate
+
+
+class StepKind(StrEnum):
+    """One step of a progressive release (canary or shadow), or a request to stop one."""
+
+    CANARY = "canary"  # a share of live traffic on the new version, then its analysis
+    SHADOW = "shadow"  # a mirrored copy of live traffic, then its analysis
+    ABORT_REQUEST = "abort_request"  # ``cd4ml rollback`` asked a running release to stop
+
+
+class StepStatus(StrEnum):
+    """How a step of a progressive release ended."""
+
+    PASSED = "passed"  # its analysis passed: the release goes on
+    FAILED = "failed"  # its analysis failed: all traffic went back to the stable version
+    ABORTED = "aborted"  # stopped before its analysis (a rollback, an error, an interrupt)
+    REQUESTED = "requested"  # an abort request, not acted on yet

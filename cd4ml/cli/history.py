@@ -42,4 +42,9 @@ def run(args: argparse.Namespace) -> int:
                 [[r.id, r.started_at[:19].replace("T", " "), r.environment, r.action,
                   f"{name}:{r.version}", r.status + (" *" if r.current else ""), r.actor,
                   ", ".join(r.approvers) or "-", why(r)] for name, r in rows]))
+    for name, r in rows:
+        if r.steps:
+            print(f"\n#{r.id} {name}:{r.version} -> {r.environment}, {r.strategy}:")
+            for step in r.steps:
+                print(f"  {step['status']:<9} {step['summary'] or step['kind']}")
     return 0

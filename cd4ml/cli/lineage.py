@@ -105,6 +105,11 @@ def _lineage_text(result: Any) -> str:
               x.actor, ", ".join(approvers_of(x.details or {})) or "-",
               policy_word(x.details or {}), when(x.started_at), x.url)
              for x in result.deployments])))
+        for dep_id, steps in result.steps.items():
+            if steps:
+                out.append(f"  deployment {dep_id}, {len(steps)} step(s):")
+                out += [f"    {st.status:<9} {(st.details or {}).get('summary') or st.kind}"
+                        for st in steps]
     else:
         out.append("deployments none")
     out.append(f"serving now: {', '.join(result.environments) or 'nowhere'}")

@@ -45,4 +45,10 @@ def run(args: argparse.Namespace) -> int:
     print(table(["pipeline"] * several + ["env", "target", "version", "image", "since", "by", "health"],
                 [[spec.name] * several + [r.environment, r.target, version(spec, r), r.image,
                                           r.since, r.actor, health(r)] for spec, r in rows]))
+    for spec, r in rows:
+        if r.rollout:
+            steps = r.rollout["steps"]
+            last = steps[-1]["summary"] if steps else "starting"
+            print(f"{r.environment}: {r.rollout['strategy']} of {spec.name}:{r.rollout['version']} "
+                  f"under way (deployment {r.rollout['deployment_id']}): {last}")
     return code

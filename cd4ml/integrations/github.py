@@ -509,6 +509,14 @@ class GitHubReporter:
 
         self._guard(f"GitHub deployment {deployment_id}", go)
 
+    def deployment_progress(self, deployment_id: int | None, description: str,
+                            url: str | None = None) -> None:
+        """A status of a deployment still under way (a step of a canary or shadow release)."""
+        if deployment_id is None:
+            return
+        self._guard(f"GitHub deployment {deployment_id}", lambda: self._deployment_status(
+            deployment_id, GitHubDeploymentState.IN_PROGRESS, url, description))
+
     def deployment_replaced(self, environment: str, pipeline: str, model_version: int | None = None) -> None:
         """Mark the active deployments of ``pipeline`` in ``environment`` inactive (only those of
         ``model_version`` when given), e.g. when a version is taken down without a successor."""

@@ -67,6 +67,18 @@ def delete_argv(name: str, context: str | None, namespace: str | None) -> list[s
         "delete", "deployment,service,horizontalpodautoscaler", name, "--ignore-not-found"]
 
 
+def delete_deployment_argv(name: str, context: str | None, namespace: str | None) -> list[str]:
+    """Remove one Deployment (a canary's), whether or not it is still there."""
+    return base_argv(context, namespace) + ["delete", "deployment", name, "--ignore-not-found"]
+
+
+def logs_argv(selector: dict[str, str], context: str | None, namespace: str | None) -> list[str]:
+    """The whole standard output (the prediction log) of every pod ``selector`` matches."""
+    labels = ",".join(f"{k}={v}" for k, v in selector.items())
+    return base_argv(context, namespace) + ["logs", "-l", labels, "--tail=-1",
+                                            "--max-log-requests=50", "--ignore-errors"]
+
+
 def current_context_argv() -> list[str]:
     return [kubectl_binary(), "config", "current-context"]
 
@@ -121,6 +133,12 @@ class Kubectl:
         out = self.run(rollout_status_argv(name, timeout, self.context, self.namespace),
                        timeout=timeout + 30, check=False)
         return out.returncode == 0, (out.stdout + out.stderr).strip()
+
+    def delete_deployment(self, name: str) -> None:
+        self.run(delete_deployment_argv(name, self.context, self.namespace))
+
+    def logs(self, selector: dict[str, str]) -> str:
+        return self.run(logs_argv(selector, self.context, self.namespace), check=False).stdout
 
     def rollout_undo(self, name: str) -> str:
         return self.run(rollout_undo_argv(name, self.context, self.namespace)).stdout

@@ -48,8 +48,10 @@ from cd4ml.events import (
     emit,
 )
 from cd4ml.refs import ModelRef, find_model
+from cd4ml.release import progressive
 from cd4ml.release.leftovers import environment_lock
 from cd4ml.release.policy import AUTO, ApproverCheck, Decision, Override, admit
+from cd4ml.release.progressive import check_target
 from cd4ml.states import DeployAction, DeploymentStatus, InfraStatus
 
 if TYPE_CHECKING:
@@ -206,6 +208,11 @@ def rollback(spec: Spec, store: Store, environment: str, to: ModelRef | int | st
     """Put the previous good version back in ``environment`` (or version ``to``), with the image
     it ran with; the version it replaces is marked bad."""
     env = spec.environment(environment)
+    running = _running_rollout(store, spec, env)
+    if running is not None and to is None:
+        stopped = _stop_rollout(spec, store, env, running, actor=actor, override=override)
+        if stopped is not None:
+            return stopped
     current = store.current_deployment(spec.name, env.name)
     if to is not None:
         model = find_model(store, to, spec)
@@ -265,6 +272,62 @@ def down(spec: Spec, store: Store, environment: str, *, actor: str | None = None
         return result
 
 
+def _running_rollout(store: Store, spec: Spec, env: EnvironmentSpec) -> Deployment | None:
+    """The canary or shadow release running in ``env`` now, if one is."""
+    latest = store.deployments(spec.name, env.name, limit=1)
+    if latest and latest[0].status == DeploymentStatus.IN_PROGRESS \
+            and (latest[0].details or {}).get("strategy") in ("canary", "shadow"):
+        return latest[0]
+    return None
+
+
+def _stop_rollout(spec: Spec, store: Store, env: EnvironmentSpec, running: Deployment, *,
+                  actor: str | None, override: Override | None) -> DeployResult | None:
+    """Ask the process running a canary or shadow to send all traffic back to the stable
+    version (the release reads the request between its checks, a few times a second) and wait
+    until it has; None when the release finished first (a plain rollback then follows)."""
+    from cd4ml.states import StepKind, StepStatus
+    from cd4ml.store import now as store_now
+
+    who = actor_name(actor)
+    stable_version = (running.details or {}).get("previous_version")
+    stable = find_model(store, stable_version, spec) if stable_version is not None else None
+    if stable is not None:
+        admit(spec, store, env, stable, action=DeployAction.ROLLBACK, override=override)
+    started = time.perf_counter()
+    store.record_step(running.id, StepKind.ABORT_REQUEST, 0, StepStatus.REQUESTED,
+                      store_now(), actor=who)
+    wait = env.health_timeout + 30
+    while (dep := store.deployment(running.id)).status == DeploymentStatus.IN_PROGRESS:
+        if time.perf_counter() - started > wait:
+            raise DeployError(f"the {(running.details or {}).get('strategy')} release of deployment "
+                              f"{running.id} in {env.name} did not stop within {wait:g} s of the "
+                              "request; is the process running it alive? run 'cd4ml status' and "
+                              "'cd4ml rollback' again")
+        time.sleep(0.1)
+    if dep.status == DeploymentStatus.HEALTHY:
+        return None
+    model = store.model_by_id(dep.model_version_id)
+    details = dep.details or {}
+    current = store.current_deployment(spec.name, env.name)
+    restored = details.get("restored", False) and current is not None
+    took = details.get("abort_seconds")
+    msg = (f"the {details.get('strategy')} release of {model.ref} in {env.name} was stopped: "
+           + (f"all traffic is on {stable.ref if stable else 'the stable version'}"
+              + (f" ({took:.2f} s after the decision)" if isinstance(took, (int, float)) else "")
+              if restored else "traffic could NOT be sent back to the stable version; run "
+              "'cd4ml status' and 'cd4ml rollback' again")
+           + f"; {model.ref} is marked bad")
+    return DeployResult(spec.name, env.name, DeployAction.ROLLBACK,
+                        DeploymentStatus.HEALTHY if restored else DeploymentStatus.FAILED,
+                        stable.version if stable else model.version,
+                        current.image_ref if current else dep.image_ref, None, env.target,
+                        current.url if current else None, current.id if current else None,
+                        model.version, time.perf_counter() - started, msg,
+                        details={"stopped_deployment": dep.id, "abort_seconds": took,
+                                 "steps": details.get("steps")})
+
+
 def _previous_good(store: Store, spec: Spec, env: EnvironmentSpec,
                    current: Deployment) -> Deployment | None:
     for d in store.deployments(spec.name, env.name, limit=1000):  # newest first
@@ -318,10 +381,16 @@ def _release(spec: Spec, store: Store, env: EnvironmentSpec, model: ModelVersion
                 return result
         # before anything changes: the exact image is here (or pulled by digest), else stop
         target.ensure_image(image, release.image_id, release.digest)
+        stepwise = (env.rollout.progressive and action != DeployAction.ROLLBACK
+                    and prev_model is not None and prev_model.id != model.id)
+        if stepwise:
+            check_target(env, target)
         emit(StageStarted(action, f"{action} {model.ref} to {env.name}"))
         previous = _recorded(current, store) if current is not None else None
         dep = store.start_deployment(spec.name, env.name, model.id, image, env.target, action, who,
-                                     reason, details={"image_digest": release.digest,
+                                     reason, details={**({"strategy": str(env.rollout.strategy)}
+                                                         if stepwise else {}),
+                                                      "image_digest": release.digest,
                                                       "image_id": release.image_id,
                                                       "previous_version": base["previous_version"],
                                                       **recorded})
@@ -339,8 +408,14 @@ def _release(spec: Spec, store: Store, env: EnvironmentSpec, model: ModelVersion
             before = (render(spec, env, prev_model, previous.reference, digest=previous.digest,
                              proxy_image=proxy_image, image_id=previous.image_id)
                       if previous is not None and prev_model is not None else None)
-            applied = target.apply(rendered, timeout=env.health_timeout, previous=before,
-                                   preflight=preflight)
+            if stepwise and before is not None and prev_model is not None:
+                applied = progressive.run(progressive.Rollout(
+                    spec, store, env, prev_model, model, before, rendered, dep.id, target,
+                    {**base, "stage": action, "status": DeploymentStatus.IN_PROGRESS,
+                     "deployment_id": dep.id, "url": None, "actor": who}))
+            else:
+                applied = target.apply(rendered, timeout=env.health_timeout, previous=before,
+                                       preflight=preflight)
             wrong = mismatch(model, target.served(spec, env, env.replicas))
             if wrong:
                 restored = False
@@ -360,7 +435,9 @@ def _release(spec: Spec, store: Store, env: EnvironmentSpec, model: ModelVersion
                 store.set_model_flags(model.id, bad=True)
             back = (f"{prev_model.ref} still serves" if e.restored and prev_model
                     else "nothing serves there")
-            msg = (f"{model.ref} did not become healthy in {env.name}: {e}; {back}"
+            why = ("was stopped by its analysis" if isinstance(e, progressive.AnalysisFailed)
+                   else "did not become healthy")
+            msg = (f"{model.ref} {why} in {env.name}: {e}; {back}"
                    + (f"; {model.ref} is marked bad (deploy it by name to retry)" if failed_is_bad else ""))
             result = DeployResult(**base, status=status, url=current.url if current else None,
                                   deployment_id=dep.id, seconds=time.perf_counter() - started,

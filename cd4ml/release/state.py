@@ -4,7 +4,8 @@
 servers what they serve (``/metadata``), comparing that with the store: an environment that
 should serve and does not, or that serves another model than the one recorded, is not ``ok``
 (``cd4ml status`` exits 1). ``history`` lists every deploy, promotion, rollback and take-down
-with who acted, who approved, the policy's outcome and any override.
+with who acted, who approved, the policy's outcome and any override, and for a canary or shadow
+release every step with its analysis' verdict; ``status`` shows a release under way.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class EnvironmentStatus:
     model_bad: bool = False
     identity: str | None = None  # why the servers' model is not the recorded one, or None
     override: dict | None = None  # the override that admitted the current deployment
+    # a canary or shadow release under way here: {deployment_id, version, strategy, steps}
+    rollout: dict | None = None
 
     @property
     def ok(self) -> bool:
@@ -65,6 +68,9 @@ class HistoryEntry:
     approvers: tuple[str, ...] = ()  # "alice (cli)"
     policy: tuple[dict[str, Any], ...] = ()  # {rule, passed, detail}
     override: dict | None = None
+    strategy: str | None = None  # canary | shadow: the release ran in steps ...
+    steps: tuple[dict[str, Any], ...] = ()  # ... each with its verdict (store deployment_steps)
+    abort_seconds: float | None = None  # from the decision to abort to all traffic on stable
 
 
 def status(spec: Spec, store: Store, environment: str | None = None,
@@ -78,9 +84,10 @@ def status(spec: Spec, store: Store, environment: str | None = None,
     out = []
     for env in envs:
         dep = store.current_deployment(spec.name, env.name)
+        rollout = _rollout_under_way(store, spec.name, env.name)
         if dep is None:
             out.append(EnvironmentStatus(env.name, env.target, None, None, None, None, None, None,
-                                         None, None, "nothing deployed"))
+                                         None, None, "nothing deployed", rollout=rollout))
             continue
         model = store.model_by_id(dep.model_version_id)
         healthy: bool | None = None
@@ -98,8 +105,23 @@ def status(spec: Spec, store: Store, environment: str | None = None,
         out.append(EnvironmentStatus(env.name, env.target, model.version, dep.image_ref,
                                      dep.ended_at or dep.started_at, dep.action, dep.actor, dep.id,
                                      dep.url, healthy, detail, model.bad, wrong,
-                                     (dep.details or {}).get("override")))
+                                     (dep.details or {}).get("override"), rollout))
     return out
+
+
+def _rollout_under_way(store: Store, pipeline: str, environment: str) -> dict[str, Any] | None:
+    from cd4ml.states import DeploymentStatus
+    from cd4ml.store.steps import steps_summary
+
+    latest = store.deployments(pipeline, environment, limit=1)
+    if not latest or latest[0].status != DeploymentStatus.IN_PROGRESS:
+        return None
+    d = latest[0]
+    strategy = (d.details or {}).get("strategy")
+    if strategy is None:
+        return None
+    return {"deployment_id": d.id, "version": store.model_by_id(d.model_version_id).version,
+            "strategy": strategy, "steps": steps_summary(store.deployment_steps(d.id))}
 
 
 def history(spec: Spec, store: Store, environment: str | None = None,
@@ -113,16 +135,22 @@ def history(spec: Spec, store: Store, environment: str | None = None,
 def deployment_history(store: Store, pipeline: str, environment: str | None = None,
                        limit: int = 100) -> list[HistoryEntry]:
     """``history`` from the store alone (no spec at hand, as in the web view)."""
+    from cd4ml.store.steps import steps_summary
+
     versions: dict[int, int] = {}
     out = []
-    for d in store.deployments(pipeline, environment, limit=limit):
+    found = store.deployments(pipeline, environment, limit=limit)
+    steps = store.steps_of([d.id for d in found if (d.details or {}).get("strategy")])
+    for d in found:
         if d.model_version_id not in versions:
             versions[d.model_version_id] = store.model_by_id(d.model_version_id).version
         details = d.details or {}
         out.append(HistoryEntry(
             d.id, d.environment, d.action, versions[d.model_version_id], d.image_ref, d.status,
             d.current, d.actor, d.reason, d.started_at, d.ended_at, d.url, details.get("error"),
-            approvers_of(details), tuple(details.get("policy") or ()), details.get("override")))
+            approvers_of(details), tuple(details.get("policy") or ()), details.get("override"),
+            details.get("strategy"), tuple(steps_summary(steps.get(d.id, []))),
+            details.get("abort_seconds")))
     return out
 
 

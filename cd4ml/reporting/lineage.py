@@ -13,7 +13,7 @@ import math
 import os
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from cd4ml.states import MetricScope
 from cd4ml.store import (
     Dataset,
     Deployment,
+    DeploymentStep,
     GateDecision,
     Image,
     ModelVersion,
@@ -43,6 +44,8 @@ class Lineage:
     images: tuple[Image, ...]
     deployments: tuple[Deployment, ...]
     monitorings: tuple[Monitoring, ...] = ()  # what ``cd4ml monitor`` found, oldest first
+    # the steps of its canary and shadow releases (with their analyses), by deployment id
+    steps: dict[int, tuple[DeploymentStep, ...]] = field(default_factory=dict)
 
     @property
     def environments(self) -> tuple[str, ...]:
@@ -96,15 +99,18 @@ def lineage(store: Store, ref: ModelRef | str | int, pipeline: str | None = None
     (a bare one of ``pipeline``)."""
     model = find_model(store, ref, pipeline)
     run = store.run(model.run_id)
+    deps = tuple(sorted(store.deployments(model_version_id=model.id, limit=10_000),
+                        key=lambda d: d.id))
     return Lineage(
         model=model,
         run=run,
         dataset=store.dataset(run.data_hash) if run.data_hash else None,
         gate=store.gate(run.id),
         images=tuple(sorted(store.images_for(model.id), key=lambda i: i.id)),
-        deployments=tuple(sorted(store.deployments(model_version_id=model.id, limit=10_000),
-                                 key=lambda d: d.id)),
+        deployments=deps,
         monitorings=tuple(reversed(store.monitorings(model_version_id=model.id, limit=20))),
+        steps={i: tuple(s) for i, s in store.steps_of(
+            [d.id for d in deps if (d.details or {}).get("strategy")]).items()},
     )
 
 

@@ -86,10 +86,11 @@ from cd4ml.store.schema import (
     runs,
     validations,
 )
+from cd4ml.store.steps import DeploymentStep, StepRecords
 from cd4ml.store.watch import Label, Monitoring, PredictionBaseline, WatchRecords
 
 __all__ = [
-    "MIGRATIONS", "Approval", "Dataset", "Deployment", "GateDecision", "Image", "Label", "Lock",
+    "MIGRATIONS", "Approval", "Dataset", "Deployment", "DeploymentStep", "GateDecision", "Image", "Label", "Lock",
     "Metric", "MetricValue", "Migration", "ModelSummary", "ModelVersion", "Monitoring",
     "PredictionBaseline", "RuleOutcome", "Run", "Store", "Validation", "approvals", "datasets",
     "default_url", "deployments", "gate_decisions", "images", "locks", "metadata", "metrics",
@@ -132,7 +133,7 @@ def default_url(root: Path | None = None) -> str:
     return f"sqlite:///{base / 'cd4ml.db'}"
 
 
-class Store(WatchRecords):
+class Store(WatchRecords, StepRecords):
     """A connection to the metadata store. ``Store("sqlite://")`` is an in-memory store; a URL
     of a registered backend (``git+origin``, see backends.py) opens that backend instead."""
 

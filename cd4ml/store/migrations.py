@@ -242,6 +242,24 @@ CREATE TABLE monitorings (
 CREATE INDEX ix_monitorings_model_version_id ON monitorings (model_version_id)
 """
 
+_STEPS = """
+CREATE TABLE deployment_steps (
+    id {serial} NOT NULL,
+    deployment_id INTEGER NOT NULL,
+    kind VARCHAR(16) NOT NULL,
+    weight INTEGER NOT NULL,
+    status VARCHAR(16) NOT NULL,
+    analysis JSON NOT NULL,
+    details JSON NOT NULL,
+    actor VARCHAR(255),
+    started_at VARCHAR(32) NOT NULL,
+    ended_at VARCHAR(32),
+    PRIMARY KEY (id),
+    FOREIGN KEY(deployment_id) REFERENCES deployments (id)
+);
+CREATE INDEX ix_deployment_steps_deployment_id ON deployment_steps (deployment_id)
+"""
+
 #: every migration, in the order applied; append only (see the module's docstring)
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_initial", ddl(_INITIAL, serial=("INTEGER", "SERIAL"),
@@ -257,6 +275,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("0004_deploy_lock_liveness", ddl("ALTER TABLE locks ADD COLUMN owner VARCHAR(255);"
                                                "ALTER TABLE locks ADD COLUMN acquired_at VARCHAR(32);"
                                                "ALTER TABLE locks ADD COLUMN heartbeat_at VARCHAR(32)")),
+    # progressive delivery (issue 17): each canary/shadow step and its analysis
+    Migration("0005_deployment_steps", ddl(_STEPS, serial=("INTEGER", "SERIAL"))),
 )
 
 _bookkeeping = sa.MetaData()

@@ -196,3 +196,20 @@ monitorings = sa.Table(
     sa.Column("created_at", sa.String(32), nullable=False),
 )
 
+
+# ---- progressive delivery (issue 17): every step of a canary or shadow release and its
+# analysis; created by migration 0005_deployment_steps.
+deployment_steps = sa.Table(
+    "deployment_steps", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("deployment_id", sa.Integer, sa.ForeignKey("deployments.id"), nullable=False,
+              index=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # canary | shadow | abort_request
+    sa.Column("weight", sa.Integer, nullable=False),  # percent of live traffic (0: a shadow)
+    sa.Column("status", sa.String(16), nullable=False),  # passed | failed | aborted | requested
+    sa.Column("analysis", sa.JSON, nullable=False),
+    sa.Column("details", sa.JSON, nullable=False),
+    sa.Column("actor", sa.String(255)),
+    sa.Column("started_at", sa.String(32), nullable=False),
+    sa.Column("ended_at", sa.String(32)),
+)
