@@ -131,6 +131,14 @@ class MonitoringSpec:
         return self.drift.threshold
 
 
+class Runtime(StrEnum):
+    """What runs the model in the image (``image.runtime``)."""
+
+    SKLEARN = "sklearn"  # the pickled scikit-learn model itself
+    ONNX = "onnx"  # the model compiled to ONNX, run by ONNX Runtime; the build fails without parity
+    AUTO = "auto"  # onnx where conversion and parity succeed, else sklearn (the build says why)
+
+
 @dataclass(frozen=True)
 class ImageSpec:
     """How the model server image is built and what budgets infra validation enforces."""
@@ -141,6 +149,7 @@ class ImageSpec:
     dockerfile: Path | None = None  # a user's override of infra/docker/Dockerfile.j2
     max_p99_ms: float | None = None
     max_size_mb: float | None = None
+    runtime: Runtime = Runtime.SKLEARN
 
 
 @dataclass(frozen=True)
@@ -543,6 +552,7 @@ def load_spec(path: str | Path) -> Spec:
             dockerfile=im.file_path("dockerfile", root, None),
             max_p99_ms=budgets.get("p99_ms", float, None) if budgets else None,
             max_size_mb=budgets.get("size_mb", float, None) if budgets else None,
+            runtime=Runtime(im.choice("runtime", tuple(Runtime), Runtime.SKLEARN.value)),
         )
         if budgets:
             budgets.done()

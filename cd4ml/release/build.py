@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from cd4ml.errors import BuildError
 from cd4ml.events import ImageBuilt, StageFailed, StageFinished, StageProgress, StageStarted, emit
+from cd4ml.spec import Runtime
 from cd4ml.states import InfraStatus
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from cd4ml.release.dockerfile import Context
     from cd4ml.release.infraval import InfraReport
     from cd4ml.release.registry import Credentials
+    from cd4ml.serve.compiled import Tolerance
     from cd4ml.spec import Spec
     from cd4ml.store import Image, ModelVersion, Run, Store
 
@@ -56,6 +58,8 @@ class BuildResult:
     cached_steps: int
     requirements: tuple[str, ...]
     record_id: int  # the store's images row
+    runtime: Runtime = Runtime.SKLEARN  # what serves the model in the image
+    runtime_reason: str = ""  # why (the compile stage's verdict)
 
     @property
     def passed(self) -> bool:
@@ -152,10 +156,22 @@ def _build(c: docker.DockerClient, spec: Spec, store: Store, model: ModelVersion
     try:
         with tempfile.TemporaryDirectory(prefix="cd4ml-build-") as tmp:
             ctx = dockerfile.make_context(
-                Path(tmp), spec, model, git_commit=git_commit, data_hash=data_hash,
+                Path(tmp) / "sklearn", spec, model, git_commit=git_commit, data_hash=data_hash,
                 ca=dockerfile.ca_bundle(), index_url=dockerfile.pip_index_url())
             t0 = time.perf_counter()
             image_id, steps, cached = _docker_build(c, ctx, reference, nocache, network_mode)
+            sklearn_image = image_id
+            choice = Choice(Runtime.SKLEARN, "image.runtime: sklearn")
+            if spec.image.runtime is not Runtime.SKLEARN:
+                choice = _compile(c, spec, model, image_id, reference, nocache, network_mode,
+                                  Path(tmp))
+                if choice.runtime is Runtime.ONNX:
+                    ctx = dockerfile.make_context(
+                        Path(tmp) / "onnx", spec, model, git_commit=git_commit,
+                        data_hash=data_hash, ca=dockerfile.ca_bundle(),
+                        index_url=dockerfile.pip_index_url(), compiled=Path(tmp) / "compiled")
+                    image_id, steps, cached = _docker_build(c, ctx, reference, nocache,
+                                                            network_mode)
             build_seconds = time.perf_counter() - t0
     except Exception as e:
         emit(StageFailed("build", str(e).splitlines()[0] if str(e) else type(e).__name__))
@@ -163,11 +179,13 @@ def _build(c: docker.DockerClient, spec: Spec, store: Store, model: ModelVersion
     size = image_size(c, image_id) or 0
     record = store.record_image(model.id, image_id, reference, size)
     emit(StageFinished("build", f"{reference} {image_id[7:19]} {size / 1e6:.0f} MB "
-                       f"(+{(size - base_size) / 1e6:.0f} MB), {cached}/{steps} steps cached"))
+                       f"(+{(size - base_size) / 1e6:.0f} MB), {cached}/{steps} steps cached, "
+                       f"runtime {choice.runtime}"))
     try:
         report = infraval.validate_image(c, spec, model, image_id, size,
                                          ready_timeout=ready_timeout,
-                                         latency_requests=latency_requests)
+                                         latency_requests=latency_requests,
+                                         reference_image=sklearn_image, runtime=choice)
     except BaseException as e:
         # an image whose validation could not run is not "pending" forever: it failed
         store.update_image(record.id, infra_status=InfraStatus.FAILED,
@@ -182,11 +200,45 @@ def _build(c: docker.DockerClient, spec: Spec, store: Store, model: ModelVersion
         pipeline=spec.name, model_version=model.version, image_id=image_id, reference=reference,
         base_image=base, size_bytes=size, added_bytes=size - base_size, infra=report,
         digest=digest, seconds=time.perf_counter() - started, build_seconds=build_seconds,
-        steps=steps, cached_steps=cached, requirements=ctx.requirements.pins, record_id=record.id)
+        steps=steps, cached_steps=cached, requirements=ctx.requirements.pins, record_id=record.id,
+        runtime=choice.runtime, runtime_reason=choice.reason)
     # for reporters (the GitHub check run, the step summary): the whole outcome in one event
     emit(ImageBuilt("build", f"{reference}: infra validation "
                     f"{'passed' if report.passed else 'failed'}", result=result))
     return result
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What will serve the model in the image, and why (the build's answer to image.runtime)."""
+
+    runtime: Runtime
+    reason: str
+    tolerance: Tolerance | None = None  # the parity rule the compiled model was held to
+
+
+def _compile(c: docker.DockerClient, spec: Spec, model: ModelVersion, image_id: str,
+             reference: str, nocache: bool, network_mode: str, tmp: Path) -> Choice:
+    """Run the compile stage on the scikit-learn image (:mod:`cd4ml.release.compile`): ONNX
+    when conversion and parity pass; else scikit-learn under ``auto``, a BuildError under
+    ``onnx``."""
+    from cd4ml.release import compile as compile_stage
+    from cd4ml.release.infraval import held_out
+    from cd4ml.serve.compiled import Tolerance
+
+    emit(StageProgress("build", "compiling the model to ONNX and checking parity"))
+    outcome = compile_stage.compile_in_image(
+        c, image_id, f"{reference}-compile", held_out(spec, model), tmp / "compiled",
+        lambda ctx, tag: _docker_build(c, ctx, tag, nocache, network_mode)[0])
+    if outcome.runtime == "onnx":
+        emit(StageProgress("build", f"runtime onnx: {outcome.reason}"))
+        return Choice(Runtime.ONNX, outcome.reason, Tolerance(**outcome.report["tolerance"]))
+    if spec.image.runtime is Runtime.ONNX:
+        raise BuildError(f"{spec.path}:{spec.line_of('image', 'runtime')}: image.runtime: onnx, "
+                         f"but the model cannot be served compiled: {outcome.reason}; set "
+                         "image.runtime: auto (scikit-learn when it cannot) or sklearn")
+    emit(StageProgress("build", f"runtime sklearn: {outcome.reason}"))
+    return Choice(Runtime.SKLEARN, f"not compiled: {outcome.reason}")
 
 
 def push(spec: Spec, store: Store, model: ModelVersion,

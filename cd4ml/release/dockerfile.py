@@ -41,6 +41,11 @@ _STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHOR
 _PACKAGE = Path(__file__).resolve().parents[1]
 #: modules the server imports only for models that take a DataFrame (cd4ml.serve.predictor)
 FRAME_MODULES = frozenset({"pandas"})
+#: modules of the compiled path: the converter (only in the compile stage's image) and the runtime
+COMPILE_MODULES = frozenset({"skl2onnx", "onnx"})
+ONNX_MODULES = frozenset({"onnxruntime"})
+#: what only the scikit-learn runtime imports: an image serving the compiled model goes without
+SKLEARN_MODULES = frozenset({"sklearn", "scipy", "pandas", "joblib", "threadpoolctl"})
 
 
 @dataclass(frozen=True)
@@ -145,15 +150,23 @@ def server_files() -> list[Path]:
     return [_PACKAGE / "artifacts.py", *files]
 
 
-def requirements(spec: Spec, model_dir: Path, frame: bool = True) -> Requirements:
+def requirements(spec: Spec, model_dir: Path, frame: bool = True,
+                 runtime: str = "sklearn") -> Requirements:
     """What the image must install (pins) and copy (the user's modules the pickle names).
 
     ``frame``: whether the server will hand this model a pandas DataFrame; it imports pandas
-    only then, and pandas is a fifth of the image.
+    only then, and pandas is a fifth of the image. ``runtime: onnx``: the image serves the
+    compiled model, and needs the server's own imports and onnxruntime, but none of scikit-learn
+    and its friends nor what the pickle refers to (it is never opened there).
     """
     from cd4ml.artifacts import MODEL_FILE
 
     needed = third_party(imported_modules(p for p in server_files() if p.suffix == ".py"))
+    needed -= COMPILE_MODULES
+    if runtime == "onnx":
+        # the server (its HTTP layer included) and ONNX Runtime; never the pickle's modules
+        return Requirements(pin((needed - SKLEARN_MODULES) | ONNX_MODULES), ())
+    needed -= ONNX_MODULES
     if not frame:
         needed -= FRAME_MODULES
     user: list[Path] = []
@@ -309,22 +322,28 @@ class Context:
 
 def make_context(directory: Path, spec: Spec, model: ModelVersion, *, git_commit: str | None,
                  data_hash: str | None, ca: Path | None = None,
-                 index_url: str | None = None) -> Context:
-    """Write the build context: Dockerfile, requirements.txt, app/ (the server), model/."""
+                 index_url: str | None = None, compiled: Path | None = None) -> Context:
+    """Write the build context: Dockerfile, requirements.txt, app/ (the server), model/.
+
+    ``compiled``: a directory with ``model.onnx`` and ``compiled.json`` that passed parity
+    (:mod:`cd4ml.release.compile`): the image then serves them with ONNX Runtime."""
     from cd4ml.artifacts import META_FILE, MODEL_FILE
+    from cd4ml.serve.compiled import ONNX_FILE, REPORT_FILE
 
     model_dir = Path(model.artifact_uri)
     for name in (MODEL_FILE, META_FILE):
         if not (model_dir / name).is_file():
             raise BuildError(f"{model_dir / name}: missing; the artifact of {model.ref} is "
                              "incomplete, retrain it")
-    reqs = requirements(spec, model_dir, frame=needs_frame(model))
+    directory.mkdir(parents=True, exist_ok=True)
+    runtime = "onnx" if compiled is not None else "sklearn"
+    reqs = requirements(spec, model_dir, frame=needs_frame(model), runtime=runtime)
     base = base_image(spec)
     text = render(
         template_path(spec), base_image=base, requirements=reqs.pins,
         ca_bundle=CA_FILE if ca else None, pip_index_url=bool(index_url), app_dir=APP_DIR,
         model_dir=MODEL_DIR, port=PORT, uid=UID, model_sha256=model.sha256,
-        labels=labels(spec, model, git_commit, data_hash, base))
+        labels={**labels(spec, model, git_commit, data_hash, base), "cd4ml.runtime": runtime})
     (directory / "Dockerfile").write_text(text)
     (directory / "requirements.txt").write_text("".join(f"{p}\n" for p in reqs.pins))
     app = directory / "app" / "cd4ml"
@@ -343,6 +362,10 @@ def make_context(directory: Path, spec: Spec, model: ModelVersion, *, git_commit
     (directory / "model").mkdir()
     for name in (MODEL_FILE, META_FILE):
         shutil.copyfile(model_dir / name, directory / "model" / name)
+    if compiled is not None:
+        # model.pkl stays: its sha256 is the model's identity everywhere; it is never unpickled
+        for name in (ONNX_FILE, REPORT_FILE):
+            shutil.copyfile(compiled / name, directory / "model" / name)
     if ca:
         shutil.copyfile(ca, directory / CA_FILE)
     _normalise(directory)

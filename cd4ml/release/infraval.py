@@ -28,6 +28,8 @@ from cd4ml.release.render import container_memory
 if TYPE_CHECKING:
     import docker
 
+    from cd4ml.release.build import Choice
+    from cd4ml.serve.compiled import Tolerance
     from cd4ml.spec import Spec
     from cd4ml.store import ModelVersion
 
@@ -38,7 +40,7 @@ MB = 1_000_000  # sizes in decimal megabytes, as `docker images` shows them
 
 @dataclass(frozen=True)
 class Check:
-    name: str  # ready | identity | predictions | malformed | latency | size
+    name: str  # ready | identity | predictions | malformed | latency | size | runtime
     passed: bool
     observed: Any
     limit: Any
@@ -61,16 +63,23 @@ class InfraReport:
 
 def validate_image(c: docker.DockerClient, spec: Spec, model: ModelVersion, image: str,
                    size_bytes: int, *, ready_timeout: float = 60.0,
-                   latency_requests: int = 200) -> InfraReport:
+                   latency_requests: int = 200, reference_image: str | None = None,
+                   runtime: Choice | None = None) -> InfraReport:
     """Start ``image``, run every check, remove the container. Never raises for a failed check:
-    the verdict is the report's ``passed`` (recorded by the caller)."""
+    the verdict is the report's ``passed`` (recorded by the caller).
+
+    ``reference_image``: where scikit-learn's own answers are computed (an image serving the
+    compiled model has no scikit-learn); ``runtime``: the build's choice, recorded as a check,
+    whose tolerance the served answers are held to (scikit-learn's answers: exactly)."""
     from cd4ml.errors import BuildError
     from cd4ml.integrations.docker import logs_tail, published_port, translating
+    from cd4ml.serve.compiled import Tolerance
 
     started = time.perf_counter()
     emit(StageStarted("infra", f"validating {image[:19]}"))
     checks: list[Check] = []
-    rows = _held_out(spec, model)
+    tolerance = runtime.tolerance if runtime and runtime.tolerance else Tolerance(0.0, 0.0)
+    rows = held_out(spec, model)
     p99 = ready_s = None
     name = f"cd4ml-infraval-{spec.name}-{model.version}-{uuid.uuid4().hex[:6]}"
     container = None
@@ -92,8 +101,9 @@ def validate_image(c: docker.DockerClient, spec: Spec, model: ModelVersion, imag
                 checks[-1] = Check("ready", False, None, ready_timeout, f"{why}: {tail[0][:300]}")
         else:
             checks.append(_identity(url, model))
-            expected, load_error = _reference(c, image, rows, container_memory(spec))
-            checks.append(_predictions(url, rows, expected, load_error))
+            expected, load_error = _reference(c, reference_image or image, rows,
+                                              container_memory(spec))
+            checks.append(_predictions(url, rows, expected, load_error, tolerance))
             checks.append(_malformed(url))
             latency, p99 = _latency(url, rows, latency_requests, spec.image.max_p99_ms)
             checks.append(latency)
@@ -107,6 +117,10 @@ def validate_image(c: docker.DockerClient, spec: Spec, model: ModelVersion, imag
     size_mb = size_bytes / MB
     checks.append(Check("size", limit is None or size_mb <= limit, round(size_mb, 1), limit,
                         f"{size_mb:.0f} MB" + (f" (budget {limit:g} MB)" if limit else "")))
+    if runtime is not None:
+        # what serves the model, why, and the rule its answers were held to: recorded with the image
+        checks.append(Check("runtime", True, str(runtime.runtime), str(spec.image.runtime),
+                            runtime.reason + (f"; parity: {tolerance}" if runtime.tolerance else "")))
     report = InfraReport(passed=all(ch.passed for ch in checks), checks=tuple(checks),
                          test_rows=len(rows), p99_ms=p99, ready_seconds=ready_s,
                          seconds=time.perf_counter() - started)
@@ -119,7 +133,7 @@ def validate_image(c: docker.DockerClient, spec: Spec, model: ModelVersion, imag
 # ---------------------------------------------------------------------------------- the checks
 
 
-def _held_out(spec: Spec, model: ModelVersion) -> list[dict]:
+def held_out(spec: Spec, model: ModelVersion) -> list[dict]:
     """The held-out rows, features only, as JSON records."""
     from cd4ml.stages.data import load_frame, split
 
@@ -130,7 +144,7 @@ def _held_out(spec: Spec, model: ModelVersion) -> list[dict]:
 
 
 def _reference(c: docker.DockerClient, image: str, rows: list[dict],
-               memory: int) -> tuple[list | None, str | None]:
+               memory: int) -> tuple[dict | None, str | None]:
     """The model's own predictions on ``rows``, computed by ``cd4ml.serve.reference`` in a
     throwaway container of ``image`` (its unprivileged user, no network, read-only root): the
     build host never unpickles a model."""
@@ -156,7 +170,7 @@ def _reference(c: docker.DockerClient, image: str, rows: list[dict],
         return None, f"no answer from cd4ml.serve.reference: {out[-200:]!r}"
     if "predictions" not in doc:
         return None, str(doc.get("error"))
-    return doc["predictions"], None
+    return doc, None
 
 
 def _native(v: Any) -> Any:
@@ -218,28 +232,42 @@ def _find(doc: Any, key: str) -> Any:
     return None
 
 
-def _predictions(url: str, rows: list[dict], expected: list | None, load_error: str | None) -> Check:
+def _predictions(url: str, rows: list[dict], expected: dict | None, load_error: str | None,
+                 tolerance: Tolerance) -> Check:
+    from cd4ml.serve.compiled import compare
+
     if expected is None:
         return Check("predictions", False, None, len(rows),
                      f"the model's own predictions could not be had in the image: {load_error}")
     served: list = []
+    proba: list | None = []
     for i in range(0, len(rows), BATCH):
         status, body = _request(f"{url}/predict", {"instances": rows[i:i + BATCH]}, timeout=30)
         if status != 200 or not isinstance(body, dict) or "predictions" not in body:
             return Check("predictions", False, len(served), len(rows),
                          f"/predict answered {status}: {str(body)[:200]}")
         served.extend(body["predictions"])
-    differ = [i for i, (a, b) in enumerate(zip(served, expected)) if a != b]
-    if len(served) != len(expected):
-        differ.append(min(len(served), len(expected)))
-    if differ:
-        i = differ[0]
-        got = served[i] if i < len(served) else "nothing"
-        return Check("predictions", False, len(rows) - len(differ), len(rows),
-                     f"{len(differ)} of {len(rows)} held-out predictions differ from the "
-                     f"in-process model's; first at row {i}: {got!r} != {expected[i]!r}")
+        if proba is not None and isinstance(body.get("probabilities"), list):
+            proba.extend(list(p.values()) for p in body["probabilities"])
+        else:
+            proba = None
+    want_proba = expected.get("probabilities")
+    exact = tolerance.rtol == 0 and tolerance.atol == 0
+    parity = compare(expected["predictions"], served, want_proba,
+                     proba if want_proba is not None else None,
+                     classifier=model_is_classifier(expected), tolerance=tolerance)
+    rule = "equal to" if exact else f"within the parity rule ({tolerance}) of"
+    if not parity.passed:
+        return Check("predictions", False, None, len(rows),
+                     f"held-out answers are not {rule} the in-process model's: {parity.first}")
     return Check("predictions", True, len(rows), len(rows),
-                 f"{len(rows)} held-out rows, all equal to the in-process predictions")
+                 f"{len(rows)} held-out rows, all {rule} the in-process predictions"
+                 + ("" if exact else f" (largest difference {parity.max_abs_diff:.2g})"))
+
+
+def model_is_classifier(reference: dict) -> bool:
+    """Labels are compared as labels (no tolerance) unless the reference said regression."""
+    return reference.get("task", "classification") == "classification"
 
 
 def _malformed(url: str) -> Check:

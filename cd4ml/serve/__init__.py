@@ -2,7 +2,9 @@
 
 Run it as ``python -m cd4ml.serve --model-dir DIR [--host H] [--port P] [--workers N]`` (or
 ``cd4ml serve PIPELINE:VERSION``). The image installs this package, ``cd4ml/artifacts.py``,
-numpy and scikit-learn; pandas only matters for models that select columns by name.
+numpy and scikit-learn; pandas only matters for models that select columns by name. An image
+built with ``image.runtime: onnx`` installs numpy and onnxruntime instead, and serves the
+compiled model (:mod:`cd4ml.serve.compiled`).
 
 Endpoints (described by ``GET /openapi.json``):
 
@@ -19,7 +21,8 @@ Environment: ``CD4ML_PREDICTION_LOG`` (file for the JSON-lines prediction log; s
 otherwise), ``CD4ML_MODEL_SHA256`` (refuse to start unless model.pkl has this sha256).
 
 This package imports only the standard library, numpy, scikit-learn (pandas when the model
-needs it) and :mod:`cd4ml.artifacts`; the server modules load lazily so ``import cd4ml.serve``
+needs it) or onnxruntime, and :mod:`cd4ml.artifacts` (:mod:`cd4ml.serve.compile`, run only in
+the build's compile stage, imports skl2onnx); the server modules load lazily so ``import cd4ml.serve``
 is cheap.
 """
 

@@ -20,6 +20,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cd4ml.serve.jsontext import records
@@ -62,6 +63,8 @@ class Prediction:
 
 class Predictor:
     """A loaded model plus everything precomputed to call it cheaply for each request."""
+
+    runtime = "sklearn"
 
     def __init__(self, model: Any, fields: tuple[Field, ...], task: str, stats: dict | None = None):
         self.model = model
@@ -107,6 +110,11 @@ class Predictor:
         #: labels read off predict_proba (one model call per request), where that was checked
         self.single_call = (self._proba and self._fast is None and _argmax_predicts(model)
                             and self._argmax_agrees(probes))
+
+    @property
+    def order(self) -> tuple[int, ...]:
+        """For each feature in the model's own order, its position in a checked row."""
+        return tuple(self._order)
 
     @property
     def shortcut(self) -> bool:
@@ -219,6 +227,22 @@ class Predictor:
 
 
 _POSITIONAL = "X does not have valid feature names"
+
+
+def load(model_dir: Path, fields: tuple[Field, ...], expected_sha256: str | None = None,
+         threads: int = 1) -> Any:
+    """The predictor for ``model_dir``: the compiled one (:mod:`cd4ml.serve.compiled`) where the
+    image carries it, else the scikit-learn model itself. Raises ``ArtifactMismatch``,
+    ``ModelMismatch`` or ``CompiledMismatch`` for an artifact that must not serve."""
+    from cd4ml import artifacts
+    from cd4ml.serve import compiled
+
+    meta = artifacts.read_meta(model_dir)
+    onnx = compiled.load(model_dir, fields, expected_sha256 or meta.sha256, threads)
+    if onnx is not None:
+        return onnx
+    model, meta = artifacts.load(model_dir, expected_sha256=expected_sha256)
+    return Predictor(model, fields, meta.task, meta.stats)
 
 #: classifiers whose ``predict`` is, in scikit-learn's code, the class of the highest
 #: ``predict_proba`` (or of a decision function that it rises with): for these, one call

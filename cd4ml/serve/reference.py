@@ -5,8 +5,9 @@ is a pickle, and unpickling runs code: so the reference is computed here, in a t
 container of the same image, as its unprivileged user, with no network and a read-only root —
 never on the build host. Rows come as ``{"instances": [...]}`` in the file named by the first
 argument; the answer is one JSON line on stdout: ``{"predictions": [...]}`` or ``{"error": ...}``.
-The prediction is the estimator's plain ``predict`` on the server's input matrix, bypassing the
-server's shortcuts and HTTP layer, which are what is being checked.
+The prediction is the estimator's plain ``predict`` (and for classifiers ``predict_proba``,
+as ``"probabilities"``: rows in ``classes_`` order) on the server's input matrix, bypassing the
+server's shortcuts, its compiled model and HTTP layer, which are what is being checked.
 """
 
 from __future__ import annotations
@@ -29,11 +30,16 @@ def main(argv: list[str] | None = None) -> int:
         fields = fields_of(meta.signature)
         batch = parse(json.loads(Path(argv[0]).read_text()), fields, max_rows=1_000_000)
         predictor = Predictor(estimator, fields, meta.task, meta.stats)
-        labels = estimator.predict(predictor.matrix(batch.rows))
+        X = predictor.matrix(batch.rows)
+        labels = estimator.predict(X)
+        proba = (estimator.predict_proba(X).tolist() if meta.task == "classification"
+                 and predictor.classes is not None and hasattr(estimator, "predict_proba")
+                 else None)
     except (KeyError, artifacts.ArtifactMismatch, RequestError, OSError, ValueError, IndexError) as e:
         print(json.dumps({"error": f"{type(e).__name__}: {e}"[:500]}))
         return 1
-    print(json.dumps({"predictions": [_native(v) for v in labels.tolist()]}))
+    print(json.dumps({"task": meta.task, "predictions": [_native(v) for v in labels.tolist()],
+                      "probabilities": proba}))
     return 0
 
 

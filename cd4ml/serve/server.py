@@ -224,7 +224,8 @@ class _Job:
             if loaded is not None:
                 with loaded.get_lock():
                     loaded.value += 1
-            shortcut = (" (forest shortcut)" if app.predictor.shortcut else
+            shortcut = (" (ONNX Runtime)" if app.predictor.runtime == "onnx" else
+                        " (forest shortcut)" if app.predictor.shortcut else
                         " (one model call per request)" if app.predictor.single_call else "")
             _say(f"{who}ready in {time.perf_counter() - self.started:.2f} s{shortcut}; "
                  f"predictions log to {log.target}")
@@ -249,13 +250,13 @@ class _Job:
         return 0
 
     def _load(self, app: App) -> None:
-        from cd4ml.serve.predictor import ModelMismatch, Predictor, quiet_positional
+        from cd4ml.serve.compiled import CompiledMismatch
+        from cd4ml.serve.predictor import ModelMismatch, load, quiet_positional
 
         try:
-            model, meta = artifacts.load(self.model_dir,
-                                         expected_sha256=self.expected_sha256 or self.meta.sha256)
-            predictor = Predictor(model, self.fields, meta.task, meta.stats)
-        except artifacts.ArtifactMismatch as e:
+            predictor = load(self.model_dir, self.fields,
+                             self.expected_sha256 or self.meta.sha256, self.threads)
+        except (artifacts.ArtifactMismatch, CompiledMismatch) as e:
             raise StartError(str(e)) from None
         except ModelMismatch as e:
             raise StartError(f"{self.model_dir}: {e}") from None

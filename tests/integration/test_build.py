@@ -99,7 +99,10 @@ def test_cli_builds_validates_and_pushes_a_blessed_model(world, docker_client):
     assert result["passed"] is True
     assert result["reference"] == f"{world['registry'].host}/cd4ml-test/wine:1"
     checks = {c["name"]: c for c in result["infra"]["checks"]}
-    assert set(checks) == {"ready", "identity", "predictions", "malformed", "latency", "size"}
+    assert set(checks) == {"ready", "identity", "predictions", "malformed", "latency", "size",
+                           "runtime"}
+    assert checks["runtime"]["observed"] == "sklearn"  # the spec's default
+    assert "equal to the in-process" in checks["predictions"]["detail"]
     assert all(c["passed"] for c in checks.values()), checks
     assert checks["predictions"]["observed"] == result["infra"]["test_rows"] > 0
     assert checks["malformed"]["observed"] == 422

@@ -302,3 +302,39 @@ def test_registration_records_whether_the_server_needs_a_dataframe(tmp_path, spe
                                  data_hash=None, git_commit=None, spec_hash=None)
     assert model.signature["frame"] is text_feature
     assert dockerfile.needs_frame(model) is text_feature
+
+
+def test_the_scikit_learn_image_carries_no_onnx_and_the_onnx_image_no_scikit_learn(tmp_path, spec,
+                                                                                   model):
+    pins = {p.split("==")[0].lower() for p in _context(tmp_path, spec, model).requirements.pins}
+    assert "scikit-learn" in pins and not pins & {"onnxruntime", "skl2onnx", "onnx", "protobuf"}
+    compiled = tmp_path / "compiled"
+    compiled.mkdir()
+    (compiled / "model.onnx").write_bytes(b"graph")
+    (compiled / "compiled.json").write_text('{"runtime": "onnx"}')
+    directory = tmp_path / "onnx-ctx"
+    ctx = dockerfile.make_context(directory, spec, model, git_commit="c" * 40, data_hash="d" * 64,
+                                  compiled=compiled)
+    pins = {p.split("==")[0].lower() for p in ctx.requirements.pins}
+    assert {"numpy", "onnxruntime"} <= pins
+    assert not pins & {"scikit-learn", "scipy", "pandas", "joblib", "threadpoolctl", "skl2onnx"}
+    assert ctx.requirements.user_modules == ()
+    files = {p.name for p in (directory / "model").iterdir()}
+    # model.pkl stays, as the identity every check reads; the graph and its report beside it
+    assert files == {"model.pkl", "model.json", "model.onnx", "compiled.json"}
+    assert 'cd4ml.runtime="onnx"' in ctx.dockerfile
+    (tmp_path / "again").mkdir()
+    assert 'cd4ml.runtime="sklearn"' in _context(tmp_path / "again", spec, model).dockerfile
+
+
+def test_the_compile_stage_adds_the_converter_as_root_and_runs_as_the_image_user():
+    from cd4ml.release import compile as compile_stage
+
+    text = compile_stage.dockerfile("sha256:abc", "ca-bundle.crt", True)
+    ins = _instructions(text)
+    assert ins[0] == "FROM sha256:abc" and ins[1] == "USER root"
+    assert "ARG PIP_INDEX_URL" in ins
+    assert any(i.startswith("RUN pip install --no-cache-dir --cert /tmp/ca-bundle.crt") for i in ins)
+    assert ins[-1] == f"USER {dockerfile.UID}"
+    pins = {p.split("==")[0].lower() for p in dockerfile.pin(compile_stage.COMPILER_MODULES)}
+    assert {"skl2onnx", "onnxruntime", "onnx", "scikit-learn"} <= pins

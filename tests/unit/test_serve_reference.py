@@ -32,6 +32,8 @@ def test_reference_predictions_are_the_models_own(tmp_path, spec):
         pipeline=spec.name, task="classification", sha256=tree.sha256, signature=tree.signature))
     head = tree.frame[tree.features].head(40)
     got = _reference(tree.directory, head.to_dict("records"), tmp_path, tree.sha256)
-    assert got == {"predictions": [int(v) for v in tree.estimator.predict(head)]}
+    assert got == {"task": "classification",
+                   "predictions": [int(v) for v in tree.estimator.predict(head)],
+                   "probabilities": tree.estimator.predict_proba(head).tolist()}
     # not the pinned model
     assert "error" in _reference(tree.directory, head.to_dict("records"), tmp_path, "0" * 64)
