@@ -51,6 +51,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.timing import median_seconds
+
 PORT = 42510  # this bench's share of the helper port range: 42510-42519
 STARTS = 3  # process starts per server, for the start-up median
 BATCH = 1000  # rows per request of the batch load
@@ -185,15 +188,7 @@ def in_process(m: dict) -> dict[str, tuple[float, float]]:
     many = parse(decode(m["batch"]), fields).rows
     X1, Xn = predictor.matrix(one), predictor.matrix(many)
 
-    def timed(f, n: int) -> float:
-        f()
-        times = []
-        for _ in range(n):
-            t = time.perf_counter()
-            f()
-            times.append(time.perf_counter() - t)
-        return statistics.median(times)
-
+    timed = median_seconds
     out = {"model.predict": (timed(lambda: model.predict(X1), 200) * 1e3,
                              BATCH / timed(lambda: model.predict(Xn), 10)),
            "cd4ml sklearn predictor": (timed(lambda: predictor.predict(one), 200) * 1e3,

@@ -29,6 +29,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.timing import median_seconds
 from cd4ml.serve.resources import limit_threads
 
 # one numeric thread, as each worker of a server with one worker per CPU has by default
@@ -79,13 +81,7 @@ def families() -> dict:
 
 
 def median_ms(f, repeat: int) -> float:
-    f()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1e3
+    return median_seconds(f, repeat) * 1e3
 
 
 def pair(before, after, repeat: int) -> tuple[float, float]:

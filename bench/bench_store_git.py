@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.timing import median_seconds
 from cd4ml.states import RuleKind
 from cd4ml.store import Store
 from cd4ml.store.journal import Record
@@ -66,12 +67,7 @@ def fast_import(repo: Path, records: list[Record]) -> None:
 
 
 def timed(fn, repeat: int = 5) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return median_seconds(fn, repeat, warm=False)
 
 
 def reads(url: str) -> None:

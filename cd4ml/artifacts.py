@@ -151,13 +151,19 @@ def load(directory: str | Path, expected_sha256: str | None = None) -> tuple[Any
         raise ArtifactMismatch(
             f"{directory / META_FILE}: records sha256 {meta.sha256[:12]}, expected {expected_sha256[:12]}")
     model_path = directory / MODEL_FILE
-    try:
-        actual = sha256_file(model_path)
-    except FileNotFoundError:
-        raise ArtifactMismatch(f"{model_path}: missing") from None
-    if actual != expected:
-        raise ArtifactMismatch(
-            f"{model_path}: sha256 {actual[:12]}... does not match the recorded {expected[:12]}...; "
-            "refusing to load a model that is not the one recorded")
+    verify_file(model_path, expected, ArtifactMismatch,
+                "refusing to load a model that is not the one recorded")
     with open(model_path, "rb") as f:
         return pickle.load(f), meta
+
+
+def verify_file(path: Path, expected: str, error: type[Exception], fix: str) -> None:
+    """Raise ``error`` unless ``path`` exists and has the sha256 ``expected``; ``fix`` ends the
+    message with what to do."""
+    try:
+        actual = sha256_file(path)
+    except FileNotFoundError:
+        raise error(f"{path}: missing; {fix}") from None
+    if actual != expected:
+        raise error(f"{path}: sha256 {actual[:12]}... does not match the recorded "
+                    f"{str(expected)[:12]}...; {fix}")

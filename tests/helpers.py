@@ -288,3 +288,20 @@ def killed_lock_holder(url: str, name: str, holder: str, env: dict[str, str] | N
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
+
+
+def stand_in_kubectl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: str) -> tuple[Path, Path]:
+    """Python ``code`` installed as the ``kubectl`` cd4ml runs (no cluster can run here): it
+    finds its call log and its state file through FAKE_KUBECTL_LOG / FAKE_KUBECTL_STATE, whose
+    paths are returned."""
+    import stat
+    import sys
+
+    exe = tmp_path / "kubectl"
+    exe.write_text(f"#!{sys.executable}\n{code}")
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    log, state = tmp_path / "kubectl.log", tmp_path / "state.json"
+    monkeypatch.setenv("KUBECTL", str(exe))
+    monkeypatch.setenv("FAKE_KUBECTL_LOG", str(log))
+    monkeypatch.setenv("FAKE_KUBECTL_STATE", str(state))
+    return log, state

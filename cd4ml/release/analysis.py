@@ -66,19 +66,10 @@ class ServerCounts:
 
     @classmethod
     def parse(cls, text: str) -> ServerCounts:
-        from cd4ml.watch.scrape import parse
+        from cd4ml.watch.scrape import parse, predict_counts
 
-        requests: dict[str, int] = {}
-        buckets: list[tuple[float, float]] = []
-        for name, labels, value in parse(text):
-            if labels.get("endpoint") != "/predict":
-                continue
-            if name == "cd4ml_http_requests_total":
-                requests[labels.get("status", "other")] = int(value)
-            elif name == "cd4ml_http_request_duration_seconds_bucket":
-                le = labels.get("le", "+Inf")
-                buckets.append((math.inf if le == "+Inf" else float(le), value))
-        return cls(requests, tuple(sorted(buckets)))
+        requests, buckets = predict_counts(parse(text))
+        return cls(requests, tuple(buckets))
 
     def since(self, before: ServerCounts | None) -> ServerCounts:
         """The counts added after ``before`` (all of them when the server restarted since)."""

@@ -224,12 +224,14 @@ def _compile(c: docker.DockerClient, spec: Spec, model: ModelVersion, image_id: 
     ``onnx``."""
     from cd4ml.release import compile as compile_stage
     from cd4ml.release.infraval import held_out
+    from cd4ml.release.render import container_memory
     from cd4ml.serve.compiled import Tolerance
 
     emit(StageProgress("build", "compiling the model to ONNX and checking parity"))
     outcome = compile_stage.compile_in_image(
         c, image_id, f"{reference}-compile", held_out(spec, model), tmp / "compiled",
-        lambda ctx, tag: _docker_build(c, ctx, tag, nocache, network_mode)[0])
+        lambda ctx, tag: _docker_build(c, ctx, tag, nocache, network_mode)[0],
+        memory=container_memory(spec))
     if outcome.runtime == "onnx":
         emit(StageProgress("build", f"runtime onnx: {outcome.reason}"))
         return Choice(Runtime.ONNX, outcome.reason, Tolerance(**outcome.report["tolerance"]))

@@ -56,11 +56,13 @@ def dockerfile(image: str, ca_bundle: str | None, index_url: bool) -> str:
 
 
 def compile_in_image(c: docker.DockerClient, image: str, tag: str, rows: list[dict],
-                     out: Path, build: Callable[[Context, str], str]) -> CompileOutcome:
+                     out: Path, build: Callable[[Context, str], str], *,
+                     memory: int) -> CompileOutcome:
     """Build the compile stage on ``image``, run the conversion in it, remove it.
 
     ``build(ctx, tag)`` is the build stage's own engine call (progress events, errors), given a
-    :class:`cd4ml.release.dockerfile.Context`; ``out`` receives ``model.onnx``/``compiled.json``.
+    :class:`cd4ml.release.dockerfile.Context`; ``out`` receives ``model.onnx``/``compiled.json``;
+    ``memory`` caps the conversion's container (bytes), like every container cd4ml starts.
     """
     import shutil
 
@@ -79,7 +81,7 @@ def compile_in_image(c: docker.DockerClient, image: str, tag: str, rows: list[di
                       {"PIP_INDEX_URL": index_url} if index_url else {})
         compiler = build(ctx, tag)
     try:
-        return _run(c, compiler, rows, out)
+        return _run(c, compiler, rows, out, memory)
     finally:
         try:
             c.images.remove(compiler, force=True)
@@ -87,7 +89,8 @@ def compile_in_image(c: docker.DockerClient, image: str, tag: str, rows: list[di
             log.debug("removing the compile stage %s: %s", compiler[:19], e)
 
 
-def _run(c: docker.DockerClient, compiler: str, rows: list[dict], out: Path) -> CompileOutcome:
+def _run(c: docker.DockerClient, compiler: str, rows: list[dict], out: Path,
+         memory: int) -> CompileOutcome:
     from cd4ml.serve.compiled import REPORT_FILE
 
     with tempfile.TemporaryDirectory(prefix="cd4ml-compile-in-") as tmp:
@@ -100,7 +103,7 @@ def _run(c: docker.DockerClient, compiler: str, rows: list[dict], out: Path) -> 
             said = c.containers.run(
                 compiler, ["python", "-m", "cd4ml.serve.compile", "/in/rows.json", "/out"],
                 remove=True, environment={"CD4ML_MODEL_DIR": MODEL_DIR},
-                network_mode="none", read_only=True, tmpfs={"/tmp": "size=256m"},
+                network_mode="none", read_only=True, tmpfs={"/tmp": "size=256m"}, mem_limit=memory,
                 volumes={tmp: {"bind": "/in", "mode": "ro"}, str(out): {"bind": "/out", "mode": "rw"}},
                 stdout=True, stderr=False, labels={"cd4ml.role": "compile"})
         except Exception as e:  # noqa: BLE001 - ContainerError carries the refusal

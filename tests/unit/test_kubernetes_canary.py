@@ -6,8 +6,6 @@ stable and promotion run against a kubectl stand-in that keeps the objects it wa
 from __future__ import annotations
 
 import json
-import stat
-import sys
 from pathlib import Path
 
 import kubernetes_validate
@@ -23,7 +21,7 @@ from cd4ml.release.targets.kubernetes import (
     replica_split,
     split_manifests,
 )
-from tests.helpers import model_record
+from tests.helpers import model_record, stand_in_kubectl
 from tests.unit.test_kubernetes import ENVS, VERSIONS, k8s_env
 
 IMAGE = "registry.example/cd4ml/wine"
@@ -139,13 +137,7 @@ sys.stderr.write(f"fake kubectl: unexpected {argv}\n"); sys.exit(2)
 
 @pytest.fixture
 def cluster(tmp_path, monkeypatch):
-    exe = tmp_path / "kubectl"
-    exe.write_text(f"#!{sys.executable}\n{FAKE}")
-    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
-    log, state = tmp_path / "kubectl.log", tmp_path / "state.json"
-    monkeypatch.setenv("KUBECTL", str(exe))
-    monkeypatch.setenv("FAKE_KUBECTL_LOG", str(log))
-    monkeypatch.setenv("FAKE_KUBECTL_STATE", str(state))
+    log, state = stand_in_kubectl(tmp_path, monkeypatch, FAKE)
 
     class Cluster:
         def calls(self):

@@ -273,7 +273,7 @@ def test_load_prefers_the_compiled_model_and_checks_it(tmp_path, family):
     # a graph that is not the recorded one: refused
     (directory / compiled.REPORT_FILE).write_text(json.dumps(report))
     (directory / compiled.ONNX_FILE).write_bytes(result.graph + b"\0")
-    with pytest.raises(CompiledMismatch, match="is not the recorded"):
+    with pytest.raises(CompiledMismatch, match="does not match the recorded"):
         load(directory, fields, sha)
     # probe answers that the graph no longer gives: refused at load
     (directory / compiled.ONNX_FILE).write_bytes(result.graph)

@@ -5,9 +5,10 @@ task at a time, new task first, rolled back by Swarm when a new task fails; and 
 cd4ml's traffic front (nginx, :mod:`cd4ml.release.targets.front`) on the environment's port,
 which no deploy changes. A deploy here:
 
-1. pre-flight (deploy and promote, not rollback): starts the image once as a plain container
-   on the manager and waits for ``/ready``. An image that never gets ready is refused before any
-   task is touched; this is the guard on engines whose Swarm cannot health-check tasks.
+1. pre-flight (deploy and promote, not rollback): the first deploy starts the image once as a
+   plain container on the manager and waits for ``/ready``; later ones use the candidate of
+   step 2 for that. An image that never gets ready is refused before any task is touched; this
+   is the guard on engines whose Swarm cannot health-check tasks.
 2. when the stack serves already: runs the new image as the service ``<stack>_candidate``
    beside it, waits for its ``/ready`` (asked inside its container) and has the front send
    every request there, because the model service's new tasks answer 503 until their model is
@@ -90,16 +91,21 @@ class SwarmTarget(DockerTarget):
             existed = self._service(f"{rendered.name}_model") is not None
             if self._service(f"{rendered.name}_front") is None:
                 self.check_port(str(rendered.context["host"]), int(rendered.context["port"]))
-            if preflight:
+            front = self._front_task(rendered.name) if existed else None
+            if preflight and front is None:
                 try:
                     self._preflight(rendered, timeout)
                 except NotHealthy as e:
                     raise NotHealthy(f"pre-flight: {e}", restored=existed, details=e.details) from None
-            front = self._front_task(rendered.name) if existed else None
             if front is not None:
                 # while Swarm replaces the model's tasks (which answer 503 until their model is
-                # loaded), the front sends every request to the new version run beside them
-                self._run_candidate(rendered, front, timeout)
+                # loaded), the front sends every request to the new version run beside them;
+                # that candidate, ready before any request reaches it, is the pre-flight too (one
+                # start instead of two: a rollback serves seconds sooner)
+                try:
+                    self._run_candidate(rendered, front, timeout)
+                except NotHealthy as e:
+                    raise NotHealthy(f"pre-flight: {e}", restored=True, details=e.details) from None
                 self._route(rendered, front, f"{rendered.name}_candidate")
                 drained(front)
             self._deploy(rendered)
