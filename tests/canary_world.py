@@ -224,6 +224,10 @@ class ProcessTarget:
     def url(self, spec: Any, env: Any) -> str:
         return self.front.url
 
+    def remove_orphans(self, spec: Any, env: Any, *, keep: set[str],
+                       anything_current: bool) -> list[str]:
+        return []  # its servers are this process's children: none outlives a dead deploy
+
     def teardown(self, spec: Any = None, env: Any = None) -> None:
         for server in self.servers.values():
             server.stop()
