@@ -32,7 +32,9 @@ def clean(deploy_world):
         with deploy_world.store() as store:
             with store.tx() as conn:
                 from cd4ml.store import approvals, deployments
+                from cd4ml.store.schema import deployment_steps
 
+                conn.execute(deployment_steps.delete())  # a canary's steps name their deployment
                 conn.execute(deployments.delete())
                 conn.execute(approvals.delete())
             for v in deploy_world.versions.values():
