@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 KEEPER_FILE = "keeper_loop.py"
 #: how often the keeper looks for a stopped model container
 EVERY = 1.0
+#: the labels that say whose a container is; every clean-up filters on all of them
 OWNER_LABELS = ("cd4ml.project", "cd4ml.pipeline", "cd4ml.environment")
 
 

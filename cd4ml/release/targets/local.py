@@ -52,7 +52,7 @@ from cd4ml.release.targets.front import (
     routes_of,
     tar,
 )
-from cd4ml.release.targets.keeper import ensure_keeper
+from cd4ml.release.targets.keeper import OWNER_LABELS, ensure_keeper
 
 if TYPE_CHECKING:
 
@@ -60,8 +60,6 @@ if TYPE_CHECKING:
     from cd4ml.spec import EnvironmentSpec, Spec
 
 COLOURS = ("blue", "green")
-#: the labels that say whose a container is; every clean-up filters on all of them
-OWNER_LABELS = ("cd4ml.project", "cd4ml.pipeline", "cd4ml.environment")
 
 
 class LocalTarget(DockerTarget):
