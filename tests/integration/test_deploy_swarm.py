@@ -74,7 +74,7 @@ def test_swarm_rolling_updates_and_rollbacks_under_load(deploy_world, stack):
             assert served_version(port) == 2
 
             back, took, to_serving = load.timed(lambda: rollback(spec, store, "swarm"), version=1)
-        print(load.summary("swarm", took, to_serving))
+        print(load.summary("swarm", took, to_serving), "steps", back.details.get("steps"))
         assert load.failed == [], load.failed[:5]
         assert load.versions[0] == 1 and load.versions[-1] == 1 and 2 in load.versions
 
@@ -153,3 +153,37 @@ def test_swarm_split_mirror_and_unsplit_under_load(deploy_world, stack):
     assert load.failed == [], load.failed[:5]
     assert target._service(f"{resource_name(spec, env)}_candidate") is None
     assert served_version(port) == 1
+
+
+def test_a_task_swarm_restarts_by_itself_fails_no_request(deploy_world, stack):
+    """``docker kill`` of one of two model tasks under load: Swarm starts another, which loads
+    its model while the front can already resolve it; the front must send each request to a
+    server that can take it (0 failed), never pass on the loading task's 503."""
+    import dataclasses
+
+    spec, env, target = stack
+    two = dataclasses.replace(env, replicas=2)
+    with deploy_world.store() as store:
+        image = store.images_for(deploy_world.versions[1].id)[0]
+    rendered = render(spec, two, deploy_world.versions[1], image.reference,
+                      proxy_image=target.proxy_image(spec, two, image.reference),
+                      image_id=image.image_id)
+    target.apply(rendered, timeout=60)
+    service = f"{rendered.name}_model"
+    with Load(PORTS["swarm"], deploy_world.row) as load:
+        load.wait_for_requests()
+        for _ in range(2):
+            before = _running_tasks(target, service)
+            victim = target.client.containers.list(
+                filters={"label": f"com.docker.swarm.service.name={service}"})[0]
+            victim.kill()
+            t0 = time.monotonic()
+            # Swarm notices, starts a new task (restart delay 2 s) and it loads its model
+            while not _running_tasks(target, service) - before and time.monotonic() < t0 + 30:
+                time.sleep(0.2)
+            target._wait_tasks(service, rendered.context["image_pinned"], timeout=30, count=2)
+            took = time.monotonic() - t0
+            load.wait_for_requests(100)
+    print(f"\nswarm task killed twice: {load.ok} predictions, {len(load.failed)} failed; "
+          f"a new task ready {took:.1f} s after the kill")
+    assert load.failed == [], load.failed[:5]
