@@ -398,19 +398,17 @@ class SwarmTarget(DockerTarget):
         flt = ["cd4ml.role=bridge", *(f"{k}={labels[k]}" for k in OWNER_LABELS)]
         return self.client.containers.list(all=True, filters={"label": flt})
 
-    def _drop_bridges(self, rendered: Rendered, front: Any | None, keep: set[str] = frozenset()
-                      ) -> list[str]:
-        """Remove the environment's bridges but ``keep``, once the front's old workers (the
-        last that could send them a request) have exited."""
+    def _drop_bridges(self, rendered: Rendered, front: Any | None) -> None:
+        """Remove the environment's bridges once the front's old workers (the last that could
+        send them a request) have exited."""
         from cd4ml.release.targets.front import drained
         from cd4ml.release.targets.local import _remove
 
-        gone = [c for c in self._bridges(rendered.context["labels"]) if c.name not in keep]
+        gone = self._bridges(rendered.context["labels"])
         if gone and front is not None:
             drained(front)
         for c in gone:
             _remove(c)
-        return [c.name for c in gone]
 
     def _wait_tasks(self, service: str, image: str, timeout: float, count: int,
                     fail_fast: bool = False) -> None:
