@@ -38,7 +38,12 @@ def stack(deploy_world, swarm):
 
 
 def test_swarm_rolling_updates_and_rollbacks_under_load(deploy_world, stack):
+    import dataclasses
+
     spec, env, target = stack
+    # a model server took ~10 s to get ready on the shared 2-core test machine: 20 s, not 12
+    env = dataclasses.replace(env, health_timeout=20.0)
+    spec = dataclasses.replace(spec, environments=(env,))
     port = PORTS["swarm"]
     with deploy_world.store() as store:
         first = deploy(spec, store, "swarm", 1)
