@@ -66,18 +66,31 @@ class TableColumns:
 def table_columns(store: Store) -> TableColumns:
     """Every parameter, metric, pipeline and status in the store, and how many runs."""
     paths: dict[str, set[tuple[str, ...]]] = {}
-    names = (sa.select(metrics.c.name).distinct()
-             .where(metrics.c.scope == MetricScope.CANDIDATE, metrics.c.slice == ""))
     with store.read() as conn:
         # distinct texts: runs of one sweep share few parameter sets
         for text in conn.execute(sa.select(sa.cast(runs.c.params, sa.Text)).distinct()).scalars():
             _paths(json.loads(text) if text else {}, (), paths)
-        found = sorted(conn.execute(names).scalars())
+        found = sorted(conn.execute(_metric_names()).scalars())
         pipelines = sorted(conn.execute(sa.select(runs.c.pipeline).distinct()).scalars())
         statuses = sorted(conn.execute(sa.select(runs.c.status).distinct()).scalars())
         count = conn.execute(sa.select(sa.func.count()).select_from(runs)).scalar_one()
     return TableColumns({k: tuple(sorted(v)) for k, v in sorted(paths.items())}, tuple(found),
                         tuple(pipelines), tuple(statuses), count)
+
+
+def _metric_names() -> sa.Select:
+    """The names of overall candidate metrics: one seek in ``ix_metrics_last_value`` per name
+    (the next name after the last one found), not a read of every value logged."""
+    def first_after(after: Any = None) -> Any:
+        m = metrics.alias("m")
+        where = [m.c.scope == MetricScope.CANDIDATE, m.c.slice == ""]
+        return (sa.select(sa.func.min(m.c.name))
+                .where(*where, *([m.c.name > after] if after is not None else []))
+                .scalar_subquery())
+
+    names = sa.select(first_after().label("name")).cte("names", recursive=True)
+    names = names.union_all(sa.select(first_after(names.c.name)).where(names.c.name.is_not(None)))
+    return sa.select(names.c.name).where(names.c.name.is_not(None))
 
 
 def _paths(params: Any, prefix: tuple[str, ...], out: dict[str, set[tuple[str, ...]]]) -> None:
