@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import TIMESTAMP
 
 from cd4ml.states import MetricScope, RunStatus
 from cd4ml.store.records import Run, _all
@@ -232,7 +233,7 @@ class _Query:
     def _duration(self) -> Any:
         if self.sqlite:
             return (sa.func.julianday(runs.c.ended_at) - sa.func.julianday(runs.c.started_at)) * 86400.0
-        stamp = sa.dialects.postgresql.TIMESTAMP(timezone=True)
+        stamp = TIMESTAMP(timezone=True)
         return sa.extract("epoch", sa.cast(runs.c.ended_at, stamp) - sa.cast(runs.c.started_at, stamp))
 
     def _metric(self, name: str) -> Any:
