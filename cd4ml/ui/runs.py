@@ -101,7 +101,7 @@ class RunsTable:
         return self._page(q, columns, total, self._rows(ids), sorted(statuses))
 
     def warm(self) -> None:
-        """Read the table's columns before anyone asks (the first page reads the table)."""
+        """Read the table's columns before anyone asks (else the first page reads them)."""
         self.columns(self.store.fingerprint())
 
     def csv(self, q: RunsQuery, columns: list[str] | None = None) -> str:
