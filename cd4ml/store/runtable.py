@@ -41,6 +41,8 @@ TEXT_KEYS = ("started_at", "ended_at", "actor", "git_commit", "pipeline", "id", 
              "reused_from", "error", "spec_hash", "code_hash", "data_hash", "cache_key")
 
 
+JsonPath = tuple[str, ...]  # of a parameter's value in its JSON object
+
 #: the page's default order, read from the index ``ix_runs_started_at``
 NEWEST = (runs.c.started_at.desc(), runs.c.id.desc())
 
@@ -64,17 +66,31 @@ class TableColumns:
     count: int
 
 
-def table_columns(store: Store) -> TableColumns:
-    """Every parameter, metric, pipeline and status in the store, and how many runs."""
-    paths: dict[str, set[tuple[str, ...]]] = {}
+def table_columns(store: Store, decoded: dict[str, tuple[JsonPath, ...]] | None = None) -> TableColumns:
+    """Every parameter, metric, pipeline and status in the store, and how many runs.
+    ``decoded``: the parameters' leaf paths of each stored text, as the caller kept them from
+    its last read (a write adds or changes few texts: the others are not decoded again); left
+    holding this read's texts only."""
+    known = decoded if decoded is not None else {}
+    now: dict[str, tuple[JsonPath, ...]] = {}
+    paths: dict[str, set[JsonPath]] = {}
     with store.read() as conn:
         # distinct texts: runs of one sweep share few parameter sets
         for text in conn.execute(sa.select(sa.cast(runs.c.params, sa.Text)).distinct()).scalars():
-            _paths(json.loads(text) if text else {}, (), paths)
+            leaves: tuple[JsonPath, ...] | None = known.get(text)
+            if leaves is None:
+                walked: list[JsonPath] = []
+                _paths(json.loads(text) if text else {}, (), walked)
+                leaves = tuple(walked)
+            now[text] = leaves
+            for leaf in leaves:
+                paths.setdefault(".".join(leaf), set()).add(leaf)
         found = sorted(conn.execute(_metric_names()).scalars())
         pipelines = sorted(conn.execute(sa.select(runs.c.pipeline).distinct()).scalars())
         statuses = sorted(conn.execute(sa.select(runs.c.status).distinct()).scalars())
         count = conn.execute(sa.select(sa.func.count()).select_from(runs)).scalar_one()
+    known.clear()
+    known.update(now)
     return TableColumns({k: tuple(sorted(v)) for k, v in sorted(paths.items())}, tuple(found),
                         tuple(pipelines), tuple(statuses), count)
 
@@ -94,7 +110,7 @@ def _metric_names() -> sa.Select:
     return sa.select(names.c.name).where(names.c.name.is_not(None))
 
 
-def _paths(params: Any, prefix: tuple[str, ...], out: dict[str, set[tuple[str, ...]]]) -> None:
+def _paths(params: Any, prefix: JsonPath, out: list[JsonPath]) -> None:
     """As the page flattens parameters: a non-empty object's members become columns."""
     if not isinstance(params, dict):
         return
@@ -103,7 +119,7 @@ def _paths(params: Any, prefix: tuple[str, ...], out: dict[str, set[tuple[str, .
         if isinstance(v, dict) and v:
             _paths(v, path, out)
         else:
-            out.setdefault(".".join(path), set()).add(path)
+            out.append(path)
 
 
 def running(store: Store) -> list[Run]:

@@ -84,6 +84,7 @@ class RunsTable:
         self.store = store
         self._columns_lock = threading.Lock()
         self._columns: tuple[str, TableColumns, tuple[set[str], set[str]]] | None = None
+        self._decoded: dict[str, tuple[tuple[str, ...], ...]] = {}  # see table_columns
 
     # ------------------------------------------------------------------ what the pages use
 
@@ -142,7 +143,7 @@ class RunsTable:
                     found = running(self.store)
                     alive = ({r.id for r in found},
                              {r.id for r in found if shown_status(r) is not RunStatus.RUNNING})
-                    kept = self._columns = (mark, table_columns(self.store), alive)
+                    kept = self._columns = (mark, table_columns(self.store, self._decoded), alive)
         return kept[1], kept[2]
 
     def _ids(self, q: RunsQuery, columns: TableColumns, dead: set[str], offset: int = 0,

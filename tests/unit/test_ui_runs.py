@@ -86,7 +86,9 @@ def test_csv_has_chosen_columns_every_matching_row_and_no_formulas(table):
 
 def test_a_change_shows_on_the_next_page(table, store):
     assert _page(table)["all"] == 3
-    store.start_run("wine", actor="zoe", params={"new": 1})
+    run = store.start_run("wine", actor="zoe", params={"new": 1})
     page = _page(table)
     assert page["all"] == 4 and page["rows"][0]["actor"] == "zoe"
     assert "new" in page["columns"]["params"] and "running" in page["statuses"]
+    store.update_run(run.id, params={"newer": {"x": 2}})  # its old text's column goes with it
+    assert _page(table)["columns"]["params"] == ["alpha", "model.max_depth", "newer.x", "seed"]
