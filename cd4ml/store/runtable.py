@@ -235,13 +235,12 @@ class _Query:
         elif self.sqlite:
             # one column of numbers and text: SQLite orders numbers before text, as the page does
             value = self._sqlite_param(columns.params[sort[6:]])
-        else:
+        else:  # a row has a number or a text or neither: numbers first ascending, text first
+            # descending, neither last both ways
             number, text = self._param(columns.params[sort[6:]])
             text = sa.collate(text, "C")
-            return [sa.and_(number.is_(None), text.is_(None)),  # a parameter: numbers, then text
-                    number.is_(None).desc() if descending else number.is_(None),
-                    number.desc() if descending else number.asc(),
-                    text.desc() if descending else text.asc()] + newest
+            return ([text.desc().nulls_last(), number.desc().nulls_last()] if descending
+                    else [number.asc().nulls_last(), text.asc().nulls_last()]) + newest
         if sort in TEXT_KEYS or sort == "status":
             value = value if self.sqlite else sa.collate(value, "C")
         return [(value.desc() if descending else value.asc()).nulls_last()] + newest
@@ -284,10 +283,13 @@ class _Query:
         text: Any = sa.null()
         for path in paths:  # in the order the page's flattening meets them
             kind, value = self._json(path)
+            n = sa.case({"number": sa.cast(value, sa.Float),
+                         "boolean": sa.case((value == "true", 1.0), else_=0.0)}, value=kind)
+            t = sa.case({"string": value, "array": value, "object": sa.case((value == "{}", value))},
+                        value=kind)
+            if len(paths) == 1:
+                return n, t
             leaf = sa.and_(kind.is_not(None), sa.or_(kind != "object", value == "{}"))
-            n = sa.case((kind == "number", sa.cast(value, sa.Float)),
-                        (kind == "boolean", sa.case((value == "true", 1.0), else_=0.0)))
-            t = sa.case((kind.in_(["string", "array", "object"]), value))
             number = sa.case((leaf, n), else_=number)
             text = sa.case((leaf, t), else_=text)
         return number, text
