@@ -50,7 +50,9 @@ def world(tmp: Path, canary: bool = False):
     raw["image"]["repository"] = "cd4ml-bench/deploy-wine"
     raw["environments"] = {
         "local": {"target": "local", "port": PORTS["local"], "health_timeout": 15},
-        "swarm": {"target": "swarm", "port": PORTS["swarm"], "health_timeout": 15,
+        # a timeout, not a figure: a Swarm candidate is scheduled, started and loads its model
+        # within it, which on a loaded machine takes more than 15 s (the run then fails)
+        "swarm": {"target": "swarm", "port": PORTS["swarm"], "health_timeout": 60,
                   "healthcheck": False},
         "canary": {"target": "local", "port": PORTS["canary"], "health_timeout": 30,
                    "strategy": "canary", "canary": {"steps": [10, 50, 100], "interval": 5}},
