@@ -22,6 +22,8 @@ from cd4ml.spec import Runtime
 from cd4ml.states import InfraStatus
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import docker
 
     from cd4ml.release.dockerfile import Context
@@ -165,8 +167,8 @@ def _build(c: docker.DockerClient, spec: Spec, store: Store, model: ModelVersion
 
             choice = Choice(Runtime.SKLEARN, "image.runtime: sklearn")
             if spec.image.runtime is not Runtime.SKLEARN:
-                choice = _compile(c, spec, model, context("compiler", compiler=True), nocache,
-                                  network_mode, Path(tmp))
+                choice = _compile(c, spec, model, lambda: context("compiler", compiler=True),
+                                  nocache, network_mode, Path(tmp))
             ctx = (context("onnx", compiled=Path(tmp) / "compiled")
                    if choice.runtime is Runtime.ONNX else context("sklearn"))
             image_id, steps, cached = _docker_build(c, ctx, reference, nocache, network_mode)
@@ -231,8 +233,9 @@ class Choice:
     seconds: float = 0.0  # what the compile stage took
 
 
-def _compile(c: docker.DockerClient, spec: Spec, model: ModelVersion, ctx: Context,
-             nocache: bool, network_mode: str, tmp: Path) -> Choice:
+def _compile(c: docker.DockerClient, spec: Spec, model: ModelVersion,
+             context: Callable[[], Context], nocache: bool, network_mode: str,
+             tmp: Path) -> Choice:
     """Run the compile stage (:mod:`cd4ml.release.compile`): ONNX when conversion and parity
     pass; else scikit-learn under ``auto``, a BuildError under ``onnx``."""
     from cd4ml.release import compile as compile_stage
@@ -243,7 +246,7 @@ def _compile(c: docker.DockerClient, spec: Spec, model: ModelVersion, ctx: Conte
     emit(StageProgress("build", "compiling the model to ONNX and checking parity"))
     t0 = time.perf_counter()
     outcome = compile_stage.compile_in_image(
-        c, ctx, compile_stage.compiler_tag(spec.image.repository),
+        c, context, compile_stage.compiler_tag(spec.image.repository),
         compile_stage.mountable(model, tmp / "mounted"), model.sha256, held_out(spec, model),
         tmp / "compiled", lambda ctx, tag: _docker_build(c, ctx, tag, nocache, network_mode)[0],
         memory=container_memory(spec))

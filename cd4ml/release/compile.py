@@ -55,16 +55,17 @@ def compiler_tag(repository: str) -> str:
     return f"{repository}:cd4ml-compiler"
 
 
-def compile_in_image(c: docker.DockerClient, ctx: Context, tag: str, model_dir: Path,
-                     model_sha256: str, rows: list[dict], out: Path,
+def compile_in_image(c: docker.DockerClient, context: Callable[[], Context], tag: str,
+                     model_dir: Path, model_sha256: str, rows: list[dict], out: Path,
                      build: Callable[[Context, str], str], *, memory: int) -> CompileOutcome:
-    """Build (or find in the cache) the compile stage's image from ``ctx``, run the conversion
-    in it on the model of ``model_dir`` (model.pkl, model.json; mounted read-only).
+    """Build (or find in the cache) the compile stage's image from ``context()``, run the
+    conversion in it on the model of ``model_dir`` (model.pkl, model.json; mounted read-only).
 
     ``build(ctx, tag)`` is the build stage's own engine call (progress events, errors); ``out``
     receives ``model.onnx``/``compiled.json``; ``memory`` caps the conversion's container
     (bytes), like every container cd4ml starts. An image that cannot be built (no network for
-    a first build) is a verdict: scikit-learn, with the reason."""
+    a first build, a user's template that needs a model version's labels) is a verdict:
+    scikit-learn, with the reason."""
     from docker.errors import ImageNotFound
 
     try:
@@ -72,7 +73,7 @@ def compile_in_image(c: docker.DockerClient, ctx: Context, tag: str, model_dir: 
     except ImageNotFound:
         previous = None
     try:
-        compiler = build(ctx, tag)
+        compiler = build(context(), tag)
     except BuildError as e:
         return CompileOutcome("sklearn", f"the compile stage's image could not be built: {e}",
                               {}, None)
