@@ -143,6 +143,10 @@ def test_a_retrain_rebuilds_only_the_model_layer_offline(world, docker_client):
     assert r2.cached_steps >= 6
     # built with network_mode="none": nothing was installed. Loose bound: shared CI machine
     assert r2.build_seconds < 30
+    # compiled offline too: the compile stage's image is the pipeline's, whole in the cache
+    assert r2.runtime == "onnx", r2.runtime_reason
+    print(f"\noffline rebuild: {r2.build_seconds:.1f} s, of which the compile stage "
+          f"{r2.compile_seconds:.1f} s")
 
 
 def test_cli_push_records_the_digest_and_never_shows_the_password(world):
