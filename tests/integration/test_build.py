@@ -102,7 +102,8 @@ def test_cli_builds_validates_and_pushes_a_blessed_model(world, docker_client):
     assert set(checks) == {"ready", "identity", "predictions", "malformed", "latency", "size",
                            "runtime"}
     assert checks["runtime"]["observed"] == "onnx"  # the default, auto: the forest compiles
-    assert "equal to the in-process" in checks["predictions"]["detail"]
+    assert "within the parity rule" in checks["predictions"]["detail"]
+    assert "of the in-process predictions" in checks["predictions"]["detail"]
     assert all(c["passed"] for c in checks.values()), checks
     assert checks["predictions"]["observed"] == result["infra"]["test_rows"] > 0
     assert checks["malformed"]["observed"] == 422
