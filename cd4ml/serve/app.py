@@ -79,6 +79,7 @@ class App:
                            "ready_at": _iso(self.ready_at) if self.ready_at else None,
                            "pid": os.getpid(), "workers": self.workers,
                            "threads": self.threads,
+                           **_runtime(self.predictor),
                            "forest_shortcut": bool(self.predictor and self.predictor.shortcut),
                            "single_call": bool(self.predictor and self.predictor.single_call),
                            "prediction_log": self.log.target}}
@@ -134,6 +135,18 @@ class Request:
         self.id = request_id
         self.body = body
         self.when = when
+
+
+def _runtime(predictor: Any) -> dict[str, Any]:
+    """What serves the model (``sklearn`` | ``onnx``; None while loading) and, when compiled,
+    the parity rule the build held it to (``compiled.json``'s tolerance and what it measured)."""
+    if predictor is None:
+        return {"runtime": None, "parity": None}
+    report = getattr(predictor, "report", None) if predictor.runtime == "onnx" else None
+    parity = None if report is None else {
+        "tolerance": report.get("tolerance"), "rule": report.get("rule"),
+        "max_abs_diff": report.get("max_abs_diff"), "rows_checked": report.get("rows_checked")}
+    return {"runtime": predictor.runtime, "parity": parity}
 
 
 def _iso(t: float) -> str:

@@ -29,6 +29,8 @@ from cd4ml.serve.schema import Field, label_key
 
 ONNX_FILE = "model.onnx"
 REPORT_FILE = "compiled.json"
+#: what a missing text value is fed as (:func:`cd4ml.serve.compile._missing_text_category`)
+MISSING_TEXT = "\x00cd4ml:missing"
 
 
 class CompiledMismatch(Exception):
@@ -186,9 +188,7 @@ class OnnxPredictor:
         for name, i, kind in zip(self._names, lay.order, lay.types):
             values = [r[i] for r in rows]
             if kind == "str":
-                if any(v is None for v in values):
-                    raise ValueError(f"{name}: missing text cannot be given to the compiled model")
-                column = np.array(values, dtype=object)
+                column = np.array([MISSING_TEXT if v is None else v for v in values], dtype=object)
             else:
                 column = np.array(values, dtype=np.float64 if kind != "int64" else np.int64)
                 column = column.astype(kind, copy=False)
