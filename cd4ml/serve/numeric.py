@@ -79,7 +79,7 @@ class Numbers:
         if columns == self.names:
             position = None
         elif (type(columns) is list and len(columns) == self.width
-              and sorted(columns) == sorted(self.names)):
+              and set(map(type, columns)) == {str} and sorted(columns) == sorted(self.names)):
             # (every name once: the same sorted list of as many strings)
             position = [columns.index(n) for n in self.names]
         else:

@@ -75,6 +75,8 @@ def test_every_body_is_taken_as_the_slow_path_takes_it_or_left_to_it():
     b'{"columns":["a","n","b"],"data":[[1.5,3,2.0],[1.5,3]]}',
     b'{"columns":["a","n","b"],"data":[[[1.5],[3],[2.0]]]}',
     b'{"columns":["a","n","a"],"data":[[1.5,3,2.0]]}',
+    b'{"columns":[{},"n","a"],"data":[[1.5,3,2.0]]}',  # (schemathesis found this one)
+    b'{"columns":[1,"n","a"],"data":[[1.5,3,2.0]]}',
     b'{"columns":["a","n","b"],"data":[]}',
     b'{"columns":["a","n","b"],"data":[[1,2,3]],"index":[0]}',
     b'{"instances":[{"a":1.5,"n":3,"c":2.0}]}',
