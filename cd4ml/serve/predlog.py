@@ -15,7 +15,7 @@ Each line: ``{"time", "request_id", "pipeline", "model_version", "model_sha256",
 tell the rate of refused requests over any window. Readers (``cd4ml lineage --request-id``, ``cd4ml monitor``) depend on it: add fields, never
 rename them.
 
-The inputs are encoded by orjson (:func:`cd4ml.serve.jsontext.records`), a few hundred rows
+The inputs are encoded by orjson (:func:`cd4ml.serve.jsontext.records`), a hundred rows
 per call, so that the writer gives up the GIL between pieces instead of holding it for a whole
 batch inside one C call, which showed in the latency of requests answered meanwhile; the
 predictions and probabilities are the very bytes of the answer.
