@@ -157,9 +157,10 @@ class OnnxPredictor:
         self._index = {c: i for i, c in enumerate(self.classes or ())}
         self._check_probes()
 
-    def predict(self, rows: list[list[Any]]) -> Prediction:
-        """Predict checked rows; raises ``ValueError`` when the graph refuses them."""
-        feeds = self.inputs(rows)
+    def predict(self, rows: list[list[Any]], matrix: Any = None) -> Prediction:
+        """Predict checked rows (``matrix``: the same as a float64 array, when the request's
+        parser made one); raises ``ValueError`` when the graph refuses them."""
+        feeds = self.inputs(rows, matrix)
         try:
             out = self.session.run(self._outputs, feeds)
         except Exception as e:  # noqa: BLE001 - ORT raises its own types for bad values
@@ -173,12 +174,12 @@ class OnnxPredictor:
         proba = out[1].astype("float64")
         return Prediction(labels, proba.tolist(), self._keys, bool(self._np.isfinite(proba).all()))
 
-    def inputs(self, rows: list[list[Any]]) -> dict[str, Any]:
+    def inputs(self, rows: list[list[Any]], matrix: Any = None) -> dict[str, Any]:
         """The graph's inputs for checked rows."""
         np = self._np
         lay = self.layout
         if lay.kind == "matrix":
-            X = np.array(rows, dtype=np.float64)
+            X = np.array(rows, dtype=np.float64) if matrix is None else matrix
             if X.ndim != 2:
                 X = X.reshape(len(rows), len(self.fields))
             if lay.order != tuple(range(len(self.fields))):
