@@ -284,3 +284,38 @@ def test_a_long_lived_reader_keeps_up(git_remote, tmp_path, monkeypatch):
     reader.refresh = 0.0
     assert reader.fingerprint() != seen  # the web view's cache key moves with the branch
     assert [r.pipeline for r in reader.runs()] == ["wine"]
+
+
+def test_monitoring_writes_retry_when_the_branch_moved(git_remote, tmp_path, monkeypatch):
+    """The WatchRecords mixin's writes (labels, monitoring) are named, and re-run on the
+    branch's new state when another runner wrote first: nothing lost, nothing refused."""
+    url = f"git+file://{git_remote}"
+    with open_at(url, tmp_path / "a", monkeypatch) as a:
+        write_some(a)
+        model_id = a.model("wine", 1).id
+    a, b = open_at(url, tmp_path / "a", monkeypatch), open_at(url, tmp_path / "b", monkeypatch)
+
+    def label(request_id: str) -> dict:
+        return {"pipeline": "wine", "request_id": request_id, "row_index": 0, "label": 1,
+                "slices": {}, "label_time": None, "prediction_time": "2026-01-01T00:00:00",
+                "model_version": 1, "source": "f" * 64}
+
+    def monitoring(store: GitStore, rows: int):
+        return store.record_monitoring("wine", "prod", model_id, "2026-01-01", "2026-01-02",
+                                       rows, False, {})
+
+    # a moves the branch; b, which has not seen it, writes on top
+    assert a.record_labels([label("r1"), label("r2")]) == 2
+    assert b.record_labels([label("r2"), label("r3")]) == 1  # r2 was a's: only r3 is new
+    monitoring(a, 10)
+    assert monitoring(b, 20).id == 2  # a's took id 1
+    with open_at(url, tmp_path / "c", monkeypatch) as c:
+        assert sorted(c.recorded_labels("wine", ["r1", "r2", "r3"])) == [
+            ("r1", 0), ("r2", 0), ("r3", 0)]
+        assert [m.rows for m in c.monitorings("wine")] == [20, 10]
+        a.sync()
+        assert rows(c) == rows(a) == rows(b)
+    ops = [s.split(":")[0] for s in branch_log(git_remote)[:4]]
+    assert ops == ["record_monitoring", "record_monitoring", "record_labels", "record_labels"]
+    a.close()
+    b.close()
