@@ -319,3 +319,28 @@ def test_monitoring_writes_retry_when_the_branch_moved(git_remote, tmp_path, mon
     assert ops == ["record_monitoring", "record_monitoring", "record_labels", "record_labels"]
     a.close()
     b.close()
+
+
+def test_a_branch_written_in_the_layout_before_is_read(git_remote, tmp_path, monkeypatch):
+    """Records of the one-level layout (``records/<day>/<xx>/``) and of today's two-level one
+    on the same branch: a cold rebuild replays both, in commit order."""
+    from cd4ml.store.journal import Record
+
+    url = f"git+file://{git_remote}"
+
+    def before(record: Record) -> str:
+        clock = record.at[11:19].replace(":", "")
+        return f"records/{record.at[:10]}/{record.id[:2]}/{clock}Z-{record.op}-{record.id}.json"
+
+    with monkeypatch.context() as m, open_at(url, tmp_path / "old", monkeypatch) as old:
+        m.setattr(Record, "path", property(before))
+        write_some(old)
+    with open_at(url, tmp_path / "new", monkeypatch) as new:
+        write_some(new)
+        mine = rows(new)
+    depths = {f.count("/") for f in git("--git-dir", str(git_remote), "ls-tree", "-r",
+                                          "--name-only", "cd4ml/state").split()}
+    assert depths == {3, 4}
+    with open_at(url, tmp_path / "cold", monkeypatch) as cold:
+        assert rows(cold) == mine
+        assert [m.version for m in cold.models("wine")] == [2, 1]
