@@ -27,6 +27,7 @@ import subprocess
 import time
 import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -209,8 +210,13 @@ def test_chapter2_a_worse_model_fails_the_gate_against_production(story):
     job = story.pull_request(2, "smaller-forest", sha)
     # on a runner that kept nothing: production v1 and its model come from the store's branch
     runner = story.fresh_runner("chapter2-runner")
-
-    out = story.cli(job, "run", "--report", "-p", SPEC, where=runner)
+    # nor can it reach the first runner's model files: they are on another machine
+    artifacts = Path(story.base_env["CD4ML_ARTIFACTS"])
+    artifacts.rename(artifacts.with_name("elsewhere"))
+    try:
+        out = story.cli(job, "run", "--report", "-p", SPEC, where=runner)
+    finally:
+        artifacts.with_name("elsewhere").rename(artifacts)
 
     assert out.returncode == 1, out.stderr[-3000:]
     with story.store() as store:
