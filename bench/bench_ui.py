@@ -4,7 +4,8 @@ Prints, for ``cd4ml ui``'s ``/api/runs`` (the JSON the runs page draws; 50 rows 
 parameter and metric a column): the first answer of a fresh server, the median
 and p95 of answers — newest first, sorted by a metric, filtered by text, a deep page — against
 the target of 200 ms on the server, with the CPU time each takes, and the answer just after a
-run was recorded (each query once, answered by the database while the table is read again);
+run was recorded (each query once, three times over: the first after a write also reads the
+table's columns again);
 and, in headless chromium (Debian's, through
 Playwright), the time from navigation until the table's 50 rows are on screen, against the
 target of 1 s.
@@ -36,9 +37,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-UI_PORT, MLFLOW_PORT = 42650, 42651  # this bench's range: 42600-42699
+UI_PORT, MLFLOW_PORT = 43450, 43451  # from the range of the engineer who last measured it
 METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "roc_auc")
 REPEAT = 20
+AFTER_WRITES = 3
 MLFLOW_REPEAT = 5  # its sorted search takes seconds a request
 MLFLOW_TIMEOUT = 120  # seconds; a search that takes longer is printed as inf
 
@@ -130,14 +132,18 @@ def bench_cd4ml(url: str, n: int, browser: bool) -> None:
             times = [get(base + query)[0] for _ in range(REPEAT)]
             per = (time.process_time() - cpu) / REPEAT
             print(f"  {label:<28} {summary(times)}   CPU {per * 1000:6.1f} ms/request   (target <= 200 ms)")
-        store.start_run("wine", actor="new")  # something is recorded while the view runs
-        after = []
-        for label, query in QUERIES.items():  # answered by the database, the table being read
-            took, body = get(base + query)
-            after.append(took)
-            assert json.loads(body)["all"] == n + 1
-        assert json.loads(get(base)[1])["rows"][0]["actor"] == "new"
-        print(f"  just after a write, each query once (the new run in it)  {summary(after)}   (target <= 200 ms)")
+        after, cpu = [], time.process_time()
+        for i in range(AFTER_WRITES):
+            store.start_run("wine", actor="new")  # something is recorded while the view runs
+            for label, query in QUERIES.items():
+                took, body = get(base + query)
+                after.append(took)
+                assert json.loads(body)["all"] == n + 1 + i
+            assert json.loads(get(base)[1])["rows"][0]["actor"] == "new"
+        per = (time.process_time() - cpu) / len(after)  # the writes' own CPU included
+        print(f"  just after a write, each query once (the new run in it), {AFTER_WRITES} writes\n"
+              f"                               {summary(after)}   CPU {per * 1000:6.1f} ms/request   "
+              "(target <= 200 ms)")
         if browser:
             print(f"  browser: navigation to 50 rows on screen      {browser_time(started.url) * 1000:7.1f} ms"
                   "   (target <= 1000 ms)")

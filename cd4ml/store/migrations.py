@@ -277,6 +277,13 @@ MIGRATIONS: tuple[Migration, ...] = (
                                                "ALTER TABLE locks ADD COLUMN heartbeat_at VARCHAR(32)")),
     # progressive delivery (issue 17): each canary/shadow step and its analysis
     Migration("0005_deployment_steps", ddl(_STEPS, serial=("INTEGER", "SERIAL"))),
+    # the web view's runs page, answered by the database (store/runtable.py): newest first
+    # read in order; a run's last overall value of one metric and its newest model version
+    # (blessed, version) found by one seek in an index holding them, not by reading the rows
+    Migration("0006_runs_page_indexes", ddl(
+        "CREATE INDEX ix_runs_started_at ON runs (started_at, id);"
+        "CREATE INDEX ix_metrics_last_value ON metrics (name, scope, slice, run_id, id, value);"
+        "CREATE INDEX ix_model_versions_newest ON model_versions (run_id, id, version, blessed)")),
 )
 
 _bookkeeping = sa.MetaData()

@@ -22,14 +22,14 @@ locale's: ``COLLATE "C"`` orders by code point as Python and SQLite do).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import TIMESTAMP
 
-from cd4ml.states import MetricScope, RunKind, RunStatus
+from cd4ml.states import MetricScope, RunStatus
 from cd4ml.store.records import Run, _all
 from cd4ml.store.schema import metrics, model_versions, runs
 
@@ -39,6 +39,12 @@ if TYPE_CHECKING:
 #: the run fields a page can sort by as they are stored (text), beside the computed ones
 TEXT_KEYS = ("started_at", "ended_at", "actor", "git_commit", "pipeline", "id", "branch", "kind",
              "reused_from", "error", "spec_hash", "code_hash", "data_hash", "cache_key")
+
+
+JsonPath = tuple[str, ...]  # of a parameter's value in its JSON object
+
+#: the page's default order, read from the index ``ix_runs_started_at``
+NEWEST = (runs.c.started_at.desc(), runs.c.id.desc())
 
 
 @dataclass(frozen=True)
@@ -60,24 +66,51 @@ class TableColumns:
     count: int
 
 
-def table_columns(store: Store) -> TableColumns:
-    """Every parameter, metric, pipeline and status in the store, and how many runs."""
-    paths: dict[str, set[tuple[str, ...]]] = {}
-    names = (sa.select(metrics.c.name).distinct()
-             .where(metrics.c.scope == MetricScope.CANDIDATE, metrics.c.slice == ""))
+def table_columns(store: Store, decoded: dict[str, tuple[JsonPath, ...]] | None = None) -> TableColumns:
+    """Every parameter, metric, pipeline and status in the store, and how many runs.
+    ``decoded``: the parameters' leaf paths of each stored text, as the caller kept them from
+    its last read (a write adds or changes few texts: the others are not decoded again); left
+    holding this read's texts only."""
+    known = decoded if decoded is not None else {}
+    now: dict[str, tuple[JsonPath, ...]] = {}
+    paths: dict[str, set[JsonPath]] = {}
     with store.read() as conn:
         # distinct texts: runs of one sweep share few parameter sets
         for text in conn.execute(sa.select(sa.cast(runs.c.params, sa.Text)).distinct()).scalars():
-            _paths(json.loads(text) if text else {}, (), paths)
-        found = sorted(conn.execute(names).scalars())
+            leaves: tuple[JsonPath, ...] | None = known.get(text)
+            if leaves is None:
+                walked: list[JsonPath] = []
+                _paths(json.loads(text) if text else {}, (), walked)
+                leaves = tuple(walked)
+            now[text] = leaves
+            for leaf in leaves:
+                paths.setdefault(".".join(leaf), set()).add(leaf)
+        found = sorted(conn.execute(_metric_names()).scalars())
         pipelines = sorted(conn.execute(sa.select(runs.c.pipeline).distinct()).scalars())
         statuses = sorted(conn.execute(sa.select(runs.c.status).distinct()).scalars())
         count = conn.execute(sa.select(sa.func.count()).select_from(runs)).scalar_one()
+    known.clear()
+    known.update(now)
     return TableColumns({k: tuple(sorted(v)) for k, v in sorted(paths.items())}, tuple(found),
                         tuple(pipelines), tuple(statuses), count)
 
 
-def _paths(params: Any, prefix: tuple[str, ...], out: dict[str, set[tuple[str, ...]]]) -> None:
+def _metric_names() -> sa.Select:
+    """The names of overall candidate metrics: one seek in ``ix_metrics_last_value`` per name
+    (the next name after the last one found), not a read of every value logged."""
+    def first_after(after: Any = None) -> Any:
+        m = metrics.alias("m")
+        where = [m.c.scope == MetricScope.CANDIDATE, m.c.slice == ""]
+        return (sa.select(sa.func.min(m.c.name))
+                .where(*where, *([m.c.name > after] if after is not None else []))
+                .scalar_subquery())
+
+    names = sa.select(first_after().label("name")).cte("names", recursive=True)
+    names = names.union_all(sa.select(first_after(names.c.name)).where(names.c.name.is_not(None)))
+    return sa.select(names.c.name).where(names.c.name.is_not(None))
+
+
+def _paths(params: Any, prefix: JsonPath, out: list[JsonPath]) -> None:
     """As the page flattens parameters: a non-empty object's members become columns."""
     if not isinstance(params, dict):
         return
@@ -86,60 +119,7 @@ def _paths(params: Any, prefix: tuple[str, ...], out: dict[str, set[tuple[str, .
         if isinstance(v, dict) and v:
             _paths(v, path, out)
         else:
-            out.setdefault(".".join(path), set()).add(path)
-
-
-@dataclass(frozen=True)
-class StoredRow:
-    row: dict  # as ``reporting.api.RunRow.json`` makes it
-    params_text: str  # the parameters and tags as stored (what a text filter searches)
-    tags_text: str
-
-
-def every_row(store: Store, dead: Collection[str]) -> list[StoredRow]:
-    """Every run as the runs table shows it (``reporting.api.RunRow.json``: the same objects,
-    which a test checks), in three queries, with no dataclass per row: what the web view keeps
-    in memory. ``dead``: the running runs to show as abandoned."""
-    from cd4ml.reporting.api import seconds_between
-    from cd4ml.reporting.console import to_jsonable
-
-    names = [f.name for f in fields(Run)]
-    newest_last = (sa.select(model_versions.c.run_id, model_versions.c.version,
-                             model_versions.c.blessed).order_by(model_versions.c.id))
-    overall = (sa.select(metrics.c.run_id, metrics.c.name, metrics.c.value)
-               .where(metrics.c.scope == MetricScope.CANDIDATE, metrics.c.slice == "")
-               .order_by(metrics.c.id))
-    with store.read() as conn:
-        # parameters and tags as their stored text: decoded below, checked for NaN only where
-        # the text can hold one
-        found = conn.execute(sa.select(*(sa.cast(runs.c[n], sa.Text) if n in ("params", "tags")
-                                         else runs.c[n] for n in names))).all()
-        models = {run_id: (version, blessed) for run_id, version, blessed in conn.execute(newest_last)}
-        values: dict[str, dict[str, float | None]] = {}
-        for run_id, name, value in conn.execute(overall):  # the last logged value wins
-            values.setdefault(run_id, {})[name] = value if value is None or math.isfinite(value) else None
-    out = []
-    for row in found:
-        r = dict(zip(names, row))
-        r["kind"], r["status"] = RunKind(r["kind"]), RunStatus(r["status"])
-        if r["id"] in dead:
-            r["status"] = RunStatus.ABANDONED
-        texts = r["params"] or "", r["tags"] or ""
-        r["params"], r["tags"] = _decoded(texts[0], to_jsonable), _decoded(texts[1], to_jsonable)
-        source = r["reused_from"] or r["id"]
-        version, blessed = models.get(source, (None, None))
-        r.update(model_version=version, blessed=blessed,
-                 duration_seconds=seconds_between(r["started_at"], r["ended_at"]),
-                 metrics=values.get(source, {}))
-        out.append(StoredRow(r, *texts))
-    return out
-
-
-def _decoded(text: str | None, to_jsonable: Any) -> Any:
-    """Stored JSON as the page shows it: what ``to_jsonable`` would make of it, which changes
-    nothing but a non-finite number (spelled NaN or Infinity in the text)."""
-    value = json.loads(text) if text else None
-    return to_jsonable(value) if text and ("NaN" in text or "Infinity" in text) else value
+            out.append(path)
 
 
 def running(store: Store) -> list[Run]:
@@ -167,15 +147,25 @@ def page_ids(store: Store, columns: TableColumns, where: RunFilter, sort: str,
     ``param.NAME`` or ``metric.NAME``; anything else: newest first)."""
     q = _Query(store.is_sqlite, dead)
     conditions = q.conditions(where)
-    count = sa.select(sa.func.count()).select_from(q.source(where, "")).where(*conditions)
     order = q.order(sort, descending, columns)
-    ids = (sa.select(runs.c.id).select_from(q.source(where, sort)).where(*conditions)
+    count = sa.select(sa.func.count()).select_from(runs).where(*conditions)
+    # sorted by a computed value, every match is read and sorted anyway: counted on the way
+    # (the filter is evaluated once, not again by a count); newest first, the index gives the
+    # page after reading little more than it
+    counted = bool(conditions) and order[0] is not NEWEST[0]
+    ids = (sa.select(runs.c.id, *([sa.func.count().over()] if counted else [])).where(*conditions)
            .order_by(*order).offset(offset))
     if limit is not None:
         ids = ids.limit(limit)
     with store.read() as conn:
-        total = conn.execute(count).scalar_one()
-        return total, list(conn.execute(ids).scalars())
+        found = conn.execute(ids).all()
+        if counted and found:
+            total = found[0][1]
+        elif conditions:  # or the page is past the last match
+            total = conn.execute(count).scalar_one()
+        else:  # unfiltered, every run matches: counted with the columns
+            total = columns.count
+        return total, [row[0] for row in found]
 
 
 def sortable(key: str, columns: TableColumns) -> bool:
@@ -185,25 +175,22 @@ def sortable(key: str, columns: TableColumns) -> bool:
 
 
 class _Query:
-    """The expressions of one query, for one database."""
+    """The expressions of one query, for one database. Each sort key is one expression,
+    computed once a row: the database sorts it with its rows without a value last."""
 
     def __init__(self, is_sqlite: bool, dead: Collection[str]):
         self.sqlite = is_sqlite
-        source = sa.func.coalesce(runs.c.reused_from, runs.c.id)
-        self.source_id = source
-        newest = model_versions.alias("newest")
-        self.model = model_versions.alias("model")
-        self.model_id = (sa.select(sa.func.max(newest.c.id)).where(newest.c.run_id == source)
-                         .scalar_subquery())
+        self.source_id = sa.func.coalesce(runs.c.reused_from, runs.c.id)
         self.status: Any = runs.c.status
         if dead:
             self.status = sa.case((runs.c.id.in_(list(dead)), sa.literal(RunStatus.ABANDONED.value)),
                                   else_=runs.c.status)
 
-    def source(self, where: RunFilter, sort: str) -> Any:
-        if where.blessed is None and sort not in ("model_version", "blessed"):
-            return runs
-        return runs.outerjoin(self.model, self.model.c.id == self.model_id)
+    def _model(self, column: str) -> Any:
+        """``column`` of the run's newest model version (its source's, for a cached run)."""
+        m = model_versions.alias("newest")
+        return (sa.select(m.c[column]).where(m.c.run_id == self.source_id)
+                .order_by(m.c.id.desc()).limit(1).scalar_subquery())
 
     def conditions(self, where: RunFilter) -> list[Any]:
         out: list[Any] = []
@@ -212,56 +199,56 @@ class _Query:
         if where.status:
             out.append(self.status == where.status)
         if where.blessed is True:
-            out.append(self.model.c.blessed.is_(True))
-        elif where.blessed is False:
-            out.append(sa.or_(self.model.c.blessed.is_(None), self.model.c.blessed.is_(False)))
+            out.append(self._model("blessed").is_(True))
+        elif where.blessed is False:  # not blessed, or no model
+            out.append(self._model("blessed").is_not(True))
         if where.text:
             pattern = "%" + "".join("\\" + c if c in "\\%_" else c for c in where.text.lower()) + "%"
             fields = [runs.c.id, runs.c.git_commit, runs.c.actor, runs.c.branch, runs.c.pipeline,
                       self.status, runs.c.error, sa.cast(runs.c.params, sa.Text),
                       sa.cast(runs.c.tags, sa.Text)]
-            out.append(sa.or_(*(sa.func.lower(f).like(pattern, escape="\\") for f in fields)))
+            # SQLite's LIKE ignores case as its lower() does (ASCII, or ICU's with the ICU
+            # extension); PostgreSQL's LIKE does not
+            out.append(sa.or_(*((f if self.sqlite else sa.func.lower(f)).like(pattern, escape="\\")
+                                for f in fields)))
         return out
 
     def order(self, sort: str, descending: bool, columns: TableColumns) -> list[Any]:
-        newest = [runs.c.started_at.desc(), runs.c.id.desc()]
+        newest = list(NEWEST)
         if sort == "started_at":
             return newest if descending else [runs.c.started_at.asc(), runs.c.id.desc()]
         if not sortable(sort, columns):
             return newest
-        number: Any = None
-        text: Any = None
+        value: Any
         if sort in TEXT_KEYS:
-            text = runs.c[sort]
+            value = runs.c[sort]
         elif sort == "status":
-            text = self.status
+            value = self.status
         elif sort == "model_version":
-            number = self.model.c.version
+            value = self._model("version")
         elif sort == "blessed":
-            number = sa.cast(self.model.c.blessed, sa.Integer)
+            value = sa.cast(self._model("blessed"), sa.Integer)
         elif sort == "duration_seconds":
-            number = self._duration()
+            value = self._duration()
         elif sort.startswith("metric."):
-            number = self._metric(sort[7:])
-        else:
+            value = self._metric(sort[7:])
+        elif self.sqlite:
+            # one column of numbers and text: SQLite orders numbers before text, as the page does
+            value = self._sqlite_param(columns.params[sort[6:]])
+        else:  # a row has a number or a text or neither: numbers first ascending, text first
+            # descending, neither last both ways
             number, text = self._param(columns.params[sort[6:]])
-        if text is not None and not self.sqlite:
             text = sa.collate(text, "C")
-        keys: list[Any] = []
-        if number is not None and text is not None:  # a parameter: numbers, then text
-            keys = [sa.and_(number.is_(None), text.is_(None)),
-                    number.is_(None).desc() if descending else number.is_(None),
-                    number.desc() if descending else number.asc(),
-                    text.desc() if descending else text.asc()]
-        else:
-            value = number if number is not None else text
-            keys = [value.is_(None), value.desc() if descending else value.asc()]
-        return keys + newest
+            return ([text.desc().nulls_last(), number.desc().nulls_last()] if descending
+                    else [number.asc().nulls_last(), text.asc().nulls_last()]) + newest
+        if sort in TEXT_KEYS or sort == "status":
+            value = value if self.sqlite else sa.collate(value, "C")
+        return [(value.desc() if descending else value.asc()).nulls_last()] + newest
 
     def _duration(self) -> Any:
         if self.sqlite:
             return (sa.func.julianday(runs.c.ended_at) - sa.func.julianday(runs.c.started_at)) * 86400.0
-        stamp = sa.dialects.postgresql.TIMESTAMP(timezone=True)
+        stamp = TIMESTAMP(timezone=True)
         return sa.extract("epoch", sa.cast(runs.c.ended_at, stamp) - sa.cast(runs.c.started_at, stamp))
 
     def _metric(self, name: str) -> Any:
@@ -272,22 +259,37 @@ class _Query:
                        m.c.scope == MetricScope.CANDIDATE, m.c.slice == "")
                 .order_by(m.c.id.desc()).limit(1).scalar_subquery())
 
+    def _sqlite_param(self, paths: tuple[tuple[str, ...], ...]) -> Any:
+        """A flattened parameter's value, a number (booleans as 0 and 1) or text; where two
+        paths flatten to one name, the one the flattening meets last wins, as on the page."""
+        value: Any = sa.null()
+        for path in paths:  # in the order the page's flattening meets them
+            kind, text = self._json(path)
+            number = sa.cast(text, sa.Float)
+            # CASE x WHEN ...: the JSON is read once for its type, once for its value
+            found = sa.case({"integer": number, "real": number, "true": 1.0, "false": 0.0,
+                             "text": text, "array": text, "object": sa.case((text == "{}", text))},
+                            value=kind)
+            if len(paths) == 1:
+                return found
+            leaf = sa.and_(kind.is_not(None), sa.or_(kind != "object", text == "{}"))
+            value = sa.case((leaf, found), else_=value)
+        return value
+
     def _param(self, paths: tuple[tuple[str, ...], ...]) -> tuple[Any, Any]:
-        """(the number, the text) of a flattened parameter: where two paths flatten to one
-        name, the one the flattening meets last wins, as it does on the page."""
+        """(the number, the text) of a flattened parameter on PostgreSQL, whose columns hold one
+        type: where two paths flatten to one name, the one the flattening meets last wins."""
         number: Any = sa.null()
         text: Any = sa.null()
         for path in paths:  # in the order the page's flattening meets them
             kind, value = self._json(path)
+            n = sa.case({"number": sa.cast(value, sa.Float),
+                         "boolean": sa.case((value == "true", 1.0), else_=0.0)}, value=kind)
+            t = sa.case({"string": value, "array": value, "object": sa.case((value == "{}", value))},
+                        value=kind)
+            if len(paths) == 1:
+                return n, t
             leaf = sa.and_(kind.is_not(None), sa.or_(kind != "object", value == "{}"))
-            if self.sqlite:
-                n = sa.case((kind.in_(["integer", "real"]), sa.cast(value, sa.Float)),
-                            (kind == "true", 1.0), (kind == "false", 0.0))
-                t = sa.case((kind.in_(["text", "array", "object"]), value))
-            else:
-                n = sa.case((kind == "number", sa.cast(value, sa.Float)),
-                            (kind == "boolean", sa.case((value == "true", 1.0), else_=0.0)))
-                t = sa.case((kind.in_(["string", "array", "object"]), value))
             number = sa.case((leaf, n), else_=number)
             text = sa.case((leaf, t), else_=text)
         return number, text

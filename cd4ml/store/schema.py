@@ -41,6 +41,7 @@ runs = sa.Table(
     sa.Column("reused_from", sa.String(32)),
     sa.Column("holder", sa.String(255)),  # host:pid:start of the process running it
     sa.Column("heartbeat_at", sa.String(32)),
+    sa.Index("ix_runs_started_at", "started_at", "id"),  # the runs page, newest first
 )
 validations = sa.Table(
     "validations", metadata,
@@ -65,6 +66,8 @@ metrics = sa.Table(
     sa.Column("step", sa.Integer),
     sa.Column("model_version", sa.Integer),  # which version was scored, for production rows
     sa.Column("created_at", sa.String(32), nullable=False),
+    # the runs page sorted by a metric: a run's last overall value, read from the index alone
+    sa.Index("ix_metrics_last_value", "name", "scope", "slice", "run_id", "id", "value"),
 )
 model_versions = sa.Table(
     "model_versions", metadata,
@@ -81,6 +84,8 @@ model_versions = sa.Table(
     sa.Column("bad", sa.Boolean, nullable=False, default=False),
     sa.Column("created_at", sa.String(32), nullable=False),
     sa.UniqueConstraint("pipeline", "version", name="uq_model_version"),
+    # the runs page: a run's newest version (blessed, number) without reading its row
+    sa.Index("ix_model_versions_newest", "run_id", "id", "version", "blessed"),
 )
 gate_decisions = sa.Table(
     "gate_decisions", metadata,
