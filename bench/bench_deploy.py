@@ -50,7 +50,9 @@ def world(tmp: Path, canary: bool = False):
     raw["image"]["repository"] = "cd4ml-bench/deploy-wine"
     raw["environments"] = {
         "local": {"target": "local", "port": PORTS["local"], "health_timeout": 15},
-        "swarm": {"target": "swarm", "port": PORTS["swarm"], "health_timeout": 15,
+        # a timeout, not a figure: a Swarm candidate is scheduled, started and loads its model
+        # within it, which on a loaded machine takes more than 15 s (the run then fails)
+        "swarm": {"target": "swarm", "port": PORTS["swarm"], "health_timeout": 60,
                   "healthcheck": False},
         "canary": {"target": "local", "port": PORTS["canary"], "health_timeout": 30,
                    "strategy": "canary", "canary": {"steps": [10, 50, 100], "interval": 5}},
@@ -190,7 +192,7 @@ def run_canary(spec, store, env_name: str, pause: float) -> None:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--targets", default="local,swarm,canary",
                    help="local, swarm (blue/green) and canary (local, strategy canary)")
     p.add_argument("--seconds-between", type=float, default=2.0,
@@ -209,6 +211,10 @@ def main() -> int:
             spec, store, row = world(Path(tmp), canary="canary" in targets)
             try:
                 for t in targets:
+                    # each scenario from the same start: the one before marked v2 (rolled back)
+                    # and v3 (refused) bad, and the release policy refuses a bad version
+                    for model in store.models(spec.name):
+                        store.set_model_flags(model.id, bad=False)
                     if t == "canary":
                         run_canary(spec, store, t, args.seconds_between)
                     else:

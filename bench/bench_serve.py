@@ -453,16 +453,22 @@ def find_mlflow(given: str | None) -> str | None:
 
 
 def main() -> None:
+    global PORT
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=5.0, help="load duration per measurement")
     ap.add_argument("--family", action="append", choices=list(FAMILIES),
                     help="measure only these (repeatable; default: all four)")
     ap.add_argument("--mlflow-python", help="a Python with mlflow installed (default: "
                     "$MLFLOW_PYTHON, else this one if it has mlflow)")
+    ap.add_argument("--port", type=int, default=PORT, help=f"first of the 6 ports the servers "
+                    f"use (default {PORT}); give your own range on a shared machine")
+    ap.add_argument("--no-sklearn", action="store_true", help="serve only the compiled model "
+                    "(and MLflow): the targets are the compiled runtime's")
     ap.add_argument("--images", action="store_true", help="only build each family's images "
                     "(both runtimes) and time docker run to the first answer; run it under "
                     "flock /work/locks/docker.lock where the engine is shared")
     args = ap.parse_args()
+    PORT = args.port
     mlflow_python = find_mlflow(args.mlflow_python)
     load = wrk if shutil.which("wrk") else threads_load
     work = Path(tempfile.mkdtemp(prefix="cd4ml-bench-serve-"))
@@ -477,7 +483,7 @@ def main() -> None:
                 images(m, work)
                 continue
             floor = in_process(m)
-            results = {"cd4ml sklearn": measure(
+            results = {} if args.no_sklearn else {"cd4ml sklearn": measure(
                 "sklearn", cd4ml_argv(m["sklearn_dir"], PORT), f"http://127.0.0.1:{PORT}/predict",
                 m, args.seconds, work, load)}
             if m["onnx_dir"] is not None:
@@ -505,6 +511,7 @@ def report(m: dict, results: dict, floor: dict) -> None:
     names = list(results)
     ml = results.get("mlflow")
     ours = results.get("cd4ml onnx") or results["cd4ml sklearn"]
+    onnx_col = names.index("cd4ml onnx" if "cd4ml onnx" in results else "cd4ml sklearn")
     compiled = m["compiled"].report
     print(f"\n## {m['name']}: runtime onnx {'yes' if m['onnx_dir'] else 'NO'} ({compiled['reason']}); "
           f"load average {os.getloadavg()[0]:.1f}")
@@ -518,7 +525,7 @@ def report(m: dict, results: dict, floor: dict) -> None:
     rows.append(("start -> 1st prediction, s", [r["start"] for r in results.values()], "start", 0))
     width = 30
     print(f"{'measure':<{width}}" + "".join(f"{n:>15}" for n in names)
-          + f"  {'target (' + names[1 if len(names) > 2 else 0] + ')':<26}{'verdict':<8}")
+          + f"  {'target (' + names[onnx_col] + ')':<26}{'verdict':<8}")
     for label, values, kind, c in rows:
         line = f"{label:<{width}}" + "".join(f"{v:>15.{1 if v >= 100 else 2}f}" for v in values)
         target, verdict = "", ""

@@ -149,7 +149,7 @@ class ImageSpec:
     dockerfile: Path | None = None  # a user's override of infra/docker/Dockerfile.j2
     max_p99_ms: float | None = None
     max_size_mb: float | None = None
-    runtime: Runtime = Runtime.SKLEARN
+    runtime: Runtime = Runtime.AUTO
 
 
 @dataclass(frozen=True)
@@ -552,7 +552,7 @@ def load_spec(path: str | Path) -> Spec:
             dockerfile=im.file_path("dockerfile", root, None),
             max_p99_ms=budgets.get("p99_ms", float, None) if budgets else None,
             max_size_mb=budgets.get("size_mb", float, None) if budgets else None,
-            runtime=Runtime(im.choice("runtime", tuple(Runtime), Runtime.SKLEARN.value)),
+            runtime=Runtime(im.choice("runtime", tuple(Runtime), Runtime.AUTO.value)),
         )
         if budgets:
             budgets.done()

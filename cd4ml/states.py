@@ -120,8 +120,9 @@ class StepKind(StrEnum):
 
 
 class StepStatus(StrEnum):
-    """How a step of a progressive release ended."""
+    """Where a step of a progressive release is, or how it ended."""
 
+    RUNNING = "running"  # under way: its traffic is split (``cd4ml status`` shows it)
     PASSED = "passed"  # its analysis passed: the release goes on
     FAILED = "failed"  # its analysis failed: all traffic went back to the stable version
     ABORTED = "aborted"  # stopped before its analysis (a rollback, an error, an interrupt)

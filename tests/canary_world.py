@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import http.client
 import json
+import os
 import random
 import threading
 import time
@@ -26,9 +27,6 @@ from typing import Any
 from cd4ml.release.targets import Applied, Health, NotHealthy, http_health, served_metadata
 from tests.helpers import train_version
 from tests.integration.test_serve import Server, serve_argv
-
-#: this engineer's port range (42300-42399)
-FRONT_PORT = 42310
 
 
 def train_shuffled(spec: Any, store: Any, tmp: Path, seed: int = 3) -> Any:
@@ -60,6 +58,20 @@ def train_models(spec: Any, store: Any, tmp: Path) -> dict[int, Any]:
     return models
 
 
+def logged_answers(spec: Any, environment: str, version: int) -> dict[str, Any]:
+    """Request id -> the label ``version`` answered, from every prediction log of the
+    environment (each server's, rotated ones too): what a model was asked and said."""
+    from cd4ml.paths import prediction_log_dir
+
+    out = {}
+    for path in prediction_log_dir(spec.project, spec.name, environment).glob("*.jsonl"):
+        for line in path.read_text().splitlines():
+            r = json.loads(line)
+            if r.get("model_version") == version and "predictions" in r:
+                out[r["request_id"]] = r["predictions"][0]
+    return out
+
+
 def input_rows(spec: Any, model: Any) -> list[dict[str, Any]]:
     """Every row of the spec's data as the model takes it (its signature's features)."""
     import pandas as pd
@@ -72,7 +84,7 @@ class Front:
     """A threaded HTTP front: ``weight`` percent of requests to the candidate, or (shadow) all
     answers from stable and a mirrored copy with the same X-Request-ID to the candidate."""
 
-    def __init__(self, port: int = FRONT_PORT):
+    def __init__(self, port: int = 0):  # 0: a free port (a fixed one may be a client's now)
         self.stable: str | None = None
         self.candidate: str | None = None
         self.weight = 0
@@ -116,7 +128,7 @@ class Front:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def _mirror(self, upstream: str, path: str, body: bytes, rid: str) -> None:
@@ -245,6 +257,7 @@ class Stream:
         self.failed: list[str] = []
         self.answers: dict[str, Any] = {}  # request id -> predicted label
         self.versions: dict[int, int] = {}  # model version that answered -> answers
+        self.last: dict[int, float] = {}  # model version -> when it last answered (epoch s)
         self._stop = threading.Event()
         self._deadline = time.monotonic() + limit_seconds
         self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
@@ -265,6 +278,7 @@ class Stream:
                 self.answers[rid] = answer["predictions"][0]
                 v = answer.get("model_version")
                 self.versions[v] = self.versions.get(v, 0) + 1
+                self.last[v] = time.time()
             self.sent += 1
             time.sleep(0.01)
 
@@ -273,3 +287,41 @@ class Stream:
         for t in self._threads:
             t.join(15)
         return self
+
+
+def release(cli_args: list[str]) -> int:
+    """``python -m tests.canary_world -p SPEC --env ENV V1 V2``: what ``cd4ml deploy`` does with
+    this world as the environment's target (the one seam that differs from a user's run): deploy
+    V1, print ``serving <front url>``, wait for a line on stdin (the caller's stream of
+    predictions is on), release V2 by the environment's strategy, print ``released`` and serve
+    until another line comes; the exit code is the second deploy's."""
+    import sys
+
+    import cd4ml.release.targets
+    from cd4ml.cli import main
+    from cd4ml.store import Store
+
+    *common, stable, candidate = cli_args
+    front = Front()
+    with Store(os.environ["CD4ML_STORE_URL"]) as store:
+        target = ProcessTarget(store, front)
+        cd4ml.release.targets.get_target = lambda env: target  # type: ignore[assignment]
+        try:
+            code = main(["deploy", *common, stable])
+            if code:
+                return code
+            print("serving", front.url, flush=True)
+            sys.stdin.readline()
+            code = main(["deploy", *common, candidate])
+            print("released", flush=True)
+            sys.stdin.readline()  # stable serves until the caller's stream has stopped
+            return code
+        finally:
+            target.teardown()
+            front.close()
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(release(sys.argv[1:]))

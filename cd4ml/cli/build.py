@@ -52,6 +52,8 @@ def render(result: Any) -> str:
         f"{result.base_image}"),
         (f"layers  {result.steps} steps, {result.cached_steps} from cache  "
         f"({result.seconds:.1f} s in all)"),
+        f"runtime {result.runtime}: {result.runtime_reason}"
+        + (f" (compile stage {result.compile_seconds:.1f} s)" if result.compile_seconds else ""),
     ]
     rows = [(paint("pass", "green") if c.passed else paint("FAIL", "red"), c.name, fmt(c.observed),
              fmt(c.limit), c.detail) for c in result.infra.checks]

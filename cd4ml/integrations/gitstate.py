@@ -111,14 +111,13 @@ class StateRepo:
         out = self.git("log", "--reverse", "--first-parent", "--no-renames", "--raw",
                        "--no-abbrev", "--format=%x00%H", spec).stdout
         found: list[Added] = []
-        commit = ""
-        for line in out.splitlines():
-            if line.startswith("\0"):
-                commit = line[1:]
-            elif line.startswith(":"):
-                meta, path = line.split("\t", 1)
-                parts = meta.split()
-                found.append(Added(commit, path, parts[3], parts[4][0]))
+        for chunk in out.split("\0")[1:]:  # one commit: its id, then a line per file it touched
+            commit, *lines = chunk.split("\n")
+            for line in lines:
+                if line.startswith(":"):
+                    meta, path = line.split("\t", 1)
+                    parts = meta.split(" ")
+                    found.append(Added(commit, path, parts[3], parts[4][0]))
         return found
 
     def blobs(self, shas: list[str]) -> list[bytes]:

@@ -6,7 +6,9 @@ every line names the version that answered. The checks, each with its value, thr
 verdict:
 
     traffic            the candidate predicted at least ``min_requests`` rows (fewer: failed,
-                       never promoted on too little evidence)
+                       never promoted on too little evidence); under a shadow, rows of
+                       requests the stable version also answered (a shadow that saw no
+                       mirrored copy was compared with nothing)
     error_rate         the candidate's share of /predict answered 5xx
     client_errors      the candidate's share of 4xx minus the stable version's
     p99_latency        the candidate's p99 within ``max_p99_ratio`` of the stable p99 (a p99
@@ -175,18 +177,19 @@ def analyse(task: str, stable: Observation, candidate: Observation, spec: Analys
     """Every check of ``candidate`` against ``stable``; ``mirrored``: both answered the same
     requests (a shadow), else comparable ones (a canary)."""
     pairs = _pairs(stable.records, candidate.records, mirrored)
-    checks = [_traffic(candidate, spec), *_service(stable, candidate, spec),
+    checks = [_traffic(candidate, len(pairs) if mirrored else None, spec), *_service(stable, candidate, spec),
               _agreement(task, pairs, spec), _shift(task, stable, candidate, spec, pairs)]
     rows = {"stable": stable.rows, "candidate": candidate.rows, "matched": len(pairs)}
     return Analysis(stable.version, candidate.version, mirrored, rows, tuple(checks), window)
 
 
-def _traffic(candidate: Observation, spec: AnalysisSpec) -> Check:
-    n = candidate.rows
+def _traffic(candidate: Observation, mirrored_rows: int | None, spec: AnalysisSpec) -> Check:
+    n = candidate.rows if mirrored_rows is None else mirrored_rows
+    what = ("rows predicted by the candidate" if mirrored_rows is None
+            else "mirrored rows predicted by both versions (same request id)")
     ok = n >= spec.min_requests
     return Check("traffic", n, spec.min_requests, Verdict.PASSED if ok else Verdict.FAILED,
-                 f"{n} rows predicted by the candidate "
-                 f"({'>=' if ok else '<'} {spec.min_requests} needed to judge it)")
+                 f"{n} {what} ({'>=' if ok else '<'} {spec.min_requests} needed to judge it)")
 
 
 def _service(stable: Observation, candidate: Observation, spec: AnalysisSpec) -> list[Check]:

@@ -14,7 +14,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cd4ml.errors import BuildError
 from cd4ml.events import ImageBuilt, StageFailed, StageFinished, StageProgress, StageStarted, emit
@@ -22,6 +22,8 @@ from cd4ml.spec import Runtime
 from cd4ml.states import InfraStatus
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import docker
 
     from cd4ml.release.dockerfile import Context
@@ -60,6 +62,7 @@ class BuildResult:
     record_id: int  # the store's images row
     runtime: Runtime = Runtime.SKLEARN  # what serves the model in the image
     runtime_reason: str = ""  # why (the compile stage's verdict)
+    compile_seconds: float = 0.0  # the compile stage's share of build_seconds
 
     @property
     def passed(self) -> bool:
@@ -144,7 +147,7 @@ def _build(c: docker.DockerClient, spec: Spec, store: Store, model: ModelVersion
            *, push: bool, nocache: bool, network_mode: str, ready_timeout: float,
            latency_requests: int, credentials: Credentials | None, started: float) -> BuildResult:
     from cd4ml.integrations.docker import image_size
-    from cd4ml.release import dockerfile, infraval
+    from cd4ml.release import dockerfile
 
     base = dockerfile.base_image(spec)
     base_size = image_size(c, base)
@@ -153,46 +156,33 @@ def _build(c: docker.DockerClient, spec: Spec, store: Store, model: ModelVersion
                          "scripts/docker-up.sh (or docker pull it, or set CD4ML_BASE_IMAGE)")
     git_commit, data_hash = _lineage(store, model)
     emit(StageStarted("build", f"building {reference}"))
-    try:
-        with tempfile.TemporaryDirectory(prefix="cd4ml-build-") as tmp:
-            ctx = dockerfile.make_context(
-                Path(tmp) / "sklearn", spec, model, git_commit=git_commit, data_hash=data_hash,
-                ca=dockerfile.ca_bundle(), index_url=dockerfile.pip_index_url())
+    with tempfile.TemporaryDirectory(prefix="cd4ml-build-") as tmp:
+        try:
             t0 = time.perf_counter()
-            image_id, steps, cached = _docker_build(c, ctx, reference, nocache, network_mode)
-            sklearn_image = image_id
+
+            def context(kind: str, **kw: Any) -> Context:
+                return dockerfile.make_context(
+                    Path(tmp) / kind, spec, model, git_commit=git_commit, data_hash=data_hash,
+                    ca=dockerfile.ca_bundle(), index_url=dockerfile.pip_index_url(), **kw)
+
             choice = Choice(Runtime.SKLEARN, "image.runtime: sklearn")
             if spec.image.runtime is not Runtime.SKLEARN:
-                choice = _compile(c, spec, model, image_id, reference, nocache, network_mode,
-                                  Path(tmp))
-                if choice.runtime is Runtime.ONNX:
-                    ctx = dockerfile.make_context(
-                        Path(tmp) / "onnx", spec, model, git_commit=git_commit,
-                        data_hash=data_hash, ca=dockerfile.ca_bundle(),
-                        index_url=dockerfile.pip_index_url(), compiled=Path(tmp) / "compiled")
-                    image_id, steps, cached = _docker_build(c, ctx, reference, nocache,
-                                                            network_mode)
+                choice = _compile(c, spec, model, lambda: context("compiler", compiler=True),
+                                  nocache, network_mode, Path(tmp))
+            ctx = (context("onnx", compiled=Path(tmp) / "compiled")
+                   if choice.runtime is Runtime.ONNX else context("sklearn"))
+            image_id, steps, cached = _docker_build(c, ctx, reference, nocache, network_mode)
             build_seconds = time.perf_counter() - t0
-    except Exception as e:
-        emit(StageFailed("build", str(e).splitlines()[0] if str(e) else type(e).__name__))
-        raise
-    size = image_size(c, image_id) or 0
-    record = store.record_image(model.id, image_id, reference, size)
-    emit(StageFinished("build", f"{reference} {image_id[7:19]} {size / 1e6:.0f} MB "
-                       f"(+{(size - base_size) / 1e6:.0f} MB), {cached}/{steps} steps cached, "
-                       f"runtime {choice.runtime}"))
-    try:
-        report = infraval.validate_image(c, spec, model, image_id, size,
-                                         ready_timeout=ready_timeout,
-                                         latency_requests=latency_requests,
-                                         reference_image=sklearn_image, runtime=choice)
-    except BaseException as e:
-        # an image whose validation could not run is not "pending" forever: it failed
-        store.update_image(record.id, infra_status=InfraStatus.FAILED,
-                           infra_report={"passed": False, "error": str(e) or type(e).__name__})
-        raise
-    store.update_image(record.id, infra_status=InfraStatus.PASSED if report.passed else InfraStatus.FAILED,
-                       infra_report=asdict(report))
+        except Exception as e:
+            emit(StageFailed("build", str(e).splitlines()[0] if str(e) else type(e).__name__))
+            raise
+        size = image_size(c, image_id) or 0
+        record = store.record_image(model.id, image_id, reference, size)
+        emit(StageFinished("build", f"{reference} {image_id[7:19]} {size / 1e6:.0f} MB "
+                           f"(+{(size - base_size) / 1e6:.0f} MB), {cached}/{steps} steps "
+                           f"cached, runtime {choice.runtime}"))
+        report = _validate(c, spec, store, model, image_id, size, record.id, choice,
+                           ready_timeout, latency_requests, Path(tmp) / "mounted")
     digest = None
     if push and report.passed:
         digest = _push(c, store, record.id, reference, credentials).digest
@@ -201,11 +191,35 @@ def _build(c: docker.DockerClient, spec: Spec, store: Store, model: ModelVersion
         base_image=base, size_bytes=size, added_bytes=size - base_size, infra=report,
         digest=digest, seconds=time.perf_counter() - started, build_seconds=build_seconds,
         steps=steps, cached_steps=cached, requirements=ctx.requirements.pins, record_id=record.id,
-        runtime=choice.runtime, runtime_reason=choice.reason)
+        runtime=choice.runtime, runtime_reason=choice.reason, compile_seconds=choice.seconds)
     # for reporters (the GitHub check run, the step summary): the whole outcome in one event
     emit(ImageBuilt("build", f"{reference}: infra validation "
                     f"{'passed' if report.passed else 'failed'}", result=result))
     return result
+
+
+def _validate(c: docker.DockerClient, spec: Spec, store: Store, model: ModelVersion,
+              image_id: str, size: int, record_id: int, choice: Choice, ready_timeout: float,
+              latency_requests: int, model_dir: Path) -> InfraReport:
+    """Infra-validate the image and record the verdict. An image serving the compiled model has
+    no scikit-learn: its reference answers come from the compile stage's image, the model
+    mounted from ``model_dir``."""
+    from cd4ml.release import infraval
+
+    reference = (choice.compiler, model_dir) if choice.compiler else None
+    try:
+        report = infraval.validate_image(c, spec, model, image_id, size,
+                                         ready_timeout=ready_timeout,
+                                         latency_requests=latency_requests,
+                                         reference=reference, runtime=choice)
+    except BaseException as e:
+        # an image whose validation could not run is not "pending" forever: it failed
+        store.update_image(record_id, infra_status=InfraStatus.FAILED,
+                           infra_report={"passed": False, "error": str(e) or type(e).__name__})
+        raise
+    store.update_image(record_id, infra_status=InfraStatus.PASSED if report.passed else InfraStatus.FAILED,
+                       infra_report=asdict(report))
+    return report
 
 
 @dataclass(frozen=True)
@@ -215,32 +229,39 @@ class Choice:
     runtime: Runtime
     reason: str
     tolerance: Tolerance | None = None  # the parity rule the compiled model was held to
+    compiler: str | None = None  # the compile stage's image (scikit-learn's answers), when ONNX
+    seconds: float = 0.0  # what the compile stage took
 
 
-def _compile(c: docker.DockerClient, spec: Spec, model: ModelVersion, image_id: str,
-             reference: str, nocache: bool, network_mode: str, tmp: Path) -> Choice:
-    """Run the compile stage on the scikit-learn image (:mod:`cd4ml.release.compile`): ONNX
-    when conversion and parity pass; else scikit-learn under ``auto``, a BuildError under
-    ``onnx``."""
+def _compile(c: docker.DockerClient, spec: Spec, model: ModelVersion,
+             context: Callable[[], Context], nocache: bool, network_mode: str,
+             tmp: Path) -> Choice:
+    """Run the compile stage (:mod:`cd4ml.release.compile`): ONNX when conversion and parity
+    pass; else scikit-learn under ``auto``, a BuildError under ``onnx``."""
     from cd4ml.release import compile as compile_stage
     from cd4ml.release.infraval import held_out
     from cd4ml.release.render import container_memory
     from cd4ml.serve.compiled import Tolerance
 
     emit(StageProgress("build", "compiling the model to ONNX and checking parity"))
+    t0 = time.perf_counter()
     outcome = compile_stage.compile_in_image(
-        c, image_id, f"{reference}-compile", held_out(spec, model), tmp / "compiled",
-        lambda ctx, tag: _docker_build(c, ctx, tag, nocache, network_mode)[0],
+        c, context, compile_stage.compiler_tag(spec.image.repository),
+        compile_stage.mountable(model, tmp / "mounted"), model.sha256, held_out(spec, model),
+        tmp / "compiled", lambda ctx, tag: _docker_build(c, ctx, tag, nocache, network_mode)[0],
         memory=container_memory(spec))
+    seconds = time.perf_counter() - t0
     if outcome.runtime == "onnx":
-        emit(StageProgress("build", f"runtime onnx: {outcome.reason}"))
-        return Choice(Runtime.ONNX, outcome.reason, Tolerance(**outcome.report["tolerance"]))
+        emit(StageProgress("build", f"runtime onnx: {outcome.reason} (compile stage "
+                                    f"{seconds:.1f} s)"))
+        return Choice(Runtime.ONNX, outcome.reason, Tolerance(**outcome.report["tolerance"]),
+                      outcome.compiler, seconds)
     if spec.image.runtime is Runtime.ONNX:
         raise BuildError(f"{spec.path}:{spec.line_of('image', 'runtime')}: image.runtime: onnx, "
                          f"but the model cannot be served compiled: {outcome.reason}; set "
                          "image.runtime: auto (scikit-learn when it cannot) or sklearn")
     emit(StageProgress("build", f"runtime sklearn: {outcome.reason}"))
-    return Choice(Runtime.SKLEARN, f"not compiled: {outcome.reason}")
+    return Choice(Runtime.SKLEARN, f"not compiled: {outcome.reason}", seconds=seconds)
 
 
 def push(spec: Spec, store: Store, model: ModelVersion,

@@ -296,7 +296,7 @@ def _stop_rollout(spec: Spec, store: Store, env: EnvironmentSpec, running: Deplo
         admit(spec, store, env, stable, action=DeployAction.ROLLBACK, override=override)
     started = time.perf_counter()
     store.record_step(running.id, StepKind.ABORT_REQUEST, 0, StepStatus.REQUESTED,
-                      store_now(), actor=who)
+                      store_now(), actor=who, details={"summary": f"stop asked by {who} (cd4ml rollback)"})
     wait = env.health_timeout + 30
     while (dep := store.deployment(running.id)).status == DeploymentStatus.IN_PROGRESS:
         if time.perf_counter() - started > wait:

@@ -43,6 +43,11 @@ _PACKAGE = Path(__file__).resolve().parents[1]
 FRAME_MODULES = frozenset({"pandas"})
 #: modules of the compiled path: the converter (only in the compile stage's image) and the runtime
 COMPILE_MODULES = frozenset({"skl2onnx", "onnx"})
+#: what the compile stage's image installs over the scikit-learn image's pins
+COMPILER_MODULES = ("skl2onnx", "onnxruntime")
+#: the labels of a compile stage's image: the pipeline's, none of a model version's
+_PIPELINE_LABELS = ("org.opencontainers.image.vendor", "org.opencontainers.image.base.name",
+                    "cd4ml.project", "cd4ml.pipeline", "cd4ml.version")
 ONNX_MODULES = frozenset({"onnxruntime"})
 #: what only the scikit-learn runtime imports: an image serving the compiled model goes without
 SKLEARN_MODULES = frozenset({"sklearn", "scipy", "pandas", "joblib", "threadpoolctl"})
@@ -322,11 +327,16 @@ class Context:
 
 def make_context(directory: Path, spec: Spec, model: ModelVersion, *, git_commit: str | None,
                  data_hash: str | None, ca: Path | None = None,
-                 index_url: str | None = None, compiled: Path | None = None) -> Context:
+                 index_url: str | None = None, compiled: Path | None = None,
+                 compiler: bool = False) -> Context:
     """Write the build context: Dockerfile, requirements.txt, app/ (the server), model/.
 
     ``compiled``: a directory with ``model.onnx`` and ``compiled.json`` that passed parity
-    (:mod:`cd4ml.release.compile`): the image then serves them with ONNX Runtime."""
+    (:mod:`cd4ml.release.compile`): the image then serves them with ONNX Runtime.
+    ``compiler``: the compile stage's image instead: the scikit-learn image's template and
+    pins plus the converter's, and an empty ``model/`` (the model is mounted when it runs), with
+    nothing of one model version in it, so that the engine's layer cache serves every later
+    build of the pipeline, offline ones included."""
     from cd4ml.artifacts import META_FILE, MODEL_FILE
     from cd4ml.serve.compiled import ONNX_FILE, REPORT_FILE
 
@@ -339,11 +349,17 @@ def make_context(directory: Path, spec: Spec, model: ModelVersion, *, git_commit
     runtime = "onnx" if compiled is not None else "sklearn"
     reqs = requirements(spec, model_dir, frame=needs_frame(model), runtime=runtime)
     base = base_image(spec)
+    tags = {**labels(spec, model, git_commit, data_hash, base), "cd4ml.runtime": runtime}
+    if compiler:
+        reqs = Requirements(_merged(reqs.pins, pin(COMPILER_MODULES)), reqs.user_modules)
+        tags = {**{k: v for k, v in tags.items() if k in _PIPELINE_LABELS},
+                "org.opencontainers.image.title": f"cd4ml-{spec.name}-compiler",
+                "cd4ml.role": "compiler"}
     text = render(
         template_path(spec), base_image=base, requirements=reqs.pins,
         ca_bundle=CA_FILE if ca else None, pip_index_url=bool(index_url), app_dir=APP_DIR,
-        model_dir=MODEL_DIR, port=PORT, uid=UID, model_sha256=model.sha256,
-        labels={**labels(spec, model, git_commit, data_hash, base), "cd4ml.runtime": runtime})
+        model_dir=MODEL_DIR, port=PORT, uid=UID, model_sha256="" if compiler else model.sha256,
+        labels=tags)
     (directory / "Dockerfile").write_text(text)
     (directory / "requirements.txt").write_text("".join(f"{p}\n" for p in reqs.pins))
     app = directory / "app" / "cd4ml"
@@ -360,7 +376,7 @@ def make_context(directory: Path, spec: Spec, model: ModelVersion, *, git_commit
         else:
             shutil.copyfile(local, target)
     (directory / "model").mkdir()
-    for name in (MODEL_FILE, META_FILE):
+    for name in () if compiler else (MODEL_FILE, META_FILE):
         shutil.copyfile(model_dir / name, directory / "model" / name)
     if compiled is not None:
         # model.pkl stays: its sha256 is the model's identity everywhere; it is never unpickled
@@ -370,6 +386,14 @@ def make_context(directory: Path, spec: Spec, model: ModelVersion, *, git_commit
         shutil.copyfile(ca, directory / CA_FILE)
     _normalise(directory)
     return Context(directory, text, reqs, {"PIP_INDEX_URL": index_url} if index_url else {})
+
+
+def _merged(*pin_sets: tuple[str, ...]) -> tuple[str, ...]:
+    """One pin per distribution (both sets are this machine's, so the versions agree)."""
+    from packaging.utils import canonicalize_name
+
+    out = {canonicalize_name(p.split("==")[0]): p for pins in pin_sets for p in pins}
+    return tuple(sorted(out.values(), key=str.lower))
 
 
 def _normalise(directory: Path) -> None:

@@ -19,9 +19,11 @@ import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cd4ml.events import StageFailed, StageFinished, StageStarted, emit
+from cd4ml.release.compile import model_volume
 from cd4ml.release.dockerfile import MODEL_DIR, PORT
 from cd4ml.release.render import container_memory
 
@@ -63,13 +65,14 @@ class InfraReport:
 
 def validate_image(c: docker.DockerClient, spec: Spec, model: ModelVersion, image: str,
                    size_bytes: int, *, ready_timeout: float = 60.0,
-                   latency_requests: int = 200, reference_image: str | None = None,
+                   latency_requests: int = 200, reference: tuple[str, Path] | None = None,
                    runtime: Choice | None = None) -> InfraReport:
     """Start ``image``, run every check, remove the container. Never raises for a failed check:
     the verdict is the report's ``passed`` (recorded by the caller).
 
-    ``reference_image``: where scikit-learn's own answers are computed (an image serving the
-    compiled model has no scikit-learn); ``runtime``: the build's choice, recorded as a check,
+    ``reference``: where scikit-learn's own answers are computed when the image has no
+    scikit-learn (it serves the compiled model): an image with it, and the model's folder to
+    mount into it (:mod:`cd4ml.release.compile`'s image); ``runtime``: the build's choice, recorded as a check,
     whose tolerance the served answers are held to (scikit-learn's answers: exactly)."""
     from cd4ml.errors import BuildError
     from cd4ml.integrations.docker import logs_tail, published_port, translating
@@ -101,8 +104,9 @@ def validate_image(c: docker.DockerClient, spec: Spec, model: ModelVersion, imag
                 checks[-1] = Check("ready", False, None, ready_timeout, f"{why}: {tail[0][:300]}")
         else:
             checks.append(_identity(url, model))
-            expected, load_error = _reference(c, reference_image or image, rows,
-                                              container_memory(spec))
+            expected, load_error = _reference(c, reference[0] if reference else image, rows,
+                                              container_memory(spec), model.sha256,
+                                              reference[1] if reference else None)
             checks.append(_predictions(url, rows, expected, load_error, tolerance))
             checks.append(_malformed(url))
             latency, p99 = _latency(url, rows, latency_requests, spec.image.max_p99_ms)
@@ -143,13 +147,13 @@ def held_out(spec: Spec, model: ModelVersion) -> list[dict]:
     return [{k: _native(v) for k, v in r.items()} for r in test[names].to_dict("records")]
 
 
-def _reference(c: docker.DockerClient, image: str, rows: list[dict],
-               memory: int) -> tuple[dict | None, str | None]:
+def _reference(c: docker.DockerClient, image: str, rows: list[dict], memory: int,
+               sha256: str, model_dir: Path | None = None) -> tuple[dict | None, str | None]:
     """The model's own predictions on ``rows``, computed by ``cd4ml.serve.reference`` in a
-    throwaway container of ``image`` (its unprivileged user, no network, read-only root): the
-    build host never unpickles a model."""
+    throwaway container of ``image`` (its unprivileged user, no network, read-only root), on
+    its own model or the one of ``model_dir``, which must be ``sha256``: the build host never
+    unpickles a model."""
     import tempfile
-    from pathlib import Path
 
     with tempfile.TemporaryDirectory(prefix="cd4ml-infraval-") as tmp:
         os.chmod(tmp, 0o755)  # the image's user is not the host's
@@ -158,9 +162,10 @@ def _reference(c: docker.DockerClient, image: str, rows: list[dict],
         try:
             out = c.containers.run(
                 image, ["python", "-m", "cd4ml.serve.reference", "/in/rows.json"], remove=True,
-                environment={"CD4ML_MODEL_DIR": MODEL_DIR},
+                environment={"CD4ML_MODEL_DIR": MODEL_DIR, "CD4ML_MODEL_SHA256": sha256},
                 network_mode="none", read_only=True, tmpfs={"/tmp": "size=64m"}, mem_limit=memory,
-                volumes={tmp: {"bind": "/in", "mode": "ro"}}, stdout=True, stderr=False,
+                volumes={tmp: {"bind": "/in", "mode": "ro"}, **(model_volume(model_dir) if model_dir else {})},
+                stdout=True, stderr=False,
                 labels={"cd4ml.role": "infra-validation"})
         except Exception as e:  # noqa: BLE001 -- ContainerError carries the refusal; any is a failed check
             return None, str(e).splitlines()[0][:300]

@@ -74,6 +74,7 @@ def clean_up(store: Store, spec: Spec, env: EnvironmentSpec, target: Target, sta
         why = (f"abandoned: the {dep.action} of version id {dep.model_version_id} started at "
                f"{dep.started_at} by {dep.actor or 'someone'} never finished (its process is gone)")
         store.finish_deployment(dep.id, DeploymentStatus.FAILED, details={"error": why})
+        _end_running_steps(store, dep.id)
         emit(StageWarning(stage, f"{env.name}: deployment {dep.id} was left in progress by an "
                                  "action that is gone: marked failed"))
         failed.append(dep.id)
@@ -84,3 +85,14 @@ def clean_up(store: Store, spec: Spec, env: EnvironmentSpec, target: Target, sta
         emit(StageWarning(stage, f"{env.name}: removed {len(removed)} container(s) a dead action "
                                  f"left behind: {', '.join(removed)}"))
     return Leftovers(tuple(failed), tuple(removed))
+
+
+def _end_running_steps(store: Store, deployment_id: int) -> None:
+    """A canary or shadow step the dead release was running never ended: aborted, not running."""
+    from cd4ml.states import StepStatus
+
+    for step in store.deployment_steps(deployment_id):
+        if step.status == StepStatus.RUNNING:
+            summary = (step.details or {}).get("summary") or str(step.kind)
+            store.finish_step(step.id, StepStatus.ABORTED, details={
+                **step.details, "summary": f"{summary.split(': ')[0]}: abandoned (its process is gone)"})

@@ -128,12 +128,17 @@ def _step(r: Rollout, kind: StepKind, weight: int, number: int, of: int) -> Step
     rs = r.env.rollout
     started_at = _now()
     began = time.monotonic()
+    # recorded before the split, so that status, history and lineage show the step under way
+    at = _Step(r.store.record_step(
+        r.deployment_id, kind, weight, StepStatus.RUNNING, started_at,
+        details={"summary": f"{_name(kind, weight, number, of)}: under way since "
+                            f"{started_at[11:19]} UTC"}).id, kind, weight, number, of)
     try:
         applied = r.target.split(r.stable, r.candidate, weight=weight,
                                  shadow=kind == StepKind.SHADOW, timeout=r.env.health_timeout)
     except NotHealthy as e:
         # the candidate never served: nothing to analyse, the stable version still serves all
-        return _finish(r, kind, weight, StepStatus.ABORTED, None, began, started_at, number, of,
+        return _finish(r, at, StepStatus.ABORTED, None, began,
                        f"the candidate did not start: {e}", {"error": str(e)})
     # servers this machine cannot reach (a Swarm's, a cluster's) have no address here: their
     # service checks are inconclusive, the prediction logs still judge the model
@@ -162,15 +167,14 @@ def _step(r: Rollout, kind: StepKind, weight: int, number: int, of: int) -> Step
         time.sleep(POLL_SECONDS)
     if asked is not None:
         who = asked.actor or "someone"
-        return _finish(r, kind, weight, StepStatus.ABORTED, None, began, started_at, number, of,
-                       f"stopped by {who} (cd4ml rollback)", {"requested_by": who,
-                                                              "effective_weight": effective})
+        return _finish(r, at, StepStatus.ABORTED, None, began, f"stopped by {who} (cd4ml rollback)",
+                       {"requested_by": who, "effective_weight": effective})
     stable, candidate = _observe(r, window_start, upstreams, before, counts=True)
     analysis = analyse(r.candidate_model.task, stable, candidate, rs.analysis,
                        mirrored=kind == StepKind.SHADOW, window=(window_start, _now()))
     status = StepStatus.PASSED if analysis.passed else StepStatus.FAILED
-    return _finish(r, kind, weight, status, analysis, began, started_at, number, of,
-                   analysis.summary(), {"effective_weight": effective, "upstreams": upstreams})
+    return _finish(r, at, status, analysis, began, analysis.summary(),
+                   {"effective_weight": effective, "upstreams": upstreams})
 
 
 def _observe(r: Rollout, start: str, upstreams: dict[str, str], before: dict[str, Any], *,
@@ -201,19 +205,31 @@ def _log_paths(r: Rollout) -> list[str]:
     return [str(p) for p in sorted(directory.glob("*.jsonl"))]
 
 
-def _finish(r: Rollout, kind: StepKind, weight: int, status: StepStatus,
-            analysis: Analysis | None, began: float, started_at: str, number: int, of: int,
+@dataclass(frozen=True)
+class _Step:
+    """The step being run: its row in the store and its place in the release."""
+
+    id: int
+    kind: StepKind
+    weight: int
+    number: int
+    of: int
+
+
+def _name(kind: StepKind, weight: int, number: int, of: int) -> str:
+    return f"step {number}/{of} " + ("shadow" if kind == StepKind.SHADOW else f"canary {weight}%")
+
+
+def _finish(r: Rollout, at: _Step, status: StepStatus, analysis: Analysis | None, began: float,
             summary: str, details: dict[str, Any]) -> StepResult:
     seconds = time.monotonic() - began
-    what = "shadow" if kind == StepKind.SHADOW else f"canary {weight}%"
-    line = f"step {number}/{of} {what}: {summary}"
-    r.store.record_step(r.deployment_id, kind, weight, status, started_at,
-                        analysis=analysis.as_dict() if analysis else None,
+    line = f"{_name(at.kind, at.weight, at.number, at.of)}: {summary}"
+    r.store.finish_step(at.id, status, analysis=analysis.as_dict() if analysis else None,
                         details={**details, "summary": line, "seconds": round(seconds, 3)})
     emit(StageProgress(str(r.event.get("action") or "deploy"), line))
-    emit(DeploymentStepped(**r.event, message=line, step=number, steps=of, kind=kind,
-                           weight=weight, step_status=status))
-    return StepResult(kind, weight, status, analysis, seconds, line)
+    emit(DeploymentStepped(**r.event, message=line, step=at.number, steps=at.of, kind=at.kind,
+                           weight=at.weight, step_status=status))
+    return StepResult(at.kind, at.weight, status, analysis, seconds, line)
 
 
 def _abort(r: Rollout, step: StepResult, done: list[StepResult]) -> None:

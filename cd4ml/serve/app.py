@@ -13,8 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 from cd4ml.artifacts import ArtifactMeta
-from cd4ml.serve import schema
+from cd4ml.serve import jsontext, schema
 from cd4ml.serve.metrics import Metrics
+from cd4ml.serve.numeric import Numbers
 from cd4ml.serve.predlog import PredictionLog
 
 JSON = "application/json"
@@ -34,6 +35,8 @@ class App:
         self.metrics = metrics
         self.max_rows = max_rows
         self.max_body = max_body
+        #: the parser of bodies of numbers (None when a feature is not a number)
+        self.numbers = Numbers.of(fields, max_rows)
         self.predictor: Any = None
         #: worker processes of this server, and the numeric threads each may use
         self.workers, self.threads = 1, 1
@@ -56,7 +59,7 @@ class App:
         #: what every answer of /predict ends with, but for the request id
         self._answer_tail = "".join((
             ',"pipeline":', json.dumps(meta.pipeline), ',"model_version":',
-            json.dumps(meta.version), ',"request_id":'))
+            json.dumps(meta.version), ',"request_id":')).encode()
 
     # ------------------------------------------------------------------------------ endpoints
 
@@ -79,6 +82,7 @@ class App:
                            "ready_at": _iso(self.ready_at) if self.ready_at else None,
                            "pid": os.getpid(), "workers": self.workers,
                            "threads": self.threads,
+                           **_runtime(self.predictor),
                            "forest_shortcut": bool(self.predictor and self.predictor.shortcut),
                            "single_call": bool(self.predictor and self.predictor.single_call),
                            "prediction_log": self.log.target}}
@@ -103,9 +107,10 @@ class App:
             raise schema.RequestError(503, "the model is still loading; retry when GET /ready "
                                       "answers 200")
         try:
-            batch = schema.parse(schema.decode(request.body), self.fields, self.max_rows)
+            batch = (self.numbers and self.numbers.parse(request.body)
+                     or schema.parse(schema.decode(request.body), self.fields, self.max_rows))
             try:
-                result = predictor.predict(batch.rows)
+                result = predictor.predict(batch.rows, batch.matrix)
             except (ValueError, TypeError, OverflowError) as e:
                 first = (str(e).strip().splitlines() or [type(e).__name__])[0]
                 raise schema.RequestError(422, f"the model refused the input: {first}") from None
@@ -115,14 +120,14 @@ class App:
             raise
         # the probabilities are encoded once, for the answer and the log alike
         probabilities = result.probabilities_json()
-        self.log.record(request.when, request.id, self.names, batch.rows, result.predictions,
+        predictions = jsontext.values(result.predictions)
+        self.log.record(request.when, request.id, self.names, batch.rows, predictions,
                         probabilities)
         self.metrics.predicted(result.predictions if predictor.classifier
                                else [None] * len(result.predictions))
-        body = "".join(('{"predictions":', json.dumps(result.predictions, separators=(",", ":")),
-                        ',"probabilities":', probabilities, self._answer_tail,
-                        json.dumps(request.id), "}"))
-        return 200, JSON, body.encode()
+        return 200, JSON, b"".join((b'{"predictions":', predictions, b',"probabilities":',
+                                    probabilities, self._answer_tail,
+                                    json.dumps(request.id).encode(), b"}"))
 
 
 class Request:
@@ -134,6 +139,18 @@ class Request:
         self.id = request_id
         self.body = body
         self.when = when
+
+
+def _runtime(predictor: Any) -> dict[str, Any]:
+    """What serves the model (``sklearn`` | ``onnx``; None while loading) and, when compiled,
+    the parity rule the build held it to (``compiled.json``'s tolerance and what it measured)."""
+    if predictor is None:
+        return {"runtime": None, "parity": None}
+    report = getattr(predictor, "report", None) if predictor.runtime == "onnx" else None
+    parity = None if report is None else {
+        "tolerance": report.get("tolerance"), "rule": report.get("rule"),
+        "max_abs_diff": report.get("max_abs_diff"), "rows_checked": report.get("rows_checked")}
+    return {"runtime": predictor.runtime, "parity": parity}
 
 
 def _iso(t: float) -> str:

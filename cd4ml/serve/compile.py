@@ -4,7 +4,7 @@ Run by the build (``image.runtime: auto | onnx``) in a throwaway container of th
 image plus skl2onnx and onnxruntime, as its unprivileged user, without network, read-only but
 for ``OUT``: unpickling runs code, so it never happens on the build host. ``ROWS`` holds the
 held-out rows (``{"instances": [...]}``); probe rows spanning the training data (its quantile
-edges and categories, and nulls where a feature may be null) are added to them.
+edges and categories, nulls where a feature may be null) are added to them.
 
 The model is converted with skl2onnx (scikit-learn's own ONNX converter, maintained with it;
 ONNX Runtime runs every family cd4ml trains, which treelite, for trees only, would not). Numbers
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cd4ml.serve.compiled import (
+    MISSING_TEXT,
     ONNX_FILE,
     REPORT_FILE,
     TOLERANCE,
@@ -121,8 +122,6 @@ def _layouts(predictor: Predictor, fields: tuple[Field, ...]) -> list[Layout]:
     if not predictor.needs_frame:
         order = tuple(predictor.order)
         return [Layout("matrix", d, order) for d in ("float64", "float32")]
-    if any(f.dtype == "str" and f.nullable for f in fields):
-        return []  # ONNX string tensors have no missing value; scikit-learn's NaN category
     # one input per feature in the model's own column order (ColumnTransformer maps by name)
     order = tuple(predictor.order)
     out = []
@@ -156,7 +155,27 @@ def _convert(model: Any, fields: tuple[Field, ...], layout: Layout,
         onx = convert_sklearn(model, initial_types=types, options=options)
     if layout.dtype == "float64":
         _exact_thresholds(onx, model)
+    _missing_text_category(onx)
     return onx.SerializeToString()
+
+
+def _missing_text_category(onx: Any) -> None:
+    """Give a missing text value a category of its own that no text can collide with.
+
+    ONNX string tensors have no missing value. scikit-learn's one-hot encoder learns a missing
+    value (NaN) as a category, which skl2onnx writes as the string ``"nan"``: the server would
+    have to feed ``"nan"`` for a missing value, and a real ``"nan"`` text (unknown to the
+    encoder: all zeros in scikit-learn) would then take the missing category. The category is
+    renamed :data:`MISSING_TEXT`, which the server feeds for a missing text value; a text
+    ``"nan"`` is then unknown, as in scikit-learn. Parity proves it on probe rows with each
+    nullable text missing, and with the text ``"nan"`` (a model that learned ``"nan"`` as a
+    real category is caught there and served by scikit-learn)."""
+    for node in onx.graph.node:
+        if node.op_type != "OneHotEncoder":
+            continue
+        for attr in node.attribute:
+            if attr.name == "cats_strings" and b"nan" in attr.strings:
+                attr.strings[list(attr.strings).index(b"nan")] = MISSING_TEXT.encode()
 
 
 def _exact_thresholds(onx: Any, model: Any) -> None:
@@ -215,13 +234,16 @@ class _hist_gradient_boosting_fix:
 
 
 def _null_probes(fields: tuple[Field, ...], stats: dict) -> list[list[Any]]:
-    """Probe rows with each nullable number missing in turn (NaN has rules of its own)."""
+    """Probe rows with each nullable feature missing in turn (NaN has rules of its own), and
+    each text feature given the text ``"nan"`` (see :func:`_missing_text_category`)."""
     base = probe_rows(fields, stats, n=1)[0]
     out = []
     for i, f in enumerate(fields):
-        if f.nullable and f.dtype in ("float", "int"):
+        values = ([None] if f.nullable and f.dtype in ("float", "int", "str") else []) + (
+            ["nan"] if f.dtype == "str" else [])
+        for value in values:
             row = list(base)
-            row[i] = None
+            row[i] = value
             out.append(row)
     return out
 

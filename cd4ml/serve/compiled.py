@@ -29,6 +29,8 @@ from cd4ml.serve.schema import Field, label_key
 
 ONNX_FILE = "model.onnx"
 REPORT_FILE = "compiled.json"
+#: what a missing text value is fed as (:func:`cd4ml.serve.compile._missing_text_category`)
+MISSING_TEXT = "\x00cd4ml:missing"
 
 
 class CompiledMismatch(Exception):
@@ -155,9 +157,10 @@ class OnnxPredictor:
         self._index = {c: i for i, c in enumerate(self.classes or ())}
         self._check_probes()
 
-    def predict(self, rows: list[list[Any]]) -> Prediction:
-        """Predict checked rows; raises ``ValueError`` when the graph refuses them."""
-        feeds = self.inputs(rows)
+    def predict(self, rows: list[list[Any]], matrix: Any = None) -> Prediction:
+        """Predict checked rows (``matrix``: the same as a float64 array, when the request's
+        parser made one); raises ``ValueError`` when the graph refuses them."""
+        feeds = self.inputs(rows, matrix)
         try:
             out = self.session.run(self._outputs, feeds)
         except Exception as e:  # noqa: BLE001 - ORT raises its own types for bad values
@@ -171,12 +174,12 @@ class OnnxPredictor:
         proba = out[1].astype("float64")
         return Prediction(labels, proba.tolist(), self._keys, bool(self._np.isfinite(proba).all()))
 
-    def inputs(self, rows: list[list[Any]]) -> dict[str, Any]:
+    def inputs(self, rows: list[list[Any]], matrix: Any = None) -> dict[str, Any]:
         """The graph's inputs for checked rows."""
         np = self._np
         lay = self.layout
         if lay.kind == "matrix":
-            X = np.array(rows, dtype=np.float64)
+            X = np.array(rows, dtype=np.float64) if matrix is None else matrix
             if X.ndim != 2:
                 X = X.reshape(len(rows), len(self.fields))
             if lay.order != tuple(range(len(self.fields))):
@@ -186,9 +189,7 @@ class OnnxPredictor:
         for name, i, kind in zip(self._names, lay.order, lay.types):
             values = [r[i] for r in rows]
             if kind == "str":
-                if any(v is None for v in values):
-                    raise ValueError(f"{name}: missing text cannot be given to the compiled model")
-                column = np.array(values, dtype=object)
+                column = np.array([MISSING_TEXT if v is None else v for v in values], dtype=object)
             else:
                 column = np.array(values, dtype=np.float64 if kind != "int64" else np.int64)
                 column = column.astype(kind, copy=False)

@@ -49,9 +49,11 @@ class Field:
 
 @dataclass(frozen=True)
 class Batch:
-    """Checked rows: one list per row, values in signature order, ``None`` where null."""
+    """Checked rows: one list per row, values in signature order, ``None`` where null; and
+    when :mod:`cd4ml.serve.numeric` parsed them, their float64 matrix (numpy) in that order."""
 
     rows: list[list[Any]]
+    matrix: Any = None
 
 
 def label_key(label: Any) -> str:

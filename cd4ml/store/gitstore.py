@@ -17,8 +17,10 @@ How it works:
   A stale push fetches and replays the newcomers, then runs the write's statements again: the
   same effects mean the same outcome, so the commit is rebuilt on the new tip and pushed again;
   a unique-key clash is raised as on any database (a model version or a lock taken meanwhile:
-  the Store's own loop takes the next version, or waits for the lock); other differences re-run
-  the whole Store method on the fresh state.
+  the Store's own loop takes the next version, or waits for the lock; a clash the method does
+  not handle itself re-runs it, so that its own checks see what others wrote); other
+  differences re-run the whole Store method on the fresh state. This holds for every public
+  method of the Store, the mixins' (labels, monitoring, release steps) included.
 - **Model artifacts** go on the branch beside the record that names them
   (``artifacts/<pipeline>/v<version>/``), up to ``CD4ML_GIT_STORE_ARTIFACT_MB`` (50); a later
   run on a fresh runner gets the production model from there, and its sha256 is checked on load.
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import logging
 import os
 import re
@@ -386,6 +389,12 @@ def _journaled(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
                     break
                 except _Moved:
                     continue
+                except sa.exc.IntegrityError:
+                    if not self._t.fresh:
+                        raise
+                    # a clash with what others wrote meanwhile that the method does not handle
+                    # itself (labels two monitors both recorded): its checks see them this time
+                    continue
             else:
                 raise StoreError(f"git store: {name} kept losing races; retry the job")
         finally:
@@ -397,9 +406,12 @@ def _journaled(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
 
 
 _NOT_WRAPPED = {"close", "tx", "read", "migrate", "applied_migrations", "lock"}
-for _name, _fn in list(vars(Store).items()):
-    if callable(_fn) and not _name.startswith("_") and _name not in _NOT_WRAPPED:
-        setattr(GitStore, _name, _journaled(_name, getattr(GitStore, _name)))
+# every public method of the Store, whichever class of it defines it (the mixins' writes of
+# labels, monitoring results, baselines and release steps too): each write is named and retried
+_METHODS = {name for cls in Store.__mro__ for name, fn in vars(cls).items()
+            if inspect.isfunction(fn) and not name.startswith("_") and name not in _NOT_WRAPPED}
+for _name in sorted(_METHODS):
+    setattr(GitStore, _name, _journaled(_name, getattr(GitStore, _name)))
 
 
 def _summarise(args: tuple, kwargs: dict) -> str:

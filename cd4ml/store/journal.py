@@ -79,11 +79,15 @@ class Record:
 
     @property
     def path(self) -> str:
-        """``records/YYYY-MM-DD/<xx>/<HHMMSS>Z-<op>-<id>.json``: by day, then spread by id so
-        that no directory grows past a few hundred files (each commit rewrites the trees on its
-        file's path, so few and small trees keep fetches and replays cheap)."""
+        """``records/YYYY-MM-DD/<x>/<y>/<HHMMSS>Z-<op>-<id>.json``: by day, then spread by the
+        id's first two hex digits. Each commit rewrites every tree on its file's path, and the
+        trees' bytes are most of what a fetch indexes and a replay diffs: two levels of 16
+        write ~3 KB of trees per record on a day of 7,000 records, one level of 256 (the
+        layout before, ``<xx>/``) ~11 KB. Readers take any file under ``records/``, whatever
+        its layout, so branches written before read as they did."""
         clock = self.at[11:19].replace(":", "")
-        return f"records/{self.at[:10]}/{self.id[:2]}/{clock}Z-{self.op}-{self.id}.json"
+        return (f"records/{self.at[:10]}/{self.id[0]}/{self.id[1]}/"
+                f"{clock}Z-{self.op}-{self.id}.json")
 
     def to_bytes(self) -> bytes:
         body = {**asdict(self), "sha256": _BLANK}

@@ -211,7 +211,7 @@ deployment_steps = sa.Table(
               index=True),
     sa.Column("kind", sa.String(16), nullable=False),  # canary | shadow | abort_request
     sa.Column("weight", sa.Integer, nullable=False),  # percent of live traffic (0: a shadow)
-    sa.Column("status", sa.String(16), nullable=False),  # passed | failed | aborted | requested
+    sa.Column("status", sa.String(16), nullable=False),  # running | passed | failed | aborted | requested
     sa.Column("analysis", sa.JSON, nullable=False),
     sa.Column("details", sa.JSON, nullable=False),
     sa.Column("actor", sa.String(255)),

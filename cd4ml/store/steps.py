@@ -45,10 +45,10 @@ class StepRecords:
     def record_step(self, deployment_id: int, kind: StepKind, weight: int, status: StepStatus,
                     started_at: str, *, analysis: dict | None = None, details: dict | None = None,
                     actor: str | None = None) -> DeploymentStep:
-        """Record a finished step (or an abort request, ``ended_at`` left empty)."""
+        """Record a step (``ended_at`` left empty while it runs, or for an abort request)."""
         from cd4ml.store import now
 
-        ended = None if status == StepStatus.REQUESTED else now()
+        ended = None if status in (StepStatus.REQUESTED, StepStatus.RUNNING) else now()
         with self.tx() as conn:
             result = conn.execute(deployment_steps.insert().values(
                 deployment_id=deployment_id, kind=kind, weight=weight, status=status,
@@ -59,6 +59,15 @@ class StepRecords:
             sid = key[0]
             row = conn.execute(sa.select(deployment_steps).where(deployment_steps.c.id == sid)).first()
         return _to(DeploymentStep, row)
+
+    def finish_step(self, step_id: int, status: StepStatus, *, analysis: dict | None = None,
+                    details: dict | None = None) -> None:
+        """End a running step with its verdict (its analysis and details replace the old)."""
+        from cd4ml.store import now
+
+        with self.tx() as conn:
+            conn.execute(deployment_steps.update().where(deployment_steps.c.id == step_id).values(
+                status=status, analysis=analysis or {}, details=details or {}, ended_at=now()))
 
     def deployment_steps(self, deployment_id: int) -> list[DeploymentStep]:
         """The steps of a deployment and any abort request, in the order recorded."""

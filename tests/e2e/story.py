@@ -8,7 +8,9 @@ GitHub API server, a local registry, the Docker engine and a single-node Swarm.
     staging      target local (blue/green containers behind cd4ml's front), port 18401
     production   target swarm (a stack with the front's port in host mode), port 18402,
                  approval required and not by the commit's author
-    store        SQLite in the temporary directory, as CD4ML_STORE_URL would name a shared one
+    store        the git store, as the scaffolded workflows default to it: a bare repository
+                 in the temporary directory (git+file://...) that every job fetches from and
+                 pushes to; a job may run from a fresh clone with an empty .cd4ml/
 
 Nothing here decides what the story checks: that is test_story.py's job.
 """
@@ -147,15 +149,30 @@ class Story:
             env["GITHUB_HEAD_REF"] = job.branch
         return env
 
-    def cli(self, job: Job, *args: str, stdin: str | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess:
-        """``cd4ml ARGS -p pipelines/wine.yaml`` in the repository, as a workflow step runs it."""
+    def cli(self, job: Job, *args: str, stdin: str | None = None, timeout: float = 300,
+            where: Path | None = None) -> subprocess.CompletedProcess:
+        """``cd4ml ARGS -p pipelines/wine.yaml`` in the repository, as a workflow step runs it;
+        ``where``: in that checkout instead (see :meth:`fresh_runner`), with cd4ml's state in
+        its own ``.cd4ml/``, as on a runner that kept nothing."""
+        env = self.env(job)
+        if where is not None:
+            for k in ("CD4ML_HOME", "CD4ML_ARTIFACTS"):
+                env.pop(k)
+            env["GITHUB_WORKSPACE"] = str(where)
         t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, "-m", "cd4ml", *args], cwd=self.repo,
-                             env=self.env(job), input=stdin, capture_output=True, text=True,
+        out = subprocess.run([sys.executable, "-m", "cd4ml", *args], cwd=where or self.repo,
+                             env=env, input=stdin, capture_output=True, text=True,
                              timeout=timeout, check=False)
         print(f"[{time.perf_counter() - t0:5.1f}s] cd4ml {' '.join(args)} -> {out.returncode}")
         return out
+
+    def fresh_runner(self, name: str) -> Path:
+        """A new runner's checkout of the current branch: a fresh clone, no ``.cd4ml/``."""
+        where = self.tmp / name
+        subprocess.run(["git", "clone", "-q", "-b", self.git("branch", "--show-current"),
+                        str(self.repo), str(where)], check=True, capture_output=True, timeout=30)
+        assert not (where / ".cd4ml").exists()
+        return where
 
     def store(self):
         from cd4ml.store import Store
@@ -240,14 +257,14 @@ def _sub(pattern: str, replacement: str, text: str) -> str:
     return new
 
 
-def base_env(tmp: Path) -> dict[str, str]:
+def base_env(tmp: Path, store_url: str) -> dict[str, str]:
     """The runner's environment: this machine's, without any GitHub or cd4ml setting of the
     session running the tests; cd4ml's state in the temporary directory."""
     # CI passes through as it is: it decides whether builds copy this machine's CA bundle, and
     # the same decision as the other tests' builds shares their Docker layers
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "CD4ML_", "RUNNER_"))}
     env.update(CD4ML_HOME=str(tmp / "cd4ml-home"), CD4ML_ARTIFACTS=str(tmp / "artifacts"),
-               CD4ML_STORE_URL=f"sqlite:///{tmp / 'store.db'}", NO_COLOR="1",
+               CD4ML_STORE_URL=store_url, NO_COLOR="1",
                CD4ML_GITHUB_BACKOFF="0.01", PYTHONUNBUFFERED="1")
     for k in ("CD4ML_BASE_IMAGE", "CD4ML_BUILD_CA_BUNDLE"):
         if os.environ.get(k):

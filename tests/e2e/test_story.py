@@ -2,6 +2,10 @@
 repository, the Docker engine, a local registry, the local GitHub API server and a one-node
 Swarm, driven through ``python -m cd4ml`` with GitHub Actions' variables, as the workflows run it.
 
+The store is the git store, as the scaffolded workflows default to it (a bare repository on
+this machine, ``git+file://``); chapter 2's pull request runs on a fresh clone with an empty
+``.cd4ml/`` and finds production v1, and its model, on the store's branch.
+
 Set-up: the first model is trained, built, pushed, deployed to staging and promoted to
 production, so that production exists to compare with. Then one test per chapter, in order,
 sharing the world; a chapter whose predecessor failed stops at once and says so.
@@ -19,9 +23,11 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
 import time
 import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -51,9 +57,15 @@ def story(tmp_path_factory, github_openapi, registry, docker_client, swarm):
     tmp = tmp_path_factory.mktemp("story")
     repo = tmp / "repo"
     repo.mkdir()
+    # the store the scaffolded workflows default to: a branch of a git repository
+    subprocess.run(["git", "init", "-q", "--bare", str(tmp / "state.git")], check=True)
+    store_url = f"git+file://{tmp / 'state.git'}"
     gh = GitHubServer().start()
-    world = Story(tmp=tmp, repo=repo, store_url=f"sqlite:///{tmp / 'store.db'}", gh=gh,
-                  registry=registry, base_env=base_env(tmp))
+    world = Story(tmp=tmp, repo=repo, store_url=store_url, gh=gh, registry=registry,
+                  base_env=base_env(tmp, store_url))
+    # the test's own reads of the store keep their cache apart from every job's
+    reader = pytest.MonkeyPatch()
+    reader.setenv("CD4ML_HOME", str(tmp / "test-reader"))
     try:
         world.git("init", "-q", "-b", "main")
         make_repository(repo, registry.host)
@@ -68,6 +80,7 @@ def story(tmp_path_factory, github_openapi, registry, docker_client, swarm):
                 _untag(docker_client, f"{registry.host}/{IMAGE_REPOSITORY}:{tag}")
     finally:
         gh.stop()
+        reader.undo()
     if gh.errors:
         pytest.fail("the local GitHub server broke GitHub's description:\n" + "\n".join(gh.errors))
 
@@ -195,8 +208,15 @@ def test_chapter2_a_worse_model_fails_the_gate_against_production(story):
     story.edit_spec(r"max_depth: 8$", "max_depth: 2")
     sha = story.commit("model: a smaller forest, to train faster")
     job = story.pull_request(2, "smaller-forest", sha)
-
-    out = story.cli(job, "run", "--report", "-p", SPEC)
+    # on a runner that kept nothing: production v1 and its model come from the store's branch
+    runner = story.fresh_runner("chapter2-runner")
+    # nor can it reach the first runner's model files: they are on another machine
+    artifacts = Path(story.base_env["CD4ML_ARTIFACTS"])
+    artifacts.rename(artifacts.with_name("elsewhere"))
+    try:
+        out = story.cli(job, "run", "--report", "-p", SPEC, where=runner)
+    finally:
+        artifacts.with_name("elsewhere").rename(artifacts)
 
     assert out.returncode == 1, out.stderr[-3000:]
     with story.store() as store:
@@ -205,6 +225,8 @@ def test_chapter2_a_worse_model_fails_the_gate_against_production(story):
         assert not v2.blessed and not gate.passed and gate.baseline_version == 1
         failed = [r for r in gate.rules if not r.passed]
         assert "f1_macro drop <= 0.03 vs production" in [r.rule for r in failed], failed
+    # the like-for-like comparison loaded v1's model, fetched from the branch (sha256-checked)
+    assert (runner / ".cd4ml" / "artifacts" / PIPELINE / "v1" / "model.pkl").exists()
     status = story.status(sha)
     assert status["state"] == "failure" and "model v2 not blessed" in status["description"]
     comment = story.comment(2)
@@ -226,8 +248,8 @@ def test_chapter2_a_worse_model_fails_the_gate_against_production(story):
     assert any("f1_macro drop" in n["title"] for n in notes), notes
 
     # the deploy job does not run after a red pipeline; run by hand, it is refused as well
-    refused_build = story.cli(job, "build", "2", "-p", SPEC)
-    refused_deploy = story.cli(job, "deploy", "--env", "staging", "2", "-p", SPEC)
+    refused_build = story.cli(job, "build", "2", "-p", SPEC, where=runner)
+    refused_deploy = story.cli(job, "deploy", "--env", "staging", "2", "-p", SPEC, where=runner)
     assert refused_build.returncode != 0 and "not blessed" in refused_build.stderr
     assert refused_deploy.returncode == 1 and "not blessed" in refused_deploy.stderr
     after = _counts(story)

@@ -129,6 +129,18 @@ def test_too_little_traffic_fails_and_missing_metrics_are_inconclusive(served):
     assert _check(a, "error_rate").verdict == Verdict.PASSED
 
 
+def test_a_shadow_that_met_no_mirrored_request_fails_on_traffic(served):
+    """A front that sent real requests to the shadow instead of copies: the candidate's rows
+    share no request id with stable's, so nothing was compared and nothing may be promoted."""
+    _, _, records, _, _ = served
+    stable = Observation(1, records[1][:75])
+    unmirrored = Observation(2, records[2][75:])
+    a = analyse("classification", stable, unmirrored, AnalysisSpec(), mirrored=True)
+    traffic = _check(a, "traffic")
+    assert traffic.verdict == Verdict.FAILED and traffic.value == 0 and not a.passed, a.summary()
+    assert "mirrored rows" in traffic.detail
+
+
 def test_shift_of_a_constant_model(served):
     """A candidate that answers one label whatever it is asked: its prediction distribution
     has moved (PSI), even where the agreement is not measured."""

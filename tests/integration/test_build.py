@@ -101,8 +101,9 @@ def test_cli_builds_validates_and_pushes_a_blessed_model(world, docker_client):
     checks = {c["name"]: c for c in result["infra"]["checks"]}
     assert set(checks) == {"ready", "identity", "predictions", "malformed", "latency", "size",
                            "runtime"}
-    assert checks["runtime"]["observed"] == "sklearn"  # the spec's default
-    assert "equal to the in-process" in checks["predictions"]["detail"]
+    assert checks["runtime"]["observed"] == "onnx"  # the default, auto: the forest compiles
+    assert "within the parity rule" in checks["predictions"]["detail"]
+    assert "of the in-process predictions" in checks["predictions"]["detail"]
     assert all(c["passed"] for c in checks.values()), checks
     assert checks["predictions"]["observed"] == result["infra"]["test_rows"] > 0
     assert checks["malformed"]["observed"] == 422
@@ -143,6 +144,10 @@ def test_a_retrain_rebuilds_only_the_model_layer_offline(world, docker_client):
     assert r2.cached_steps >= 6
     # built with network_mode="none": nothing was installed. Loose bound: shared CI machine
     assert r2.build_seconds < 30
+    # compiled offline too: the compile stage's image is the pipeline's, whole in the cache
+    assert r2.runtime == "onnx", r2.runtime_reason
+    print(f"\noffline rebuild: {r2.build_seconds:.1f} s, of which the compile stage "
+          f"{r2.compile_seconds:.1f} s")
 
 
 def test_cli_push_records_the_digest_and_never_shows_the_password(world):

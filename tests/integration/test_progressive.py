@@ -218,8 +218,8 @@ def test_rollback_during_a_canary_returns_all_traffic_to_stable(world):
     assert outcome["result"].status == DeploymentStatus.ROLLED_BACK
     steps = store.deployment_steps(outcome["result"].deployment_id)
     assert [(s.kind, s.status) for s in steps] == [
-        (StepKind.ABORT_REQUEST, StepStatus.REQUESTED), (StepKind.CANARY, StepStatus.ABORTED)]
-    assert steps[0].actor == "ops" and "stopped by ops" in steps[1].details["summary"]
+        (StepKind.CANARY, StepStatus.ABORTED), (StepKind.ABORT_REQUEST, StepStatus.REQUESTED)]
+    assert steps[1].actor == "ops" and "stopped by ops" in steps[0].details["summary"]
     assert store.current_deployment(spec.name, "canary-stop").model_version_id == models[1].id
 
 
@@ -231,3 +231,152 @@ def test_the_policy_still_applies(world):
     with pytest.raises(DeployError, match="requires an approval"):
         deploy(spec, store, "canary-gated", 2, target=target, approver_check=None)
     assert target.calls == [] and store.deployments(spec.name, "canary-gated") == []
+
+
+@pytest.fixture
+def cli_spec(models, tmp_path):
+    """A spec file of the wine pipeline whose one environment releases by canary in steps of
+    20 and 50 % held 12 s each (the commands below, and another process's start, fit in the
+    second on a loaded machine), for the commands run as a user runs them."""
+    import yaml
+
+    from tests.integration.test_analysis import ROOT
+
+    spec = models[0]
+    raw = yaml.safe_load((ROOT / "pipelines" / "wine.yaml").read_text())
+    raw.update(project=spec.project, allow_paths_outside_repository=True, environments={
+        # its port is not used: the world's front is on a free port
+        "canary-cli": {"target": "local", "port": 43210, "strategy": "canary",
+                       "canary": {"steps": [20, 50, 100], "interval": 12, "max_wait": 60},
+                       "analysis": {"min_requests": 15}}})
+    raw["data"]["path"] = str(spec.data.path)
+    raw["expectations"] = str(spec.expectations)
+    path = tmp_path / "wine.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return str(path)
+
+
+def test_the_commands_during_a_canary_show_it_and_rollback_stops_it(models, cli_spec, capsys,
+                                                                     monkeypatch):
+    """``cd4ml status`` (and --json), ``history`` and ``lineage`` during a canary's second step,
+    then ``cd4ml rollback`` from another process: all traffic back on stable within 2 s of the
+    request, rollback exits 0, the release (``cd4ml deploy`` in its own process) exits 1."""
+    import json
+    import subprocess
+    import sys
+    from datetime import datetime
+
+    from cd4ml.cli import main
+    from cd4ml.store import Store
+    from tests.integration.test_analysis import ROOT
+
+    spec, url, found = models
+    monkeypatch.setenv("CD4ML_STORE_URL", url)
+    monkeypatch.setenv("NO_COLOR", "1")
+    with Store(url) as store:
+        for m in found.values():
+            store.set_model_flags(m.id, bad=False)
+
+    def cli(*argv):
+        code = main([argv[0], "-p", cli_spec, *argv[1:]])
+        return code, capsys.readouterr().out
+
+    def steps(store, deployment):
+        return [(s.weight, s.status) for s in store.deployment_steps(deployment)
+                if s.kind == StepKind.CANARY]
+
+    proc = subprocess.Popen([sys.executable, "-m", "tests.canary_world", "-p", cli_spec,
+                             "--env", "canary-cli", "1", "2"], cwd=ROOT, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stream = None
+    try:
+        stream = Stream(_line_from(proc, "serving").split()[1], input_rows(spec, found[1]))
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        with Store(url) as store:
+            deadline = time.monotonic() + 90
+            deployment = None
+            while time.monotonic() < deadline:
+                (latest, *_) = store.deployments(spec.name, "canary-cli", limit=1)
+                deployment = latest.id if latest.status == DeploymentStatus.IN_PROGRESS else None
+                if deployment and steps(store, deployment)[:1] == [(20, "passed")]:
+                    break
+                time.sleep(0.1)
+            else:
+                pytest.fail(f"the first step did not pass: {latest}")
+            time.sleep(0.3)
+            # during the second step
+            seen = time.monotonic()
+            code, out = cli("status", "--no-probe")
+            assert code == 0, out
+            assert f"canary-cli: canary of wine:2 under way (deployment {deployment}): " \
+                   "step 2/2 canary 50%: under way since " in out, out
+            code, out = cli("status", "--no-probe", "--json")
+            (now,) = json.loads(out)
+            assert now["version"] == 1 and now["rollout"]["version"] == 2, now
+            assert [(s["weight"], s["status"]) for s in now["rollout"]["steps"]] == [
+                (20, "passed"), (50, "running")]
+            code, out = cli("history", "--env", "canary-cli")
+            assert code == 0 and f"#{deployment} wine:2 -> canary-cli, canary:" in out, out
+            assert "  passed    step 1/2 canary 20%: analysis passed: " in out, out
+            assert "  running   step 2/2 canary 50%: under way since " in out, out
+            code, out = cli("lineage", "wine:2")
+            assert code == 0 and f"deployment {deployment}, 2 step(s):" in out, out
+            # another process stops it
+            took = time.monotonic() - seen
+            rolled = subprocess.run([sys.executable, "-m", "cd4ml", "rollback", "-p", cli_spec,
+                                     "--env", "canary-cli", "--actor", "ops"], cwd=ROOT,
+                                    capture_output=True, text=True, timeout=120, check=False)
+            took = (took, time.monotonic() - seen)
+            _line_from(proc, "released")
+            time.sleep(0.5)  # stable answers what comes after
+            stream.stop()
+            proc.stdin.write("done\n")
+            proc.stdin.flush()
+            released = proc.wait(30)
+    finally:
+        if stream is not None:
+            stream.stop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert rolled.returncode == 0, rolled.stderr
+    assert "was stopped: all traffic is on wine:1 (" in rolled.stdout, rolled.stdout
+    assert released == 1, proc.stderr.read()
+    assert stream.failed == [], stream.failed[:3]
+    with Store(url) as store:
+        dep = store.deployment(deployment)
+        recorded = store.deployment_steps(deployment)
+        current = store.current_deployment(spec.name, "canary-cli")
+        assert store.model_by_id(found[2].id).bad
+    assert dep.status == DeploymentStatus.ROLLED_BACK
+    assert current.model_version_id == found[1].id
+    asked = next(s for s in recorded if s.kind == StepKind.ABORT_REQUEST)
+    stopped = next(s for s in recorded if s.status == StepStatus.ABORTED)
+
+    def at(stamp):
+        return datetime.fromisoformat(stamp).timestamp()
+
+    # the release saw the request (the step ended), then switched: all traffic on stable
+    switched = at(stopped.ended_at) - at(asked.started_at) + dep.details["abort_seconds"]
+    # what a client saw: the candidate's last answer, from the request on
+    last = stream.last[2] - at(asked.started_at)
+    with capsys.disabled():
+        print(f"\nthe commands took {took[0]:.1f} s of the second step, with the rollback "
+              f"{took[1]:.1f} s; rollback asked -> all traffic on stable {switched:.3f} s "
+              f"(decision -> stable {dep.details['abort_seconds']:.3f} s), the candidate's last "
+              f"answer {last:.3f} s after the request")
+    assert switched <= 2.0 and last <= 2.0
+    assert stream.versions.get(1) and stream.last[1] > stream.last[2]
+    code, out = cli("history", "--env", "canary-cli")
+    assert "rolled_back" in out and "  aborted   step 2/2 canary 50%: stopped by ops " \
+           "(cd4ml rollback)" in out and "  requested stop asked by ops" in out, out
+
+
+def _line_from(proc, word):
+    """The next line the release process prints that starts with ``word`` (its results come
+    before: ``cd4ml deploy`` prints them)."""
+    for line in proc.stdout:
+        if line.startswith(word):
+            return line
+    pytest.fail(f"the release exited ({proc.wait(30)}) before {word!r}: {proc.stderr.read()}")

@@ -18,10 +18,10 @@ import yaml
 
 from cd4ml.release.deploy import DeployFailed, deploy
 from cd4ml.states import DeploymentStatus, StepKind, StepStatus
-from tests.canary_world import Stream, input_rows, train_shuffled
+from tests.canary_world import Stream, input_rows, logged_answers, train_shuffled
 
-#: this engineer's port ranges (42300-42399; Swarm published ports 42400-42449)
-PORTS = {"canary": 42331, "shadow": 42332, "swarm": 42401}
+#: this engineer's port ranges (43200-43299; Swarm published ports 43250-43299)
+PORTS = {"canary": 43231, "shadow": 43232, "swarm": 43251}
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +82,8 @@ def test_swarm_canary_good_then_bad_under_load(story, deploy_world, swarm):
     spec = story[0]
     try:
         _good_then_bad(story, deploy_world, "swarm")
+        # the same stack, v2 now stable: a shadow needs no world of its own
+        _shadow_refused(story, deploy_world, "swarm", stable=2, docker=swarm)
     finally:
         get_target(spec.environment("swarm")).teardown(spec, spec.environment("swarm"))
 
@@ -123,21 +125,58 @@ def _good_then_bad(story, deploy_world, name):
     assert set(stream.versions) <= {1, 2, bad}
 
 
-def test_a_shadow_of_the_bad_model_changes_no_answer(story, deploy_world):
+def test_a_shadow_of_the_bad_model_changes_no_answer(story, deploy_world, docker_client):
+    spec = _alone(story[0], "shadow")
+    with deploy_world.store() as store:
+        assert deploy(spec, store, "shadow", 1).status == DeploymentStatus.HEALTHY
+    _shadow_refused(story, deploy_world, "shadow", stable=1, docker=docker_client)
+
+
+def _shadow_refused(story, deploy_world, name, *, stable, docker):
+    """A shadow of the bad version in ``name`` (where ``stable`` serves) under a steady stream:
+    every answer is stable's own to that request, mirrored copies reach the shadow, the
+    analysis refuses it, its servers go and the refusal is recorded, 0 failed requests."""
+    import dataclasses
+
+    from cd4ml.release.strategy import Strategy
+
     spec, bad = story
-    spec = _alone(spec, "shadow")
+    spec = _alone(spec, name)
+    env = spec.environments[0]
+    env = dataclasses.replace(env, rollout=dataclasses.replace(
+        env.rollout, strategy=Strategy.SHADOW, shadow_duration=4.0))
+    spec = dataclasses.replace(spec, environments=(env,))
     with deploy_world.store() as store:
         store.set_model_flags(store.model(spec.name, bad).id, bad=False)
-        assert deploy(spec, store, "shadow", 1).status == DeploymentStatus.HEALTHY
-        stream = Stream(f"http://127.0.0.1:{PORTS['shadow']}",
+        stream = Stream(f"http://127.0.0.1:{PORTS[name]}",
                         input_rows(spec, deploy_world.versions[1]))
         try:
             with pytest.raises(DeployFailed) as failed:
-                deploy(spec, store, "shadow", bad)
+                deploy(spec, store, name, bad)
         finally:
             stream.stop()
-        (step,) = store.deployment_steps(failed.value.result.deployment_id)
-    assert stream.failed == [] and stream.sent > 50
-    assert stream.versions == {1: len(stream.answers)}  # every answer came from v1
+        result = failed.value.result
+        (step,) = store.deployment_steps(result.deployment_id)
+        dep = store.deployment(result.deployment_id)
+        current = store.current_deployment(spec.name, name)
+    answered = logged_answers(spec, name, stable)
+    mirrored = logged_answers(spec, name, bad).keys() & stream.answers.keys()
+    print(f"\n{name} shadow: {stream.sent} predictions, {len(stream.failed)} failed, "
+          f"{len(mirrored)} mirrored to v{bad}; {step.details['summary']}")
+    assert stream.failed == [] and stream.sent > 50, stream.failed[:3]
+    assert stream.versions == {stable: len(stream.answers)}
+    # no client saw the shadow: each answer is the one stable logged for that very request
+    assert all(answered.get(rid) == label for rid, label in stream.answers.items())
+    assert len(mirrored) >= 15
     assert (step.kind, step.status) == (StepKind.SHADOW, StepStatus.FAILED)
     assert step.analysis["mirrored"] and step.analysis["rows"]["matched"] >= 15
+    assert dep.status == DeploymentStatus.ROLLED_BACK and result.status == dep.status
+    assert store.model_by_id(dep.model_version_id).version == bad
+    assert current.model_version_id == deploy_world.versions[stable].id
+    # the shadow's servers are gone: Swarm's candidate service, or the local extra container
+    owned = [f"cd4ml.pipeline={spec.name}", f"cd4ml.environment={name}"]
+    if env.target == "swarm":
+        assert docker.services.list(filters={"label": [*owned, "cd4ml.role=candidate"]}) == []
+    else:
+        assert len(docker.containers.list(filters={"label": [*owned, "cd4ml.role=model"]})) \
+            == env.replicas

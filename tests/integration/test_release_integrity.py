@@ -3,7 +3,8 @@ the same name on one engine never touch each other; images are used by identity,
 what serves is checked against the store; one policy decides every path into an environment.
 
 Two projects, ``repo-a`` and ``repo-b``, both with pipeline ``wine``, each with its own store
-(a copy of the deploy world's, with its real images) and its own ports (18601-18612).
+(a copy of the deploy world's, with its real images) and its own ports (18601-18612 on the local
+target, 43050 and 43060 on the single-node Swarm).
 """
 
 from __future__ import annotations
@@ -17,22 +18,27 @@ import pytest
 import yaml
 
 from cd4ml.errors import DeployError
+from cd4ml.paths import prediction_log_dir
 from cd4ml.release.deploy import DeployFailed, deploy, down, promote, rollback
 from cd4ml.release.policy import Override
 from cd4ml.release.render import resource_name
 from cd4ml.release.state import history, status
+from cd4ml.release.targets import get_target
 from cd4ml.release.targets.local import LocalTarget
 from tests.fixtures.deploy import ROOT, served_version
 
 pytestmark = pytest.mark.docker
 
 PORTS = {"repo-a": (18601, 18602), "repo-b": (18611, 18612)}
+SWARM_PORTS = {"repo-a": 43050, "repo-b": 43060}
 
 
 class Project:
-    """One repository's spec (project name given) and store."""
+    """One repository's spec (project name given) and store. On ``swarm``, staging is a Swarm
+    stack (host-mode port; this engine's Swarm cannot health-check tasks) and the only
+    environment."""
 
-    def __init__(self, world, tmp, name: str, **production):
+    def __init__(self, world, tmp, name: str, target: str = "local", **production):
         raw = yaml.safe_load(world.spec_path.read_text())
         staging, prod = PORTS[name]
         raw["project"] = name
@@ -41,6 +47,10 @@ class Project:
             "production": {"target": "local", "port": prod, "requires_approval": True,
                            "health_timeout": 30, **production},
         }
+        if target == "swarm":
+            raw["environments"] = {"staging": {"target": "swarm", "port": SWARM_PORTS[name],
+                                               "healthcheck": False, "replicas": 1,
+                                               "health_timeout": 30}}
         folder = tmp / name
         folder.mkdir(exist_ok=True)
         self.spec_path = folder / "wine.yaml"
@@ -50,6 +60,7 @@ class Project:
         self.url = f"sqlite:///{db}"
         self.world = world
         self.name = name
+        self.target = target
 
     def spec(self):
         from cd4ml.spec import load_spec
@@ -61,6 +72,10 @@ class Project:
 
         return Store(self.url)
 
+    @property
+    def port(self) -> int:
+        return self.spec().environment("staging").port
+
     def cli(self, *args: str, spec: bool = True) -> subprocess.CompletedProcess:
         import sys
 
@@ -71,12 +86,15 @@ class Project:
     def teardown(self) -> None:
         spec = self.spec()
         for env in spec.environments:
-            LocalTarget().teardown(spec, env)
+            get_target(env).teardown(spec, env)
 
 
 @pytest.fixture
-def projects(deploy_world, tmp_path):
-    a, b = Project(deploy_world, tmp_path, "repo-a"), Project(deploy_world, tmp_path, "repo-b")
+def projects(request, deploy_world, tmp_path):
+    target = getattr(request, "param", "local")
+    if target == "swarm":
+        request.getfixturevalue("swarm")
+    a, b = (Project(deploy_world, tmp_path, name, target) for name in ("repo-a", "repo-b"))
     for p in (a, b):
         p.teardown()
     yield a, b
@@ -84,22 +102,55 @@ def projects(deploy_world, tmp_path):
         p.teardown()
 
 
-def _containers(project: str) -> set[str]:
-    return {c.name for c in LocalTarget().client.containers.list(
-        all=True, filters={"label": [f"cd4ml.project={project}", "cd4ml.pipeline=wine"]})}
+def _footprint(project: str) -> set[tuple]:
+    """What the project runs on the engine, each thing with what would change if it were touched:
+    its running containers (by the project's label); with Swarm, the stack's services with their
+    spec, the tasks they mean to run, and the stack's networks and configs. (A Swarm
+    task's container, and an exited one, is removed by Swarm in its own time: not compared.)"""
+    client = LocalTarget().client
+    found: set[tuple] = {(c.name, c.id) for c in client.containers.list(
+        filters={"label": [f"cd4ml.project={project}", "cd4ml.pipeline=wine"]})
+        if "com.docker.swarm.task.id" not in c.labels}
+    found |= {(n.name, n.id) for n in client.networks.list(
+        filters={"label": f"cd4ml.project={project}"})}
+    if (client.info().get("Swarm") or {}).get("LocalNodeState") == "active":
+        stack = {"label": f"com.docker.stack.namespace=cd4ml-{project}-wine-staging"}
+        for s in client.services.list(filters=stack):
+            # its spec, not its version: Swarm bumps that when an update's status changes
+            found |= {(s.name, s.id, json.dumps(s.attrs["Spec"], sort_keys=True))}
+            found |= {(s.name, t["ID"]) for t in s.tasks(filters={"desired-state": "running"})}
+        found |= {(n.name, n.id) for n in client.networks.list(filters=stack)}
+        found |= {(c.name, c.id) for c in client.configs.list(filters=stack)}
+    return found
 
 
+@pytest.mark.parametrize("projects", ["local", "swarm"], indirect=True)
 def test_two_projects_with_one_pipeline_name_never_touch_each_other(projects, deploy_world):
     a, b = projects
     sa, sb = a.spec(), b.spec()
     assert resource_name(sa, sa.environment("staging")) == "cd4ml-repo-a-wine-staging"
+    logs = {p.name: prediction_log_dir(p.name, "wine", "staging") for p in (a, b)}
     with a.store() as store_a, b.store() as store_b:
         assert deploy(sa, store_a, "staging", 1).status == "healthy"
         assert deploy(sb, store_b, "staging", 2).status == "healthy"
-        a_staging, b_staging = PORTS["repo-a"][0], PORTS["repo-b"][0]
-        assert (served_version(a_staging), served_version(b_staging)) == (1, 2)
-        before_b = _containers("repo-b")
-        assert before_b and not before_b & _containers("repo-a")
+        assert (served_version(a.port), served_version(b.port)) == (1, 2)
+        assert logs["repo-a"] != logs["repo-b"] and all(d.is_dir() for d in logs.values())
+
+        if b.target == "swarm":
+            # forced: B's record says v3 is v1's image; the servers answer v1, the store says v3
+            # (the local target's case: test_identity_mismatch_fails_the_release_and_shows_in_status)
+            v3, v1 = deploy_world.versions[3], store_b.images_for(deploy_world.versions[1].id)[0]
+            store_b.record_image(v3.id, v1.image_id, "cd4ml-test/deploy-wine:3-forged",
+                                 v1.size_bytes, "passed")
+            store_b.set_model_flags(v3.id, bad=False)  # whatever an earlier test made of it
+            with pytest.raises(DeployFailed, match="do not serve the recorded model") as wrong:
+                deploy(sb, store_b, "staging", 3)
+            assert wrong.value.result.status == "rolled_back"
+            assert "answers wine:1" in str(wrong.value) and "records wine:3" in str(wrong.value)
+            assert served_version(b.port) == 2 and status(sb, store_b)[0].ok
+
+        before_b = _footprint("repo-b")
+        assert before_b and not before_b & _footprint("repo-a")
 
         # someone re-points A's tag of v1 at v2's image: A runs what it recorded, by ID
         v2_image = store_a.images_for(deploy_world.versions[2].id)[0].image_id
@@ -110,33 +161,51 @@ def test_two_projects_with_one_pipeline_name_never_touch_each_other(projects, de
         try:
             assert deploy(sa, store_a, "staging", 2).status == "healthy"
             back = rollback(sa, store_a, "staging", reason="v2 misbehaves")
-            assert back.version == 1 and served_version(a_staging) == 1
+            assert back.version == 1 and served_version(a.port) == 1
             assert status(sa, store_a, "staging")[0].identity is None
         finally:
             client.images.get(v1_id).tag(*v1_ref.rsplit(":", 1))
-        # B never noticed: same containers, same model
-        assert _containers("repo-b") == before_b and served_version(b_staging) == 2
+        # B never noticed: the same containers, services and networks, the same model
+        assert _footprint("repo-b") ^ before_b == set() and served_version(b.port) == 2
+
+        # a port another project holds is a clear error before anything is stopped: B's own
+        # servers and A's keep serving
+        b_port, moved = b.port, yaml.safe_load(b.spec_path.read_text())
+        moved["environments"]["staging"]["port"] = a.port
+        with pytest.raises(DeployError) as taken:
+            deploy(_spec_with(b, moved), store_b, "staging", 2)
+        assert re.search(rf"{a.port} is in use by container cd4ml-repo-a-wine-staging[-_]front\S* "
+                         r"\(project repo-a\); nothing was changed", str(taken.value)), taken.value
+        assert _footprint("repo-b") ^ before_b == set()
+        assert (served_version(a.port), served_version(b_port)) == (1, 2)
 
         # B takes its staging down: A's keeps serving; B's status shows nothing deployed
+        before_a = _footprint("repo-a")
         assert down(sb, store_b, "staging", reason="retired").status == "down"
-        assert _containers("repo-b") == set() and served_version(a_staging) == 1
-        assert served_version(b_staging) is None
+        assert _footprint("repo-b") == set() and served_version(b_port) is None
+        assert _footprint("repo-a") ^ before_a == set() and served_version(a.port) == 1
+        assert all(d.is_dir() for d in logs.values())  # the evidence outlives the servers
+        # and every image either project recorded is still on the engine, under its own tag
+        for store in (store_a, store_b):
+            for n in (1, 2):
+                image = store.images_for(deploy_world.versions[n].id)[0]
+                assert client.images.get(image.reference).id == image.image_id
         (row,) = [r for r in status(sb, store_b) if r.environment == "staging"]
         assert row.version is None and row.ok
+        # the refused move is on record, and changed nothing
         assert [(h.action, h.status) for h in history(sb, store_b, "staging")][:2] == [
-            ("down", "down"), ("deploy", "replaced")]
+            ("down", "down"), ("deploy", "failed")]
     out = b.cli("status")
     assert out.returncode == 0 and "nothing deployed" in out.stdout, out.stdout + out.stderr
 
-    # a port another project holds is a clear error before anything is stopped
-    raw = yaml.safe_load(b.spec_path.read_text())
-    raw["environments"]["staging"]["port"] = a_staging
-    b.spec_path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    with b.store() as store_b, pytest.raises(DeployError) as taken:
-        deploy(b.spec(), store_b, "staging", 2)
-    assert f"127.0.0.1:{a_staging} is in use by container cd4ml-repo-a-wine-staging-front " \
-           "(project repo-a)" in str(taken.value)
-    assert served_version(a_staging) == 1 and _containers("repo-b") == set()
+
+def _spec_with(project: Project, raw: dict):
+    """``project``'s spec as ``raw`` says (written beside its own, which stays as it was)."""
+    from cd4ml.spec import load_spec
+
+    path = project.spec_path.with_name("moved.yaml")
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return load_spec(path)
 
 
 def test_identity_mismatch_fails_the_release_and_shows_in_status(projects, deploy_world):

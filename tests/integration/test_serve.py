@@ -312,6 +312,7 @@ def test_health_ready_and_metadata(server, wine_model, http):
         "git_commit": "c0ffee", "sha256": artifacts.read_meta(directory).sha256,
         "build_time": "2024-02-03T04:05:06Z", "image": "registry.local/wine:7", "ready": True}
     assert meta["server"]["forest_shortcut"] is True
+    assert meta["server"]["runtime"] == "sklearn" and meta["server"]["parity"] is None
     assert [f["name"] for f in meta["signature"]["inputs"]][:2] == ["alcohol", "malic_acid"]
 
 

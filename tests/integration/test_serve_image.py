@@ -60,6 +60,7 @@ def test_the_image_serves_on_uvicorn_refuses_bad_requests_and_stops_cleanly(imag
     assert image.passed, image.infra
     assert any(p.lower().startswith("uvicorn==") for p in image.requirements)
     assert any(p.lower().startswith("httptools==") for p in image.requirements)
+    assert any(p.lower().startswith("orjson==") for p in image.requirements)
     print(f"\nimage {image.reference}: {image.added_bytes / 1e6:.1f} MB over the base")
     container = docker_client.containers.run(
         image.reference, detach=True, name=f"cd4ml-test-serve-http-{PORT}",
@@ -76,6 +77,9 @@ def test_the_image_serves_on_uvicorn_refuses_bad_requests_and_stops_cleanly(imag
             time.sleep(0.2)
         status, headers, _ = http("GET", "/health")
         assert status == 200 and headers["server"] == "cd4ml-serve"
+        # the server's bytecode is in the image: no start compiles it again
+        found = container.exec_run(["ls", "/opt/cd4ml/app/cd4ml/serve/__pycache__"])
+        assert found.exit_code == 0 and b"server.cpython-" in found.output, found.output
         status, headers, _ = http("OPTIONS", "/predict")
         assert status == 405 and headers["allow"] == "POST"
         with socket.create_connection(("127.0.0.1", PORT), timeout=10) as sock:

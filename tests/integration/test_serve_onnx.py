@@ -59,6 +59,15 @@ def test_the_compiled_model_serves_without_scikit_learn(onnx_dir, tmp_path):
     s = Server(serve_argv(directory), env=image_env(tmp_path / "hide")).ready()
     try:
         assert "(ONNX Runtime)" in s.wait_for("ready in")
+        import requests
+
+        # /metadata says what serves the model and the parity rule the build held it to
+        server = requests.get(f"{s.url}/metadata", timeout=10).json()["server"]
+        assert server["runtime"] == "onnx" and not server["forest_shortcut"]
+        assert server["parity"]["tolerance"] == {"rtol": TOLERANCE.rtol, "atol": TOLERANCE.atol}
+        assert server["parity"]["rule"] == str(TOLERANCE)
+        assert 0 <= server["parity"]["max_abs_diff"] <= 1e-5
+        assert server["parity"]["rows_checked"] > 300
         rows = X.sample(200, random_state=5).to_dict("records")
         # scikit-learn's own answers, as infra validation's reference container gives them
         frame = X.loc[X.sample(200, random_state=5).index]
@@ -71,8 +80,6 @@ def test_the_compiled_model_serves_without_scikit_learn(onnx_dir, tmp_path):
         exact = _predictions(s.url, rows, expected, None, Tolerance(0.0, 0.0))
         assert not exact.passed and "probabilities" in exact.detail
         # a row the server refuses is still a 422 naming the field, not a crash
-        import requests
-
         bad = requests.post(f"{s.url}/predict", json={"instances": [{**rows[0], "island": 3}]},
                             timeout=10)
         assert bad.status_code == 422 and "island" in bad.text

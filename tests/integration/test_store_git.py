@@ -284,3 +284,63 @@ def test_a_long_lived_reader_keeps_up(git_remote, tmp_path, monkeypatch):
     reader.refresh = 0.0
     assert reader.fingerprint() != seen  # the web view's cache key moves with the branch
     assert [r.pipeline for r in reader.runs()] == ["wine"]
+
+
+def test_monitoring_writes_retry_when_the_branch_moved(git_remote, tmp_path, monkeypatch):
+    """The WatchRecords mixin's writes (labels, monitoring) are named, and re-run on the
+    branch's new state when another runner wrote first: nothing lost, nothing refused."""
+    url = f"git+file://{git_remote}"
+    with open_at(url, tmp_path / "a", monkeypatch) as a:
+        write_some(a)
+        model_id = a.model("wine", 1).id
+    a, b = open_at(url, tmp_path / "a", monkeypatch), open_at(url, tmp_path / "b", monkeypatch)
+
+    def label(request_id: str) -> dict:
+        return {"pipeline": "wine", "request_id": request_id, "row_index": 0, "label": 1,
+                "slices": {}, "label_time": None, "prediction_time": "2026-01-01T00:00:00",
+                "model_version": 1, "source": "f" * 64}
+
+    def monitoring(store: GitStore, rows: int):
+        return store.record_monitoring("wine", "prod", model_id, "2026-01-01", "2026-01-02",
+                                       rows, False, {})
+
+    # a moves the branch; b, which has not seen it, writes on top
+    assert a.record_labels([label("r1"), label("r2")]) == 2
+    assert b.record_labels([label("r2"), label("r3")]) == 1  # r2 was a's: only r3 is new
+    monitoring(a, 10)
+    assert monitoring(b, 20).id == 2  # a's took id 1
+    with open_at(url, tmp_path / "c", monkeypatch) as c:
+        assert sorted(c.recorded_labels("wine", ["r1", "r2", "r3"])) == [
+            ("r1", 0), ("r2", 0), ("r3", 0)]
+        assert [m.rows for m in c.monitorings("wine")] == [20, 10]
+        a.sync()
+        assert rows(c) == rows(a) == rows(b)
+    ops = [s.split(":")[0] for s in branch_log(git_remote)[:4]]
+    assert ops == ["record_monitoring", "record_monitoring", "record_labels", "record_labels"]
+    a.close()
+    b.close()
+
+
+def test_a_branch_written_in_the_layout_before_is_read(git_remote, tmp_path, monkeypatch):
+    """Records of the one-level layout (``records/<day>/<xx>/``) and of today's two-level one
+    on the same branch: a cold rebuild replays both, in commit order."""
+    from cd4ml.store.journal import Record
+
+    url = f"git+file://{git_remote}"
+
+    def before(record: Record) -> str:
+        clock = record.at[11:19].replace(":", "")
+        return f"records/{record.at[:10]}/{record.id[:2]}/{clock}Z-{record.op}-{record.id}.json"
+
+    with monkeypatch.context() as m, open_at(url, tmp_path / "old", monkeypatch) as old:
+        m.setattr(Record, "path", property(before))
+        write_some(old)
+    with open_at(url, tmp_path / "new", monkeypatch) as new:
+        write_some(new)
+        mine = rows(new)
+    depths = {f.count("/") for f in git("--git-dir", str(git_remote), "ls-tree", "-r",
+                                          "--name-only", "cd4ml/state").split()}
+    assert depths == {3, 4}
+    with open_at(url, tmp_path / "cold", monkeypatch) as cold:
+        assert rows(cold) == mine
+        assert [m.version for m in cold.models("wine")] == [2, 1]

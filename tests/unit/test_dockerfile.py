@@ -327,14 +327,20 @@ def test_the_scikit_learn_image_carries_no_onnx_and_the_onnx_image_no_scikit_lea
     assert 'cd4ml.runtime="sklearn"' in _context(tmp_path / "again", spec, model).dockerfile
 
 
-def test_the_compile_stage_adds_the_converter_as_root_and_runs_as_the_image_user():
-    from cd4ml.release import compile as compile_stage
-
-    text = compile_stage.dockerfile("sha256:abc", "ca-bundle.crt", True)
-    ins = _instructions(text)
-    assert ins[0] == "FROM sha256:abc" and ins[1] == "USER root"
-    assert "ARG PIP_INDEX_URL" in ins
-    assert any(i.startswith("RUN pip install --no-cache-dir --cert /tmp/ca-bundle.crt") for i in ins)
-    assert ins[-1] == f"USER {dockerfile.UID}"
-    pins = {p.split("==")[0].lower() for p in dockerfile.pin(compile_stage.COMPILER_MODULES)}
-    assert {"skl2onnx", "onnxruntime", "onnx", "scikit-learn"} <= pins
+def test_the_compile_stage_image_is_the_same_for_every_model_version(tmp_path, spec, model):
+    """The compile stage's image holds scikit-learn and the converter but nothing of one model
+    version (the model is mounted when it runs): its layers are the engine's cache for every
+    later build of the pipeline, an offline one included."""
+    one = dockerfile.make_context(tmp_path / "one", spec, model, git_commit="c" * 40,
+                                  data_hash="d" * 64, compiler=True)
+    pins = {p.split("==")[0].lower() for p in one.requirements.pins}
+    assert {"skl2onnx", "onnxruntime", "onnx", "scikit-learn", "numpy"} <= pins
+    assert len(pins) == len(one.requirements.pins)  # one pin per distribution
+    assert list((tmp_path / "one" / "model").iterdir()) == []
+    assert 'cd4ml.role="compiler"' in one.dockerfile and model.sha256 not in one.dockerfile
+    other = dataclasses.replace(model, version=model.version + 1, sha256="e" * 64,
+                                run_id="another", created_at="2030-01-01T00:00:00+00:00")
+    two = dockerfile.make_context(tmp_path / "two", spec, other, git_commit="f" * 40,
+                                  data_hash="0" * 64, compiler=True)
+    assert two.dockerfile == one.dockerfile
+    assert two.requirements == one.requirements

@@ -220,16 +220,49 @@ def test_an_unsupported_model_falls_back_with_the_reason():
     assert not result.passed and "skl2onnx cannot convert it" in result.report["reason"]
 
 
-def test_nullable_text_is_not_compiled():
+def nullable_text(literal_nan: bool = False):
+    """The penguins with ``sex`` sometimes missing, fitted as cd4ml's training does (one-hot
+    encoding in which a missing value is a category of its own); with ``literal_nan``, a text
+    "nan" that is a real category too."""
+    from cd4ml.stages.train import _with_encoder
+
     X, y = penguins()
-    X.loc[::5, "sex"] = None
-    model = mixed_pipeline()
-    model.steps[0][1].transformers[0][1].set_params(handle_unknown="ignore")
-    model.fit(X.fillna("missing"), y)
+    X["sex"] = X["sex"].astype(object)
+    X.loc[::5, "sex"] = np.nan  # as pandas reads a missing text
+    if literal_nan:
+        X.loc[1::7, "sex"] = "nan"
+    model = _with_encoder(make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)),
+                          ["island", "sex"]).fit(X, y)
     fields = fields_of(input_signature(X, "species", sorted(y.unique().tolist())))
-    result = compile_model(model, fields, "classification", feature_stats(X, list(X.columns)),
-                           rows_of(X.fillna("missing").head(20)))
-    assert not result.passed and "no ONNX layout" in result.report["reason"]
+    return model, X, fields, feature_stats(X, list(X.columns))
+
+
+def test_nullable_text_is_compiled_with_missing_values_as_their_own_category():
+    model, X, fields, stats = nullable_text()
+    assert [f.nullable for f in fields if f.name == "sex"] == [True]
+    rows = [[None if isinstance(v, float) and math.isnan(v) else v for v in r]
+            for r in rows_of(X.head(60))]
+    assert any(r[1] is None for r in rows)
+    result = compile_model(model, fields, "classification", stats, rows)
+    assert result.passed, result.report["reason"]
+    onnx = OnnxPredictor(result.graph, fields, result.report)
+    sk = Predictor(model, fields, "classification", stats)
+    # missing, the text "nan" (unknown to the encoder: all zeros) and a known text
+    probe = [["Dream", None, 44.0, 200, 4000.0], ["Dream", "nan", 44.0, 200, 4000.0],
+             ["Dream", "male", 44.0, 200, 4000.0]]
+    got, want = onnx.predict(probe), sk.predict(probe)
+    assert got.predictions == want.predictions
+    assert compare(want.predictions, got.predictions, want.proba, got.proba,
+                   classifier=True).passed
+    assert not compare(got.proba[0], got.proba[1], classifier=False).passed  # "nan" is not missing
+
+
+def test_a_learnt_nan_text_is_not_taken_for_a_missing_value():
+    model, X, fields, stats = nullable_text(literal_nan=True)
+    rows = [[None if isinstance(v, float) and math.isnan(v) else v for v in r]
+            for r in rows_of(X.head(60))]
+    result = compile_model(model, fields, "classification", stats, rows)
+    assert not result.passed and "parity failed on row" in result.report["reason"]
 
 
 def test_compare_rule():

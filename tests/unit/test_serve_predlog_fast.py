@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cd4ml.serve.jsontext import records
+from cd4ml.serve.jsontext import records, values
 from cd4ml.serve.predictor import Prediction
 from cd4ml.serve.predlog import LogPolicy, PredictionLog, rotated_files
 
@@ -26,25 +26,40 @@ def old_records(names, rows) -> str:
                       default=str)[1:-1]
 
 
-def test_the_templated_inputs_are_the_text_json_dumps_made():
+def same_json(got: bytes, want: str) -> bool:
+    """The same JSON, ASCII only as json.dumps writes it: keys, order, values and types (an int
+    stays an int); the spelling of a float may differ (orjson's 1e-5 for json's 1e-05)."""
+    canonical = json.dumps(json.loads(got)), json.dumps(json.loads(want))
+    return got.isascii() and canonical[0] == canonical[1]
+
+
+def test_the_inputs_are_the_json_json_dumps_made():
     rng = random.Random(19)
     names = ["a", "per%cent", 'q"uote', "ü"]
     for _ in range(500):
         kinds = [rng.choice([VALUES[:8], VALUES]) for _ in names]  # numbers-only columns too
-        rows = [[rng.choice(k) for k in kinds] for _ in range(rng.choice([1, 2, 5]))]
-        assert records(names, rows) == old_records(names, rows), rows
+        rows = [[rng.choice(k) for k in kinds] for _ in range(rng.choice([1, 2, 5, 250]))]
+        got = b"[" + records(names, rows) + b"]"
+        assert same_json(got, "[" + old_records(names, rows) + "]"), rows
     numbers = [[rng.random() * 10 ** rng.randint(-5, 5), rng.randint(-9, 9)] for _ in range(50)]
-    assert records(["x", "n"], numbers) == old_records(["x", "n"], numbers)
+    assert same_json(b"[" + records(["x", "n"], numbers) + b"]",
+                     "[" + old_records(["x", "n"], numbers) + "]")
+    assert records(["x"], []) == b""
 
 
-def test_probabilities_are_encoded_as_json_dumps_would_nan_included():
+def test_model_outputs_are_encoded_as_json_dumps_would_nan_included():
     rng = random.Random(7)
     proba = [[rng.random(), 0.0, 1e-300] for _ in range(20)]
     p = Prediction(["a"] * 20, proba, ("a", 'b"', "1"))
-    assert p.probabilities_json() == json.dumps(p.probabilities, separators=(",", ":"))
+    assert same_json(p.probabilities_json(), json.dumps(p.probabilities))
     odd = Prediction([1], [[float("nan"), 1.0]], ("0", "1"), finite=False)
-    assert odd.probabilities_json() == '[{"0":NaN,"1":1.0}]'
-    assert Prediction([1.5]).probabilities_json() == "null"
+    assert odd.probabilities_json() == b'[{"0":NaN,"1":1.0}]'
+    assert Prediction([1.5]).probabilities_json() == b"null"
+    # orjson writes NaN, infinity as null, refuses huge integers, writes UTF-8: json takes over
+    for labels in ([1.5, float("nan")], [float("inf")], [2**70, 1], ["Zürich"], ["\u2028"],
+                   ["null"], [True, None, "a"]):
+        assert values(labels) == json.dumps(labels, separators=(",", ":")).encode(), labels
+    assert values([0.25, 3, "a"]) == b'[0.25,3,"a"]'
 
 
 def test_a_full_queue_makes_requests_wait_and_loses_nothing(tmp_path):

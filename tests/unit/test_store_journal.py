@@ -45,7 +45,7 @@ def test_a_record_is_plain_json_with_its_own_checksum():
                         [journal.Statement("INSERT INTO runs (id) VALUES (?)", ["abc"])])
     text = record.to_bytes().decode()
     assert '"op": "start_run"' in text and '"actor": "alice"' in text
-    assert record.path == f"records/2026-12-03/{record.id[:2]}/102037Z-start_run-{record.id}.json"
+    assert record.path == f"records/2026-12-03/{record.id[0]}/{record.id[1]}/102037Z-start_run-{record.id}.json"
     assert Record.from_bytes(record.to_bytes()) == record
 
     with pytest.raises(RecordError, match="does not match its sha256"):

@@ -113,7 +113,9 @@ class SwarmTarget(DockerTarget):
             prepare_log_dir(rendered)
             self._manager()
             existed = self._service(f"{rendered.name}_model") is not None
-            if self._service(f"{rendered.name}_front") is None:
+            if self._published(rendered.name) != int(rendered.context["port"]):
+                # the first deploy, or a move to another port: refused while someone holds it,
+                # before the front (updated stop-first) lets go of its own
                 self.check_port(str(rendered.context["host"]), int(rendered.context["port"]))
             front = self._front_task(rendered.name) if existed else None
             if preflight and front is None:
@@ -308,6 +310,12 @@ class SwarmTarget(DockerTarget):
                               "cd4ml.model.version": str(ctx["model"]["version"])},
             restart_policy=RestartPolicy(condition="any", delay=2_000_000_000),
             stop_grace_period=10_000_000_000)
+
+    def _published(self, stack: str) -> int | None:
+        """The port the stack's front publishes (None before the first deploy)."""
+        front = self._service(f"{stack}_front")
+        ports = ((front.attrs["Spec"].get("EndpointSpec") or {}).get("Ports") or []) if front else []
+        return next((int(p["PublishedPort"]) for p in ports if p.get("PublishedPort")), None)
 
     def _front_task(self, stack: str) -> Any:
         try:
