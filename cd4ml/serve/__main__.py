@@ -3,7 +3,7 @@
 Options default to environment variables so that an orchestrator can configure the server
 without changing the command: ``CD4ML_MODEL_DIR``, ``CD4ML_HOST``, ``CD4ML_PORT``,
 ``CD4ML_WORKERS`` (``auto``, the default: one per CPU the container may use),
-``CD4ML_KEEP_ALIVE`` (75 s) and ``CD4ML_HEADER_TIMEOUT`` (10 s). Each worker's
+``CD4ML_KEEP_ALIVE`` (75 s), ``CD4ML_HEADER_TIMEOUT`` (10 s) and ``CD4ML_REFUSE_UNTIL_READY``. Each worker's
 numeric thread pools get an equal share of the CPUs unless ``OMP_NUM_THREADS`` says otherwise
 (see :mod:`cd4ml.serve.resources`). Exit codes: 0 after a clean stop, 2 when the model cannot be served
 (sha256 mismatch, missing or inconsistent artifact, port taken).
@@ -40,6 +40,11 @@ def parser() -> argparse.ArgumentParser:
                    metavar="SECONDS",
                    help="answer 408 and close when a request's headers take longer (default "
                         "$CD4ML_HEADER_TIMEOUT or 10)")
+    p.add_argument("--refuse-until-ready", action="store_true",
+                   default=env("CD4ML_REFUSE_UNTIL_READY", "") not in ("", "0", "false"),
+                   help="refuse connections until the model is loaded instead of answering "
+                        "503 (and /health) meanwhile: for a proxy that picks among servers by "
+                        "DNS (default $CD4ML_REFUSE_UNTIL_READY)")
     return p
 
 
@@ -88,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
                      expected_sha256=os.environ.get("CD4ML_MODEL_SHA256") or None,
                      log_path=prediction_log_path(os.environ),
                      max_rows=args.max_rows, threads=threads, log_policy=policy,
-                     keep_alive=args.keep_alive, header_timeout=args.header_timeout)
+                     keep_alive=args.keep_alive, header_timeout=args.header_timeout,
+                     refuse_until_ready=args.refuse_until_ready)
     except StartError as e:
         print(f"cd4ml.serve: error: {e}", file=sys.stderr, flush=True)
         return 2

@@ -97,7 +97,8 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8080, work
           expected_sha256: str | None = None, log_path: str | None = None,
           max_rows: int = 10_000, max_body: int = 16 << 20, grace: float = 8.0,
           threads: int | None = None, log_policy: LogPolicy | None = None,
-          keep_alive: float = KEEP_ALIVE, header_timeout: float = HEADER_TIMEOUT) -> int:
+          keep_alive: float = KEEP_ALIVE, header_timeout: float = HEADER_TIMEOUT,
+          refuse_until_ready: bool = False) -> int:
     """Serve the model in ``model_dir`` until SIGTERM/SIGINT; returns the exit code.
 
     Raises :class:`StartError` when the artifact fails verification, cannot be loaded, or the
@@ -105,7 +106,10 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8080, work
     Docker's 10 s between SIGTERM and SIGKILL). ``threads`` caps each worker's numeric thread
     pools (default: an equal share of the CPUs, see :mod:`cd4ml.serve.resources`).
     ``keep_alive``: seconds an idle connection is kept; ``header_timeout``: seconds a
-    request's headers may take to arrive.
+    request's headers may take to arrive. ``refuse_until_ready``: the port refuses connections
+    until the model is loaded (no ``/health`` meanwhile), so that a proxy in front sends a
+    request to another server instead of getting a 503 from this one (a restarted Swarm task
+    that its service's DNS lists before it is ready).
     """
     started = time.perf_counter()
     model_dir = Path(model_dir)
@@ -116,13 +120,13 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8080, work
         threads = thread_budget(workers)
     if workers > 1:
         return _supervise(model_dir, host, port, workers, expected_sha256, log_path, limits,
-                          started, threads, log_policy or LogPolicy())
+                          started, threads, log_policy or LogPolicy(), refuse_until_ready)
     stop = threading.Event()
     # before anything can be seen to listen: a SIGTERM from then on must stop us cleanly
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         job, sock = _prepare(model_dir, host, port, 1, expected_sha256, log_path, limits,
-                             started, threads)
+                             started, threads, refuse_until_ready)
         job.log_policy = log_policy or LogPolicy()
         try:
             return job.run(sock, stop, None, 0, 1, None)
@@ -133,17 +137,30 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8080, work
             signal.signal(s, handler)
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """A listening TCP socket; made before the workers fork so that they all share it."""
+def listen(host: str, port: int, now: bool = True) -> socket.socket:
+    """A listening TCP socket; made before the workers fork so that they all share it. Not
+    ``now``: only bound (connections are refused, not queued) until a worker serves on it
+    (asyncio's server listens on the socket it is given)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family, backlog=2048)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        # as socket.create_server does (which would also listen)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        if now:
+            sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
 
 
 def _prepare(model_dir: Path, host: str, port: int, workers: int, expected_sha256: str | None,
              log_path: str | None, limits: Limits, started: float,
-             threads: int) -> tuple[_Job, socket.socket]:
+             threads: int, refuse_until_ready: bool = False) -> tuple[_Job, socket.socket]:
     """Verify, read the signature, listen: everything that happens once, before any worker."""
     meta = verify(model_dir, expected_sha256)
     try:
@@ -153,16 +170,18 @@ def _prepare(model_dir: Path, host: str, port: int, workers: int, expected_sha25
     classes = [schema.label_key(c) for c in meta.signature.get("classes") or []]
     layout = Layout(ENDPOINTS, classes)
     try:
-        sock = listen(host, port)
+        sock = listen(host, port, now=not refuse_until_ready)
     except OSError as e:
         raise StartError(f"cannot listen on {host}:{port}: {e.strerror}; choose another "
                          "--port") from None
     bound_host, bound_port = sock.getsockname()[:2]
     url = f"http://{'[' + bound_host + ']' if ':' in bound_host else bound_host}:{bound_port}"
     _say(f"{meta.pipeline}:{meta.version} (sha256 {meta.sha256[:12]}) listening on {url}"
-         + (f" with {workers} workers" if workers > 1 else ""))
-    return _Job(model_dir, meta, fields, layout, expected_sha256, log_path, limits, started,
-                threads), sock
+         + (f" with {workers} workers" if workers > 1 else "")
+         + (" (refusing connections until the model is loaded)" if refuse_until_ready else ""))
+    job = _Job(model_dir, meta, fields, layout, expected_sha256, log_path, limits, started, threads)
+    job.refuse_until_ready = refuse_until_ready
+    return job, sock
 
 
 class _Uvicorn(uvicorn.Server):
@@ -195,6 +214,7 @@ class _Job:
         self.expected_sha256, self.log_path = expected_sha256, log_path
         self.limits, self.started, self.threads = limits, started, threads
         self.log_policy = LogPolicy()
+        self.refuse_until_ready = False
 
     def run(self, sock: socket.socket, stop: threading.Event, memory: Any, worker: int,
             workers: int, log_lock: Any, loaded: Any = None) -> int:
@@ -232,7 +252,7 @@ class _Job:
 
         try:
             gc.disable()
-            if worker == 0:
+            if worker == 0 and not self.refuse_until_ready:
                 # worker 0 answers /health while it loads; the others take connections only
                 # once loaded, so after the first /ready 200 no request meets one still loading
                 threading.Thread(target=load, name="cd4ml-load", daemon=True).start()
@@ -280,7 +300,7 @@ class _Job:
 
 def _supervise(model_dir: Path, host: str, port: int, workers: int, expected_sha256: str | None,
                log_path: str | None, limits: Limits, started: float, threads: int,
-               log_policy: LogPolicy) -> int:
+               log_policy: LogPolicy, refuse_until_ready: bool = False) -> int:
     import multiprocessing
 
     children: dict[int, int] = {}
@@ -294,7 +314,7 @@ def _supervise(model_dir: Path, host: str, port: int, workers: int, expected_sha
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         job, sock = _prepare(model_dir, host, port, workers, expected_sha256, log_path, limits,
-                             started, threads)
+                             started, threads, refuse_until_ready)
         job.log_policy = log_policy
         memory = shared(job.layout, workers)
         context = multiprocessing.get_context("fork")

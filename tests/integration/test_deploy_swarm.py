@@ -38,7 +38,12 @@ def stack(deploy_world, swarm):
 
 
 def test_swarm_rolling_updates_and_rollbacks_under_load(deploy_world, stack):
+    import dataclasses
+
     spec, env, target = stack
+    # a model server took ~10 s to get ready on the shared 2-core test machine: 20 s, not 12
+    env = dataclasses.replace(env, health_timeout=20.0)
+    spec = dataclasses.replace(spec, environments=(env,))
     port = PORTS["swarm"]
     with deploy_world.store() as store:
         first = deploy(spec, store, "swarm", 1)
@@ -74,15 +79,15 @@ def test_swarm_rolling_updates_and_rollbacks_under_load(deploy_world, stack):
             assert served_version(port) == 2
 
             back, took, to_serving = load.timed(lambda: rollback(spec, store, "swarm"), version=1)
-        print(load.summary("swarm", took, to_serving))
+        print(load.summary("swarm", took, to_serving), "steps", back.details.get("steps"))
         assert load.failed == [], load.failed[:5]
         assert load.versions[0] == 1 and load.versions[-1] == 1 and 2 in load.versions
 
         assert second.status == "healthy" and second.previous_version == 1
         assert never.value.result.status == "rolled_back"
         assert crash.value.restored is True
-        # Swarm: the version rolled back to serves once its candidate service is ready (a task
-        # scheduled, its model loaded): 14.7 s measured at load 3, so 20 s here; local is < 10 s
+        # Swarm: the version rolled back to serves once its bridge container's model is loaded
+        # (13.9 s measured, 12.8 s of it the server's start, on the shared machine); 20 s here
         assert back.version == 1 and to_serving < 20 and served_version(port) == 1
         assert store.model(spec.name, 2).bad and store.model(spec.name, 3).bad
         assert [(r.action, r.version, r.status) for r in history(spec, store, "swarm")] == [
@@ -153,3 +158,46 @@ def test_swarm_split_mirror_and_unsplit_under_load(deploy_world, stack):
     assert load.failed == [], load.failed[:5]
     assert target._service(f"{resource_name(spec, env)}_candidate") is None
     assert served_version(port) == 1
+
+
+def test_a_task_swarm_restarts_by_itself_fails_no_request(deploy_world, stack):
+    """``docker kill`` of one of two model tasks under load: Swarm starts another, which the
+    front resolves before its model is loaded; the front must send each request to a server
+    that can take it, never pass on a loading task's 503."""
+    import dataclasses
+
+    spec, env, target = stack
+    two = dataclasses.replace(env, replicas=2)
+    with deploy_world.store() as store:
+        image = store.images_for(deploy_world.versions[1].id)[0]
+    rendered = render(spec, two, deploy_world.versions[1], image.reference,
+                      proxy_image=target.proxy_image(spec, two, image.reference),
+                      image_id=image.image_id)
+    target.apply(rendered, timeout=60)
+    service = f"{rendered.name}_model"
+    with Load(PORTS["swarm"], deploy_world.row) as load:
+        load.wait_for_requests()
+        for _ in range(2):
+            before = _running_tasks(target, service)
+            victim = target.client.containers.list(
+                filters={"label": f"com.docker.swarm.service.name={service}"})[0]
+            victim.kill()
+            t0 = time.monotonic()
+            # Swarm notices, starts a new task (restart delay 2 s) and it loads its model
+            while not _running_tasks(target, service) - before and time.monotonic() < t0 + 30:
+                time.sleep(0.2)
+            target._wait_tasks(service, rendered.context["image_pinned"], timeout=30, count=2)
+            took = time.monotonic() - t0
+            load.wait_for_requests(100)
+    print(f"\nswarm task killed twice: {load.ok} predictions, {len(load.failed)} failed "
+          f"{load.failed[:2]}; a new task ready {took:.1f} s after the kill")
+    # no 503 of a task loading its model, no timeout on a task gone; only a request the
+    # killed server held when it died may fail (sent, so never sent again)
+    assert not [f for f in load.failed if "HTTP 502" not in f], load.failed[:5]
+    assert len(load.failed) <= 2, load.failed[:5]
+
+    # a deploy killed after starting its bridge, before routing to it: the next action's
+    # clean-up removes it (a routed one stays until the next deploy replaces it)
+    left = target._start_bridge(rendered, timeout=60)
+    assert target.remove_orphans(spec, env, keep=set(), anything_current=True) == [left]
+    assert target._bridges(rendered.context["labels"]) == []

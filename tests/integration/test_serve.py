@@ -502,6 +502,31 @@ def test_ready_is_503_until_the_model_is_loaded(wine_model, tmp_path):
     assert s.stop() == 0
 
 
+def test_refuse_until_ready_refuses_connections_while_the_model_loads(wine_model, tmp_path):
+    """For a proxy that picks servers by DNS (Swarm): a refused connection is safe to send
+    elsewhere, a 503 is passed on to the client."""
+    model, X, directory = wine_model
+    meta = artifacts.read_meta(directory)
+    slow_dir, sha = artifacts.save(tmp_path, "wine", SlowToLoad(model, delay=2.0))
+    artifacts.write_meta(slow_dir, artifacts.ArtifactMeta(
+        pipeline="wine", task="classification", sha256=sha, signature=meta.signature, version=8))
+    s = Server(serve_argv(slow_dir), env={"CD4ML_REFUSE_UNTIL_READY": "1"})
+    s.wait_for("listening on")
+    with pytest.raises(requests.ConnectionError):
+        requests.post(f"{s.url}/predict", json={"inputs": records(X.head(1))[0]}, timeout=5)
+    s.ready()  # said just before the worker listens
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            assert requests.get(f"{s.url}/ready").status_code == 200
+            break
+        except requests.ConnectionError:
+            time.sleep(0.05)
+    body = requests.post(f"{s.url}/predict", json={"instances": records(X)}).json()
+    assert body["predictions"] == model.predict(X).tolist()
+    assert s.stop() == 0
+
+
 def test_workers_default_to_one_per_cpu_with_one_thread_each(wine_model):
     from cd4ml.serve.resources import available_cpus
 
