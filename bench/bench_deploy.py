@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-PORTS = {"local": 18310, "swarm": 18311, "canary": 42320}
+PORTS = {"local": 18310, "swarm": 18311, "canary": 18312}
 
 
 def world(tmp: Path, canary: bool = False):
