@@ -80,6 +80,12 @@ def test_the_image_serves_on_uvicorn_refuses_bad_requests_and_stops_cleanly(imag
         # the server's bytecode is in the image: no start compiles it again
         found = container.exec_run(["ls", "/opt/cd4ml/app/cd4ml/serve/__pycache__"])
         assert found.exit_code == 0 and b"server.cpython-" in found.output, found.output
+        # and so is the standard library's, whatever the base shipped (asyncio, logging and
+        # json are compiled at every start without it: ~0.5 s before the first answer)
+        probe = ("import asyncio, importlib.util as u, os; "
+                 "print(os.path.exists(u.cache_from_source(asyncio.__file__)))")
+        stdlib = container.exec_run(["python", "-c", probe])
+        assert stdlib.output.strip() == b"True", stdlib.output
         status, headers, _ = http("OPTIONS", "/predict")
         assert status == 405 and headers["allow"] == "POST"
         with socket.create_connection(("127.0.0.1", PORT), timeout=10) as sock:
