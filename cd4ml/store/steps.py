@@ -37,10 +37,11 @@ class DeploymentStep:
 
 
 class StepRecords:
-    """Store methods for progressive releases; ``tx``/``read`` come from the Store."""
+    """Store methods for progressive releases; ``tx``/``read``/``_update`` come from the Store."""
 
     tx: Callable[[], AbstractContextManager[sa.Connection]]
     read: Callable[[], AbstractContextManager[sa.Connection]]
+    _update: Callable[[sa.Table, int | str, dict[str, Any]], None]
 
     def record_step(self, deployment_id: int, kind: StepKind, weight: int, status: StepStatus,
                     started_at: str, *, analysis: dict | None = None, details: dict | None = None,
@@ -65,9 +66,8 @@ class StepRecords:
         """End a running step with its verdict (its analysis and details replace the old)."""
         from cd4ml.store import now
 
-        with self.tx() as conn:
-            conn.execute(deployment_steps.update().where(deployment_steps.c.id == step_id).values(
-                status=status, analysis=analysis or {}, details=details or {}, ended_at=now()))
+        self._update(deployment_steps, step_id, {"status": status, "analysis": analysis or {},
+                                                 "details": details or {}, "ended_at": now()})
 
     def deployment_steps(self, deployment_id: int) -> list[DeploymentStep]:
         """The steps of a deployment and any abort request, in the order recorded."""
