@@ -106,7 +106,7 @@ def run_target(spec, store, row, env_name: str, pause: float) -> None:
         timings["first deploy (v1)"] = time.perf_counter() - t0
         with Load(env.port, row, limit=600) as load:
             time.sleep(pause)
-            t0 = time.perf_counter()
+            t0 = switching = time.perf_counter()
             deploy(spec, store, env_name, 2)
             timings["deploy v2 (healthy)"] = time.perf_counter() - t0
             time.sleep(pause)
@@ -115,7 +115,7 @@ def run_target(spec, store, row, env_name: str, pause: float) -> None:
                 deploy(spec, store, env_name, 3)
             timings["deploy v3 (never ready, refused)"] = time.perf_counter() - t0
             time.sleep(pause)
-            t0 = time.perf_counter()
+            t0 = rolling = time.perf_counter()
             rollback(spec, store, env_name)
             timings["rollback to v1"] = time.perf_counter() - t0
             since = load.serving_since(1, t0)
@@ -130,6 +130,9 @@ def run_target(spec, store, row, env_name: str, pause: float) -> None:
             print(f"{what:<34} {seconds:6.2f} s")
         print(f"rollback time to serving: {to_serving:.2f} s (target < 10 s)")
         print(f"versions seen by the client, in order: {load.versions}")
+        overlap = max(load.both_answered(1, 2, switching, rolling), load.both_answered(2, 1, rolling))
+        print(f"both versions answered during a switch for {1000 * overlap:.0f} ms "
+              "(the front's reload: old workers accept beside the new ones)")
         for failure in load.failed[:5]:
             print(f"  failed: {failure}")
     finally:

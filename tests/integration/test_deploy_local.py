@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 
@@ -53,7 +54,9 @@ def test_blue_green_deploys_roll_back_and_count_no_failure(deploy_world, clean):
         assert deploy(spec, store, "staging", "wine:1").status == "unchanged"
         with Load(port, deploy_world.row) as load:
             load.wait_for_requests()
+            switching = time.perf_counter()
             second = deploy(spec, store, "staging", 2, actor="ci-bot", reason="better f1")
+            switched = time.perf_counter()
             load.wait_for_requests()
 
             with pytest.raises(DeployFailed) as never:
@@ -63,11 +66,20 @@ def test_blue_green_deploys_roll_back_and_count_no_failure(deploy_world, clean):
                 deploy(spec, store, "staging", 4)  # the server exits on start
             load.wait_for_requests()
 
+            rolling = time.perf_counter()
             back, took, to_serving = load.timed(
                 lambda: rollback(spec, store, "staging", reason="v2 misbehaves"), version=1)
-        print(load.summary("local", took, to_serving))
+        overlap = max(load.both_answered(1, 2, switching, rolling), load.both_answered(2, 1, rolling))
+        print(load.summary("local", took, to_serving), f"both answered for {overlap * 1000:.0f} ms")
         assert load.failed == [], load.failed[:5]
-        assert load.versions == [1, 2, 1], load.versions
+        # a request sent once a switch has returned is answered by the version switched to; while
+        # the front reloads, its old workers still take requests for nginx's ~100 ms beside the
+        # new ones, so answers may alternate in that window (seen once in ~40 runs: [1,2,1,2,1])
+        assert load.versions[0] == 1 and load.versions[-1] == 1 and 2 in load.versions
+        assert load.only(1, sent_before=switching, sent_after=0) == []
+        assert load.only(2, sent_after=switched, sent_before=rolling) == []
+        assert load.only(1, sent_after=rolling + took) == []
+        assert overlap < 2.0, overlap
 
         assert second.status == "healthy" and second.previous_version == 1
         assert never.value.result.status == "rolled_back"

@@ -10,6 +10,9 @@ What the front promises, and how nginx keeps it:
   graceful reload (``nginx -s reload`` through ``docker exec``): new workers route by the new
   configuration at once, old workers finish the requests they hold and exit. When they have
   exited the old servers have drained (:func:`drained`), and only then are they stopped.
+  nginx starts the new workers before it tells the old ones to stop taking connections, so for
+  that moment (~100 ms) both versions answer and a client may see them alternate; a request
+  sent after :func:`install` returned goes by the new routes only.
   Clients get no keep-alive: an old worker closes its idle client connections at a reload,
   and a request sent on one at that instant would be lost.
 * A request goes to another server only when the first refused or reset it before it was sent
