@@ -18,8 +18,9 @@ from cd4ml.cli.common import (
     port,
     positive_int,
 )
-from cd4ml.errors import ArtifactError, Cd4mlError
+from cd4ml.errors import ArtifactError, Cd4mlError, UsageError
 from cd4ml.refs import parse_model_ref
+from cd4ml.serve.__main__ import add_limits
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
@@ -30,11 +31,13 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("--port", type=port, default=8080, help="port (default 8080; 0 picks a free one)")
     p.add_argument("--workers", type=positive_int, default=1,
                    help="server processes sharing the port (default 1)")
+    add_limits(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from cd4ml.serve.__main__ import server_options
     from cd4ml.serve.server import StartError, serve
 
     ref = parse_model_ref(args.model)
@@ -48,8 +51,12 @@ def run(args: argparse.Namespace) -> int:
                             f"registered with sha256 {model.sha256[:12]}...; unset it or serve "
                             "the version it names")
     try:
+        options = server_options(args, args.workers)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    try:
         return serve(Path(model.artifact_uri), host=args.host, port=args.port,
-                     workers=args.workers, expected_sha256=model.sha256,
-                     log_path=os.environ.get("CD4ML_PREDICTION_LOG") or None)
+                     expected_sha256=model.sha256,
+                     log_path=os.environ.get("CD4ML_PREDICTION_LOG") or None, **options)
     except StartError as e:
         raise Cd4mlError(f"{model.ref}: {e}") from None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
 
 def parser() -> argparse.ArgumentParser:
@@ -30,7 +31,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", default=env("CD4ML_WORKERS", "auto"),
                    help="server processes sharing the port, or 'auto' for one per CPU the "
                         "container may use (default $CD4ML_WORKERS or auto)")
-    p.add_argument("--max-rows", type=int, default=10_000,
+    add_limits(p)
+    return p
+
+
+def add_limits(p: argparse.ArgumentParser) -> None:
+    """The server's options that ``cd4ml serve`` shares with the image's entry point."""
+    env = os.environ.get
+    p.add_argument("--max-rows", type=_rows, default=10_000, metavar="N",
                    help="most rows in one request (default 10000)")
     p.add_argument("--keep-alive", type=_seconds, default=env("CD4ML_KEEP_ALIVE", "75"),
                    metavar="SECONDS",
@@ -45,7 +53,12 @@ def parser() -> argparse.ArgumentParser:
                    help="refuse connections until the model is loaded instead of answering "
                         "503 (and /health) meanwhile: for a proxy that picks among servers by "
                         "DNS (default $CD4ML_REFUSE_UNTIL_READY)")
-    return p
+
+
+def _rows(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(text)
 
 
 def _seconds(text: str) -> float:
@@ -64,8 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         print("cd4ml.serve: error: no model directory; pass --model-dir DIR or set "
               "CD4ML_MODEL_DIR", file=sys.stderr)
         return 2
-    from cd4ml.serve.predlog import LogPolicy
-    from cd4ml.serve.resources import choose_workers, limit_threads, thread_budget
+    from cd4ml.serve.resources import choose_workers
 
     try:
         workers = choose_workers(args.workers)
@@ -73,13 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cd4ml.serve: error: {e}; pass --workers N or set CD4ML_WORKERS", file=sys.stderr)
         return 2
     try:
-        policy = LogPolicy.from_env(os.environ)
+        options = server_options(args, workers)
     except ValueError as e:
-        print(f"cd4ml.serve: error: {e}; set it to a whole number or unset it", file=sys.stderr)
+        print(f"cd4ml.serve: error: {e}", file=sys.stderr)
         return 2
-    # before numpy or scikit-learn load: their thread pools read these once
-    threads = thread_budget(workers)
-    limit_threads(threads)
     from cd4ml.serve.server import StartError, serve
 
     if not os.environ.get("CD4ML_MODEL_SHA256"):
@@ -89,15 +98,31 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.model_dir}/model.json describes, unchecked against any record; set it to "
               "the recorded sha256", file=sys.stderr, flush=True)
     try:
-        return serve(args.model_dir, host=args.host, port=args.port, workers=workers,
+        return serve(args.model_dir, host=args.host, port=args.port,
                      expected_sha256=os.environ.get("CD4ML_MODEL_SHA256") or None,
-                     log_path=prediction_log_path(os.environ),
-                     max_rows=args.max_rows, threads=threads, log_policy=policy,
-                     keep_alive=args.keep_alive, header_timeout=args.header_timeout,
-                     refuse_until_ready=args.refuse_until_ready)
+                     log_path=prediction_log_path(os.environ), **options)
     except StartError as e:
         print(f"cd4ml.serve: error: {e}", file=sys.stderr, flush=True)
         return 2
+
+
+def server_options(args: argparse.Namespace, workers: int) -> dict[str, Any]:
+    """:func:`cd4ml.serve.server.serve`'s keyword arguments from the options :func:`add_limits`
+    added, with each worker's thread budget applied to this process's environment (before
+    numpy or scikit-learn load: their thread pools read it once). Raises ``ValueError`` for a
+    bad ``CD4ML_PREDICTION_LOG_*`` setting."""
+    from cd4ml.serve.predlog import LogPolicy
+    from cd4ml.serve.resources import limit_threads, thread_budget
+
+    try:
+        policy = LogPolicy.from_env(os.environ)
+    except ValueError as e:
+        raise ValueError(f"{e}; set it to a whole number or unset it") from None
+    threads = thread_budget(workers)
+    limit_threads(threads)
+    return {"workers": workers, "max_rows": args.max_rows, "threads": threads,
+            "log_policy": policy, "keep_alive": args.keep_alive,
+            "header_timeout": args.header_timeout, "refuse_until_ready": args.refuse_until_ready}
 
 
 def prediction_log_path(environ: dict | os._Environ) -> str | None:

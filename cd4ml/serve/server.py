@@ -126,8 +126,7 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8080, work
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         job, sock = _prepare(model_dir, host, port, 1, expected_sha256, log_path, limits,
-                             started, threads, refuse_until_ready)
-        job.log_policy = log_policy or LogPolicy()
+                             started, threads, log_policy or LogPolicy(), refuse_until_ready)
         try:
             return job.run(sock, stop, None, 0, 1, None)
         finally:
@@ -160,7 +159,8 @@ def listen(host: str, port: int, now: bool = True) -> socket.socket:
 
 def _prepare(model_dir: Path, host: str, port: int, workers: int, expected_sha256: str | None,
              log_path: str | None, limits: Limits, started: float,
-             threads: int, refuse_until_ready: bool = False) -> tuple[_Job, socket.socket]:
+             threads: int, log_policy: LogPolicy,
+             refuse_until_ready: bool) -> tuple[_Job, socket.socket]:
     """Verify, read the signature, listen: everything that happens once, before any worker."""
     meta = verify(model_dir, expected_sha256)
     try:
@@ -179,8 +179,8 @@ def _prepare(model_dir: Path, host: str, port: int, workers: int, expected_sha25
     _say(f"{meta.pipeline}:{meta.version} (sha256 {meta.sha256[:12]}) listening on {url}"
          + (f" with {workers} workers" if workers > 1 else "")
          + (" (refusing connections until the model is loaded)" if refuse_until_ready else ""))
-    job = _Job(model_dir, meta, fields, layout, expected_sha256, log_path, limits, started, threads)
-    job.refuse_until_ready = refuse_until_ready
+    job = _Job(model_dir, meta, fields, layout, expected_sha256, log_path, limits, started, threads,
+               log_policy, refuse_until_ready)
     return job, sock
 
 
@@ -209,12 +209,12 @@ class _Job:
 
     def __init__(self, model_dir: Path, meta: artifacts.ArtifactMeta,
                  fields: tuple[schema.Field, ...], layout: Layout, expected_sha256: str | None,
-                 log_path: str | None, limits: Limits, started: float, threads: int):
+                 log_path: str | None, limits: Limits, started: float, threads: int,
+                 log_policy: LogPolicy, refuse_until_ready: bool):
         self.model_dir, self.meta, self.fields, self.layout = model_dir, meta, fields, layout
         self.expected_sha256, self.log_path = expected_sha256, log_path
         self.limits, self.started, self.threads = limits, started, threads
-        self.log_policy = LogPolicy()
-        self.refuse_until_ready = False
+        self.log_policy, self.refuse_until_ready = log_policy, refuse_until_ready
 
     def run(self, sock: socket.socket, stop: threading.Event, memory: Any, worker: int,
             workers: int, log_lock: Any, loaded: Any = None) -> int:
@@ -300,7 +300,7 @@ class _Job:
 
 def _supervise(model_dir: Path, host: str, port: int, workers: int, expected_sha256: str | None,
                log_path: str | None, limits: Limits, started: float, threads: int,
-               log_policy: LogPolicy, refuse_until_ready: bool = False) -> int:
+               log_policy: LogPolicy, refuse_until_ready: bool) -> int:
     import multiprocessing
 
     children: dict[int, int] = {}
@@ -314,8 +314,7 @@ def _supervise(model_dir: Path, host: str, port: int, workers: int, expected_sha
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         job, sock = _prepare(model_dir, host, port, workers, expected_sha256, log_path, limits,
-                             started, threads, refuse_until_ready)
-        job.log_policy = log_policy
+                             started, threads, log_policy, refuse_until_ready)
         memory = shared(job.layout, workers)
         context = multiprocessing.get_context("fork")
         log_lock = context.Lock()

@@ -634,11 +634,25 @@ def test_cd4ml_serve_runs_a_registered_version(tmp_path):
                               store], check=False, cwd=tmp_path, env={**os.environ, **env},
                              capture_output=True, text=True, timeout=300)
     assert trained.returncode == 0, trained.stderr
+    # the image's limits, given on the command line as to the image's entry point
     s = Server([sys.executable, "-m", "cd4ml", "serve", "wine:1", "--store", store,
-                "--port", "0"], env=env)
+                "--port", "0", "--max-rows", "2", "--header-timeout", "1",
+                "--refuse-until-ready"], env=env)
     s.ready()
+    assert "refusing connections until the model is loaded" in s.stderr
     meta = requests.get(f"{s.url}/metadata").json()
     assert (meta["pipeline"], meta["model_version"]) == ("wine", 1)
+    row = {i["name"]: 1.0 for i in meta["signature"]["inputs"]}
+    one = requests.post(f"{s.url}/predict", json={"instances": [row, row]}, timeout=10)
+    assert one.status_code == 200, one.text
+    three = {"instances": [row] * 3}
+    assert requests.post(f"{s.url}/predict", json=three, timeout=10).status_code == 413
+    host, port = s.url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as slow:
+        slow.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")
+        t0 = time.perf_counter()
+        assert slow.recv(200).startswith(b"HTTP/1.1 408 ")
+        assert time.perf_counter() - t0 < 3
     assert s.stop() == 0
 
     bare = Server([sys.executable, "-m", "cd4ml", "serve", "1", "-p", str(spec), "--store", store,
