@@ -93,6 +93,6 @@ def _end_running_steps(store: Store, deployment_id: int) -> None:
 
     for step in store.deployment_steps(deployment_id):
         if step.status == StepStatus.RUNNING:
-            summary = (step.details or {}).get("summary") or str(step.kind)
+            name = (step.details or {}).get("name") or f"{step.kind} {step.weight}%"
             store.finish_step(step.id, StepStatus.ABORTED, details={
-                **step.details, "summary": f"{summary.split(': ')[0]}: abandoned (its process is gone)"})
+                **step.details, "summary": f"{name}: abandoned (its process is gone)"})

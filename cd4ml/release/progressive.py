@@ -129,10 +129,11 @@ def _step(r: Rollout, kind: StepKind, weight: int, number: int, of: int) -> Step
     started_at = _now()
     began = time.monotonic()
     # recorded before the split, so that status, history and lineage show the step under way
+    name = _name(kind, weight, number, of)
     at = _Step(r.store.record_step(
         r.deployment_id, kind, weight, StepStatus.RUNNING, started_at,
-        details={"summary": f"{_name(kind, weight, number, of)}: under way since "
-                            f"{started_at[11:19]} UTC"}).id, kind, weight, number, of)
+        details={"name": name, "summary": f"{name}: under way since {started_at[11:19]} UTC"},
+    ).id, kind, weight, number, of)
     try:
         applied = r.target.split(r.stable, r.candidate, weight=weight,
                                  shadow=kind == StepKind.SHADOW, timeout=r.env.health_timeout)

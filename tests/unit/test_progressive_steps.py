@@ -27,7 +27,8 @@ def test_a_running_step_ends_with_its_verdict_or_as_abandoned(tmp_path):
         deps = [store.start_deployment(spec.name, env.name, model.id, "img", "local", "deploy",
                                        "ana", details={"strategy": "canary"}) for _ in range(2)]
         first, _ = (store.record_step(d.id, StepKind.CANARY, 20, StepStatus.RUNNING, now(),
-                                     details={"summary": "step 1/2 canary 20%: under way"})
+                                     details={"name": "step 1/2 canary 20%",
+                                              "summary": "step 1/2 canary 20%: under way since 10:00"})
                    for d in deps)
         assert first.ended_at is None and first.status == StepStatus.RUNNING
         store.finish_step(first.id, StepStatus.PASSED, analysis={"passed": True},
