@@ -163,25 +163,36 @@ class SwarmTarget(DockerTarget):
                 raise
 
     def _preflight(self, rendered: Rendered, timeout: float) -> None:
-        from cd4ml.release.targets.local import _remove, wait_ready
-
-        ctx = rendered.context
-        name = f"{rendered.name}-preflight"
         from docker.errors import NotFound
 
+        from cd4ml.release.targets.local import _remove
+
+        name = f"{rendered.name}-preflight"
         try:
             _remove(self.client.containers.get(name))
         except NotFound:
             pass
+        _remove(self._run_ready(rendered, name, timeout, {"cd4ml.role": "preflight"}))
+
+    def _run_ready(self, rendered: Rendered, name: str, timeout: float, labels: dict[str, str],
+                   **options: Any) -> Any:
+        """Run ``rendered``'s image as the plain container ``name`` (published on this host's
+        loopback, for cd4ml's readiness probe only) and wait for its ``/ready``; removed again
+        if it never gets ready."""
+        from cd4ml.release.targets.local import _remove, wait_ready
+
+        ctx = rendered.context
         ctr = self.client.containers.run(
             ctx["image_pinned"], name=name, detach=True,
             ports={f"{ctx['container_port']}/tcp": ("127.0.0.1", None)},
-            mem_limit=ctx["resources"]["memory_bytes"],
-            labels={"cd4ml.role": "preflight", **ctx["labels"]})
+            mem_limit=ctx["resources"]["memory_bytes"], labels={**ctx["labels"], **labels},
+            **options)
         try:
             wait_ready(ctr, ctx["image_pinned"], int(ctx["container_port"]), "/ready", timeout)
-        finally:
+        except BaseException:
             _remove(ctr)
+            raise
+        return ctr
 
     def _deploy(self, rendered: Rendered) -> None:
         with tempfile.TemporaryDirectory(prefix="cd4ml-stack-") as tmp:
@@ -380,26 +391,16 @@ class SwarmTarget(DockerTarget):
         that a deploy killed midway leaves nothing the next one cannot find."""
         import secrets
 
-        from cd4ml.release.targets.local import _remove, wait_ready
-
         ctx = rendered.context
         name = f"{rendered.name[:48].rstrip('-')}{BRIDGE}{secrets.token_hex(3)}"
         prepare_log_dir(rendered)
-        ctr = self.client.containers.run(
-            ctx["image_pinned"], name=name, detach=True, network=f"{rendered.name}_net",
-            # only for cd4ml's readiness probe, on this host's loopback
-            ports={f"{ctx['container_port']}/tcp": ("127.0.0.1", None)},
+        self._run_ready(
+            rendered, name, timeout,
+            {"cd4ml.role": "bridge", "cd4ml.model.version": str(ctx["model"]["version"])},
+            network=f"{rendered.name}_net", restart_policy={"Name": "unless-stopped"},
             environment={"CD4ML_PREDICTION_LOG_DIR": "/var/log/cd4ml",
                          "CD4ML_REFUSE_UNTIL_READY": "1"},
-            volumes={str(ctx["prediction_logs"]): {"bind": "/var/log/cd4ml", "mode": "rw"}},
-            mem_limit=ctx["resources"]["memory_bytes"], restart_policy={"Name": "unless-stopped"},
-            labels={**ctx["labels"], "cd4ml.role": "bridge",
-                    "cd4ml.model.version": str(ctx["model"]["version"])})
-        try:
-            wait_ready(ctr, ctx["image_pinned"], int(ctx["container_port"]), "/ready", timeout)
-        except NotHealthy:
-            _remove(ctr)
-            raise
+            volumes={str(ctx["prediction_logs"]): {"bind": "/var/log/cd4ml", "mode": "rw"}})
         return name
 
     def _bridges(self, labels: dict[str, str]) -> list[Any]:
