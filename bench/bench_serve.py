@@ -54,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.timing import median_seconds
 
-PORT = 42510  # this bench's share of the helper port range: 42510-42519
+PORT = 19200  # 19200-19209: below the ephemeral range (32768-60999) client connections use
 STARTS = 3  # process starts per server, for the start-up median
 BATCH = 1000  # rows per request of the batch load
 

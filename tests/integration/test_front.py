@@ -22,7 +22,7 @@ from tests.fixtures.deploy import Load, logged
 
 pytestmark = pytest.mark.docker
 
-PORT = 42001
+PORT = 19101
 #: the front container's memory through every test here (it is limited to 256 MiB)
 CEILING = 64 << 20
 

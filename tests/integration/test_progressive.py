@@ -246,7 +246,7 @@ def cli_spec(models, tmp_path):
     raw = yaml.safe_load((ROOT / "pipelines" / "wine.yaml").read_text())
     raw.update(project=spec.project, allow_paths_outside_repository=True, environments={
         # its port is not used: the world's front is on a free port
-        "canary-cli": {"target": "local", "port": 43210, "strategy": "canary",
+        "canary-cli": {"target": "local", "port": 19110, "strategy": "canary",
                        "canary": {"steps": [20, 50, 100], "interval": 12, "max_wait": 60},
                        "analysis": {"min_requests": 15}}})
     raw["data"]["path"] = str(spec.data.path)

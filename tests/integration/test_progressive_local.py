@@ -20,8 +20,8 @@ from cd4ml.release.deploy import DeployFailed, deploy
 from cd4ml.states import DeploymentStatus, StepKind, StepStatus
 from tests.canary_world import Stream, input_rows, logged_answers, train_shuffled
 
-#: this engineer's port ranges (43200-43299; Swarm published ports 43250-43299)
-PORTS = {"canary": 43231, "shadow": 43232, "swarm": 43251}
+#: ports below the ephemeral range (32768-60999), where a client connection could hold one
+PORTS = {"canary": 19131, "shadow": 19132, "swarm": 19151}
 
 
 @pytest.fixture(scope="module")

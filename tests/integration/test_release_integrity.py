@@ -4,7 +4,7 @@ what serves is checked against the store; one policy decides every path into an 
 
 Two projects, ``repo-a`` and ``repo-b``, both with pipeline ``wine``, each with its own store
 (a copy of the deploy world's, with its real images) and its own ports (18601-18612 on the local
-target, 43050 and 43060 on the single-node Swarm).
+target, 19160 and 19170 on the single-node Swarm).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from tests.fixtures.deploy import ROOT, served_version
 pytestmark = pytest.mark.docker
 
 PORTS = {"repo-a": (18601, 18602), "repo-b": (18611, 18612)}
-SWARM_PORTS = {"repo-a": 43050, "repo-b": 43060}
+SWARM_PORTS = {"repo-a": 19160, "repo-b": 19170}
 
 
 class Project:

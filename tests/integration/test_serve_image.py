@@ -19,7 +19,7 @@ from tests.helpers import build_env, train_version, wine_spec_dict
 pytestmark = pytest.mark.docker
 
 REPOSITORY = "cd4ml-test-serve-http/wine"
-PORT = 42210
+PORT = 19120
 
 
 @pytest.fixture(scope="module")
