@@ -43,7 +43,7 @@ def ensure_keeper(client: Any, conf: dict) -> Any:
     the engine is not on a local socket)."""
     from docker.errors import NotFound
 
-    from cd4ml.release.targets.local import _remove
+    from cd4ml.release.targets.containers import remove
 
     sock = engine_socket()
     if sock is None:
@@ -63,7 +63,7 @@ def ensure_keeper(client: Any, conf: dict) -> Any:
     if ctr is not None and ctr.status == "running" and ctr.labels.get("cd4ml.keeper") == want:
         return ctr
     if ctr is not None:
-        _remove(ctr)
+        remove(ctr)
     # the code goes in as an argument: the keeper's root file system is read-only
     ctr = client.containers.create(
         image, name=name, entrypoint=["python", "-c", code],

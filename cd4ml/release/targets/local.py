@@ -38,6 +38,7 @@ from cd4ml.release.targets import (
     probe_host,
     wait_for,
 )
+from cd4ml.release.targets.containers import last_line, remove, wait_ready
 from cd4ml.release.targets.front import (
     FRONT_CONF,
     FRONT_MEMORY,
@@ -100,10 +101,10 @@ class LocalTarget(DockerTarget):
                 front = self._switch(conf, front, Routes(stable=upstream, generation=_generation()))
             except NotHealthy as e:
                 restored = old_name is not None and self._restore(conf, front, old_name)
-                _remove(new)
+                remove(new)
                 raise NotHealthy(str(e), restored=restored, details=e.details) from None
             except BaseException:
-                _remove(new)
+                remove(new)
                 raise
             if old_name:
                 self._drain(front, old_name)
@@ -168,7 +169,7 @@ class LocalTarget(DockerTarget):
                 try:
                     self._wait_ready(ctr, cand, timeout)
                 except BaseException:
-                    _remove(ctr)
+                    remove(ctr)
                     raise
             upstream = f"{ctr.name}:{cand['model']['port']}"
             install(front, Routes(stable=routes.stable, candidate=upstream, weight=weight,
@@ -248,7 +249,7 @@ class LocalTarget(DockerTarget):
         name = f"{m['name']}-{colour}"
         stale = self._container(name)
         if stale is not None:
-            _remove(stale)  # a leftover of an interrupted deploy: it serves nothing
+            remove(stale)  # a leftover of an interrupted deploy: it serves nothing
         kwargs: dict[str, Any] = {
             "name": name, "detach": True, "network": conf["network"],
             "labels": {**{str(k): str(v) for k, v in (m.get("labels") or {}).items()},
@@ -285,7 +286,7 @@ class LocalTarget(DockerTarget):
         port changed), else a graceful reload of the running one."""
         want = _front_hash(conf["front"])
         if front is not None and (front.status != "running" or front.labels.get("cd4ml.front") != want):
-            _remove(front)  # its port, host or image changed: a new front, once
+            remove(front)  # its port, host or image changed: a new front, once
             front = None
         if front is None:
             return self._create_front(conf, routes, want)
@@ -311,13 +312,13 @@ class LocalTarget(DockerTarget):
         try:
             front.start()
         except APIError as e:
-            _remove(front)
+            remove(front)
             raise DeployError(f"cannot publish {host}:{f['port']} for {f['name']}: {explain(e)}; "
                               "free the port or change environments.<env>.port") from None
         url = f"http://{probe_host(host)}:{f['port']}/ready"
         if not wait_for(lambda: http_get(url, timeout=1)[0] == 200, timeout=30, interval=0.1):
             raise NotHealthy(f"{f['name']} did not answer at {url} within 30 s: "
-                             f"{_last_line(logs_tail(front))}", restored=False)
+                             f"{last_line(logs_tail(front))}", restored=False)
         return front
 
     def _drain(self, front: Any, old_name: str) -> None:
@@ -327,7 +328,7 @@ class LocalTarget(DockerTarget):
         old = self._container(old_name)
         if old is not None:
             old.stop(timeout=10)
-            _remove(old)
+            remove(old)
 
     def _collapse(self, front: Any, routes: Routes) -> Routes:
         """An unfinished split before a plain deploy: all traffic back to stable, candidate gone."""
@@ -341,7 +342,7 @@ class LocalTarget(DockerTarget):
         flt = ["cd4ml.role=model"] + [f"{k}={labels.get(k)}" for k in OWNER_LABELS]
         for c in self.client.containers.list(all=True, filters={"label": flt}):
             if c.name not in keep:
-                _remove(c)
+                remove(c)
 
     def remove_orphans(self, spec: Spec, env: EnvironmentSpec, *, keep: set[str],
                        anything_current: bool) -> list[str]:
@@ -367,7 +368,7 @@ class LocalTarget(DockerTarget):
                 return []
             removed = [c for c in found if c.name not in keep]
             for c in removed:
-                _remove(c)
+                remove(c)
         return [c.name for c in removed]
 
     # ------------------------------------------------------------------ status
@@ -380,7 +381,7 @@ class LocalTarget(DockerTarget):
         name = resource_name(spec, env)
         flt = [f"{k}={v}" for k, v in labels(spec, env).items()]
         for c in self.client.containers.list(all=True, filters={"label": flt}):
-            _remove(c)
+            remove(c)
         try:
             net = self.client.networks.get(name)
         except NotFound:
@@ -396,34 +397,6 @@ def _published(ctr: Any) -> tuple[str, int] | None:
     if not bindings:
         return None
     return bindings[0].get("HostIp") or "0.0.0.0", int(bindings[0].get("HostPort") or 0)
-
-
-def wait_ready(ctr: Any, image: str, port: int, path: str, timeout: float) -> None:
-    """Wait until ``ctr`` answers 200 on ``path`` at its port published on 127.0.0.1; raise
-    NotHealthy at the timeout, or at once when the server exits (or restarts) on start."""
-    from cd4ml.integrations.docker import logs_tail
-
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
-        ctr.reload()
-        state = ctr.attrs.get("State") or {}
-        if state.get("Status") in ("exited", "dead") or state.get("Restarting") \
-                or int(ctr.attrs.get("RestartCount") or 0) > 0:
-            logs = logs_tail(ctr)
-            raise NotHealthy(f"{ctr.name} ({image}) exited on start (code {state.get('ExitCode')}): "
-                             f"{_last_line(logs)}", restored=False,
-                             details={"container": ctr.name, "logs": logs})
-        ports = (ctr.attrs.get("NetworkSettings") or {}).get("Ports") or {}
-        binding = (ports.get(f"{port}/tcp") or [None])[0]
-        if binding:
-            status, _ = http_get(f"http://127.0.0.1:{binding['HostPort']}{path}", timeout=1)
-            if status == 200:
-                return
-            last = f"{path} answered HTTP {status}" if status else f"{path} did not answer"
-        time.sleep(0.1)
-    raise NotHealthy(f"{ctr.name} ({image}) was not ready within {timeout:g} s: {last}",
-                     restored=False, details={"container": ctr.name, "logs": logs_tail(ctr)})
 
 
 def parse_conf(rendered: Rendered) -> dict:
@@ -453,17 +426,3 @@ def _front_hash(front: dict) -> str:
 
 def _generation() -> int:
     return time.time_ns() // 1_000_000
-
-
-def _remove(ctr: Any) -> None:
-    from docker.errors import NotFound
-
-    try:
-        ctr.remove(force=True)
-    except NotFound:
-        pass
-
-
-def _last_line(text: str) -> str:
-    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else "no output"

@@ -165,21 +165,21 @@ class SwarmTarget(DockerTarget):
     def _preflight(self, rendered: Rendered, timeout: float) -> None:
         from docker.errors import NotFound
 
-        from cd4ml.release.targets.local import _remove
+        from cd4ml.release.targets.containers import remove
 
         name = f"{rendered.name}-preflight"
         try:
-            _remove(self.client.containers.get(name))
+            remove(self.client.containers.get(name))
         except NotFound:
             pass
-        _remove(self._run_ready(rendered, name, timeout, {"cd4ml.role": "preflight"}))
+        remove(self._run_ready(rendered, name, timeout, {"cd4ml.role": "preflight"}))
 
     def _run_ready(self, rendered: Rendered, name: str, timeout: float, labels: dict[str, str],
                    **options: Any) -> Any:
         """Run ``rendered``'s image as the plain container ``name`` (published on this host's
         loopback, for cd4ml's readiness probe only) and wait for its ``/ready``; removed again
         if it never gets ready."""
-        from cd4ml.release.targets.local import _remove, wait_ready
+        from cd4ml.release.targets.containers import remove, wait_ready
 
         ctx = rendered.context
         ctr = self.client.containers.run(
@@ -190,7 +190,7 @@ class SwarmTarget(DockerTarget):
         try:
             wait_ready(ctr, ctx["image_pinned"], int(ctx["container_port"]), "/ready", timeout)
         except BaseException:
-            _remove(ctr)
+            remove(ctr)
             raise
         return ctr
 
@@ -410,14 +410,14 @@ class SwarmTarget(DockerTarget):
     def _drop_bridges(self, rendered: Rendered, front: Any | None) -> None:
         """Remove the environment's bridges once the front's old workers (the last that could
         send them a request) have exited."""
+        from cd4ml.release.targets.containers import remove
         from cd4ml.release.targets.front import drained
-        from cd4ml.release.targets.local import _remove
 
         gone = self._bridges(rendered.context["labels"])
         if gone and front is not None:
             drained(front)
         for c in gone:
-            _remove(c)
+            remove(c)
 
     def _wait_tasks(self, service: str, image: str, timeout: float, count: int,
                     fail_fast: bool = False) -> None:
@@ -472,8 +472,8 @@ class SwarmTarget(DockerTarget):
         does not route to; one it still routes to serves until the next deploy replaces it."""
         from cd4ml.integrations.docker import translating
         from cd4ml.release.render import labels
+        from cd4ml.release.targets.containers import remove
         from cd4ml.release.targets.front import routes_of
-        from cd4ml.release.targets.local import _remove
 
         name = resource_name(spec, env)
         with translating(DeployError, f"clean up {name}", "check the engine with 'docker info'"):
@@ -486,17 +486,17 @@ class SwarmTarget(DockerTarget):
                 if routes is not None else set()
             removed = [c for c in found if c.name not in routed | keep]
             for c in removed:
-                _remove(c)
+                remove(c)
         return [c.name for c in removed]
 
     def teardown(self, spec: Spec, env: EnvironmentSpec) -> None:
         from cd4ml.release.render import labels
-        from cd4ml.release.targets.local import _remove
+        from cd4ml.release.targets.containers import remove
 
         name = resource_name(spec, env)
         # first: a container attached to the stack's network would keep it from being removed
         for c in self._bridges(labels(spec, env)):
-            _remove(c)
+            remove(c)
         proc.call(["docker", "stack", "rm", name], timeout=120, check=False)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
